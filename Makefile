@@ -1,0 +1,43 @@
+# meshllm: the README's two commands are `make demo` and `make test`.
+GO      ?= go
+WASM    := wasm/meshllm.wasm
+FUZZTIME ?= 20s
+
+.PHONY: all wasm test test-native test-race demo check fuzz bench clean
+
+all: wasm
+
+# The filter: standard Go (not TinyGo) compiled to a wasip1 reactor. c-shared is
+# what makes it a reactor; without it every callback after main fails.
+wasm:
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags="-s -w" -o $(WASM) ./filter
+
+# Every test; the wasm tests load $(WASM) and fail (never skip) without it.
+test: wasm
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race ./picker-svc/...
+
+demo: wasm
+	$(GO) run ./e2e/cmd/demo
+
+check:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1)
+	$(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./filter/...
+	cp go.mod /tmp/meshllm-go.mod.bak && cp go.sum /tmp/meshllm-go.sum.bak
+	$(GO) mod tidy
+	@git diff --exit-code go.mod go.sum || (echo "go mod tidy changed go.mod/go.sum"; exit 1)
+
+# Short fuzz runs of every fuzz target (go test -fuzz takes one target at a time).
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+bench: wasm
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -f $(WASM)

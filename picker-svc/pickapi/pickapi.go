@@ -1,0 +1,367 @@
+package pickapi
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/tidwall/gjson"
+)
+
+// Path is where picker-svc serves picks.
+const Path = "/v1/pick"
+
+// HeaderDestinationEndpoint carries the chosen "ip:port" to Envoy's
+// override_host / ORIGINAL_DST load balancing (the Gateway API Inference
+// Extension endpoint-picker protocol).
+const HeaderDestinationEndpoint = "x-gateway-destination-endpoint"
+
+// MaxFallbacks bounds the ranked fallback list an answer may carry.
+const MaxFallbacks = 8
+
+// Criticality of a request, as an InferenceModel declares it.
+type Criticality string
+
+// The criticality classes, most important first. Under saturation the picker
+// sheds Sheddable first, then Standard, never Critical.
+const (
+	Critical  Criticality = "Critical"
+	Standard  Criticality = "Standard"
+	Sheddable Criticality = "Sheddable"
+)
+
+// ParseCriticality maps a wire value to a Criticality; "" means Standard.
+func ParseCriticality(s string) (Criticality, error) {
+	switch Criticality(s) {
+	case "":
+		return Standard, nil
+	case Critical, Standard, Sheddable:
+		return Criticality(s), nil
+	}
+	return "", fmt.Errorf("unknown criticality %q (want Critical, Standard or Sheddable)", s)
+}
+
+// Strategy names a pool's routing strategy, as set by the InferencePool
+// annotation inference.networking.x-k8s.io/routing-strategy.
+type Strategy string
+
+// The routing strategies.
+const (
+	StrategyDefault     Strategy = "DEFAULT"
+	StrategyPrefixCache Strategy = "PREFIX_CACHE"
+)
+
+// RoutingStrategyAnnotation selects a pool's Strategy.
+const RoutingStrategyAnnotation = "inference.networking.x-k8s.io/routing-strategy"
+
+// PickRequest asks which endpoint should serve one LLM request.
+type PickRequest struct {
+	// Pool names the InferencePool; empty lets the picker resolve it by Model.
+	Pool string `json:"pool,omitempty"`
+	// Model is what the client asked for (an InferenceModel's modelName, an
+	// adapter or a base model).
+	Model       string      `json:"model"`
+	Criticality Criticality `json:"criticality,omitempty"`
+	Stream      bool        `json:"stream,omitempty"`
+	// PrefixHashes is the hash chain of the prompt's blocks (see PrefixHashes).
+	PrefixHashes []uint64 `json:"prefix_hashes,omitempty"`
+}
+
+// AppendJSON appends the request's JSON encoding to dst without reflection.
+func (r *PickRequest) AppendJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	if r.Pool != "" {
+		dst = append(dst, `"pool":`...)
+		dst = appendString(dst, r.Pool)
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"model":`...)
+	dst = appendString(dst, r.Model)
+	if r.Criticality != "" {
+		dst = append(dst, `,"criticality":`...)
+		dst = appendString(dst, string(r.Criticality))
+	}
+	if r.Stream {
+		dst = append(dst, `,"stream":true`...)
+	}
+	if len(r.PrefixHashes) > 0 {
+		dst = append(dst, `,"prefix_hashes":[`...)
+		for i, h := range r.PrefixHashes {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = strconv.AppendUint(dst, h, 10)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// Limits on a decoded PickRequest; larger values are refused, not truncated.
+const (
+	MaxNameLen     = 253
+	MaxRequestSize = 64 << 10
+)
+
+// ParsePickRequest decodes and validates a PickRequest.
+func ParsePickRequest(b []byte) (PickRequest, error) {
+	var r PickRequest
+	if len(b) > MaxRequestSize {
+		return r, fmt.Errorf("pick request of %d bytes exceeds %d", len(b), MaxRequestSize)
+	}
+	if !gjson.ValidBytes(b) {
+		return r, errors.New("pick request is not valid JSON")
+	}
+	root := gjson.ParseBytes(b)
+	if !root.IsObject() {
+		return r, errors.New("pick request must be a JSON object")
+	}
+	var err error
+	root.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "pool":
+			r.Pool, err = nameField("pool", v)
+		case "model":
+			r.Model, err = nameField("model", v)
+		case "criticality":
+			if v.Type != gjson.String {
+				err = fmt.Errorf("criticality must be a string, got %s", v.Raw)
+				break
+			}
+			r.Criticality, err = ParseCriticality(v.Str)
+		case "stream":
+			if !v.IsBool() {
+				err = fmt.Errorf("stream must be a boolean, got %s", v.Raw)
+				break
+			}
+			r.Stream = v.Bool()
+		case "prefix_hashes":
+			r.PrefixHashes, err = hashesField(v)
+		default:
+			err = fmt.Errorf("unknown field %q", k.Str)
+		}
+		return err == nil
+	})
+	if err != nil {
+		return r, err
+	}
+	if r.Model == "" {
+		return r, errors.New("model is required")
+	}
+	if r.Criticality == "" {
+		r.Criticality = Standard
+	}
+	return r, nil
+}
+
+func nameField(name string, v gjson.Result) (string, error) {
+	if v.Type != gjson.String {
+		return "", fmt.Errorf("%s must be a string, got %s", name, v.Raw)
+	}
+	if len(v.Str) > MaxNameLen {
+		return "", fmt.Errorf("%s is %d bytes long, the limit is %d", name, len(v.Str), MaxNameLen)
+	}
+	return v.Str, nil
+}
+
+func hashesField(v gjson.Result) ([]uint64, error) {
+	if !v.IsArray() {
+		return nil, fmt.Errorf("prefix_hashes must be an array, got %s", v.Raw)
+	}
+	var out []uint64
+	var err error
+	v.ForEach(func(_, h gjson.Result) bool {
+		if len(out) == MaxBlocks {
+			err = fmt.Errorf("prefix_hashes holds more than %d hashes", MaxBlocks)
+			return false
+		}
+		n, perr := strconv.ParseUint(h.Raw, 10, 64)
+		if h.Type != gjson.Number || perr != nil {
+			err = fmt.Errorf("prefix_hashes holds %s, want unsigned 64-bit integers", h.Raw)
+			return false
+		}
+		out = append(out, n)
+		return true
+	})
+	return out, err
+}
+
+// PickResponse is a successful pick.
+type PickResponse struct {
+	// Endpoint is "ip:port" of the chosen pod.
+	Endpoint string `json:"endpoint"`
+	// TargetModel is the model or adapter that should serve the request; the
+	// filter rewrites the body's model when it differs from the request's.
+	TargetModel string   `json:"target_model"`
+	Strategy    Strategy `json:"strategy"`
+	Pool        string   `json:"pool"`
+	// Fallbacks are further endpoints, best first, for retries and for the
+	// filter's fail-open cache.
+	Fallbacks []string `json:"fallbacks,omitempty"`
+}
+
+// AppendJSON appends the response's JSON encoding to dst without reflection.
+func (p *PickResponse) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"endpoint":`...)
+	dst = appendString(dst, p.Endpoint)
+	dst = append(dst, `,"target_model":`...)
+	dst = appendString(dst, p.TargetModel)
+	dst = append(dst, `,"strategy":`...)
+	dst = appendString(dst, string(p.Strategy))
+	dst = append(dst, `,"pool":`...)
+	dst = appendString(dst, p.Pool)
+	if len(p.Fallbacks) > 0 {
+		dst = append(dst, `,"fallbacks":[`...)
+		for i, f := range p.Fallbacks {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, f)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// ParsePickResponse decodes a 200 answer. The endpoint must be a literal
+// "ip:port" (never a host name: the filter hands it to Envoy as an address).
+func ParsePickResponse(b []byte) (PickResponse, error) {
+	var p PickResponse
+	if !gjson.ValidBytes(b) {
+		return p, errors.New("pick response is not valid JSON")
+	}
+	root := gjson.ParseBytes(b)
+	p.Endpoint = root.Get("endpoint").Str
+	if err := ValidateEndpoint(p.Endpoint); err != nil {
+		return p, err
+	}
+	p.TargetModel = root.Get("target_model").Str
+	p.Strategy = Strategy(root.Get("strategy").Str)
+	p.Pool = root.Get("pool").Str
+	root.Get("fallbacks").ForEach(func(_, f gjson.Result) bool {
+		if len(p.Fallbacks) == MaxFallbacks {
+			return false
+		}
+		if ValidateEndpoint(f.Str) == nil {
+			p.Fallbacks = append(p.Fallbacks, f.Str)
+		}
+		return true
+	})
+	return p, nil
+}
+
+// ValidateEndpoint accepts "a.b.c.d:port" and "[v6]:port" with a port in
+// 1..65535, and nothing else.
+func ValidateEndpoint(ep string) error {
+	colon := -1
+	for i := len(ep) - 1; i >= 0; i-- {
+		if ep[i] == ':' {
+			colon = i
+			break
+		}
+	}
+	if colon <= 0 || colon == len(ep)-1 {
+		return fmt.Errorf("endpoint %q is not ip:port", ep)
+	}
+	port, err := strconv.ParseUint(ep[colon+1:], 10, 16)
+	if err != nil || port == 0 {
+		return fmt.Errorf("endpoint %q has a bad port", ep)
+	}
+	host := ep[:colon]
+	if host[0] == '[' {
+		if host[len(host)-1] != ']' || !isIPv6(host[1:len(host)-1]) {
+			return fmt.Errorf("endpoint %q has a bad IPv6 address", ep)
+		}
+		return nil
+	}
+	if !isIPv4(host) {
+		return fmt.Errorf("endpoint %q is not an IPv4 address and port", ep)
+	}
+	return nil
+}
+
+func isIPv4(s string) bool {
+	parts, n, digits := 0, 0, 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == '.' {
+			if digits == 0 || n > 255 || (digits > 1 && s[i-digits] == '0') {
+				return false
+			}
+			parts++
+			n, digits = 0, 0
+			continue
+		}
+		c := s[i]
+		if c < '0' || c > '9' || digits == 3 {
+			return false
+		}
+		n = n*10 + int(c-'0')
+		digits++
+	}
+	return parts == 4
+}
+
+func isIPv6(s string) bool {
+	if len(s) < 2 || len(s) > 39 {
+		return false
+	}
+	colons := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ':':
+			colons++
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return colons >= 2 && colons <= 7
+}
+
+// ErrorBody builds an OpenAI-style error body, as vLLM >= 0.10.1 answers:
+// {"error":{"message":...,"type":...,"param":null,"code":status}}.
+func ErrorBody(status int, errType, message string) []byte {
+	b := make([]byte, 0, 64+len(message))
+	b = append(b, `{"error":{"message":`...)
+	b = appendString(b, message)
+	b = append(b, `,"type":`...)
+	b = appendString(b, errType)
+	b = append(b, `,"param":null,"code":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	return append(b, `}}`...)
+}
+
+// Error types the picker uses in refusals.
+const (
+	ErrTypeNotFound    = "NotFoundError"       // 404: unknown model or pool
+	ErrTypeRateLimited = "RateLimitError"      // 429: shed under saturation
+	ErrTypeUnavailable = "ServiceUnavailable"  // 503: no endpoint at all
+	ErrTypeBadRequest  = "BadRequestError"     // 400: malformed pick request
+	ErrTypeInternal    = "InternalServerError" // 500
+)
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaping what JSON requires.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c == '\r':
+			dst = append(dst, '\\', 'r')
+		case c == '\t':
+			dst = append(dst, '\\', 't')
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}

@@ -1,0 +1,118 @@
+package pickapi
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestPickRequestRoundTrip(t *testing.T) {
+	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, Stream: true, PrefixHashes: []uint64{1, 1<<64 - 1}}
+	b := in.AppendJSON(nil)
+	require.True(t, json.Valid(b), string(b))
+	out, err := ParsePickRequest(b)
+	require.NoError(t, err)
+	require.Equal(t, in, out)
+
+	// encoding/json reads the same thing (the picker may use either).
+	var viaStd PickRequest
+	require.NoError(t, json.Unmarshal(b, &viaStd))
+	require.Equal(t, in, viaStd)
+}
+
+func TestParsePickRequestErrors(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{`, "not valid JSON"},
+		{`[]`, "JSON object"},
+		{`{"pool":"p"}`, "model is required"},
+		{`{"model":1}`, "model must be a string, got 1"},
+		{`{"model":"m","criticality":"Urgent"}`, `unknown criticality "Urgent"`},
+		{`{"model":"m","stream":"yes"}`, `stream must be a boolean, got "yes"`},
+		{`{"model":"m","prefix_hashes":[-1]}`, "prefix_hashes holds -1"},
+		{`{"model":"m","prefix_hashes":[1.5]}`, "prefix_hashes holds 1.5"},
+		{`{"model":"m","bogus":1}`, `unknown field "bogus"`},
+	} {
+		_, err := ParsePickRequest([]byte(tc.in))
+		require.ErrorContains(t, err, tc.want, tc.in)
+	}
+	r, err := ParsePickRequest([]byte(`{"model":"m"}`))
+	require.NoError(t, err)
+	require.Equal(t, Standard, r.Criticality)
+}
+
+func TestPickResponseRoundTrip(t *testing.T) {
+	in := PickResponse{Endpoint: "10.0.0.1:8000", TargetModel: "a", Strategy: StrategyPrefixCache, Pool: "p",
+		Fallbacks: []string{"10.0.0.2:8000", "[fd00::1]:8000"}}
+	out, err := ParsePickResponse(in.AppendJSON(nil))
+	require.NoError(t, err)
+	require.Equal(t, in, out)
+
+	// Bad fallbacks are dropped, a bad endpoint fails the whole answer.
+	out, err = ParsePickResponse([]byte(`{"endpoint":"10.0.0.1:1","fallbacks":["evil.com:80","10.0.0.3:2"]}`))
+	require.NoError(t, err)
+	require.Equal(t, []string{"10.0.0.3:2"}, out.Fallbacks)
+	_, err = ParsePickResponse([]byte(`{"endpoint":"evil.com:80"}`))
+	require.ErrorContains(t, err, `"evil.com:80"`)
+}
+
+func TestValidateEndpoint(t *testing.T) {
+	for _, ok := range []string{"1.2.3.4:80", "255.255.255.255:65535", "[::1]:8000", "[fd00:1::2]:1"} {
+		require.NoError(t, ValidateEndpoint(ok), ok)
+	}
+	for _, bad := range []string{"", ":80", "1.2.3.4", "1.2.3.4:", "1.2.3.4:0", "1.2.3.4:65536", "1.2.3:80",
+		"1.2.3.4.5:80", "256.1.1.1:80", "01.1.1.1:80", "a.b.c.d:80", "[::1:80", "[zz::1]:80", "host:80", "1.2.3.4:80,5.6.7.8:80"} {
+		require.Error(t, ValidateEndpoint(bad), bad)
+	}
+}
+
+func TestPrefixHashes(t *testing.T) {
+	a := make([]byte, 3*BlockSize+10)
+	for i := range a {
+		a[i] = byte('a' + i%26)
+	}
+	b := append([]byte(nil), a...)
+	b[2*BlockSize+1] = 'Z' // differs in the third block
+
+	ha := PrefixHashes(nil, "m", a)
+	hb := PrefixHashes(nil, "m", b)
+	require.Len(t, ha, 3) // the partial tail block is not hashed
+	require.Equal(t, ha[:2], hb[:2])
+	require.NotEqual(t, ha[2], hb[2])
+	require.NotEqual(t, ha[0], PrefixHashes(nil, "other-model", a)[0], "hashes are per model")
+	require.Empty(t, PrefixHashes(nil, "m", a[:BlockSize-1]))
+
+	huge := make([]byte, (MaxBlocks+10)*BlockSize)
+	require.Len(t, PrefixHashes(nil, "m", huge), MaxBlocks)
+}
+
+func TestErrorBody(t *testing.T) {
+	b := ErrorBody(429, ErrTypeRateLimited, `pool "p" is saturated`)
+	var v struct {
+		Error struct {
+			Message string
+			Type    string
+			Code    int
+		}
+	}
+	require.NoError(t, json.Unmarshal(b, &v))
+	require.Equal(t, `pool "p" is saturated`, v.Error.Message)
+	require.Equal(t, 429, v.Error.Code)
+}
+
+func FuzzParsePickRequest(f *testing.F) {
+	f.Add([]byte(`{"pool":"p","model":"m","criticality":"Critical","stream":true,"prefix_hashes":[1,2]}`))
+	f.Add([]byte(`{"model":""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParsePickRequest(b)
+		if err != nil {
+			return
+		}
+		again, err := ParsePickRequest(r.AppendJSON(nil))
+		if err != nil {
+			t.Fatalf("re-encoding %+v does not parse: %v", r, err)
+		}
+		require.Equal(t, r.Model, again.Model)
+		require.Equal(t, r.PrefixHashes, again.PrefixHashes)
+	})
+}
