@@ -1,0 +1,73 @@
+// Package scrape polls each vLLM endpoint's /metrics, maps the page to one
+// Snapshot and publishes it with an atomic pointer swap, so the scheduler
+// reads state without ever blocking a scraper (or being blocked by one).
+package scrape
+
+import (
+	"time"
+)
+
+// Snapshot is the state of one vLLM endpoint as of one good scrape. It is
+// immutable once published.
+type Snapshot struct {
+	// Queue and batch: sums over engines (data-parallel ranks).
+	Waiting float64
+	Running float64
+	Swapped float64 // v0 only
+	// KVCacheUsage in [0,1]: vllm:kv_cache_usage_perc, else
+	// vllm:gpu_cache_usage_perc; the highest engine's value.
+	KVCacheUsage float64
+
+	// LoRA state from the vllm:lora_requests_info series with the largest
+	// value (its value is a timestamp: the newest label set wins).
+	MaxLoRA         int
+	RunningAdapters []string
+	WaitingAdapters []string
+
+	// cache_config_info; 0 when absent.
+	BlockSize    int
+	NumGPUBlocks int
+
+	// Prefix-cache counters in tokens (v1 >= 0.9, or 0.8's gpu_prefix_*).
+	PrefixQueries float64
+	PrefixHits    float64
+
+	// ScrapedAt is when the page was read (the picker's clock).
+	ScrapedAt time.Time
+	// PageBytes is the size of the page this snapshot came from.
+	PageBytes int
+}
+
+// HasAdapter reports whether name is running (1) or waiting (2) on the
+// endpoint, or neither (0).
+func (s *Snapshot) HasAdapter(name string) int {
+	for _, a := range s.RunningAdapters {
+		if a == name {
+			return 1
+		}
+	}
+	for _, a := range s.WaitingAdapters {
+		if a == name {
+			return 2
+		}
+	}
+	return 0
+}
+
+// ActiveAdapters is the number of distinct adapters running or waiting.
+func (s *Snapshot) ActiveAdapters() int {
+	n := len(s.RunningAdapters)
+	for _, w := range s.WaitingAdapters {
+		dup := false
+		for _, r := range s.RunningAdapters {
+			if r == w {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			n++
+		}
+	}
+	return n
+}
