@@ -1,0 +1,164 @@
+// Package config parses the filter's pluginConfig (JSON, as Istio's
+// WasmPlugin pluginConfig and Envoy's configuration.value deliver it). It is
+// a pure function: no host calls, errors that quote the bad key or value, and
+// no silent defaults for values that are present but wrong.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/tidwall/gjson"
+)
+
+// Config is the parsed pluginConfig.
+type Config struct {
+	// LLMPaths are the request paths (query string ignored) treated as LLM
+	// API calls when the method is POST and the content type is JSON.
+	LLMPaths []string
+	// MaxRequestBodyBytes caps the request body the filter buffers and
+	// parses; larger bodies pass through unparsed and are counted.
+	MaxRequestBodyBytes int
+	// MaxResponseBodyBytes caps the copy of a JSON response kept to read
+	// its usage (also the cap on a decompressed gzip body).
+	MaxResponseBodyBytes int
+	// MaxSSEEventBytes caps one server-sent event; larger events pass
+	// through unobserved.
+	MaxSSEEventBytes int
+	// InjectStreamUsage adds stream_options.include_usage to streaming
+	// requests that lack it, and removes the extra usage-only chunk from the
+	// response so the client sees what it asked for.
+	InjectStreamUsage bool
+	// ModelLabelLimit bounds the distinct (model, target_model) label pairs.
+	ModelLabelLimit int
+	// ModelAllowlist, if set, lists the only label values kept; others
+	// become "other".
+	ModelAllowlist []string
+	// DecodeGzip lets the filter read usage from gzip-encoded JSON bodies.
+	DecodeGzip bool
+}
+
+// Default returns the configuration used for keys the pluginConfig omits.
+func Default() Config {
+	return Config{
+		LLMPaths:             []string{"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses"},
+		MaxRequestBodyBytes:  4 << 20,
+		MaxResponseBodyBytes: 4 << 20,
+		MaxSSEEventBytes:     1 << 20,
+		InjectStreamUsage:    true,
+		ModelLabelLimit:      100,
+		DecodeGzip:           true,
+	}
+}
+
+// Limits on values, so that a typo cannot ask for absurd buffers.
+const (
+	maxBodyLimit  = 64 << 20
+	maxLabelLimit = 10000
+	maxPaths      = 64
+)
+
+// Parse reads a pluginConfig. Empty input means all defaults.
+func Parse(raw []byte) (Config, error) {
+	c := Default()
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return c, nil
+	}
+	if !gjson.ValidBytes(raw) {
+		return c, fmt.Errorf("pluginConfig is not valid JSON: %q", clip(raw))
+	}
+	root := gjson.ParseBytes(raw)
+	if !root.IsObject() {
+		return c, fmt.Errorf("pluginConfig must be a JSON object, got %s", clip([]byte(root.Raw)))
+	}
+	var err error
+	root.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "llm_paths":
+			c.LLMPaths, err = paths(k.Str, v)
+		case "max_request_body_bytes":
+			c.MaxRequestBodyBytes, err = intIn(k.Str, v, 1, maxBodyLimit)
+		case "max_response_body_bytes":
+			c.MaxResponseBodyBytes, err = intIn(k.Str, v, 1, maxBodyLimit)
+		case "max_sse_event_bytes":
+			c.MaxSSEEventBytes, err = intIn(k.Str, v, 256, maxBodyLimit)
+		case "inject_stream_usage":
+			c.InjectStreamUsage, err = boolean(k.Str, v)
+		case "model_label_limit":
+			c.ModelLabelLimit, err = intIn(k.Str, v, 1, maxLabelLimit)
+		case "model_allowlist":
+			c.ModelAllowlist, err = strings_(k.Str, v, maxLabelLimit)
+		case "decode_gzip":
+			c.DecodeGzip, err = boolean(k.Str, v)
+		default:
+			err = fmt.Errorf("unknown key %q in pluginConfig", k.Str)
+		}
+		return err == nil
+	})
+	return c, err
+}
+
+func clip(b []byte) string {
+	if len(b) > 80 {
+		return string(b[:80]) + "..."
+	}
+	return string(b)
+}
+
+func intIn(key string, v gjson.Result, lo, hi int) (int, error) {
+	if v.Type != gjson.Number || v.Num != float64(int64(v.Num)) {
+		return 0, fmt.Errorf("%s: want an integer, got %s", key, clip([]byte(v.Raw)))
+	}
+	n := int(v.Num)
+	if n < lo || n > hi {
+		return 0, fmt.Errorf("%s: %s is out of range [%d, %d]", key, v.Raw, lo, hi)
+	}
+	return n, nil
+}
+
+func boolean(key string, v gjson.Result) (bool, error) {
+	if !v.IsBool() {
+		return false, fmt.Errorf("%s: want true or false, got %s", key, clip([]byte(v.Raw)))
+	}
+	return v.Bool(), nil
+}
+
+func strings_(key string, v gjson.Result, max int) ([]string, error) {
+	if !v.IsArray() {
+		return nil, fmt.Errorf("%s: want an array of strings, got %s", key, clip([]byte(v.Raw)))
+	}
+	var out []string
+	var err error
+	v.ForEach(func(_, s gjson.Result) bool {
+		switch {
+		case s.Type != gjson.String:
+			err = fmt.Errorf("%s: want strings, got %s", key, clip([]byte(s.Raw)))
+		case s.Str == "":
+			err = fmt.Errorf("%s: empty string", key)
+		case len(out) == max:
+			err = fmt.Errorf("%s: more than %d entries", key, max)
+		default:
+			out = append(out, s.Str)
+		}
+		return err == nil
+	})
+	return out, err
+}
+
+func paths(key string, v gjson.Result) ([]string, error) {
+	ps, err := strings_(key, v, maxPaths)
+	if err != nil {
+		return nil, err
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("%s: empty list (the filter would do nothing)", key)
+	}
+	for _, p := range ps {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?# ") {
+			return nil, fmt.Errorf("%s: %q is not a path (want /..., no query)", key, p)
+		}
+	}
+	return ps, nil
+}

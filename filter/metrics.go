@@ -1,0 +1,80 @@
+package main
+
+import (
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+
+	"github.com/meshllm/meshllm/filter/config"
+	"github.com/meshllm/meshllm/filter/stats"
+)
+
+// hostMetrics defines each stat once and caches its handle. Model-labelled
+// series pass through the cardinality guard first, so the caches are bounded.
+type hostMetrics struct {
+	guard  *stats.Guard
+	series map[[2]string]*modelSeries
+	byName map[string]proxywasm.MetricCounter
+
+	overflow proxywasm.MetricCounter
+}
+
+// modelSeries are the stats of one admitted (model, target_model) pair.
+type modelSeries struct {
+	prompt, completion proxywasm.MetricCounter
+	ttfb, duration     proxywasm.MetricHistogram
+	requests           map[string]proxywasm.MetricCounter // by response class
+	model              string
+}
+
+func newHostMetrics(cfg config.Config) *hostMetrics {
+	return &hostMetrics{
+		guard:    stats.NewGuard(cfg.ModelLabelLimit, cfg.ModelAllowlist),
+		series:   make(map[[2]string]*modelSeries),
+		byName:   make(map[string]proxywasm.MetricCounter),
+		overflow: proxywasm.DefineCounterMetric(stats.LabelOverflow),
+	}
+}
+
+// forModel returns the series of a request's labels.
+func (m *hostMetrics) forModel(model, target string) *modelSeries {
+	lm, lt, overflow := m.guard.Labels(model, target)
+	if overflow {
+		m.overflow.Increment(1)
+	}
+	key := [2]string{lm, lt}
+	if s, ok := m.series[key]; ok {
+		return s
+	}
+	both := []stats.Tag{{Name: stats.TagModel, Value: lm}, {Name: stats.TagTargetModel, Value: lt}}
+	s := &modelSeries{
+		prompt:     proxywasm.DefineCounterMetric(stats.Name(stats.PromptTokens, both...)),
+		completion: proxywasm.DefineCounterMetric(stats.Name(stats.CompletionTokens, both...)),
+		ttfb:       proxywasm.DefineHistogramMetric(stats.Name(stats.TTFBMillis, both[0])),
+		duration:   proxywasm.DefineHistogramMetric(stats.Name(stats.DurationMillis, both[0])),
+		requests:   make(map[string]proxywasm.MetricCounter, 2),
+		model:      lm,
+	}
+	m.series[key] = s
+	return s
+}
+
+// request counts one request by response class (a bounded set).
+func (s *modelSeries) request(class string) {
+	c, ok := s.requests[class]
+	if !ok {
+		c = proxywasm.DefineCounterMetric(stats.Name(stats.Requests,
+			stats.Tag{Name: stats.TagModel, Value: s.model}, stats.Tag{Name: stats.TagResponseClass, Value: class}))
+		s.requests[class] = c
+	}
+	c.Increment(1)
+}
+
+// count increments an unlabelled-by-model counter with one bounded tag.
+func (m *hostMetrics) count(metric, tag, value string) {
+	name := stats.Name(metric, stats.Tag{Name: tag, Value: value})
+	c, ok := m.byName[name]
+	if !ok {
+		c = proxywasm.DefineCounterMetric(name)
+		m.byName[name] = c
+	}
+	c.Increment(1)
+}
