@@ -78,15 +78,15 @@ func (o *ResponseObserver) Chunk(chunk []byte, end bool) (out []byte, replace bo
 	switch {
 	case o.framer != nil:
 		if !o.strip {
-			o.framer.Feed(chunk, nil, o.observeEvent)
+			o.framer.Observe(chunk, o.observeEvent)
 			if end {
-				o.framer.Flush(nil, o.observeEvent)
+				o.framer.Flush(nil, false, o.observeEvent)
 			}
 			return nil, false
 		}
-		o.out = o.framer.Feed(chunk, o.out[:0], o.keepEvent)
+		o.out = o.framer.Rewrite(o.out[:0], chunk, o.keepEvent)
 		if end {
-			o.out = o.framer.Flush(o.out, o.keepEvent)
+			o.out = o.framer.Flush(o.out, true, o.keepEvent)
 		}
 		if bytes.Equal(o.out, chunk) {
 			return nil, false
@@ -148,9 +148,9 @@ func (o *ResponseObserver) Finish() Outcome {
 	default:
 		body := o.body
 		if o.encoding == "gzip" && o.limits.DecodeGzip {
-			var ok bool
-			if body, ok = gunzip(body, o.limits.MaxBody); !ok {
-				oc.Missing = MissingUnparsable
+			var why string
+			if body, why = gunzip(body, o.limits.MaxBody); why != "" {
+				oc.Missing = why
 				break
 			}
 		} else if o.encoding != "" {
@@ -173,14 +173,18 @@ func (o *ResponseObserver) Finish() Outcome {
 }
 
 // gunzip decodes b, refusing output larger than limit (a gzip bomb guard).
-func gunzip(b []byte, limit int) ([]byte, bool) {
+// It returns why it failed, or "".
+func gunzip(b []byte, limit int) ([]byte, string) {
 	zr, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil {
-		return nil, false
+		return nil, MissingUnparsable
 	}
 	out, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
-	if err != nil || len(out) > limit {
-		return nil, false
+	switch {
+	case len(out) > limit:
+		return nil, MissingOversize
+	case err != nil:
+		return nil, MissingUnparsable
 	}
-	return out, true
+	return out, ""
 }

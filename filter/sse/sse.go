@@ -20,14 +20,21 @@ type Framer struct {
 // New returns a Framer that observes events of at most maxEvent bytes.
 func New(maxEvent int) *Framer { return &Framer{maxEvent: maxEvent} }
 
-// Feed frames chunk. For every complete event it calls fn with the event's
-// bytes (its terminating blank line included); fn returns false to drop the
-// event from the output. When out is non-nil, Feed appends to it the bytes to
-// forward now: the kept events, in order. The unfinished tail is held back
-// until its event completes (or Flush), so the caller must forward out in
-// place of chunk. When out is nil nothing is built: observe-only.
-func (f *Framer) Feed(chunk []byte, out []byte, fn func(event []byte) bool) []byte {
-	build := out != nil
+// Observe frames chunk and calls fn with every complete event's bytes (its
+// terminating blank line included). The stream itself is not changed.
+func (f *Framer) Observe(chunk []byte, fn func(event []byte) bool) {
+	f.feed(chunk, nil, false, fn)
+}
+
+// Rewrite frames chunk like Observe, and appends to out the bytes to forward
+// now: the events for which fn returned true, in order. The unfinished tail
+// is held back until its event completes (or Flush), so the caller forwards
+// out in place of chunk.
+func (f *Framer) Rewrite(out, chunk []byte, fn func(event []byte) bool) []byte {
+	return f.feed(chunk, out, true, fn)
+}
+
+func (f *Framer) feed(chunk []byte, out []byte, build bool, fn func(event []byte) bool) []byte {
 	data := chunk
 	if len(f.tail) > 0 {
 		f.tail = append(f.tail, chunk...)
@@ -78,10 +85,10 @@ func (f *Framer) Feed(chunk []byte, out []byte, fn func(event []byte) bool) []by
 }
 
 // Flush ends the stream: an unterminated tail is offered to fn as a last
-// event and, if kept, appended to out.
-func (f *Framer) Flush(out []byte, fn func(event []byte) bool) []byte {
+// event and, if kept, appended to out (observe-only callers pass build false).
+func (f *Framer) Flush(out []byte, build bool, fn func(event []byte) bool) []byte {
 	if len(f.tail) > 0 && !f.skipping {
-		if fn(f.tail) && out != nil {
+		if fn(f.tail) && build {
 			out = append(out, f.tail...)
 		}
 	}

@@ -1,0 +1,112 @@
+package stats
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshllm/meshllm/e2e/envoystats"
+)
+
+func envoyExtractor(t *testing.T) *envoystats.Extractor {
+	t.Helper()
+	specs, err := envoystats.LoadStatsTags("../../envoy/envoy.yaml")
+	require.NoError(t, err)
+	// envoy.yaml's stats_tags are exactly the filter's tags and regexes.
+	require.Len(t, specs, len(AllTags))
+	for i, tag := range AllTags {
+		require.Equal(t, envoystats.TagSpecifier{TagName: tag, Regex: TagRegex(tag)}, specs[i])
+	}
+	ex, err := envoystats.NewExtractor(specs)
+	require.NoError(t, err)
+	return ex
+}
+
+// TestPrometheusSeries applies Envoy's tag extraction and Prometheus naming to
+// the stat names the filter defines and checks the series a scraper sees.
+func TestPrometheusSeries(t *testing.T) {
+	ex := envoyExtractor(t)
+	both := func(m, tm string) []Tag { return []Tag{{TagModel, m}, {TagTargetModel, tm}} }
+	for _, tc := range []struct{ stat, want string }{
+		{Name(PromptTokens, both("tweet-summary", "tweet-summary-1")...),
+			`asm_llm_proxy_prompt_tokens{model="tweet-summary",target_model="tweet-summary-1"}`},
+		{Name(CompletionTokens, both("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct")...),
+			`asm_llm_proxy_completion_tokens{model="meta-llama/Llama-3.1-8B-Instruct",target_model="meta-llama/Llama-3.1-8B-Instruct"}`},
+		// "model" must not be found inside "target_model", whatever the order.
+		{Name(PromptTokens, Tag{TagTargetModel, "b"}, Tag{TagModel, "a"}),
+			`asm_llm_proxy_prompt_tokens{model="a",target_model="b"}`},
+		{Name(Requests, Tag{TagModel, "m"}, Tag{TagResponseClass, "2xx"}),
+			`asm_llm_proxy_requests_total{model="m",response_class="2xx"}`},
+		{Name(TTFBMillis, Tag{TagModel, "m.v2:latest"}), `asm_llm_proxy_time_to_first_byte_ms{model="m.v2:latest"}`},
+		{Name(UsageMissing, Tag{TagReason, "not_reported"}), `asm_llm_proxy_usage_missing_total{reason="not_reported"}`},
+		{Name(ParseErrors, Tag{TagPhase, "request"}), `asm_llm_proxy_parse_errors_total{phase="request"}`},
+		{LabelOverflow, `asm_llm_proxy_label_overflow_total`},
+	} {
+		require.Equal(t, tc.want, ex.Of(tc.stat), tc.stat)
+	}
+}
+
+// TestHostileValuesStayInTheirLabel: whatever a client sends as a model, the
+// sanitised value cannot break out of its segment or forge another label.
+func TestHostileValuesStayInTheirLabel(t *testing.T) {
+	ex := envoyExtractor(t)
+	for _, evil := range []string{
+		`x;.;target_model=.=forged;.;`, `a";b`, "a\nb", `=.=`, `;.;`, "", string(make([]byte, 500)),
+		"model=.=m;.;asm_llm_proxy_prompt_tokens", "ünïcode", `{"$gt":""}`,
+	} {
+		v := TagValue(evil)
+		require.LessOrEqual(t, len(v), MaxValueLen)
+		got := ex.Of(Name(PromptTokens, Tag{TagModel, v}, Tag{TagTargetModel, "t"}))
+		require.Equal(t, fmt.Sprintf(`asm_llm_proxy_prompt_tokens{model=%q,target_model="t"}`, v), got, "value %q", evil)
+	}
+}
+
+func TestTagValue(t *testing.T) {
+	require.Equal(t, "meta-llama/Llama-3.1-8B-Instruct", TagValue("meta-llama/Llama-3.1-8B-Instruct"))
+	require.Equal(t, Unknown, TagValue(""))
+	require.Equal(t, "a_b_c", TagValue("a;b=c"))
+	require.Len(t, TagValue(string(make([]byte, 1000))), MaxValueLen)
+}
+
+func TestGuard(t *testing.T) {
+	g := NewGuard(3, nil)
+	for i := 0; i < 3; i++ {
+		m, tm, over := g.Labels(fmt.Sprint("m", i), "t")
+		require.Equal(t, fmt.Sprint("m", i), m)
+		require.Equal(t, "t", tm)
+		require.False(t, over)
+	}
+	m, tm, over := g.Labels("m9", "t")
+	require.Equal(t, [2]string{Other, Other}, [2]string{m, tm})
+	require.True(t, over)
+	m, _, over = g.Labels("m1", "t") // admitted earlier: still itself
+	require.Equal(t, "m1", m)
+	require.False(t, over)
+	for i := 0; i < 10000; i++ {
+		g.Labels(fmt.Sprint("r", i), fmt.Sprint("s", i))
+	}
+	require.Equal(t, 3, g.Admitted())
+
+	a := NewGuard(100, []string{"llama", "sql-lora"})
+	m, tm, over = a.Labels("llama", "sql-lora")
+	require.Equal(t, [2]string{"llama", "sql-lora"}, [2]string{m, tm})
+	require.False(t, over)
+	m, tm, over = a.Labels("random", "llama")
+	require.Equal(t, [2]string{Other, "llama"}, [2]string{m, tm})
+	require.True(t, over)
+}
+
+func TestResponseClass(t *testing.T) {
+	for status, want := range map[int]string{200: "2xx", 204: "2xx", 301: "3xx", 429: "4xx", 503: "5xx", 0: "none", 99: "none"} {
+		require.Equal(t, want, ResponseClass(status))
+	}
+}
+
+func BenchmarkGuardLabels(b *testing.B) {
+	g := NewGuard(100, nil)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		g.Labels("meta-llama/Llama-3.1-8B-Instruct", "sql-lora-1")
+	}
+}
