@@ -17,13 +17,13 @@ func fixture(t testing.TB, name string) []byte {
 
 func TestParseRequest(t *testing.T) {
 	for _, tc := range []struct {
-		name, body          string
-		model               string
-		stream, includeUsg  bool
-		maxTokens           int64
-		prompt              string
-		err                 error
-		needsInjection      bool
+		name, body         string
+		model              string
+		stream, includeUsg bool
+		maxTokens          int64
+		prompt             string
+		err                error
+		needsInjection     bool
 	}{
 		{name: "chat", body: `{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5}`,
 			model: "m", maxTokens: 5, prompt: `[{"role":"user","content":"hi"}]`},
