@@ -59,8 +59,8 @@ type engineMetrics struct {
 	prefixQueries, prefixHits, loraLoads        uint64
 	success                                     map[string]uint64
 
-	ttft, itl, tpotReq, e2e, queue, inference, prefill, decode histogram
-	promptLen, genLen, maxGen, maxTokens, paramsN, iterationTokens   histogram
+	ttft, itl, tpotReq, e2e, queue, inference, prefill, decode     histogram
+	promptLen, genLen, maxGen, maxTokens, paramsN, iterationTokens histogram
 }
 
 func (m *engineMetrics) init(cfg Config) {
