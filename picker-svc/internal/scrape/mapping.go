@@ -84,6 +84,11 @@ func mapSelected(sel []byte, now time.Time, pageBytes int) (Snapshot, error) {
 			case mRunning:
 				s.Running += v
 				haveRun = true
+				for _, l := range m.Label {
+					if l.GetName() == "model_name" && s.BaseModel == "" && len(l.GetValue()) <= maxAdapterLen {
+						s.BaseModel = l.GetValue()
+					}
+				}
 			case mWaiting:
 				s.Waiting += v
 				haveWait = true

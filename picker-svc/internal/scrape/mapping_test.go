@@ -22,7 +22,7 @@ func TestMapRealisticPage(t *testing.T) {
 	s, err := Map(page, t0)
 	require.NoError(t, err)
 	require.Equal(t, Snapshot{
-		Waiting: 4, Running: 27, KVCacheUsage: 0.6312,
+		Waiting: 4, Running: 27, KVCacheUsage: 0.6312, BaseModel: "meta-llama/Llama-3.1-8B-Instruct",
 		MaxLoRA: 4, RunningAdapters: []string{"sql-lora", "tweet-summary-1"}, WaitingAdapters: []string{"tweet-summary-2"},
 		BlockSize: 16, NumGPUBlocks: 27153,
 		PrefixQueries: 4.812345e+06, PrefixHits: 2.101234e+06,
@@ -42,19 +42,19 @@ func TestMapTable(t *testing.T) {
 		err        string
 	}{
 		{name: "v0 names with swapped and old gauge", page: core + "vllm:num_requests_swapped{model_name=\"m\"} 1\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.5\n",
-			want: Snapshot{Running: 2, Waiting: 3, Swapped: 1, KVCacheUsage: 0.5}},
+			want: Snapshot{Running: 2, Waiting: 3, Swapped: 1, KVCacheUsage: 0.5, BaseModel: "m"}},
 		{name: "both KV names: the new one wins", page: core + "vllm:gpu_cache_usage_perc 0.9\nvllm:kv_cache_usage_perc 0.25\n",
-			want: Snapshot{Running: 2, Waiting: 3, KVCacheUsage: 0.25}},
+			want: Snapshot{Running: 2, Waiting: 3, KVCacheUsage: 0.25, BaseModel: "m"}},
 		{name: "engines sum queues, max KV", page: core + "vllm:num_requests_running{engine=\"1\"} 5\nvllm:kv_cache_usage_perc{engine=\"0\"} 0.2\nvllm:kv_cache_usage_perc{engine=\"1\"} 0.7\n",
-			want: Snapshot{Running: 7, Waiting: 3, KVCacheUsage: 0.7}},
-		{name: "KV above 1 is clamped", page: core + "vllm:kv_cache_usage_perc 3\n", want: Snapshot{Running: 2, Waiting: 3, KVCacheUsage: 1}},
+			want: Snapshot{Running: 7, Waiting: 3, KVCacheUsage: 0.7, BaseModel: "m"}},
+		{name: "KV above 1 is clamped", page: core + "vllm:kv_cache_usage_perc 3\n", want: Snapshot{Running: 2, Waiting: 3, KVCacheUsage: 1, BaseModel: "m"}},
 		{name: "newest LoRA series wins regardless of order", page: core + "vllm:kv_cache_usage_perc 0\n" +
 			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"new\",waiting_lora_adapters=\"\"} 20\n" +
 			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"old\",waiting_lora_adapters=\"w\"} 10\n",
-			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 2, RunningAdapters: []string{"new"}}},
+			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 2, RunningAdapters: []string{"new"}, BaseModel: "m"}},
 		{name: "0.8 prefix counters", page: core + "vllm:kv_cache_usage_perc 0\nvllm:gpu_prefix_cache_queries_total 10\nvllm:gpu_prefix_cache_hits_total 4\n",
-			want: Snapshot{Running: 2, Waiting: 3, PrefixQueries: 10, PrefixHits: 4}},
-		{name: "no trailing newline", page: core + "vllm:kv_cache_usage_perc 0.1", want: Snapshot{Running: 2, Waiting: 3, KVCacheUsage: 0.1}},
+			want: Snapshot{Running: 2, Waiting: 3, PrefixQueries: 10, PrefixHits: 4, BaseModel: "m"}},
+		{name: "no trailing newline", page: core + "vllm:kv_cache_usage_perc 0.1", want: Snapshot{Running: 2, Waiting: 3, KVCacheUsage: 0.1, BaseModel: "m"}},
 		{name: "missing KV gauge (partial page)", page: core, err: ErrIncomplete.Error()},
 		{name: "missing waiting (truncated)", page: "vllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.1\n", err: ErrIncomplete.Error()},
 		{name: "empty page", page: "", err: ErrIncomplete.Error()},

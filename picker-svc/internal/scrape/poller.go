@@ -378,3 +378,10 @@ func (m *Manager) Close() {
 		e.hc.CloseIdleConnections()
 	}
 }
+
+// NewEndpoint returns an endpoint that is not polled: state comes from Store
+// or ScrapeOnce (tests, benchmarks, one-shot tools).
+func NewEndpoint(addr string, cfg Config) *Endpoint {
+	c := cfg.withDefaults()
+	return newEndpoint(addr, &c)
+}

@@ -18,6 +18,10 @@ type Snapshot struct {
 	// vllm:gpu_cache_usage_perc; the highest engine's value.
 	KVCacheUsage float64
 
+	// BaseModel is the model_name label vLLM exports (the served base
+	// model); "" when absent.
+	BaseModel string
+
 	// LoRA state from the vllm:lora_requests_info series with the largest
 	// value (its value is a timestamp: the newest label set wins).
 	MaxLoRA         int

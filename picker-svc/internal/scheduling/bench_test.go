@@ -1,0 +1,74 @@
+package scheduling
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
+)
+
+// benchPool builds n members with varied load; with warm, every member's
+// prefix index is filled to capacity and a quarter of them hold a prefix of
+// the benchmark request.
+func benchPool(n, capacity int, warm bool, req []uint64) []*Member {
+	r := rand.New(rand.NewPCG(1, 2))
+	ms := make([]*Member, n)
+	for i := range ms {
+		ep := scrape.NewEndpoint(fmt.Sprintf("10.%d.%d.%d:8000", i/65536, i/256%256, i%256), scrape.Config{})
+		ep.Store(&scrape.Snapshot{Waiting: float64(r.IntN(5)), Running: float64(r.IntN(64)), KVCacheUsage: r.Float64() * 0.8,
+			BaseModel: "base", MaxLoRA: 4, RunningAdapters: []string{"a", "b"}, ScrapedAt: time.Now().Add(time.Hour)})
+		ms[i] = NewMember(ep, capacity)
+		if warm {
+			fill := make([]uint64, capacity)
+			for j := range fill {
+				fill[j] = r.Uint64()
+			}
+			ms[i].Prefix.Add(fill)
+			if i%4 == 0 {
+				ms[i].Prefix.Add(req[:1+r.IntN(len(req))])
+			}
+		}
+	}
+	return ms
+}
+
+// BenchmarkPick measures one in-process pick decision and reports its p99.
+func BenchmarkPick(b *testing.B) {
+	req := make([]uint64, 64) // a 4 KiB prompt's blocks
+	for i := range req {
+		req[i] = uint64(i)*0x9e3779b97f4a7c15 + 1
+	}
+	for _, st := range []pickapi.Strategy{pickapi.StrategyDefault, pickapi.StrategyPrefixCache} {
+		for _, n := range []int{100, 1000} {
+			b.Run(fmt.Sprintf("%s/%d", st, n), func(b *testing.B) {
+				ms := benchPool(n, DefaultPrefixCapacity, st == pickapi.StrategyPrefixCache, req)
+				s := New(DefaultConfig())
+				r := &Request{TargetModel: "a", Criticality: pickapi.Standard}
+				if st == pickapi.StrategyPrefixCache {
+					r.PrefixHashes = req
+				}
+				now := time.Now()
+				lat := make([]time.Duration, 0, 1<<16)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					start := time.Now()
+					if _, err := s.Pick(ms, st, r, now); err != nil {
+						b.Fatal(err)
+					}
+					if len(lat) < cap(lat) {
+						lat = append(lat, time.Since(start))
+					}
+				}
+				b.StopTimer()
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+				b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+			})
+		}
+	}
+}

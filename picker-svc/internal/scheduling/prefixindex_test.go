@@ -1,0 +1,72 @@
+package scheduling
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func chain(start, n int) []uint64 {
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = uint64(start + i)
+	}
+	return out
+}
+
+func TestPrefixLRUBoundedAndRecent(t *testing.T) {
+	p := NewPrefixLRU(1024)
+	a := chain(1000, 300)
+	p.Add(a)
+	require.Equal(t, 300, p.Match(a))
+	require.Equal(t, 30, p.Match(append(chain(1000, 30), 1, 2, 3)), "match stops at the first unknown block")
+	b := chain(50000, 300)
+	p.Add(b)
+	require.Equal(t, 300, p.Match(b))
+	require.Equal(t, 300, p.Match(a))
+
+	// 600 newer blocks age out a's oldest blocks (1200 insertions > 1024),
+	// so a no longer matches from its start; b is younger and survives.
+	p.Add(chain(90000, 600))
+	require.Equal(t, 0, p.Match(a))
+	require.Equal(t, 300, p.Match(b))
+
+	// Touching keeps a chain alive.
+	p.Add(b)
+	p.Add(chain(200000, 700))
+	require.Equal(t, 300, p.Match(b))
+	require.LessOrEqual(t, p.Len(), 1024)
+
+	for i := 0; i < 1000; i++ {
+		p.Add(chain(i*7919, 50))
+	}
+	require.LessOrEqual(t, p.Len(), 1024, "never more than capacity")
+	require.Equal(t, 50, p.Match(chain(999*7919, 50)), "the newest chain is held")
+}
+
+func TestPrefixLRUCapacityRoundsUp(t *testing.T) {
+	p := NewPrefixLRU(100)
+	p.Add(chain(1, 1000))
+	require.LessOrEqual(t, p.Len(), 128, "capacity rounds up to a power of two")
+	require.GreaterOrEqual(t, p.Len(), 115, "bounded probing loses only a few slots")
+	require.Equal(t, 0, NewPrefixLRU(0).Match(chain(1, 3)))
+}
+
+func TestPrefixLRUConcurrent(t *testing.T) {
+	p := NewPrefixLRU(512)
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				c := chain(g*100000+i, 32)
+				p.Add(c)
+				p.Match(c)
+			}
+		}()
+	}
+	wg.Wait()
+	require.LessOrEqual(t, p.Len(), 512)
+}

@@ -1,0 +1,36 @@
+package scheduling
+
+// QueueScorer prefers short waiting queues: a waiting request is latency the
+// client pays before its first token. Scores are min-max normalised across
+// the candidates (shortest queue 1, longest 0, all equal 1), so the scorer
+// ranks relative load whatever the absolute numbers.
+type QueueScorer struct{}
+
+// Name implements Scorer.
+func (QueueScorer) Name() string { return "queue" }
+
+// Score implements Scorer.
+func (QueueScorer) Score(_ *Request, cands []Candidate, scores []float64) {
+	minMax(cands, scores, func(c *Candidate) float64 { return c.S.Waiting })
+}
+
+// minMax writes 1 - (v-min)/(max-min) for each candidate's value.
+func minMax(cands []Candidate, scores []float64, v func(*Candidate) float64) {
+	if len(cands) == 0 {
+		return
+	}
+	lo, hi := v(&cands[0]), v(&cands[0])
+	for i := range cands {
+		x := v(&cands[i])
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	if hi == lo {
+		for i := range scores {
+			scores[i] = 1
+		}
+		return
+	}
+	for i := range cands {
+		scores[i] = 1 - (v(&cands[i])-lo)/(hi-lo)
+	}
+}
