@@ -106,6 +106,10 @@ type Engine struct {
 	maxLag      float64
 	lastLog     time.Time
 
+	// changed is broadcast after every step and abort, for waiters on
+	// engine state (WaitIdle, tests).
+	changed *sync.Cond
+
 	wake   chan struct{}
 	closed chan struct{}
 }
@@ -124,8 +128,25 @@ func newEngine(cfg Config) *Engine {
 		wake:     make(chan struct{}, 1),
 		closed:   make(chan struct{}),
 	}
+	e.changed = sync.NewCond(&e.mu)
 	e.m.init(cfg)
 	return e
+}
+
+// WaitIdle blocks until the engine has no running or waiting request, or
+// the engine stopped. It is how tests wait for aborts to land without
+// sleeping.
+func (e *Engine) WaitIdle() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for e.hasWork() {
+		select {
+		case <-e.closed:
+			return
+		default:
+		}
+		e.changed.Wait()
+	}
 }
 
 // newSeq builds a sequence for a prompt. maxTokens must already be
@@ -193,6 +214,7 @@ func (e *Engine) Abort(s *Seq) {
 	e.m.success[FinishAbort]++
 	s.finishReason = FinishAbort
 	s.outDone.Store(true)
+	e.changed.Broadcast()
 }
 
 func (e *Engine) hasWork() bool { return len(e.running)+len(e.waiting) > 0 }
@@ -363,6 +385,7 @@ func (e *Engine) complete(p *stepPlan, end float64) []*Seq {
 	if len(e.cfg.LoRAModules) > 0 {
 		e.recordLoRAInfo()
 	}
+	e.changed.Broadcast()
 	return p.notify
 }
 
