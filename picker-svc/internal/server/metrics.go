@@ -1,0 +1,112 @@
+package server
+
+import (
+	"time"
+
+	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the picker's own Prometheus series.
+type Metrics struct {
+	Registry       *prometheus.Registry
+	pickLatency    prometheus.Histogram
+	picks          *prometheus.CounterVec
+	scrapeDuration prometheus.Histogram
+	scrapeErrors   *prometheus.CounterVec
+	fallbacks      *prometheus.CounterVec
+}
+
+// Outcome labels of meshllm_picker_picks_total.
+const (
+	OutcomePicked      = "picked"
+	OutcomeFallback    = "fallback_all"  // no eligible endpoint: picked among all
+	OutcomeShed        = "shed"          // 429
+	OutcomeUnknown     = "unknown_model" // 404
+	OutcomeNoEndpoints = "no_endpoints"  // 503
+	OutcomeBadRequest  = "bad_request"   // 400
+)
+
+// NewMetrics registers every series, including the per-endpoint state read
+// from store at collection time (so label values follow the live endpoint
+// set and nothing has to be deleted when endpoints go away).
+func NewMetrics(store *datastore.Store) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		pickLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meshllm_picker_pick_duration_seconds", Help: "Time to answer one pick, from request read to response written.",
+			Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1},
+		}),
+		picks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshllm_picker_picks_total", Help: "Picks by pool strategy and outcome.",
+		}, []string{"strategy", "outcome"}),
+		scrapeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meshllm_picker_scrape_duration_seconds", Help: "Time to fetch, parse and map one /metrics page.",
+			Buckets: []float64{2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1},
+		}),
+		scrapeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshllm_picker_scrape_errors_total", Help: "Failed scrapes by reason (connect, timeout, status, too_large, read, parse, incomplete).",
+		}, []string{"reason"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshllm_picker_fallback_all_total", Help: "Picks made among all endpoints because none was eligible (stale or failing metrics).",
+		}, []string{"pool"}),
+	}
+	m.Registry.MustRegister(m.pickLatency, m.picks, m.scrapeDuration, m.scrapeErrors, m.fallbacks,
+		&endpointCollector{store: store}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	for _, r := range []scrape.Reason{scrape.ReasonConnect, scrape.ReasonTimeout, scrape.ReasonStatus, scrape.ReasonTooBig,
+		scrape.ReasonRead, scrape.ReasonParse, scrape.ReasonPartial} {
+		m.scrapeErrors.WithLabelValues(string(r)) // export zeros: rate() works from the start
+	}
+	return m
+}
+
+// ScrapeDone implements scrape.Observer.
+func (m *Metrics) ScrapeDone(_ string, took time.Duration, reason scrape.Reason) {
+	m.scrapeDuration.Observe(took.Seconds())
+	if reason != scrape.OK {
+		m.scrapeErrors.WithLabelValues(string(reason)).Inc()
+	}
+}
+
+var (
+	descWaiting  = prometheus.NewDesc("meshllm_picker_endpoint_waiting", "Waiting requests in the last good scrape.", []string{"pool", "endpoint"}, nil)
+	descRunning  = prometheus.NewDesc("meshllm_picker_endpoint_running", "Running requests in the last good scrape.", []string{"pool", "endpoint"}, nil)
+	descKV       = prometheus.NewDesc("meshllm_picker_endpoint_kv_cache_usage", "KV cache usage (0..1) in the last good scrape.", []string{"pool", "endpoint"}, nil)
+	descAge      = prometheus.NewDesc("meshllm_picker_endpoint_snapshot_age_seconds", "Age of the last good scrape.", []string{"pool", "endpoint"}, nil)
+	descFailures = prometheus.NewDesc("meshllm_picker_endpoint_consecutive_failures", "Failed scrapes since the last good one.", []string{"pool", "endpoint"}, nil)
+	descEligible = prometheus.NewDesc("meshllm_picker_endpoint_eligible", "1 when the endpoint may be picked (fresh metrics, not failing).", []string{"pool", "endpoint"}, nil)
+)
+
+type endpointCollector struct{ store *datastore.Store }
+
+// Describe implements prometheus.Collector.
+func (c *endpointCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descWaiting, descRunning, descKV, descAge, descFailures, descEligible} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *endpointCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for name, pv := range c.store.View().Pools {
+		for _, mem := range pv.Members {
+			ep := mem.EP
+			snap, ok := ep.Eligible(now)
+			elig := 0.0
+			if ok {
+				elig = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descEligible, prometheus.GaugeValue, elig, name, ep.Addr)
+			ch <- prometheus.MustNewConstMetric(descFailures, prometheus.GaugeValue, float64(ep.Failures()), name, ep.Addr)
+			if snap == nil {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, snap.Waiting, name, ep.Addr)
+			ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, snap.Running, name, ep.Addr)
+			ch <- prometheus.MustNewConstMetric(descKV, prometheus.GaugeValue, snap.KVCacheUsage, name, ep.Addr)
+			ch <- prometheus.MustNewConstMetric(descAge, prometheus.GaugeValue, now.Sub(snap.ScrapedAt).Seconds(), name, ep.Addr)
+		}
+	}
+}

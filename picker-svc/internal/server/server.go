@@ -1,0 +1,272 @@
+// Package server serves the pick API, the picker's own metrics, health and
+// readiness, and a JSON view of its state.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is the picker's HTTP surface.
+type Server struct {
+	store   *datastore.Store
+	sched   *scheduling.Scheduler
+	metrics *Metrics
+	log     *slog.Logger
+	now     func() time.Time
+	bufs    sync.Pool
+	// refusal logging: once per change of (pool, outcome), not per request.
+	lastRefusal atomic.Pointer[string]
+}
+
+// New wires a server.
+func New(store *datastore.Store, sched *scheduling.Scheduler, metrics *Metrics, log *slog.Logger) *Server {
+	s := &Server{store: store, sched: sched, metrics: metrics, log: log, now: time.Now}
+	s.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
+	return s
+}
+
+// Handler returns the HTTP routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(pickapi.Path, s.pick)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", s.ready)
+	mux.HandleFunc("GET /debug/state", s.debug)
+	return mux
+}
+
+// Ready reports whether at least one endpoint has a fresh snapshot.
+func (s *Server) Ready() bool {
+	now := s.now()
+	for _, pv := range s.store.View().Pools {
+		for _, m := range pv.Members {
+			if _, ok := m.EP.Eligible(now); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if !s.Ready() {
+		http.Error(w, "no endpoint has fresh metrics yet", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	strategy, outcome := pickapi.Strategy(""), OutcomeBadRequest
+	defer func() {
+		s.metrics.pickLatency.Observe(time.Since(start).Seconds())
+		s.metrics.picks.WithLabelValues(string(strategy), outcome).Inc()
+	}()
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		s.refuse(w, http.StatusMethodNotAllowed, pickapi.ErrTypeBadRequest, "use POST")
+		return
+	}
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	body, err := readBody((*bp)[:0], r.Body, pickapi.MaxRequestSize)
+	*bp = body
+	if err != nil {
+		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, err.Error())
+		return
+	}
+	req, err := pickapi.ParsePickRequest(body)
+	if err != nil {
+		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, err.Error())
+		return
+	}
+	res, err := s.store.View().Resolve(req.Pool, req.Model, req.Criticality)
+	if err != nil {
+		outcome = OutcomeUnknown
+		s.refuseLogged(w, http.StatusNotFound, pickapi.ErrTypeNotFound, err.Error(), req.Pool+"|"+req.Model)
+		return
+	}
+	pool := res.Pool.Pool.Name
+	strategy = res.Pool.Pool.Strategy
+	sreq := scheduling.Request{TargetModel: res.TargetModel, Criticality: res.Criticality, PrefixHashes: req.PrefixHashes}
+	result, err := s.sched.Pick(res.Pool.Members, strategy, &sreq, s.now())
+	switch {
+	case errors.Is(err, scheduling.ErrNoEndpoints):
+		outcome = OutcomeNoEndpoints
+		s.refuseLogged(w, http.StatusServiceUnavailable, pickapi.ErrTypeUnavailable,
+			"pool "+quote(pool)+" has no endpoint with metrics yet", pool+"|503")
+		return
+	case err != nil:
+		outcome = "error"
+		s.refuse(w, http.StatusInternalServerError, pickapi.ErrTypeInternal, err.Error())
+		return
+	case result.Outcome == scheduling.Shed:
+		outcome = OutcomeShed
+		s.refuseLogged(w, http.StatusTooManyRequests, pickapi.ErrTypeRateLimited,
+			"every endpoint of pool "+quote(pool)+" is saturated; "+string(res.Criticality)+" requests are shed, retry later", pool+"|429|"+string(res.Criticality))
+		return
+	case result.Outcome == scheduling.FellBack:
+		outcome = OutcomeFallback
+		s.metrics.fallbacks.WithLabelValues(pool).Inc()
+		s.noteState(pool+"|fallback", slog.LevelWarn, "no eligible endpoint (metrics stale or failing); picking among all", "pool", pool)
+	default:
+		outcome = OutcomePicked
+		s.noteState("ok", slog.LevelInfo, "picks succeeding again")
+	}
+	resp := pickapi.PickResponse{Endpoint: result.Endpoints[0].EP.Addr, TargetModel: res.TargetModel, Strategy: strategy, Pool: pool}
+	var fb [pickapi.MaxFallbacks]string
+	for i, m := range result.Endpoints[1:] {
+		fb[i] = m.EP.Addr
+	}
+	resp.Fallbacks = fb[:len(result.Endpoints)-1]
+	out := resp.AppendJSON((*bp)[:0])
+	*bp = out
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	_, _ = w.Write(out)
+}
+
+func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+// readBody reads at most limit bytes; more is an error (never truncated).
+func readBody(dst []byte, r io.Reader, limit int) ([]byte, error) {
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if len(dst) > limit {
+			return dst, errors.New("pick request larger than " + itoa(limit) + " bytes")
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, err
+		}
+	}
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func (s *Server) refuse(w http.ResponseWriter, status int, typ, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(pickapi.ErrorBody(status, typ, msg))
+}
+
+// refuseLogged refuses and logs once per change of refusal state, so an
+// unknown model asked for 10,000 times a second logs once.
+func (s *Server) refuseLogged(w http.ResponseWriter, status int, typ, msg, state string) {
+	s.noteState(state, slog.LevelWarn, "refusing picks", "status", status, "reason", msg)
+	s.refuse(w, status, typ, msg)
+}
+
+func (s *Server) noteState(state string, level slog.Level, msg string, args ...any) {
+	if p := s.lastRefusal.Load(); p != nil && *p == state {
+		return
+	}
+	prev := s.lastRefusal.Swap(&state)
+	if prev == nil && state == "ok" {
+		return // first pick of a healthy picker: nothing changed
+	}
+	if prev != nil && *prev == state {
+		return // another request logged it
+	}
+	s.log.Log(context.Background(), level, msg, args...)
+}
+
+type debugEndpoint struct {
+	Address   string   `json:"address"`
+	Eligible  bool     `json:"eligible"`
+	Failures  int      `json:"consecutive_failures"`
+	LastError string   `json:"last_error,omitempty"`
+	AgeMS     *int64   `json:"snapshot_age_ms,omitempty"`
+	Waiting   float64  `json:"waiting"`
+	Running   float64  `json:"running"`
+	KVCache   float64  `json:"kv_cache_usage"`
+	MaxLoRA   int      `json:"max_lora"`
+	LoRARun   []string `json:"running_adapters,omitempty"`
+	LoRAWait  []string `json:"waiting_adapters,omitempty"`
+}
+
+type debugModel struct {
+	ModelName   string           `json:"model_name"`
+	Criticality string           `json:"criticality"`
+	Targets     map[string]int32 `json:"targets"`
+}
+
+type debugPool struct {
+	Name      string          `json:"name"`
+	Strategy  string          `json:"strategy"`
+	Port      int32           `json:"target_port"`
+	Selector  string          `json:"selector"`
+	Models    []debugModel    `json:"models"`
+	Endpoints []debugEndpoint `json:"endpoints"`
+}
+
+func (s *Server) debug(w http.ResponseWriter, _ *http.Request) {
+	now := s.now()
+	var out []debugPool
+	for _, pv := range s.store.View().Pools {
+		dp := debugPool{Name: pv.Pool.Name, Strategy: string(pv.Pool.Strategy), Port: pv.Pool.TargetPort, Selector: selectorString(pv.Pool.Selector)}
+		for _, m := range pv.Models {
+			dm := debugModel{ModelName: m.ModelName, Criticality: string(m.Criticality), Targets: map[string]int32{}}
+			for _, t := range m.Targets {
+				dm.Targets[t.Name] = t.Weight
+			}
+			dp.Models = append(dp.Models, dm)
+		}
+		sort.Slice(dp.Models, func(i, j int) bool { return dp.Models[i].ModelName < dp.Models[j].ModelName })
+		for _, mem := range pv.Members {
+			snap, ok := mem.EP.Eligible(now)
+			de := debugEndpoint{Address: mem.EP.Addr, Eligible: ok, Failures: mem.EP.Failures(), LastError: mem.EP.LastError()}
+			if snap != nil {
+				age := now.Sub(snap.ScrapedAt).Milliseconds()
+				de.AgeMS = &age
+				de.Waiting, de.Running, de.KVCache = snap.Waiting, snap.Running, snap.KVCacheUsage
+				de.MaxLoRA, de.LoRARun, de.LoRAWait = snap.MaxLoRA, snap.RunningAdapters, snap.WaitingAdapters
+			}
+			dp.Endpoints = append(dp.Endpoints, de)
+		}
+		out = append(out, dp)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(map[string]any{"ready": s.Ready(), "pools": out})
+}
+
+func selectorString(sel map[string]string) string {
+	keys := make([]string, 0, len(sel))
+	for k := range sel {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	s := ""
+	for i, k := range keys {
+		if i > 0 {
+			s += ","
+		}
+		s += k + "=" + sel[k]
+	}
+	return s
+}
