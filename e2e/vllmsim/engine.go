@@ -104,6 +104,8 @@ type Engine struct {
 	behindSteps uint64
 	behindSecs  float64
 	maxLag      float64
+	behindFirst float64
+	behindLast  float64
 	lastLog     time.Time
 
 	// changed is broadcast after every step and abort, for waiters on
@@ -470,8 +472,12 @@ func (e *Engine) Run(ctx context.Context) {
 		} else if lag := now - t; lag > 0 {
 			e.maxLag = max(e.maxLag, lag)
 			if lag > e.cfg.BehindTolerance {
+				if e.behindSteps == 0 {
+					e.behindFirst = now
+				}
 				e.behindSteps++
 				e.behindSecs += lag
+				e.behindLast = now
 				t = now
 				if time.Since(e.lastLog) > 5*time.Second {
 					e.lastLog = time.Now()
@@ -520,6 +526,9 @@ type Stats struct {
 	BehindSteps   uint64
 	BehindSeconds float64
 	MaxLag        float64
+	// FirstBehindAt and LastBehindAt are the simulated times of the first
+	// and last behind step (0 if none).
+	FirstBehindAt, LastBehindAt float64
 }
 
 // Stats returns a snapshot of the engine's counters.
@@ -533,6 +542,7 @@ func (e *Engine) Stats() Stats {
 		LoRALoads: e.m.loraLoads, Finished: map[string]uint64{},
 		SimTime: e.clock.Now(), Steps: e.steps,
 		BehindSteps: e.behindSteps, BehindSeconds: e.behindSecs, MaxLag: e.maxLag,
+		FirstBehindAt: e.behindFirst, LastBehindAt: e.behindLast,
 	}
 	for k, v := range e.m.success {
 		st.Finished[k] = v
