@@ -41,3 +41,9 @@ bench: wasm
 
 clean:
 	rm -f $(WASM)
+
+# Simulated vLLM servers (see e2e/vllmsim/README.md), e.g.
+#   make vllmsim ARGS="--port 8000 --num-servers 5 --speed 10 --lora-modules a=/a b=/b"
+.PHONY: vllmsim
+vllmsim:
+	$(GO) run ./e2e/vllmsim/cmd/vllm-sim $(ARGS)

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestExpandMultiValue(t *testing.T) {
+	in := []string{"--port", "8000", "--lora-modules", "a=/x", "b=/y", "--speed", "10", "-lora-modules", "c=/z"}
+	want := []string{"--port", "8000", "--lora-modules=a=/x", "--lora-modules=b=/y", "--speed", "10", "--lora-modules=c=/z"}
+	assert.Equal(t, want, expandMultiValue(in, "lora-modules"))
+}
+
+func TestRunRejectsBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--lora-modules", "noequals"},
+		{"--output-len", "gauss:3"},
+		{"--speed", "-1", "--port", "0"},
+		{"--block-size", "6", "--port", "0"},
+		{"stray"},
+	} {
+		assert.Error(t, run(args), "%v", args)
+	}
+}
