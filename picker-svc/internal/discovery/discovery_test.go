@@ -33,7 +33,9 @@ func newRecorder() *recorder {
 	return &recorder{eps: make(chan []string, 100), pools: map[string]inference.Pool{}, models: map[string]inference.Model{}}
 }
 
-func (r *recorder) SetEndpoints(pool string, addrs []string) { r.eps <- append([]string{pool}, addrs...) }
+func (r *recorder) SetEndpoints(pool string, addrs []string) {
+	r.eps <- append([]string{pool}, addrs...)
+}
 func (r *recorder) SetPool(p inference.Pool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

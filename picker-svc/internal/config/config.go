@@ -1,0 +1,264 @@
+// Package config reads the picker's settings: defaults, then a YAML config
+// file, then PICKER_* environment variables, then command-line flags (each
+// overriding the one before).
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"sigs.k8s.io/yaml"
+)
+
+// Duration reads "50ms"-style strings from YAML/JSON.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"50ms\": %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Saturation thresholds as configured.
+type Saturation struct {
+	Queue float64 `json:"queue"`
+	KV    float64 `json:"kv"`
+}
+
+// Config is everything the picker can be told.
+type Config struct {
+	Listen    string   `json:"listen"`
+	LogLevel  string   `json:"logLevel"`
+	Objects   []string `json:"objects"` // YAML files with InferencePool / InferenceModel
+	Discovery struct {
+		Mode        string   `json:"mode"` // static, dns, kubernetes
+		Pool        string   `json:"pool"`
+		Strategy    string   `json:"strategy"` // for a pool synthesised when no objects are given
+		Endpoints   []string `json:"endpoints"`
+		DNS         []string `json:"dns"`
+		DNSInterval Duration `json:"dnsInterval"`
+		Namespace   string   `json:"namespace"`
+		PoolAPI     string   `json:"poolAPI"`
+		ModelAPI    string   `json:"modelAPI"`
+		Kubeconfig  string   `json:"kubeconfig"`
+		Resync      Duration `json:"resync"`
+	} `json:"discovery"`
+	Scrape struct {
+		Interval     Duration `json:"interval"`
+		Timeout      Duration `json:"timeout"`
+		MaxPageBytes int64    `json:"maxPageBytes"`
+		StaleAfter   Duration `json:"staleAfter"`
+		MaxFailures  int      `json:"maxFailures"`
+		Path         string   `json:"path"`
+	} `json:"scrape"`
+	Scheduling struct {
+		Weights        map[string]map[string]float64 `json:"weights"`
+		ShedSheddable  *Saturation                   `json:"shedSheddable"`
+		ShedStandard   *Saturation                   `json:"shedStandard"`
+		Fallbacks      *int                          `json:"fallbacks"`
+		PrefixCapacity int                           `json:"prefixCapacity"`
+	} `json:"scheduling"`
+}
+
+// Defaults returns the built-in settings.
+func Defaults() Config {
+	var c Config
+	c.Listen = ":9002"
+	c.LogLevel = "info"
+	c.Discovery.Mode = "static"
+	c.Discovery.Strategy = string(pickapi.StrategyDefault)
+	c.Discovery.DNSInterval.Duration = 5 * time.Second
+	c.Discovery.PoolAPI = "inference.networking.x-k8s.io/v1alpha2"
+	c.Discovery.ModelAPI = "inference.networking.x-k8s.io/v1alpha2"
+	c.Discovery.Resync.Duration = 30 * time.Second
+	c.Scrape.Interval.Duration = 50 * time.Millisecond
+	c.Scrape.Timeout.Duration = time.Second
+	c.Scrape.MaxPageBytes = 1 << 20
+	c.Scrape.StaleAfter.Duration = 2 * time.Second
+	c.Scrape.MaxFailures = 3
+	c.Scrape.Path = "/metrics"
+	c.Scheduling.PrefixCapacity = scheduling.DefaultPrefixCapacity
+	return c
+}
+
+// Scheduling returns the scheduler configuration (defaults overlaid).
+func (c *Config) SchedulingConfig() (scheduling.Config, error) {
+	sc := scheduling.DefaultConfig()
+	for st, ws := range c.Scheduling.Weights {
+		sc.Weights[pickapi.Strategy(st)] = ws
+	}
+	if s := c.Scheduling.ShedSheddable; s != nil {
+		sc.ShedSheddable = scheduling.Saturation{Queue: s.Queue, KV: s.KV}
+	}
+	if s := c.Scheduling.ShedStandard; s != nil {
+		sc.ShedStandard = scheduling.Saturation{Queue: s.Queue, KV: s.KV}
+	}
+	if c.Scheduling.Fallbacks != nil {
+		sc.Fallbacks = *c.Scheduling.Fallbacks
+	}
+	return sc, sc.Validate()
+}
+
+// Load builds the configuration from args (without the program name),
+// getenv and the file the --config flag or PICKER_CONFIG names.
+func Load(args []string, getenv func(string) string) (Config, error) {
+	c := Defaults()
+	fs := flag.NewFlagSet("picker-svc", flag.ContinueOnError)
+	configFile := fs.String("config", getenv("PICKER_CONFIG"), "YAML config file (env PICKER_CONFIG)")
+	listen := fs.String("listen", "", "listen address (env PICKER_LISTEN; default :9002)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (env PICKER_LOG_LEVEL)")
+	objects := fs.String("objects", "", "comma-separated YAML files with InferencePool/InferenceModel objects (env PICKER_OBJECTS)")
+	mode := fs.String("discovery", "", "static, dns or kubernetes (env PICKER_DISCOVERY; default static)")
+	pool := fs.String("pool", "", "pool the static/dns endpoints belong to; in kubernetes mode, watch only this pool (env PICKER_POOL)")
+	strategy := fs.String("strategy", "", "DEFAULT or PREFIX_CACHE for a pool synthesised when no objects are given (env PICKER_STRATEGY)")
+	endpoints := fs.String("endpoints", "", "static mode: comma-separated ip:port list (env PICKER_ENDPOINTS)")
+	dns := fs.String("dns", "", "dns mode: comma-separated host:port names, resolved periodically (env PICKER_DNS)")
+	namespace := fs.String("namespace", "", "kubernetes mode: namespace to watch (env PICKER_NAMESPACE, else POD_NAMESPACE)")
+	kubeconfig := fs.String("kubeconfig", "", "kubernetes mode: kubeconfig file; empty means in-cluster (env KUBECONFIG)")
+	interval := fs.Duration("scrape-interval", 0, "time between scrapes of one endpoint (env PICKER_SCRAPE_INTERVAL; default 50ms)")
+	timeout := fs.Duration("scrape-timeout", 0, "timeout of one scrape (env PICKER_SCRAPE_TIMEOUT; default 1s)")
+	stale := fs.Duration("stale-after", 0, "metrics older than this make an endpoint ineligible (env PICKER_STALE_AFTER; default 2s)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *configFile != "" {
+		b, err := os.ReadFile(*configFile)
+		if err != nil {
+			return c, err
+		}
+		if err := yaml.UnmarshalStrict(b, &c); err != nil {
+			return c, fmt.Errorf("config file %s: %w", *configFile, err)
+		}
+	}
+	// env, then flags: each set value overrides.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	pick := func(flagName, env string, flagVal string, dst *string) {
+		if set[flagName] {
+			*dst = flagVal
+		} else if v := getenv(env); v != "" {
+			*dst = v
+		}
+	}
+	pickList := func(flagName, env string, flagVal string, dst *[]string) {
+		var s string
+		pick(flagName, env, flagVal, &s)
+		if s != "" {
+			*dst = splitList(s)
+		}
+	}
+	pickDur := func(flagName, env string, flagVal time.Duration, dst *Duration) error {
+		if set[flagName] {
+			dst.Duration = flagVal
+		} else if v := getenv(env); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", env, err)
+			}
+			dst.Duration = d
+		}
+		return nil
+	}
+	pick("listen", "PICKER_LISTEN", *listen, &c.Listen)
+	pick("log-level", "PICKER_LOG_LEVEL", *logLevel, &c.LogLevel)
+	pickList("objects", "PICKER_OBJECTS", *objects, &c.Objects)
+	pick("discovery", "PICKER_DISCOVERY", *mode, &c.Discovery.Mode)
+	pick("pool", "PICKER_POOL", *pool, &c.Discovery.Pool)
+	pick("strategy", "PICKER_STRATEGY", *strategy, &c.Discovery.Strategy)
+	pickList("endpoints", "PICKER_ENDPOINTS", *endpoints, &c.Discovery.Endpoints)
+	pickList("dns", "PICKER_DNS", *dns, &c.Discovery.DNS)
+	pick("namespace", "PICKER_NAMESPACE", *namespace, &c.Discovery.Namespace)
+	if c.Discovery.Namespace == "" {
+		c.Discovery.Namespace = getenv("POD_NAMESPACE")
+	}
+	pick("kubeconfig", "KUBECONFIG", *kubeconfig, &c.Discovery.Kubeconfig)
+	for _, e := range []error{
+		pickDur("scrape-interval", "PICKER_SCRAPE_INTERVAL", *interval, &c.Scrape.Interval),
+		pickDur("scrape-timeout", "PICKER_SCRAPE_TIMEOUT", *timeout, &c.Scrape.Timeout),
+		pickDur("stale-after", "PICKER_STALE_AFTER", *stale, &c.Scrape.StaleAfter),
+	} {
+		if e != nil {
+			return c, e
+		}
+	}
+	return c, c.validate()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	switch c.Discovery.Mode {
+	case "static":
+		if len(c.Discovery.Endpoints) == 0 {
+			errs = append(errs, errors.New("static discovery needs endpoints (--endpoints or discovery.endpoints)"))
+		}
+	case "dns":
+		if len(c.Discovery.DNS) == 0 {
+			errs = append(errs, errors.New("dns discovery needs names (--dns or discovery.dns)"))
+		}
+	case "kubernetes":
+		if c.Discovery.Namespace == "" {
+			errs = append(errs, errors.New("kubernetes discovery needs a namespace (--namespace or POD_NAMESPACE)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("discovery mode %q: want static, dns or kubernetes", c.Discovery.Mode))
+	}
+	switch pickapi.Strategy(c.Discovery.Strategy) {
+	case pickapi.StrategyDefault, pickapi.StrategyPrefixCache:
+	default:
+		errs = append(errs, fmt.Errorf("strategy %q: want DEFAULT or PREFIX_CACHE", c.Discovery.Strategy))
+	}
+	if c.Scrape.Interval.Duration <= 0 || c.Scrape.Timeout.Duration <= 0 || c.Scrape.StaleAfter.Duration <= 0 {
+		errs = append(errs, errors.New("scrape interval, timeout and staleAfter must be positive"))
+	}
+	if c.Scrape.MaxPageBytes < 4096 || c.Scrape.MaxFailures < 1 {
+		errs = append(errs, errors.New("scrape.maxPageBytes must be >= 4096 and scrape.maxFailures >= 1"))
+	}
+	if c.Scheduling.PrefixCapacity < 1 || c.Scheduling.PrefixCapacity > 1<<22 {
+		errs = append(errs, errors.New("scheduling.prefixCapacity must be in 1..4194304"))
+	}
+	if _, err := c.SchedulingConfig(); err != nil {
+		errs = append(errs, fmt.Errorf("scheduling: %w", err))
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+// Port extracts the port of an "ip:port" (for a synthesised pool).
+func Port(ep string) int32 {
+	i := strings.LastIndexByte(ep, ':')
+	p, _ := strconv.Atoi(ep[i+1:])
+	return int32(p)
+}

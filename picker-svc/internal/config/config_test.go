@@ -1,0 +1,73 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "picker.yaml")
+	require.NoError(t, os.WriteFile(f, []byte(`
+listen: ":7000"
+discovery:
+  mode: static
+  endpoints: ["10.0.0.1:8000"]
+scrape:
+  interval: 100ms
+  staleAfter: 5s
+scheduling:
+  weights: {DEFAULT: {queue: 5}}
+  shedSheddable: {queue: 1, kv: 0.5}
+`), 0o600))
+
+	c, err := Load([]string{"--config", f}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, ":7000", c.Listen)
+	require.Equal(t, 100*time.Millisecond, c.Scrape.Interval.Duration)
+	require.Equal(t, time.Second, c.Scrape.Timeout.Duration, "defaults fill what the file leaves out")
+	sc, err := c.SchedulingConfig()
+	require.NoError(t, err)
+	require.Equal(t, 5.0, sc.Weights["DEFAULT"]["queue"])
+	require.Equal(t, 1.0, sc.ShedSheddable.Queue)
+
+	c, err = Load([]string{"--scrape-interval", "20ms"}, env(map[string]string{"PICKER_CONFIG": f, "PICKER_LISTEN": ":7001", "PICKER_SCRAPE_INTERVAL": "30ms"}))
+	require.NoError(t, err)
+	require.Equal(t, ":7001", c.Listen, "env beats file")
+	require.Equal(t, 20*time.Millisecond, c.Scrape.Interval.Duration, "flag beats env")
+
+	c, err = Load([]string{"--endpoints", "10.0.0.9:1, 10.0.0.8:2"}, env(map[string]string{"PICKER_CONFIG": f}))
+	require.NoError(t, err)
+	require.Equal(t, []string{"10.0.0.9:1", "10.0.0.8:2"}, c.Discovery.Endpoints)
+}
+
+func TestInvalid(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "static discovery needs endpoints"},
+		{[]string{"--discovery", "magic"}, `discovery mode "magic"`},
+		{[]string{"--discovery", "kubernetes"}, "needs a namespace"},
+		{[]string{"--endpoints", "10.0.0.1:1", "--strategy", "FAST"}, `strategy "FAST"`},
+		{[]string{"--endpoints", "10.0.0.1:1", "--scrape-interval", "-1s"}, "must be positive"},
+		{[]string{"--endpoints", "10.0.0.1:1", "extra"}, "unexpected arguments"},
+	} {
+		_, err := Load(tc.args, env(nil))
+		require.ErrorContains(t, err, tc.want, tc.args)
+	}
+	dir := t.TempDir()
+	f := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("listn: x\n"), 0o600))
+	_, err := Load([]string{"--config", f}, env(nil))
+	require.ErrorContains(t, err, "listn", "unknown keys are errors, not silently ignored")
+	require.NoError(t, os.WriteFile(f, []byte("discovery: {endpoints: [\"10.0.0.1:1\"]}\nscheduling: {weights: {DEFAULT: {qeueu: 1}}}\n"), 0o600))
+	_, err = Load([]string{"--config", f}, env(nil))
+	require.ErrorContains(t, err, `unknown scorer "qeueu"`)
+}
