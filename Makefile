@@ -47,3 +47,11 @@ clean:
 .PHONY: vllmsim
 vllmsim:
 	$(GO) run ./e2e/vllmsim/cmd/vllm-sim $(ARGS)
+
+# picker-svc against endpoints you name (ip:port list, or DNS names, or a config file):
+#   make picker ENDPOINTS=127.0.0.1:8000,127.0.0.1:8001 [OBJECTS=picker-svc/examples/pool.yaml] [PICKER_ADDR=:9002]
+#   make picker DNS=vllm:8000   |   make picker CONFIG=picker.yaml   |   PICKER_ARGS='--log-level debug'
+PICKER_ADDR ?= :9002
+.PHONY: picker
+picker:
+	$(GO) run ./picker-svc --listen $(PICKER_ADDR) $(if $(CONFIG),--config $(CONFIG)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS)) $(if $(DNS),--discovery dns --dns $(DNS)) $(if $(OBJECTS),--objects $(OBJECTS)) $(PICKER_ARGS)
