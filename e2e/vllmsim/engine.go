@@ -451,7 +451,12 @@ func (e *Engine) recordLoRAInfo() {
 // starts more than BehindTolerance after it should have is counted, logged,
 // and rebased onto the clock, so simulated time is never silently stretched.
 func (e *Engine) Run(ctx context.Context) {
-	defer close(e.closed)
+	defer func() {
+		close(e.closed)
+		e.mu.Lock()
+		e.changed.Broadcast() // release WaitIdle callers
+		e.mu.Unlock()
+	}()
 	var t float64
 	idle := true
 	for {
