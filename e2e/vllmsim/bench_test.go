@@ -212,3 +212,14 @@ func runSeedShape(b *testing.B, speed float64, window time.Duration) {
 	b.ReportMetric(float64(pre), "preemptions")
 	b.ReportMetric(sim, "sim_s")
 }
+
+// BenchmarkMetrics: the cost of one /metrics render (a picker scrapes every
+// server every 50 ms).
+func BenchmarkMetrics(b *testing.B) {
+	cfg, _ := Config{LoRAModules: []LoRAModule{{"a", "/a"}}}.withDefaults()
+	e := newEngine(cfg)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = e.writeMetrics()
+	}
+}

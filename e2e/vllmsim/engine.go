@@ -97,6 +97,7 @@ type Engine struct {
 	m        engineMetrics
 	plan     stepPlan
 	loraInfo map[string]float64 // lora_requests_info label sets -> Unix time
+	lastSize int                // size of the last /metrics page, to size the next
 
 	// Loop health: how often the loop trailed the clock by more than
 	// BehindTolerance (and was rebased onto it), guarded by mu.

@@ -1,7 +1,6 @@
 package vllmsim
 
 import (
-	"bytes"
 	"math"
 	"slices"
 	"strconv"
@@ -14,6 +13,7 @@ type histogram struct {
 	counts []uint64 // per bucket, not cumulative
 	sum    float64
 	count  uint64
+	series []string // rendered "name{labels} " of each exposition line
 }
 
 func newHistogram(bounds []float64) histogram {
@@ -133,32 +133,47 @@ func pyRepr(d float64) string {
 // prometheus_client does: HELP and TYPE per family, counters named with
 // _total, labels sorted by name, histograms as _bucket/_count/_sum.
 type expo struct {
-	buf    bytes.Buffer
+	buf    []byte
 	labels []string // sorted "k=\"v\"" pairs common to the family
 }
 
 func (x *expo) family(name, typ, help string) {
-	x.buf.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + typ + "\n")
+	x.buf = append(x.buf, "# HELP "+name+" "+help+"\n# TYPE "+name+" "+typ+"\n"...)
 }
 
-func quoteLabel(v string) string {
-	r := strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
-	return `"` + r.Replace(v) + `"`
-}
+var labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
 
-// sample writes name{labels} value; extra are "k", "v" pairs merged with the
-// common labels in sorted order.
-func (x *expo) sample(name string, v float64, extra ...string) {
+func quoteLabel(v string) string { return `"` + labelEscaper.Replace(v) + `"` }
+
+// series renders "name{labels} " for the common labels plus extra "k", "v"
+// pairs, in sorted label order.
+func (x *expo) series(name string, extra ...string) string {
 	pairs := slices.Clone(x.labels)
 	for i := 0; i+1 < len(extra); i += 2 {
 		pairs = append(pairs, extra[i]+"="+quoteLabel(extra[i+1]))
 	}
 	slices.Sort(pairs)
-	x.buf.WriteString(name)
-	if len(pairs) > 0 {
-		x.buf.WriteString("{" + strings.Join(pairs, ",") + "}")
+	if len(pairs) == 0 {
+		return name + " "
 	}
-	x.buf.WriteString(" " + formatFloat(v) + "\n")
+	return name + "{" + strings.Join(pairs, ",") + "} "
+}
+
+// value appends a sample value and the line end; small integers (most
+// samples: counts) skip the general formatter.
+func (x *expo) value(v float64) {
+	if v >= 0 && v < 1e6 && v == math.Trunc(v) {
+		x.buf = strconv.AppendInt(x.buf, int64(v), 10)
+		x.buf = append(x.buf, ".0\n"...)
+		return
+	}
+	x.buf = append(x.buf, formatFloat(v)...)
+	x.buf = append(x.buf, '\n')
+}
+
+func (x *expo) sample(name string, v float64, extra ...string) {
+	x.buf = append(x.buf, x.series(name, extra...)...)
+	x.value(v)
 }
 
 func (x *expo) gauge(name, help string, v float64) {
@@ -171,16 +186,30 @@ func (x *expo) counter(name, help string, v uint64) {
 	x.sample(name, float64(v))
 }
 
+// histogram writes h; its series names never change for a server, so they
+// are rendered once and kept in h.
 func (x *expo) histogram(name, help string, h *histogram) {
 	x.family(name, "histogram", help)
-	var cum uint64
-	for i, b := range h.bounds {
-		cum += h.counts[i]
-		x.sample(name+"_bucket", float64(cum), "le", formatFloat(b))
+	if h.series == nil {
+		for _, b := range h.bounds {
+			h.series = append(h.series, x.series(name+"_bucket", "le", formatFloat(b)))
+		}
+		h.series = append(h.series, x.series(name+"_bucket", "le", "+Inf"),
+			x.series(name+"_count"), x.series(name+"_sum"))
 	}
-	x.sample(name+"_bucket", float64(h.count), "le", "+Inf")
-	x.sample(name+"_count", float64(h.count))
-	x.sample(name+"_sum", h.sum)
+	var cum uint64
+	for i := range h.bounds {
+		cum += h.counts[i]
+		x.buf = append(x.buf, h.series[i]...)
+		x.value(float64(cum))
+	}
+	n := len(h.bounds)
+	x.buf = append(x.buf, h.series[n]...)
+	x.value(float64(h.count))
+	x.buf = append(x.buf, h.series[n+1]...)
+	x.value(float64(h.count))
+	x.buf = append(x.buf, h.series[n+2]...)
+	x.value(h.sum)
 }
 
 // writeMetrics renders /metrics in v1 (default) or v0 naming.
@@ -188,7 +217,7 @@ func (e *Engine) writeMetrics() []byte {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cfg := e.cfg
-	x := &expo{labels: []string{"model_name=" + quoteLabel(cfg.Model)}}
+	x := &expo{buf: make([]byte, 0, e.lastSize+1024), labels: []string{"model_name=" + quoteLabel(cfg.Model)}}
 	if !cfg.MetricsV0 {
 		x.labels = append(x.labels, `engine="0"`)
 	}
@@ -288,7 +317,8 @@ func (e *Engine) writeMetrics() []byte {
 	x.labels = nil
 	x.family("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig")
 	x.sample("vllm:cache_config_info", 1, info...)
-	return x.buf.Bytes()
+	e.lastSize = len(x.buf)
+	return x.buf
 }
 
 func pyBool(b bool) string {

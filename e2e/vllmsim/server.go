@@ -33,6 +33,10 @@ type Server struct {
 	srv    *http.Server
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// handlers counts generate calls in flight, so Close returns only
+	// after they did.
+	handlers sync.WaitGroup
+	stopping bool
 }
 
 // NewServer validates cfg and builds a server; Start makes it listen.
@@ -113,13 +117,14 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() {
 		defer s.wg.Done()
 		<-ctx.Done()
-		// The engine has stopped (same ctx), so streaming handlers return;
-		// then the server drains quickly.
-		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
-		defer c()
-		if err := srv.Shutdown(sctx); err != nil {
-			_ = srv.Close()
-		}
+		// The engine stops on the same ctx, so nothing in flight can finish:
+		// close connections at once (a graceful Shutdown would also wait
+		// for idle new connections) and wait for the handlers to return.
+		s.mu.Lock()
+		s.stopping = true // no handler starts after this, so Wait is safe
+		s.mu.Unlock()
+		_ = srv.Close()
+		s.handlers.Wait()
 	}()
 	return nil
 }
@@ -184,6 +189,15 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 
 // generate serves both completion endpoints.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, chat bool) {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		s.writeError(w, &apiError{status: 503, message: "server is shutting down"})
+		return
+	}
+	s.handlers.Add(1)
+	s.mu.Unlock()
+	defer s.handlers.Done()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		s.writeError(w, errBadRequest("could not read request body: %v", err))
