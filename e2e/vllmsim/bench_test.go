@@ -21,6 +21,7 @@ import (
 var (
 	shapeWindow = flag.Duration("shape-window", 0, "BenchmarkSeedShape: real time per speed factor (0: 160 simulated seconds, which covers the first wave of requests finishing and the next starting)")
 	shapeSpeeds = flag.String("shape-speeds", "10,20,40", "BenchmarkSeedShape: speed factors to try")
+	shapeScrape = flag.Duration("shape-scrape", 50*time.Millisecond, "BenchmarkSeedShape: scrape every server's /metrics this often, as the picker does (0: off)")
 )
 
 // loadClient is a cheap SSE client: it counts token chunks without decoding
@@ -160,6 +161,28 @@ func runSeedShape(b *testing.B, speed float64, window time.Duration) {
 	prefix := strings.Repeat("pfx.", 10)
 	var tokens, requests atomic.Int64
 	var wg sync.WaitGroup
+	if *shapeScrape > 0 {
+		for _, u := range urls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tick := time.NewTicker(*shapeScrape)
+				defer tick.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+					req, _ := http.NewRequestWithContext(ctx, "GET", u+"/metrics", nil)
+					if resp, err := c.hc.Do(req); err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}
+			}()
+		}
+	}
 	for w := 0; w < 200; w++ {
 		wg.Add(1)
 		go func(w int) {
