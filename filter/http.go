@@ -68,7 +68,7 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 		// Stop buffering: what was held flows on, unparsed.
 		h.oversize = true
 		h.plugin.metrics.count(stats.OversizeBodies, stats.TagPhase, "request")
-		h.setState("llm_request_body", "oversize")
+		h.setState(stats.StateRequestBody, "oversize")
 		return types.ActionContinue
 	}
 	if !endOfStream {
@@ -98,16 +98,16 @@ func (h *httpContext) readRequestBody(size int) {
 	req, err := llmapi.ParseRequest(body)
 	h.model = req.Model
 	if req.Model != "" {
-		h.setState("llm_model", req.Model)
+		h.setState(stats.StateModel, req.Model)
 	}
 	if err != nil {
 		h.plugin.metrics.count(stats.ParseErrors, stats.TagPhase, "request")
-		h.setState("llm_request_body", "unparsable")
+		h.setState(stats.StateRequestBody, "unparsable")
 		return
 	}
-	h.setState("llm_stream", strconv.FormatBool(req.Stream))
+	h.setState(stats.StateStream, strconv.FormatBool(req.Stream))
 	if req.MaxTokens >= 0 {
-		h.setState("llm_max_tokens", strconv.FormatInt(req.MaxTokens, 10))
+		h.setState(stats.StateMaxTokens, strconv.FormatInt(req.MaxTokens, 10))
 	}
 	if h.plugin.cfg.InjectStreamUsage && req.NeedsUsageInjection() {
 		if nb, ok := req.InjectIncludeUsage(body); ok {
@@ -194,36 +194,36 @@ func (h *httpContext) finish() {
 	series.request(class)
 	if oc.Usage.HasPrompt {
 		series.prompt.Increment(uint64(oc.Usage.PromptTokens))
-		h.setState("llm_prompt_tokens", strconv.FormatInt(oc.Usage.PromptTokens, 10))
+		h.setState(stats.StatePromptTokens, strconv.FormatInt(oc.Usage.PromptTokens, 10))
 	}
 	if oc.Usage.HasCompletion {
 		series.completion.Increment(uint64(oc.Usage.CompletionTokens))
-		h.setState("llm_completion_tokens", strconv.FormatInt(oc.Usage.CompletionTokens, 10))
+		h.setState(stats.StateCompletionTokens, strconv.FormatInt(oc.Usage.CompletionTokens, 10))
 	}
 	now := time.Now()
 	if !h.firstAt.IsZero() {
 		ttfb := h.firstAt.Sub(h.start).Milliseconds()
 		series.ttfb.Record(uint64(ttfb))
-		h.setState("llm_ttfb_ms", strconv.FormatInt(ttfb, 10))
+		h.setState(stats.StateTTFBMillis, strconv.FormatInt(ttfb, 10))
 	}
 	dur := now.Sub(h.start).Milliseconds()
 	series.duration.Record(uint64(dur))
-	h.setState("llm_duration_ms", strconv.FormatInt(dur, 10))
+	h.setState(stats.StateDurationMillis, strconv.FormatInt(dur, 10))
 	if target != "" {
-		h.setState("llm_target_model", target)
+		h.setState(stats.StateTargetModel, target)
 	}
 	if oc.IsError {
-		h.setState("llm_error_type", oc.ErrorType)
+		h.setState(stats.StateErrorType, oc.ErrorType)
 	}
 	switch {
 	case oc.Source != "":
-		h.setState("llm_usage_source", oc.Source)
+		h.setState(stats.StateUsageSource, oc.Source)
 	case class == "2xx":
 		// Only a successful response is expected to report usage.
 		m.count(stats.UsageMissing, stats.TagReason, oc.Missing)
-		h.setState("llm_usage_source", "missing:"+oc.Missing)
+		h.setState(stats.StateUsageSource, "missing:"+oc.Missing)
 	default:
-		h.setState("llm_usage_source", "none")
+		h.setState(stats.StateUsageSource, "none")
 	}
 	if oc.Oversized > 0 {
 		m.count(stats.OversizeBodies, stats.TagPhase, "response_event")

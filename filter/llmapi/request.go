@@ -5,6 +5,8 @@ package llmapi
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -41,22 +43,34 @@ var (
 )
 
 // ParseRequest reads body in one pass over its top-level keys.
+//
+// It does not validate the whole body (that pass costs three times the
+// parse): it checks the body is one object and reads what it needs. A body
+// that is broken further in goes upstream as it came, to be refused there;
+// InjectIncludeUsage validates before it changes anything.
 func ParseRequest(body []byte) (Request, error) {
 	r := Request{MaxTokens: -1, streamOptionsAt: -1, includeUsageAt: -1, streamOptionsNullAt: -1}
-	if !gjson.ValidBytes(body) {
+	first, last := firstNonSpace(body), lastNonSpace(body)
+	if first < 0 {
 		return r, ErrNotJSON
 	}
-	root := gjson.ParseBytes(body)
-	if !root.IsObject() {
-		return r, ErrNotObject
+	if body[first] != '{' || body[last] != '}' {
+		if body[first] == '[' || body[first] == '"' || body[first] == 't' || body[first] == 'f' || body[first] == 'n' ||
+			body[first] == '-' || (body[first] >= '0' && body[first] <= '9') {
+			if gjson.ValidBytes(body) {
+				return r, ErrNotObject
+			}
+		}
+		return r, ErrNotJSON
 	}
+	root := gjson.Parse(unsafeString(body))
 	var maxTokens, maxCompletion, maxOutput int64 = -1, -1, -1
 	var typeErr error
 	root.ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
 		case "model":
 			if v.Type == gjson.String {
-				r.Model = v.Str
+				r.Model = strings.Clone(v.Str) // v.Str may alias body
 			}
 		case "stream":
 			r.Stream = v.Type == gjson.True
@@ -80,7 +94,7 @@ func ParseRequest(body []byte) (Request, error) {
 		case "max_output_tokens":
 			maxOutput = intValue(v)
 		case "messages", "prompt", "input":
-			if r.Prompt == nil && v.Index > 0 {
+			if r.Prompt == nil && v.Index > 0 && v.Index+len(v.Raw) <= len(body) {
 				r.Prompt = body[v.Index : v.Index+len(v.Raw)]
 			}
 		}
@@ -94,7 +108,7 @@ func ParseRequest(body []byte) (Request, error) {
 	case maxOutput >= 0:
 		r.MaxTokens = maxOutput
 	}
-	r.closeAt = closingBrace(body)
+	r.closeAt = last
 	if r.Model == "" {
 		return r, ErrModelMissed
 	}
@@ -108,14 +122,30 @@ func intValue(v gjson.Result) int64 {
 	return int64(v.Num)
 }
 
-// closingBrace is the offset of the last '}' of a valid JSON object body.
-func closingBrace(body []byte) int {
-	for i := len(body) - 1; i >= 0; i-- {
-		if body[i] == '}' {
+func firstNonSpace(b []byte) int {
+	for i, c := range b {
+		if !isSpace(c) {
 			return i
 		}
 	}
 	return -1
+}
+
+func lastNonSpace(b []byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if !isSpace(b[i]) {
+			return i
+		}
+	}
+	return -1
+}
+
+// unsafeString views b as a string without copying; gjson only reads it.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // NeedsUsageInjection reports whether a streaming request lacks
@@ -129,7 +159,11 @@ func (r *Request) NeedsUsageInjection() bool {
 // returns body unchanged and false if nothing needs changing or r was not
 // parsed from body.
 func (r *Request) InjectIncludeUsage(body []byte) ([]byte, bool) {
-	if !r.NeedsUsageInjection() || r.closeAt <= 0 || r.closeAt >= len(body) {
+	if !r.NeedsUsageInjection() || r.closeAt <= 0 || r.closeAt >= len(body) || body[r.closeAt] != '}' {
+		return body, false
+	}
+	// Never change a body that is not valid JSON: it goes upstream as sent.
+	if !gjson.ValidBytes(body) {
 		return body, false
 	}
 	switch {

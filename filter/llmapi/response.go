@@ -2,6 +2,7 @@ package llmapi
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/tidwall/gjson"
 )
@@ -63,11 +64,13 @@ func ParseResponse(body []byte) (Response, bool) {
 	if !gjson.ValidBytes(body) {
 		return r, false
 	}
-	root := gjson.ParseBytes(body)
+	root := gjson.Parse(unsafeString(body))
 	if !root.IsObject() {
 		return r, false
 	}
 	readObject(root, &r)
+	r.Model = strings.Clone(r.Model)
+	r.ErrorType = strings.Clone(r.ErrorType)
 	return r, true
 }
 
@@ -142,7 +145,7 @@ func (s *StreamState) ObserveData(data []byte) (usageOnly bool) {
 		s.BadEvents++
 		return false
 	}
-	root := gjson.ParseBytes(data)
+	root := gjson.Parse(unsafeString(data))
 	if !root.IsObject() {
 		s.BadEvents++
 		return false
@@ -153,11 +156,11 @@ func (s *StreamState) ObserveData(data []byte) (usageOnly bool) {
 	if chunk.Usage.Reported() {
 		s.Usage = chunk.Usage // the last report is the total
 	}
-	if chunk.Model != "" {
-		s.Model = chunk.Model
+	if chunk.Model != "" && chunk.Model != s.Model {
+		s.Model = strings.Clone(chunk.Model) // chunk.Model aliases the event
 	}
 	if chunk.IsError {
-		s.IsError, s.ErrorType = true, chunk.ErrorType
+		s.IsError, s.ErrorType = true, strings.Clone(chunk.ErrorType)
 	}
 	if !chunk.Usage.Reported() {
 		return false
