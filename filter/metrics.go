@@ -23,6 +23,11 @@ type modelSeries struct {
 	ttfb, duration     proxywasm.MetricHistogram
 	requests           map[string]proxywasm.MetricCounter // by response class
 	model              string
+	// names keeps the defined stat names alive. Envoy copies a name when it
+	// is defined; the SDK's wazero test host keeps a pointer into VM memory
+	// instead, so a name the guest freed would change under it. A few bytes
+	// per admitted label pair buy tests that mean the same as production.
+	names []string
 }
 
 func newHostMetrics(cfg config.Config) *hostMetrics {
@@ -30,7 +35,7 @@ func newHostMetrics(cfg config.Config) *hostMetrics {
 		guard:    stats.NewGuard(cfg.ModelLabelLimit, cfg.ModelAllowlist),
 		series:   make(map[[2]string]*modelSeries),
 		byName:   make(map[string]proxywasm.MetricCounter),
-		overflow: proxywasm.DefineCounterMetric(stats.LabelOverflow),
+		overflow: proxywasm.DefineCounterMetric(stats.LabelOverflow), // a constant: never freed
 	}
 }
 
@@ -46,13 +51,17 @@ func (m *hostMetrics) forModel(model, target string) *modelSeries {
 	}
 	both := []stats.Tag{{Name: stats.TagModel, Value: lm}, {Name: stats.TagTargetModel, Value: lt}}
 	s := &modelSeries{
-		prompt:     proxywasm.DefineCounterMetric(stats.Name(stats.PromptTokens, both...)),
-		completion: proxywasm.DefineCounterMetric(stats.Name(stats.CompletionTokens, both...)),
-		ttfb:       proxywasm.DefineHistogramMetric(stats.Name(stats.TTFBMillis, both[0])),
-		duration:   proxywasm.DefineHistogramMetric(stats.Name(stats.DurationMillis, both[0])),
-		requests:   make(map[string]proxywasm.MetricCounter, 2),
-		model:      lm,
+		requests: make(map[string]proxywasm.MetricCounter, 2),
+		model:    lm,
+		names: []string{
+			stats.Name(stats.PromptTokens, both...), stats.Name(stats.CompletionTokens, both...),
+			stats.Name(stats.TTFBMillis, both[0]), stats.Name(stats.DurationMillis, both[0]),
+		},
 	}
+	s.prompt = proxywasm.DefineCounterMetric(s.names[0])
+	s.completion = proxywasm.DefineCounterMetric(s.names[1])
+	s.ttfb = proxywasm.DefineHistogramMetric(s.names[2])
+	s.duration = proxywasm.DefineHistogramMetric(s.names[3])
 	m.series[key] = s
 	return s
 }
@@ -61,8 +70,10 @@ func (m *hostMetrics) forModel(model, target string) *modelSeries {
 func (s *modelSeries) request(class string) {
 	c, ok := s.requests[class]
 	if !ok {
-		c = proxywasm.DefineCounterMetric(stats.Name(stats.Requests,
-			stats.Tag{Name: stats.TagModel, Value: s.model}, stats.Tag{Name: stats.TagResponseClass, Value: class}))
+		name := stats.Name(stats.Requests,
+			stats.Tag{Name: stats.TagModel, Value: s.model}, stats.Tag{Name: stats.TagResponseClass, Value: class})
+		s.names = append(s.names, name)
+		c = proxywasm.DefineCounterMetric(name)
 		s.requests[class] = c
 	}
 	c.Increment(1)

@@ -8,6 +8,14 @@
 // look like a leak of one context per request. Hosts that run many requests
 // call DeleteContext after CompleteHttpContext.
 //
+// A second artifact every user of proxytest's wasm mode must know: the
+// emulator keeps pointers into the guest's linear memory instead of copying
+// what the guest passes (metric names, filter-state keys and values, header
+// values the guest sets, local-reply bodies, HTTP-call targets and bodies,
+// replaced body buffers). Once the guest frees and reuses that memory the
+// host's copy changes under it. Hosts therefore copy everything right after
+// the callback that produced it, before the guest runs again.
+//
 // Access goes through reflection on unexported fields; if proxytest or
 // wazero change shape these functions return errors, never wrong answers.
 package wasmvm
