@@ -104,6 +104,7 @@ func BenchmarkStreaming(b *testing.B) {
 	var tokens atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for w := 0; w < 128; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -121,6 +122,7 @@ func BenchmarkStreaming(b *testing.B) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(tokens.Load())/b.Elapsed().Seconds(), "tokens/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(tokens.Load()), "cpu_us/token")
 }
 
 // BenchmarkSeedShape runs the seeds' benchmark shape (5 servers, 200
@@ -210,8 +212,9 @@ func runSeedShape(b *testing.B, speed float64, window time.Duration) {
 			}
 		}(w)
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	wg.Wait()
+	cpu := cpuTime() - cpu0
 	elapsed := time.Since(start).Seconds()
 	var behind, steps, pre uint64
 	var maxLag, sim, lost float64
@@ -234,6 +237,8 @@ func runSeedShape(b *testing.B, speed float64, window time.Duration) {
 	b.ReportMetric(float64(requests.Load()), "completed")
 	b.ReportMetric(float64(pre), "preemptions")
 	b.ReportMetric(sim, "sim_s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(tokens.Load()), "cpu_us/token")
+	b.ReportMetric(cpu.Seconds()/elapsed, "cpu_cores")
 }
 
 // BenchmarkMetrics: the cost of one /metrics render (a picker scrapes every
