@@ -37,7 +37,42 @@ type Config struct {
 	ModelAllowlist []string
 	// DecodeGzip lets the filter read usage from gzip-encoded JSON bodies.
 	DecodeGzip bool
+
+	// RouteOn says when the filter asks the picker: RouteBody (after the
+	// body, the full pick; needs Envoy >= 1.35 with
+	// allow_on_headers_stop_iteration), RouteHeaders (at header time, a
+	// pool-level pick that works on every Envoy) or RouteNone.
+	RouteOn string
+	// PickerCluster, PickerAuthority and PickerPath address picker-svc
+	// through Envoy (DispatchHttpCall needs a configured cluster).
+	PickerCluster   string
+	PickerAuthority string
+	PickerPath      string
+	// PickerTimeoutMillis bounds a pick; the request then fails open or
+	// closed as FailureMode says.
+	PickerTimeoutMillis int
+	// Pool names the InferencePool; empty lets the picker resolve it.
+	Pool string
+	// FailClosed answers 503 when the picker fails; otherwise the request
+	// continues without a chosen endpoint (the cluster balances it).
+	FailClosed bool
+	// WatchdogMillis resumes a request whose body did not arrive this long
+	// after its headers were paused (body mode without the Envoy flag).
+	WatchdogMillis int
+	// FallbackCache keeps the last ranked endpoints of the pool in shared
+	// data and uses them while the picker is failing.
+	FallbackCache bool
+	// ClearRouteCache calls Envoy's clear_route_cache foreign function
+	// after setting the destination header.
+	ClearRouteCache bool
 }
+
+// Values of route_on.
+const (
+	RouteBody    = "body"
+	RouteHeaders = "headers"
+	RouteNone    = "none"
+)
 
 // Default returns the configuration used for keys the pluginConfig omits.
 func Default() Config {
@@ -49,6 +84,12 @@ func Default() Config {
 		InjectStreamUsage:    true,
 		ModelLabelLimit:      100,
 		DecodeGzip:           true,
+		RouteOn:              RouteNone,
+		PickerPath:           "/v1/pick",
+		PickerTimeoutMillis:  50,
+		WatchdogMillis:       1000,
+		FallbackCache:        true,
+		ClearRouteCache:      true,
 	}
 }
 
@@ -92,12 +133,66 @@ func Parse(raw []byte) (Config, error) {
 			c.ModelAllowlist, err = strings_(k.Str, v, maxLabelLimit)
 		case "decode_gzip":
 			c.DecodeGzip, err = boolean(k.Str, v)
+		case "route_on":
+			c.RouteOn, err = oneOf(k.Str, v, RouteBody, RouteHeaders, RouteNone)
+		case "picker_cluster":
+			c.PickerCluster, err = nonEmpty(k.Str, v)
+		case "picker_authority":
+			c.PickerAuthority, err = nonEmpty(k.Str, v)
+		case "picker_path":
+			c.PickerPath, err = nonEmpty(k.Str, v)
+			if err == nil && !strings.HasPrefix(c.PickerPath, "/") {
+				err = fmt.Errorf("%s: %q is not a path (want /...)", k.Str, c.PickerPath)
+			}
+		case "picker_timeout_ms":
+			c.PickerTimeoutMillis, err = intIn(k.Str, v, 1, 60000)
+		case "pool":
+			c.Pool, err = nonEmpty(k.Str, v)
+		case "failure_mode":
+			var mode string
+			mode, err = oneOf(k.Str, v, "open", "closed")
+			c.FailClosed = mode == "closed"
+		case "watchdog_ms":
+			c.WatchdogMillis, err = intIn(k.Str, v, 10, 600000)
+		case "fallback_cache":
+			c.FallbackCache, err = boolean(k.Str, v)
+		case "clear_route_cache":
+			c.ClearRouteCache, err = boolean(k.Str, v)
 		default:
 			err = fmt.Errorf("unknown key %q in pluginConfig", k.Str)
 		}
 		return err == nil
 	})
-	return c, err
+	if err != nil {
+		return c, err
+	}
+	if c.RouteOn != RouteNone {
+		if c.PickerCluster == "" {
+			return c, fmt.Errorf("route_on %q needs picker_cluster (the Envoy cluster of picker-svc)", c.RouteOn)
+		}
+		if c.PickerAuthority == "" {
+			return c, fmt.Errorf("route_on %q needs picker_authority (the :authority of pick calls)", c.RouteOn)
+		}
+	}
+	return c, nil
+}
+
+func nonEmpty(key string, v gjson.Result) (string, error) {
+	if v.Type != gjson.String || v.Str == "" {
+		return "", fmt.Errorf("%s: want a non-empty string, got %s", key, clip([]byte(v.Raw)))
+	}
+	return v.Str, nil
+}
+
+func oneOf(key string, v gjson.Result, allowed ...string) (string, error) {
+	if v.Type == gjson.String {
+		for _, a := range allowed {
+			if v.Str == a {
+				return a, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%s: want one of %s, got %s", key, strings.Join(allowed, ", "), clip([]byte(v.Raw)))
 }
 
 func clip(b []byte) string {

@@ -19,8 +19,19 @@ func TestParseValues(t *testing.T) {
 		"max_response_body_bytes":2048,"max_sse_event_bytes":4096,"inject_stream_usage":false,
 		"model_label_limit":5,"model_allowlist":["llama"],"decode_gzip":false}`))
 	require.NoError(t, err)
-	require.Equal(t, Config{LLMPaths: []string{"/v1/chat/completions"}, MaxRequestBodyBytes: 1024,
-		MaxResponseBodyBytes: 2048, MaxSSEEventBytes: 4096, ModelLabelLimit: 5, ModelAllowlist: []string{"llama"}}, c)
+	want := Default()
+	want.LLMPaths, want.MaxRequestBodyBytes, want.MaxResponseBodyBytes, want.MaxSSEEventBytes = []string{"/v1/chat/completions"}, 1024, 2048, 4096
+	want.InjectStreamUsage, want.ModelLabelLimit, want.ModelAllowlist, want.DecodeGzip = false, 5, []string{"llama"}, false
+	require.Equal(t, want, c)
+
+	c, err = Parse([]byte(`{"route_on":"body","picker_cluster":"outbound|9002||picker-svc.default.svc.cluster.local",
+		"picker_authority":"picker-svc","picker_path":"/pick","picker_timeout_ms":80,"pool":"p","failure_mode":"closed",
+		"watchdog_ms":500,"fallback_cache":false,"clear_route_cache":false}`))
+	require.NoError(t, err)
+	want = Default()
+	want.RouteOn, want.PickerCluster, want.PickerAuthority, want.PickerPath = RouteBody, "outbound|9002||picker-svc.default.svc.cluster.local", "picker-svc", "/pick"
+	want.PickerTimeoutMillis, want.Pool, want.FailClosed, want.WatchdogMillis, want.FallbackCache, want.ClearRouteCache = 80, "p", true, 500, false, false
+	require.Equal(t, want, c)
 }
 
 // Every error quotes what was wrong.
@@ -40,6 +51,13 @@ func TestParseErrors(t *testing.T) {
 		{`{"model_allowlist":[""]}`, `model_allowlist: empty string`},
 		{`{"x":`, `pluginConfig is not valid JSON: "{\"x\":"`},
 		{`[1]`, `pluginConfig must be a JSON object, got [1]`},
+		{`{"route_on":"always"}`, `route_on: want one of body, headers, none, got "always"`},
+		{`{"route_on":"body"}`, `route_on "body" needs picker_cluster`},
+		{`{"route_on":"headers","picker_cluster":"picker"}`, `route_on "headers" needs picker_authority`},
+		{`{"failure_mode":"sometimes"}`, `failure_mode: want one of open, closed, got "sometimes"`},
+		{`{"picker_timeout_ms":0}`, `picker_timeout_ms: 0 is out of range`},
+		{`{"picker_path":"pick"}`, `picker_path: "pick" is not a path`},
+		{`{"pool":""}`, `pool: want a non-empty string, got ""`},
 	} {
 		_, err := Parse([]byte(tc.in))
 		require.ErrorContains(t, err, tc.want, tc.in)

@@ -59,7 +59,8 @@ type PickRequest struct {
 	// Pool names the InferencePool; empty lets the picker resolve it by Model.
 	Pool string `json:"pool,omitempty"`
 	// Model is what the client asked for (an InferenceModel's modelName, an
-	// adapter or a base model).
+	// adapter or a base model). Empty with a Pool asks for a pool-level pick
+	// by load alone (the filter's header-time routing).
 	Model       string      `json:"model"`
 	Criticality Criticality `json:"criticality,omitempty"`
 	Stream      bool        `json:"stream,omitempty"`
@@ -145,8 +146,8 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 	if err != nil {
 		return r, err
 	}
-	if r.Model == "" {
-		return r, errors.New("model is required")
+	if r.Model == "" && r.Pool == "" {
+		return r, errors.New("model or pool is required")
 	}
 	if r.Criticality == "" {
 		r.Criticality = Standard

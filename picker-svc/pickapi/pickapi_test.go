@@ -25,7 +25,7 @@ func TestParsePickRequestErrors(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{`{`, "not valid JSON"},
 		{`[]`, "JSON object"},
-		{`{"pool":"p"}`, "model is required"},
+		{`{}`, "model or pool is required"},
 		{`{"model":1}`, "model must be a string, got 1"},
 		{`{"model":"m","criticality":"Urgent"}`, `unknown criticality "Urgent"`},
 		{`{"model":"m","stream":"yes"}`, `stream must be a boolean, got "yes"`},

@@ -198,6 +198,7 @@ type Resolved struct {
 // modelName (weighted target choice, the object's criticality wins); else a
 // target model name or any model at all in a pool without InferenceModels
 // (passed through with the request's criticality); else ErrUnknownModel.
+// An empty model is a pool-level pick: no target model.
 func (v *View) Resolve(pool, model string, crit pickapi.Criticality) (Resolved, error) {
 	var pv *PoolView
 	switch {
@@ -216,6 +217,11 @@ func (v *View) Resolve(pool, model string, crit pickapi.Criticality) (Resolved, 
 		}
 	default:
 		return Resolved{}, fmt.Errorf("%w %q: no pool serves it", ErrUnknownModel, model)
+	}
+	if model == "" {
+		// A pool-level pick (the filter routing at header time, before it
+		// has read the body): load only, no target model.
+		return Resolved{Pool: pv, Criticality: crit}, nil
 	}
 	if m := pv.Models[model]; m != nil {
 		return Resolved{Pool: pv, TargetModel: scheduling.ChooseTarget(m.Targets), Criticality: m.Criticality}, nil

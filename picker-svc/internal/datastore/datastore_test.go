@@ -52,6 +52,15 @@ func TestResolve(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknownModel)
 	_, err = v.Resolve("nope", "chat", pickapi.Standard)
 	require.ErrorIs(t, err, ErrUnknownPool)
+
+	// A pool-level pick (no model): load only, no target model.
+	r, err = v.Resolve("sim-pool", "", pickapi.Standard)
+	require.NoError(t, err)
+	require.Equal(t, "sim-pool", r.Pool.Pool.Name)
+	require.Empty(t, r.TargetModel)
+	r, err = v.Resolve("", "", pickapi.Standard)
+	require.NoError(t, err, "the only pool serves a pool-level pick")
+	require.Equal(t, "sim-pool", r.Pool.Pool.Name)
 }
 
 func TestResolvePassThroughAndAmbiguity(t *testing.T) {
