@@ -170,7 +170,8 @@ type Config struct {
 	// OutputLen is the natural stop-length distribution; zero means
 	// lognormal with median 200 tokens and sigma 1.
 	OutputLen OutputLen
-	// Seed makes stop lengths and response ids reproducible (default 1).
+	// Seed makes natural stop lengths reproducible (default 1; StartFleet
+	// defaults it to the server's index + 1).
 	Seed uint64
 
 	// MetricsV0 exposes the v0 engine's metric names (model_name label

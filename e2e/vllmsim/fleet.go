@@ -17,11 +17,15 @@ type Fleet struct {
 
 // StartFleet starts one server per config and returns once all listen. Each
 // config's Addr chooses its address ("" = 127.0.0.1 on a random port; see
-// ConsecutiveAddrs). On error the servers already started are stopped. The
-// fleet stops when ctx is done or Close is called.
+// ConsecutiveAddrs); a zero Seed becomes the server's index + 1. On error
+// the servers already started are stopped. The fleet stops when ctx is done
+// or Close is called.
 func StartFleet(ctx context.Context, cfgs []Config) (*Fleet, error) {
 	f := &Fleet{}
-	for _, c := range cfgs {
+	for i, c := range cfgs {
+		if c.Seed == 0 {
+			c.Seed = uint64(i + 1) // servers draw different stop lengths
+		}
 		s, err := NewServer(c)
 		if err == nil {
 			err = s.Start(ctx)

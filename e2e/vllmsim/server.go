@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -26,6 +27,7 @@ type Server struct {
 	mux     *http.ServeMux
 	models  map[string]int
 	created int64
+	idBase  uint64 // random per server, so response ids differ across servers and runs
 	nextID  atomic.Uint64
 
 	mu     sync.Mutex
@@ -45,7 +47,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, eng: newEngine(cfg), mux: http.NewServeMux(), created: time.Now().Unix()}
+	s := &Server{cfg: cfg, eng: newEngine(cfg), mux: http.NewServeMux(), created: time.Now().Unix(), idBase: rand.Uint64()}
 	s.models = map[string]int{cfg.Model: -1}
 	for i, m := range cfg.LoRAModules {
 		s.models[m.Name] = i
@@ -235,9 +237,9 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, chat bool) {
 	id := s.nextID.Add(1)
 	rs := &responder{srv: s, req: req, seqs: seqs, created: time.Now().Unix()}
 	if chat {
-		rs.id = fmt.Sprintf("chatcmpl-%016x%016x", s.cfg.Seed, id)
+		rs.id = fmt.Sprintf("chatcmpl-%016x%016x", s.idBase, id)
 	} else {
-		rs.id = fmt.Sprintf("cmpl-%016x%016x", s.cfg.Seed, id)
+		rs.id = fmt.Sprintf("cmpl-%016x%016x", s.idBase, id)
 	}
 	if req.stream {
 		rs.stream(w, r.Context(), notify)
