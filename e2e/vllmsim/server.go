@@ -76,8 +76,8 @@ func (s *Server) Config() Config { return s.cfg }
 // Engine is the server's engine.
 func (s *Server) Engine() *Engine { return s.eng }
 
-// Handler serves the API (usable without Start, e.g. with httptest, but the
-// engine only runs after Start or RunEngine).
+// Handler serves the API. To serve it on a listener of your own instead of
+// Start, also run Engine().Run(ctx): requests wait for the engine.
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Stats is the engine's counters snapshot.
