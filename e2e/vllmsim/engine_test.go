@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -227,8 +228,17 @@ func TestLoRASlotsAndLoadTime(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		reqs = append(reqs, vreq{at: 0.01 * float64(i), adapter: i % 3, prompt: text(fmt.Sprint("l", i), 200), maxTokens: 50, ignoreEOS: true})
 	}
-	r := runVirtual(t, testEngine(t, cfg), reqs)
+	narrow := testEngine(t, cfg)
+	r := runVirtual(t, narrow, reqs)
 	assert.Equal(t, 1, r.maxAdapters, "never more adapters in a batch than max_loras")
+	// lora_requests_info saw one adapter running while others waited.
+	sawWaiting := false
+	for k := range narrow.loraInfo {
+		running, waiting, _ := strings.Cut(k, "\x00")
+		assert.NotContains(t, running, ",", "one running adapter at a time")
+		sawWaiting = sawWaiting || (running != "" && waiting != "" && !strings.Contains(waiting, running))
+	}
+	assert.True(t, sawWaiting, "%q", narrow.loraInfo)
 	assert.GreaterOrEqual(t, r.stats.LoRALoads, uint64(3))
 	assert.Greater(t, r.maxWaiting, 0, "requests for another adapter wait for the slot")
 
