@@ -7,7 +7,9 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/llmapi"
+	"github.com/meshllm/meshllm/filter/route"
 	"github.com/meshllm/meshllm/filter/stats"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
@@ -17,6 +19,7 @@ import (
 type httpContext struct {
 	types.DefaultHttpContext
 	plugin *pluginContext
+	id     uint32
 
 	llm      bool // an LLM API call being observed
 	finished bool // metrics and log fields written
@@ -26,7 +29,16 @@ type httpContext struct {
 	reqParsed bool
 	oversize  bool
 	model     string // what the client asked for
+	target    string // what the picker chose to serve it, if it did
 	injected  bool   // include_usage was added by the filter
+
+	// Routing.
+	body              []byte // the request body, held while its pick is in flight
+	pausedTick        int    // plugin tick count when the headers were paused for the body
+	pickStart         time.Time
+	pickPending       bool
+	headersSent       bool // the request headers went upstream: no more header or size changes
+	resumedByWatchdog bool
 
 	status   int
 	observer *llmapi.ResponseObserver
@@ -49,11 +61,26 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	}
 	h.llm = true
 	h.start = time.Now()
-	if h.plugin.cfg.InjectStreamUsage {
+	cfg := &h.plugin.cfg
+	if cfg.RouteOn == config.RouteBody {
+		// Hold the headers until the body is read and the pick is made.
+		// Envoy >= 1.35 delivers the body meanwhile only with
+		// allow_on_headers_stop_iteration; the watchdog covers its absence.
+		h.plugin.watch(h.id, h)
+		return types.ActionPause
+	}
+	h.headersSent = true
+	if cfg.InjectStreamUsage {
 		// Headers leave before the body is read, and the body may grow by
 		// the injected stream_options: let Envoy frame it (chunked) instead
 		// of announcing a length that would then be wrong.
 		_ = proxywasm.RemoveHttpRequestHeader("content-length")
+	}
+	if cfg.RouteOn == config.RouteHeaders && h.startPick("", nil) {
+		// A pool-level pick by load: the model is in the body, not read yet.
+		// Pausing headers for a callout works on every Envoy.
+		h.headersSent = false
+		return types.ActionPause
 	}
 	return types.ActionContinue
 }
@@ -64,17 +91,36 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 	if !h.llm || h.reqParsed || h.oversize {
 		return types.ActionContinue
 	}
+	if h.plugin.waiting != nil {
+		delete(h.plugin.waiting, h.id) // the body came: no watchdog needed
+	}
+	routing := h.plugin.cfg.RouteOn == config.RouteBody && !h.resumedByWatchdog
 	if bodySize > h.plugin.cfg.MaxRequestBodyBytes {
-		// Stop buffering: what was held flows on, unparsed.
+		// Stop buffering: what was held flows on, unparsed and unrouted.
 		h.oversize = true
 		h.plugin.metrics.count(stats.OversizeBodies, stats.TagPhase, "request")
 		h.setState(stats.StateRequestBody, "oversize")
+		if routing {
+			h.outcome(route.OutcomeSkipped)
+		}
+		h.headersSent = true
 		return types.ActionContinue
 	}
 	if !endOfStream {
 		return types.ActionPause // buffer until the whole body is here
 	}
-	h.readRequestBody(bodySize)
+	req, ok := h.readRequestBody(bodySize)
+	if routing {
+		if !ok {
+			h.outcome(route.OutcomeSkipped)
+		} else if h.startPick(req.Model, &req) {
+			return types.ActionPause // until the picker answers
+		} else if h.plugin.cfg.FailClosed {
+			return types.ActionPause // answered with a local reply
+		}
+	}
+	h.body = nil
+	h.headersSent = true
 	return types.ActionContinue
 }
 
@@ -84,16 +130,19 @@ func (h *httpContext) OnHttpRequestTrailers(int) (action types.Action) {
 	defer h.recoverTo(&action)
 	if h.llm && !h.reqParsed && !h.oversize {
 		h.readRequestBody(h.plugin.cfg.MaxRequestBodyBytes)
+		h.body = nil
 	}
 	return types.ActionContinue
 }
 
-func (h *httpContext) readRequestBody(size int) {
+// readRequestBody parses the buffered body, records what it says and adds
+// include_usage if asked to. It reports whether the body was parsed.
+func (h *httpContext) readRequestBody(size int) (llmapi.Request, bool) {
 	h.reqParsed = true
 	body, err := proxywasm.GetHttpRequestBody(0, size)
 	if err != nil || len(body) == 0 {
 		h.plugin.metrics.count(stats.ParseErrors, stats.TagPhase, "request")
-		return
+		return llmapi.Request{}, false
 	}
 	req, err := llmapi.ParseRequest(body)
 	h.model = req.Model
@@ -103,19 +152,21 @@ func (h *httpContext) readRequestBody(size int) {
 	if err != nil {
 		h.plugin.metrics.count(stats.ParseErrors, stats.TagPhase, "request")
 		h.setState(stats.StateRequestBody, "unparsable")
-		return
+		return req, false
 	}
+	h.body = body
 	h.setState(stats.StateStream, strconv.FormatBool(req.Stream))
 	if req.MaxTokens >= 0 {
 		h.setState(stats.StateMaxTokens, strconv.FormatInt(req.MaxTokens, 10))
 	}
-	if h.plugin.cfg.InjectStreamUsage && req.NeedsUsageInjection() {
+	// After the watchdog fired the headers left with their Content-Length:
+	// the body must keep its size.
+	if h.plugin.cfg.InjectStreamUsage && req.NeedsUsageInjection() && !h.resumedByWatchdog {
 		if nb, ok := req.InjectIncludeUsage(body); ok {
-			if err := proxywasm.ReplaceHttpRequestBody(nb); err == nil {
-				h.injected = true
-			}
+			h.injected = h.replaceRequestBody(nb)
 		}
 	}
+	return req, true
 }
 
 // OnHttpResponseHeaders implements types.HttpContext.
@@ -169,6 +220,9 @@ func (h *httpContext) OnHttpResponseBody(bodySize int, endOfStream bool) (action
 // a complete response (reset, timeout) is still counted.
 func (h *httpContext) OnHttpStreamDone() {
 	defer h.recoverTo(nil)
+	if h.plugin.waiting != nil {
+		delete(h.plugin.waiting, h.id)
+	}
 	if h.llm && !h.finished {
 		h.finish()
 	}
@@ -185,7 +239,10 @@ func (h *httpContext) finish() {
 	} else {
 		oc.Missing = llmapi.MissingNoBody
 	}
-	target := oc.Model
+	target := h.target // the picker's choice
+	if target == "" {
+		target = oc.Model // else what the response says served it
+	}
 	if target == "" {
 		target = h.model
 	}
@@ -209,7 +266,7 @@ func (h *httpContext) finish() {
 	dur := now.Sub(h.start).Milliseconds()
 	series.duration.Record(uint64(dur))
 	h.setState(stats.StateDurationMillis, strconv.FormatInt(dur, 10))
-	if target != "" {
+	if target != "" && h.target == "" {
 		h.setState(stats.StateTargetModel, target)
 	}
 	if oc.IsError {

@@ -14,7 +14,8 @@ type hostMetrics struct {
 	series map[[2]string]*modelSeries
 	byName map[string]proxywasm.MetricCounter
 
-	overflow proxywasm.MetricCounter
+	overflow   proxywasm.MetricCounter
+	pickMillis proxywasm.MetricHistogram
 }
 
 // modelSeries are the stats of one admitted (model, target_model) pair.
@@ -31,12 +32,16 @@ type modelSeries struct {
 }
 
 func newHostMetrics(cfg config.Config) *hostMetrics {
-	return &hostMetrics{
+	m := &hostMetrics{
 		guard:    stats.NewGuard(cfg.ModelLabelLimit, cfg.ModelAllowlist),
 		series:   make(map[[2]string]*modelSeries),
 		byName:   make(map[string]proxywasm.MetricCounter),
-		overflow: proxywasm.DefineCounterMetric(stats.LabelOverflow), // a constant: never freed
+		overflow: proxywasm.DefineCounterMetric(stats.LabelOverflow), // constant names: never freed
 	}
+	if cfg.RouteOn != config.RouteNone {
+		m.pickMillis = proxywasm.DefineHistogramMetric(stats.PickMillis)
+	}
+	return m
 }
 
 // forModel returns the series of a request's labels.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 
@@ -22,6 +24,15 @@ type pluginContext struct {
 	types.DefaultPluginContext
 	cfg     config.Config
 	metrics *hostMetrics
+
+	hashBuf  []uint64                // reused for prefix hashes
+	rankedAt time.Time               // last fallback-cache write
+	rotation int                     // round robin over cached endpoints
+	waiting  map[uint32]*httpContext // paused for a body (watchdog)
+	logged   map[string]bool         // logOnce
+
+	ticks         int // ticks seen
+	watchdogTicks int // ticks a paused request may wait for its body
 }
 
 // OnPluginStart implements types.PluginContext. A bad pluginConfig fails the
@@ -39,12 +50,22 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 	}
 	p.cfg = cfg
 	p.metrics = newHostMetrics(cfg)
-	proxywasm.LogInfof("meshllm: started (llm_paths=%v, inject_stream_usage=%v, model_label_limit=%d)",
-		cfg.LLMPaths, cfg.InjectStreamUsage, cfg.ModelLabelLimit)
+	p.hashBuf = make([]uint64, 0, 256)
+	if cfg.RouteOn == config.RouteBody {
+		// The watchdog's clock: a quarter of its limit, at most every 50 ms.
+		period := max(min(cfg.WatchdogMillis/4, 50), 5)
+		p.watchdogTicks = (cfg.WatchdogMillis + period - 1) / period
+		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(period)); err != nil {
+			proxywasm.LogCriticalf("meshllm: cannot set the watchdog tick: %v", err)
+			return types.OnPluginStartStatusFailed
+		}
+	}
+	proxywasm.LogInfof("meshllm: started (route_on=%s, llm_paths=%v, inject_stream_usage=%v, model_label_limit=%d)",
+		cfg.RouteOn, cfg.LLMPaths, cfg.InjectStreamUsage, cfg.ModelLabelLimit)
 	return types.OnPluginStartStatusOK
 }
 
 // NewHttpContext implements types.PluginContext.
 func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
-	return &httpContext{plugin: p}
+	return &httpContext{plugin: p, id: contextID}
 }

@@ -14,10 +14,15 @@ const (
 	StateDurationMillis   = "llm_duration_ms"       // request start to end of response
 	StateErrorType        = "llm_error_type"        // error "type" of an error response
 	StateRequestBody      = "llm_request_body"      // oversize / unparsable, when so
+	StateEndpoint         = "llm_endpoint"          // ip:port the request was routed to
+	StateRoute            = "llm_route"             // routing outcome (filter/route Outcome*)
+	StateStrategy         = "llm_strategy"          // the pool's strategy, as the picker says
+	StatePickMillis       = "llm_pick_ms"           // time the pick took
 )
 
 // StateKeys lists every filter-state key, in access-log order.
 var StateKeys = []string{
 	StateModel, StateTargetModel, StateStream, StateMaxTokens, StatePromptTokens, StateCompletionTokens,
 	StateUsageSource, StateTTFBMillis, StateDurationMillis, StateErrorType, StateRequestBody,
+	StateEndpoint, StateRoute, StateStrategy, StatePickMillis,
 }

@@ -30,6 +30,9 @@ const (
 	UsageMissing     = Prefix + "usage_missing_total"
 	LabelOverflow    = Prefix + "label_overflow_total"
 	FilterErrors     = Prefix + "filter_errors_total"
+	Picks            = Prefix + "picks_total"
+	PickerErrors     = Prefix + "picker_errors_total"
+	PickMillis       = Prefix + "pick_latency_ms"
 )
 
 // Tag names. No tag name may end with another one followed by "=" unless
@@ -41,10 +44,11 @@ const (
 	TagResponseClass = "response_class"
 	TagPhase         = "phase"
 	TagReason        = "reason"
+	TagOutcome       = "outcome"
 )
 
 // AllTags lists every tag the filter emits, for generating stats_tags.
-var AllTags = []string{TagModel, TagTargetModel, TagResponseClass, TagPhase, TagReason}
+var AllTags = []string{TagModel, TagTargetModel, TagResponseClass, TagPhase, TagReason, TagOutcome}
 
 // TagRegex is the stats_tags regex that extracts tag from a stat name: the
 // first group is removed from the name, the second is the value. The segment
