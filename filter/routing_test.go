@@ -1,0 +1,268 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+	"github.com/stretchr/testify/require"
+	"github.com/tidwall/gjson"
+
+	"github.com/meshllm/meshllm/filter/stats"
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
+)
+
+const bodyRouting = `{"route_on":"body","picker_cluster":"picker","picker_authority":"picker.local","pool":"pool-a","picker_timeout_ms":70}`
+
+// routedHost starts a host with routing configured and counts calls to
+// Envoy's clear_route_cache foreign function (the emulator aborts on an
+// unregistered one, as a reminder that Envoy must provide it).
+func routedHost(t *testing.T, vm types.VMContext, config string) (proxytest.HostEmulator, *int) {
+	host := startHost(t, vm, config)
+	cleared := new(int)
+	host.RegisterForeignFunction("clear_route_cache", func([]byte) []byte { *cleared++; return []byte{0} })
+	return host, cleared
+}
+
+func picks(outcome string) string {
+	return stats.Name(stats.Picks, stats.Tag{Name: stats.TagOutcome, Value: outcome})
+}
+
+func pickerErrors(reason string) string {
+	return stats.Name(stats.PickerErrors, stats.Tag{Name: stats.TagReason, Value: reason})
+}
+
+// startRouted drives a request up to its pick in body mode and returns the
+// stream and the pick call the filter made.
+func startRouted(t *testing.T, host proxytest.HostEmulator, headers [][2]string, body []byte) (uint32, proxytest.HttpCalloutAttribute) {
+	t.Helper()
+	id := host.InitializeHttpContext()
+	require.Equal(t, types.ActionPause, host.CallOnRequestHeaders(id, headers, false), "headers are held for the body")
+	require.Equal(t, types.ActionPause, host.CallOnRequestBody(id, body, true), "the body is held for the pick")
+	calls := host.GetCalloutAttributesFromContext(id)
+	require.Len(t, calls, 1)
+	c := calls[0]
+	c.Body = append([]byte(nil), c.Body...) // the emulator's copy points into VM memory
+	return id, c
+}
+
+func answer(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute, status int, body string) {
+	host.CallOnHttpCallResponse(c.CalloutID, [][2]string{{":status", fmt.Sprint(status)}, {"content-type", "application/json"}}, nil, []byte(body))
+}
+
+func TestRouteOnBodyPick(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, cleared := routedHost(t, vm, bodyRouting)
+		req := fixture(t, "chat_request.json")
+		id, call := startRouted(t, host, llmRequest("/v1/chat/completions", [2]string{"content-length", fmt.Sprint(len(req))}), req)
+
+		// The pick call: to the configured cluster, with what Envoy requires.
+		require.Equal(t, "picker", call.Upstream)
+		for _, h := range [][2]string{{":method", "POST"}, {":path", "/v1/pick"}, {":authority", "picker.local"}} {
+			v, ok := header(call.Headers, h[0])
+			require.True(t, ok, h[0])
+			require.Equal(t, h[1], v)
+		}
+		pr, err := pickapi.ParsePickRequest(call.Body)
+		require.NoError(t, err, string(call.Body))
+		require.Equal(t, "pool-a", pr.Pool)
+		require.Equal(t, "tweet-summary", pr.Model)
+		want := pickapi.PrefixHashes(nil, "tweet-summary", []byte(gjson.GetBytes(req, "messages").Raw))
+		require.NotEmpty(t, want)
+		require.Equal(t, want, pr.PrefixHashes, "prefix hashes from the reference implementation")
+
+		answer(host, call, 200, `{"endpoint":"10.1.2.3:8000","target_model":"tweet-summary-2","strategy":"PREFIX_CACHE","pool":"pool-a","fallbacks":["10.1.2.4:8000"]}`)
+		require.Equal(t, types.ActionContinue, host.GetCurrentHttpStreamAction(id), "resumed after the pick")
+		hs := host.GetCurrentRequestHeaders(id)
+		ep, _ := header(hs, pickapi.HeaderDestinationEndpoint)
+		require.Equal(t, "10.1.2.3:8000", ep)
+		body := append([]byte(nil), host.GetCurrentRequestBody(id)...)
+		require.Equal(t, "tweet-summary-2", gjson.GetBytes(body, "model").Str, "model rewritten to the target")
+		require.Equal(t, gjson.GetBytes(req, "messages").Raw, gjson.GetBytes(body, "messages").Raw)
+		cl, _ := header(hs, "content-length")
+		require.Equal(t, fmt.Sprint(len(body)), cl, "content-length follows the rewrite")
+		require.Equal(t, 1, *cleared, "route cache cleared after the header changed")
+
+		host.CallOnResponseHeaders(id, jsonResponse("200"), false)
+		host.CallOnResponseBody(id, fixture(t, "chat_response.json"), true)
+		host.CompleteHttpContext(id)
+		deleteContext(t, id)
+
+		require.Equal(t, uint64(1), counter(t, host, picks("picked")))
+		require.Equal(t, uint64(131), counter(t, host, promptTokens("tweet-summary", "tweet-summary-2")), "target_model is the picker's choice")
+		require.Equal(t, "10.1.2.3:8000", property(t, host, stats.StateEndpoint))
+		require.Equal(t, "picked", property(t, host, stats.StateRoute))
+		require.Equal(t, "PREFIX_CACHE", property(t, host, stats.StateStrategy))
+		require.Equal(t, "tweet-summary-2", property(t, host, stats.StateTargetModel))
+		property(t, host, stats.StatePickMillis)
+	})
+}
+
+func TestRouteRefusalIsLocalReply(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, bodyRouting)
+		id, call := startRouted(t, host, llmRequest("/v1/chat/completions"), fixture(t, "chat_request.json"))
+		refusal := string(pickapi.ErrorBody(429, pickapi.ErrTypeRateLimited, "pool pool-a is saturated"))
+		answer(host, call, 429, refusal)
+		lr := host.GetSentLocalResponse(id)
+		require.NotNil(t, lr)
+		require.Equal(t, uint32(429), lr.StatusCode)
+		require.Equal(t, refusal, string(lr.Data))
+		ct, _ := header(lr.Headers, "content-type")
+		require.Equal(t, "application/json", ct)
+		require.Equal(t, uint64(1), counter(t, host, picks("refused")))
+	})
+}
+
+func TestRoutePickerFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name, reason string
+		respond      func(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute)
+	}{
+		{"timeout", "timeout", func(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute) {
+			host.CallOnHttpCallResponse(c.CalloutID, nil, nil, nil) // how Envoy reports a timeout or reset
+		}},
+		{"500", "status", func(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute) { answer(host, c, 500, "boom") }},
+		{"garbage", "garbage", func(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute) {
+			answer(host, c, 200, `{"endpoint":"attacker.example:80"}`)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bothVMs(t, func(t *testing.T, vm types.VMContext) {
+				host, _ := routedHost(t, vm, bodyRouting)
+				spoof := [2]string{pickapi.HeaderDestinationEndpoint, "169.254.169.254:80"}
+				id, call := startRouted(t, host, llmRequest("/v1/chat/completions", spoof), fixture(t, "chat_request.json"))
+				tc.respond(host, call)
+				// Fail open: the request continues, unrouted; the client's
+				// header is gone and nothing replaced it.
+				require.Equal(t, types.ActionContinue, host.GetCurrentHttpStreamAction(id))
+				require.Nil(t, host.GetSentLocalResponse(id))
+				_, has := header(host.GetCurrentRequestHeaders(id), pickapi.HeaderDestinationEndpoint)
+				require.False(t, has)
+				require.Equal(t, uint64(1), counter(t, host, picks("failopen")))
+				require.Equal(t, uint64(1), counter(t, host, pickerErrors(tc.reason)))
+				require.Equal(t, "failopen", property(t, host, stats.StateRoute))
+			})
+		})
+	}
+}
+
+func TestRouteFailClosed(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, strings.Replace(bodyRouting, "{", `{"failure_mode":"closed",`, 1))
+		id, call := startRouted(t, host, llmRequest("/v1/chat/completions"), fixture(t, "chat_request.json"))
+		host.CallOnHttpCallResponse(call.CalloutID, nil, nil, nil)
+		lr := host.GetSentLocalResponse(id)
+		require.NotNil(t, lr)
+		require.Equal(t, uint32(503), lr.StatusCode)
+		require.Equal(t, int64(503), gjson.GetBytes(lr.Data, "error.code").Int())
+		require.Equal(t, uint64(1), counter(t, host, picks("failclosed")))
+	})
+}
+
+// With the picker down, the last ranked endpoints (kept in shared data) are
+// used in turn, instead of falling back to the cluster's round robin.
+func TestRouteFallbackCache(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, bodyRouting)
+		_, call := startRouted(t, host, llmRequest("/v1/chat/completions"), fixture(t, "chat_request.json"))
+		answer(host, call, 200, `{"endpoint":"10.0.0.1:8000","target_model":"tweet-summary","strategy":"DEFAULT","pool":"pool-a","fallbacks":["10.0.0.2:8000","10.0.0.3:8000"]}`)
+
+		seen := map[string]int{}
+		for i := 0; i < 6; i++ {
+			id, call := startRouted(t, host, llmRequest("/v1/chat/completions"), fixture(t, "chat_request.json"))
+			host.CallOnHttpCallResponse(call.CalloutID, nil, nil, nil)
+			ep, ok := header(host.GetCurrentRequestHeaders(id), pickapi.HeaderDestinationEndpoint)
+			require.True(t, ok)
+			seen[ep]++
+			require.Equal(t, types.ActionContinue, host.GetCurrentHttpStreamAction(id))
+		}
+		require.Equal(t, map[string]int{"10.0.0.1:8000": 2, "10.0.0.2:8000": 2, "10.0.0.3:8000": 2}, seen)
+		require.Equal(t, uint64(6), counter(t, host, picks("fallback")))
+	})
+}
+
+// Header mode works on every Envoy: a pool-level pick at header time, then
+// the body is observed as usual (and may still get include_usage).
+func TestRouteOnHeaders(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, `{"route_on":"headers","picker_cluster":"picker","picker_authority":"picker.local","pool":"pool-a"}`)
+		id := host.InitializeHttpContext()
+		require.Equal(t, types.ActionPause, host.CallOnRequestHeaders(id, llmRequest("/v1/chat/completions"), false))
+		calls := host.GetCalloutAttributesFromContext(id)
+		require.Len(t, calls, 1)
+		pr, err := pickapi.ParsePickRequest(append([]byte(nil), calls[0].Body...))
+		require.NoError(t, err)
+		require.Equal(t, "", pr.Model, "a pool-level pick: the model is not known at header time")
+		require.Equal(t, "pool-a", pr.Pool)
+		answer(host, calls[0], 200, `{"endpoint":"10.0.0.9:8000","strategy":"DEFAULT","pool":"pool-a"}`)
+		require.Equal(t, types.ActionContinue, host.GetCurrentHttpStreamAction(id))
+		ep, _ := header(host.GetCurrentRequestHeaders(id), pickapi.HeaderDestinationEndpoint)
+		require.Equal(t, "10.0.0.9:8000", ep)
+		_, hasLen := header(host.GetCurrentRequestHeaders(id), "content-length")
+		require.False(t, hasLen)
+
+		require.Equal(t, types.ActionContinue, host.CallOnRequestBody(id, fixture(t, "chat_stream_request.json"), true))
+		require.True(t, gjson.GetBytes(host.GetCurrentRequestBody(id), "stream_options.include_usage").Bool())
+		host.CallOnResponseHeaders(id, sseResponse(), false)
+		host.CallOnResponseBody(id, fixture(t, "chat_stream_usage.sse"), true)
+		host.CompleteHttpContext(id)
+		deleteContext(t, id)
+		require.Equal(t, uint64(13), counter(t, host, completionTokens("tweet-summary", "tweet-summary-1")))
+	})
+}
+
+// Without Envoy's allow_on_headers_stop_iteration the body never arrives
+// while the headers are paused: the watchdog resumes the request after
+// watchdog_ms (counted in ticks), logs why once, and the body that then
+// arrives is observed but neither rewritten nor routed.
+func TestRouteWatchdog(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, strings.Replace(bodyRouting, "{", `{"watchdog_ms":100,`, 1))
+		require.Equal(t, uint32(25), host.GetTickPeriod())
+		id := host.InitializeHttpContext()
+		require.Equal(t, types.ActionPause, host.CallOnRequestHeaders(id, llmRequest("/v1/chat/completions"), false))
+		for i := 0; i < 4; i++ {
+			host.Tick()
+			require.Equal(t, types.ActionPause, host.GetCurrentHttpStreamAction(id), "not before watchdog_ms (tick %d)", i+1)
+		}
+		host.Tick()
+		require.Equal(t, types.ActionContinue, host.GetCurrentHttpStreamAction(id), "resumed by the watchdog")
+		warn := strings.Join(host.GetWarnLogs(), "\n")
+		require.Contains(t, warn, "allow_on_headers_stop_iteration")
+
+		stream := fixture(t, "chat_stream_request.json")
+		require.Equal(t, types.ActionContinue, host.CallOnRequestBody(id, stream, true))
+		require.Empty(t, host.GetCalloutAttributesFromContext(id), "too late to route")
+		require.Equal(t, string(stream), string(host.GetCurrentRequestBody(id)), "headers left with their length: the body keeps it")
+		require.Equal(t, uint64(1), counter(t, host, picks("watchdog")))
+
+		// A second stuck request logs nothing new.
+		id2 := host.InitializeHttpContext()
+		host.CallOnRequestHeaders(id2, llmRequest("/v1/chat/completions"), false)
+		for i := 0; i < 6; i++ {
+			host.Tick()
+		}
+		require.Equal(t, types.ActionContinue, host.GetCurrentHttpStreamAction(id2))
+		require.Equal(t, 1, strings.Count(strings.Join(host.GetWarnLogs(), "\n"), "allow_on_headers_stop_iteration"))
+	})
+}
+
+// Oversize or unreadable bodies are not routed, and never held.
+func TestRouteSkipsUnreadableBodies(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, strings.Replace(bodyRouting, "{", `{"max_request_body_bytes":256,`, 1))
+		id := host.InitializeHttpContext()
+		host.CallOnRequestHeaders(id, llmRequest("/v1/chat/completions"), false)
+		require.Equal(t, types.ActionContinue, host.CallOnRequestBody(id, fixture(t, "chat_request.json"), true))
+		require.Empty(t, host.GetCalloutAttributesFromContext(id))
+
+		id = host.InitializeHttpContext()
+		host.CallOnRequestHeaders(id, llmRequest("/v1/chat/completions"), false)
+		require.Equal(t, types.ActionContinue, host.CallOnRequestBody(id, []byte(`{"prompt":"no model"}`), true))
+		require.Empty(t, host.GetCalloutAttributesFromContext(id))
+		require.Equal(t, uint64(2), counter(t, host, picks("skipped")))
+	})
+}
