@@ -31,6 +31,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	// Types that typed_config Any values in our files name: imported so that
@@ -238,8 +239,9 @@ func EnvoyFilter(doc []byte) (Object, *istionet.EnvoyFilter, error) {
 // PatchValue decodes an EnvoyFilter patch value (a free-form Struct in the
 // Istio API) into the Envoy message its applyTo names, strictly, and
 // validates it deeply. MERGE patches are partial messages, so for them only
-// unknown fields and the validation of nested Any values count (a partial
-// Cluster legitimately lacks required fields such as its name).
+// unknown fields and the validation of the message fields they set count (a
+// partial Cluster or Listener legitimately lacks required fields such as its
+// name or address).
 func PatchValue(p *istionet.EnvoyFilter_EnvoyConfigObjectPatch) (proto.Message, error) {
 	var m proto.Message
 	switch p.GetApplyTo() {
@@ -249,6 +251,8 @@ func PatchValue(p *istionet.EnvoyFilter_EnvoyConfigObjectPatch) (proto.Message, 
 		m = &hcmv3.HttpFilter{}
 	case istionet.EnvoyFilter_CLUSTER:
 		m = &clusterv3.Cluster{}
+	case istionet.EnvoyFilter_LISTENER:
+		m = &listenerv3.Listener{}
 	default:
 		return nil, fmt.Errorf("applyTo %s: no Envoy type mapped in deploycheck (add one)", p.GetApplyTo())
 	}
