@@ -1,0 +1,54 @@
+package inference
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
+)
+
+// The Kubernetes samples in istio/ go through the same parser picker-svc
+// uses for files and cluster objects (this check lives here because the
+// package is internal to picker-svc; e2e/deploycheck checks the rest).
+func readSamples(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for _, p := range []string{"../../../istio/inferencepool.yaml", "../../../istio/inferencemodel.yaml"} {
+		raw, err := os.ReadFile(p)
+		require.NoError(t, err)
+		b.WriteString("---\n")
+		b.Write(raw)
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func TestIstioSamples(t *testing.T) {
+	src := readSamples(t)
+	objs, err := ParseYAML([]byte(src))
+	require.NoError(t, err)
+	// ParseYAML skips other kinds: every document must have been one of ours.
+	require.Equal(t, strings.Count(src, "\nkind: "), len(objs.Pools)+len(objs.Models))
+	require.Len(t, objs.Pools, 1)
+	pool := objs.Pools[0]
+	require.Equal(t, "vllm-llama2-7b-pool", pool.Name)
+	require.Equal(t, int32(8000), pool.TargetPort)
+	require.Equal(t, "picker-svc", pool.ExtensionRef)
+	byName := map[string]Model{}
+	for _, m := range objs.Models {
+		require.Equal(t, pool.Name, m.PoolName, m.Name)
+		byName[m.ModelName] = m
+	}
+	require.Equal(t, pickapi.Criticality("Critical"), byName["sql-lora"].Criticality)
+	require.Equal(t, pickapi.Criticality("Sheddable"), byName["batch"].Criticality)
+	require.Equal(t, []Target{{"tweet-summary-1", 90}, {"tweet-summary-2", 10}}, byName["tweet-summary"].Targets)
+
+	// The same parser refuses a broken sample.
+	_, err = ParseYAML([]byte(strings.Replace(src, "weight: 90", "weight: -90", 1)))
+	require.ErrorContains(t, err, "weight")
+	_, err = ParseYAML([]byte(strings.Replace(src, "criticality: Critical", "criticality: Urgent", 1)))
+	require.ErrorContains(t, err, "criticality")
+}
