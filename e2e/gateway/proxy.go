@@ -1,0 +1,449 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshllm/meshllm/e2e/wasmhost"
+)
+
+// hop-by-hop headers are not forwarded (RFC 9110 7.6.1), as Envoy does.
+var hopByHop = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "te": true,
+	"trailer": true, "transfer-encoding": true, "upgrade": true,
+}
+
+// exchange is what the access log needs of one request.
+type exchange struct {
+	start    time.Time
+	method   string
+	path     string
+	proto    string
+	status   int
+	flags    string
+	upstream string
+	rx, tx   int
+	state    map[string]string
+}
+
+func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ex := &exchange{start: time.Now(), method: r.Method, path: r.URL.RequestURI(), proto: r.Proto, flags: "-"}
+	defer l.g.writeAccessLog(l.spec, ex)
+	if l.vms == nil {
+		l.plain(w, r, ex)
+		return
+	}
+	l.filtered(w, r, ex)
+}
+
+// plain proxies without the filter (listener 8080: round robin).
+func (l *listener) plain(w http.ResponseWriter, r *http.Request, ex *exchange) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		ex.status = 400
+		w.WriteHeader(400)
+		return
+	}
+	ex.rx = len(body)
+	c := l.g.clusters[l.spec.Cluster]
+	ep, ok := c.pick("")
+	if !ok {
+		l.g.localReply(w, ex, 503, "no healthy upstream")
+		return
+	}
+	ex.upstream = ep
+	resp, err := l.g.upstream(r.Context(), ep, r.Method, r.URL.RequestURI(), r.Host, r.Header, body)
+	if err != nil {
+		ex.flags = "UF"
+		l.g.localReply(w, ex, 503, "upstream connect error")
+		return
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		if !hopByHop[strings.ToLower(k)] {
+			w.Header()[k] = vs
+		}
+	}
+	ex.status = resp.StatusCode
+	w.WriteHeader(resp.StatusCode)
+	flusher, _ := w.(http.Flusher)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			ex.tx += n
+			_, _ = w.Write(buf[:n])
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// filtered runs the request through the Wasm filter with Envoy's order and
+// pause semantics, then proxies it where the filter (and the cluster's
+// override_host policy) say.
+func (l *listener) filtered(w http.ResponseWriter, r *http.Request, ex *exchange) {
+	vm := l.vms[int(l.nextVM.Add(1)-1)%len(l.vms)]
+	s, err := vm.NewStream()
+	if err != nil {
+		l.g.localReply(w, ex, 503, "filter unavailable")
+		return
+	}
+	defer func() { ex.state = s.Done() }()
+	ctx := r.Context()
+
+	hdrs := [][2]string{{":method", r.Method}, {":path", r.URL.RequestURI()}, {":authority", r.Host}, {":scheme", "http"}}
+	for k, vs := range r.Header {
+		lk := strings.ToLower(k)
+		if hopByHop[lk] {
+			continue
+		}
+		for _, v := range vs {
+			hdrs = append(hdrs, [2]string{lk, v})
+		}
+	}
+	if r.ContentLength > 0 {
+		hdrs = append(hdrs, [2]string{"content-length", strconv.FormatInt(r.ContentLength, 10)})
+	}
+	noBody := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
+	action, err := s.RequestHeaders(hdrs, noBody)
+	if err != nil {
+		l.trapped(w, ex, err)
+		return
+	}
+	if lr := s.LocalReply(); lr != nil {
+		l.sendLocalReply(w, s, ex, lr)
+		return
+	}
+	var upstreamBody []byte
+	if action == wasmhost.Pause && !vm.AllowsBodyWhileHeadersPaused() {
+		// proxy-wasm-cpp-host turns the pause into
+		// StopAllIterationAndWatermark: no body callback until resumed.
+		released, err := s.WaitRequest(ctx)
+		if err != nil {
+			l.trapped(w, ex, err)
+			return
+		}
+		upstreamBody = append(upstreamBody, released...)
+		if lr := s.LocalReply(); lr != nil {
+			l.sendLocalReply(w, s, ex, lr)
+			return
+		}
+	}
+	if !noBody {
+		buf := make([]byte, 64<<10)
+		for {
+			n, rerr := io.ReadFull(r.Body, buf)
+			eof := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
+			if rerr != nil && !eof {
+				ex.flags = "DC"
+				ex.status = 0
+				return
+			}
+			ex.rx += n
+			a, released, err := s.RequestBody(buf[:n], eof)
+			if err != nil {
+				l.trapped(w, ex, err)
+				return
+			}
+			upstreamBody = append(upstreamBody, released...)
+			if lr := s.LocalReply(); lr != nil {
+				l.sendLocalReply(w, s, ex, lr)
+				return
+			}
+			if eof {
+				if a == wasmhost.Pause || s.RequestPaused() {
+					released, err := s.WaitRequest(ctx)
+					if err != nil {
+						l.trapped(w, ex, err)
+						return
+					}
+					upstreamBody = append(upstreamBody, released...)
+					if lr := s.LocalReply(); lr != nil {
+						l.sendLocalReply(w, s, ex, lr)
+						return
+					}
+				}
+				break
+			}
+		}
+	} else if s.RequestPaused() {
+		if _, err := s.WaitRequest(ctx); err != nil {
+			l.trapped(w, ex, err)
+			return
+		}
+		if lr := s.LocalReply(); lr != nil {
+			l.sendLocalReply(w, s, ex, lr)
+			return
+		}
+	}
+
+	// The router: the route's cluster, the host from override_host.
+	c := l.g.clusters[l.spec.Cluster]
+	method, path, authority := r.Method, r.URL.RequestURI(), r.Host
+	out := http.Header{}
+	override := ""
+	for _, kv := range s.ReqHeaders {
+		switch {
+		case kv[0] == ":method":
+			method = kv[1]
+		case kv[0] == ":path":
+			path = kv[1]
+		case kv[0] == ":authority":
+			authority = kv[1]
+		case strings.HasPrefix(kv[0], ":"), kv[0] == "content-length":
+		default:
+			if kv[0] == c.spec.OverrideHeader {
+				override = kv[1]
+			}
+			out.Add(kv[0], kv[1])
+		}
+	}
+	ep, ok := c.pick(override)
+	if !ok {
+		ex.flags = "UH"
+		l.sendSynthetic(w, s, ex, 503, "no healthy upstream")
+		return
+	}
+	ex.upstream = ep
+	resp, err := l.g.upstream(ctx, ep, method, path, authority, out, upstreamBody)
+	if err != nil {
+		ex.flags = "UF"
+		l.sendSynthetic(w, s, ex, 503, "upstream connect error or disconnect/reset before headers")
+		return
+	}
+	defer resp.Body.Close()
+	l.respond(w, s, ex, resp.StatusCode, resp.Header, resp.Body)
+}
+
+// respond runs a response through the filter's encoder callbacks, chunk by
+// chunk as it arrives, and writes what the filter releases.
+func (l *listener) respond(w http.ResponseWriter, s *wasmhost.Stream, ex *exchange, status int, header http.Header, body io.Reader) {
+	hs := [][2]string{{":status", strconv.Itoa(status)}}
+	for k, vs := range header {
+		lk := strings.ToLower(k)
+		if hopByHop[lk] {
+			continue
+		}
+		for _, v := range vs {
+			hs = append(hs, [2]string{lk, v})
+		}
+	}
+	if _, err := s.ResponseHeaders(hs, body == nil); err != nil {
+		l.trapped(w, ex, err)
+		return
+	}
+	for _, kv := range s.RespHeaders {
+		if !strings.HasPrefix(kv[0], ":") {
+			w.Header().Add(kv[0], kv[1])
+		}
+	}
+	ex.status = status
+	w.WriteHeader(status)
+	if body == nil {
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	buf := make([]byte, 32<<10)
+	for {
+		n, rerr := body.Read(buf)
+		end := rerr != nil
+		if n == 0 && !end {
+			continue
+		}
+		_, out, err := s.ResponseBody(buf[:n], end)
+		if err != nil {
+			ex.flags = "WT" // the filter trapped: the stream is cut, as Envoy resets it
+			return
+		}
+		if len(out) > 0 {
+			ex.tx += len(out)
+			_, _ = w.Write(out)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if end {
+			return
+		}
+	}
+}
+
+// sendLocalReply sends the filter's own reply, through its encoder
+// callbacks as Envoy does with local replies.
+func (l *listener) sendLocalReply(w http.ResponseWriter, s *wasmhost.Stream, ex *exchange, lr *wasmhost.LocalReply) {
+	h := http.Header{}
+	for _, kv := range lr.Headers {
+		h.Add(kv[0], kv[1])
+	}
+	if h.Get("content-type") == "" {
+		h.Set("content-type", "text/plain")
+	}
+	ex.flags = "UAEX"
+	l.respond(w, s, ex, lr.Status, h, bytes.NewReader(lr.Body))
+}
+
+// sendSynthetic is Envoy's own local reply (no upstream, connect failure).
+func (l *listener) sendSynthetic(w http.ResponseWriter, s *wasmhost.Stream, ex *exchange, status int, msg string) {
+	h := http.Header{"Content-Type": {"text/plain"}}
+	l.respond(w, s, ex, status, h, strings.NewReader(msg))
+}
+
+// trapped: a guest trap is a filter failure; fail_open lets the request go
+// on in Envoy, but a trapped VM is gone, so the host answers 500.
+func (l *listener) trapped(w http.ResponseWriter, ex *exchange, err error) {
+	l.g.log.Printf("listener %s: filter failed: %v", l.spec.Name, err)
+	l.g.localReply(w, ex, 500, "filter failure")
+}
+
+func (g *Gateway) localReply(w http.ResponseWriter, ex *exchange, status int, msg string) {
+	ex.status = status
+	w.Header().Set("content-type", "text/plain")
+	w.WriteHeader(status)
+	n, _ := io.WriteString(w, msg)
+	ex.tx += n
+}
+
+// upstream sends one request to ep.
+func (g *Gateway) upstream(ctx context.Context, ep, method, path, authority string, h http.Header, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+ep+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Host = authority
+	for k, vs := range h {
+		if !hopByHop[strings.ToLower(k)] {
+			req.Header[http.CanonicalHeaderKey(k)] = vs
+		}
+	}
+	req.ContentLength = int64(len(body))
+	return g.transport.RoundTrip(req)
+}
+
+func (g *Gateway) writeAccessLog(spec ListenerSpec, ex *exchange) {
+	if spec.AccessLog == "" {
+		return
+	}
+	line := formatAccessLog(spec.AccessLog, ex)
+	g.logMu.Lock()
+	defer g.logMu.Unlock()
+	_, _ = io.WriteString(g.accessLog, line)
+}
+
+// formatAccessLog substitutes the Envoy command operators the project's
+// access logs use; others print "-".
+func formatAccessLog(format string, ex *exchange) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(format, '%')
+		if i < 0 {
+			b.WriteString(format)
+			break
+		}
+		j := strings.IndexByte(format[i+1:], '%')
+		if j < 0 {
+			b.WriteString(format)
+			break
+		}
+		b.WriteString(format[:i])
+		op := format[i+1 : i+1+j]
+		format = format[i+2+j:]
+		b.WriteString(operator(op, ex))
+	}
+	return b.String()
+}
+
+func operator(op string, ex *exchange) string {
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	switch {
+	case op == "START_TIME":
+		return ex.start.UTC().Format("2006-01-02T15:04:05.000Z")
+	case op == "PROTOCOL":
+		return ex.proto
+	case op == "RESPONSE_CODE":
+		return strconv.Itoa(ex.status)
+	case op == "RESPONSE_FLAGS":
+		return ex.flags
+	case op == "BYTES_RECEIVED":
+		return strconv.Itoa(ex.rx)
+	case op == "BYTES_SENT":
+		return strconv.Itoa(ex.tx)
+	case op == "DURATION":
+		return strconv.FormatInt(time.Since(ex.start).Milliseconds(), 10)
+	case op == "UPSTREAM_HOST":
+		return dash(ex.upstream)
+	case strings.HasPrefix(op, "REQ("):
+		switch strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(op, "REQ("), ")")) {
+		case ":method":
+			return ex.method
+		case ":path", "x-envoy-original-path?:path":
+			return ex.path
+		}
+		return "-"
+	case strings.HasPrefix(op, "FILTER_STATE("):
+		key := strings.TrimSuffix(strings.TrimPrefix(op, "FILTER_STATE("), ")")
+		key, _, _ = strings.Cut(key, ":")
+		return dash(ex.state[key])
+	}
+	return "-"
+}
+
+// PrometheusText renders the filter's metrics as Envoy's /stats/prometheus
+// does: tags extracted by stats_tags, the wasmcustom namespace stripped.
+func (g *Gateway) PrometheusText() string {
+	type series struct {
+		labels string
+		m      wasmhost.Metric
+		tags   []envoyTag
+	}
+	byName := map[string][]series{}
+	var order []string
+	for _, m := range g.stats.Snapshot() {
+		name, tags := g.extractor.Extract("wasmcustom." + m.Name)
+		pname := prometheusName(name)
+		if _, ok := byName[pname]; !ok {
+			order = append(order, pname)
+		}
+		byName[pname] = append(byName[pname], series{m: m, tags: toTags(tags)})
+	}
+	var b strings.Builder
+	for _, name := range order {
+		list := byName[name]
+		switch list[0].m.Type {
+		case wasmhost.Counter:
+			fmt.Fprintf(&b, "# TYPE %s counter\n", name)
+		case wasmhost.Gauge:
+			fmt.Fprintf(&b, "# TYPE %s gauge\n", name)
+		default:
+			fmt.Fprintf(&b, "# TYPE %s histogram\n", name)
+		}
+		for _, s := range list {
+			if s.m.Type != wasmhost.Histogram {
+				fmt.Fprintf(&b, "%s %d\n", seriesName(name, s.tags, ""), s.m.Value)
+				continue
+			}
+			for i, le := range wasmhost.DefaultBuckets {
+				fmt.Fprintf(&b, "%s %d\n", seriesName(name+"_bucket", s.tags, strconv.FormatFloat(le, 'f', -1, 64)), s.m.Cumulative[i])
+			}
+			fmt.Fprintf(&b, "%s %d\n", seriesName(name+"_bucket", s.tags, "+Inf"), s.m.Count)
+			fmt.Fprintf(&b, "%s %s\n", seriesName(name+"_sum", s.tags, ""), strconv.FormatFloat(s.m.Sum, 'f', -1, 64))
+			fmt.Fprintf(&b, "%s %d\n", seriesName(name+"_count", s.tags, ""), s.m.Count)
+		}
+	}
+	return b.String()
+}
