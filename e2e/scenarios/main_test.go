@@ -1,0 +1,115 @@
+// Package scenarios runs meshllm end to end: simulated vLLM servers,
+// picker-svc and the compiled filter in the gateway host, each scenario with
+// its own configuration. The .wasm must exist (make test builds it).
+package scenarios
+
+import (
+	"context"
+	"log/slog"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshllm/meshllm/e2e/loadgen"
+	"github.com/meshllm/meshllm/e2e/stack"
+	"github.com/meshllm/meshllm/e2e/vllmsim"
+)
+
+var wasm []byte
+
+func TestMain(m *testing.M) {
+	var err error
+	if wasm, err = stack.LoadWasm(); err != nil {
+		fmt.Fprintln(os.Stderr, "scenarios:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// start brings a stack up for one test.
+func start(t *testing.T, cfg stack.Config) *stack.Stack {
+	t.Helper()
+	cfg.Wasm = wasm
+	if os.Getenv("MESHLLM_E2E_VERBOSE") != "" {
+		cfg.Log, cfg.AccessLog = os.Stderr, os.Stderr
+	}
+	s, err := stack.Start(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// sims returns n simulator configs serving base with adapters.
+func sims(n int, base string, speed float64, adapters ...string) []vllmsim.Config {
+	var out []vllmsim.Config
+	for i := 0; i < n; i++ {
+		c := vllmsim.Config{Model: base, Speed: speed, MaxLoRAs: 4, Logger: quiet}
+		for _, a := range adapters {
+			c.LoRAModules = append(c.LoRAModules, vllmsim.LoRAModule{Name: a, Path: "/adapters/" + a})
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+const poolYAML = `
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferencePool
+metadata:
+  name: sim-pool
+  annotations:
+    inference.networking.x-k8s.io/routing-strategy: %s
+spec:
+  targetPortNumber: 8000
+  selector: {app: vllm-sim}
+`
+
+const modelYAML = `---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModel
+metadata:
+  name: %[1]s
+spec:
+  modelName: %[1]s
+  criticality: %[2]s
+  poolRef: {name: sim-pool}
+%[3]s
+`
+
+// objects builds pool + models YAML; each model is name, criticality and
+// "target:weight,..." (empty: the model itself).
+func objects(strategy string, models ...[3]string) string {
+	s := fmt.Sprintf(poolYAML, strategy)
+	for _, m := range models {
+		targets := ""
+		if m[2] != "" {
+			targets = "  targetModels:\n"
+			for _, tw := range strings.Split(m[2], ",") {
+				name, w, _ := strings.Cut(tw, ":")
+				targets += fmt.Sprintf("  - name: %s\n    weight: %s\n", name, w)
+			}
+		}
+		s += fmt.Sprintf(modelYAML, m[0], m[1], targets)
+	}
+	return s
+}
+
+const routedConfig = `{"route_on":"body","picker_cluster":"picker","picker_authority":"picker","pool":"sim-pool","picker_timeout_ms":200%s}`
+
+func routed(extra string) string { return fmt.Sprintf(routedConfig, extra) }
+
+func drain(t *testing.T, r io.Reader) { _, _ = io.Copy(io.Discard, r) }
+
+var client = loadgen.NewClient()
+
+// quiet drops the simulators' logs unless MESHLLM_E2E_VERBOSE is set.
+var quiet = func() *slog.Logger {
+	if os.Getenv("MESHLLM_E2E_VERBOSE") != "" {
+		return slog.Default()
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}()

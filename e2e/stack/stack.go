@@ -1,0 +1,262 @@
+// Package stack starts meshllm end to end on localhost, in process: a fleet
+// of simulated vLLM servers (e2e/vllmsim), picker-svc (picker-svc/app) and
+// the gateway host (e2e/gateway) running the compiled filter, wired together
+// the way envoy/envoy.yaml wires a real Envoy. The e2e scenarios and
+// `make demo` use it.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshllm/meshllm/e2e/gateway"
+	"github.com/meshllm/meshllm/e2e/vllmsim"
+	"github.com/meshllm/meshllm/picker-svc/app"
+)
+
+// Listener and cluster names in envoy/envoy.yaml.
+const (
+	PlainListener = "plain_8080"
+	LLMListener   = "llm_8081"
+	PlainCluster  = "vllm"
+	LLMCluster    = "vllm_llm"
+	PickerCluster = "picker"
+)
+
+// Config describes one stack.
+type Config struct {
+	Wasm      []byte
+	EnvoyYAML string // default: envoy/envoy.yaml under the module root
+	Sims      []vllmsim.Config
+	// Objects is InferencePool/InferenceModel YAML for the picker; Pool
+	// names the pool the simulated servers belong to.
+	Objects string
+	Pool    string
+	// PickerArgs are extra picker flags.
+	PickerArgs []string
+	// PluginConfig replaces the LLM listener's filter configuration.
+	PluginConfig string
+	// AllowOnHeadersStopIteration overrides envoy.yaml's flag when set.
+	AllowOnHeadersStopIteration *bool
+	Workers                     int
+	AccessLog                   io.Writer // default: discarded
+	Log                         io.Writer // picker, gateway and simulator logs; default: discarded
+	// Fixed ports (the demo); zero values pick free ports.
+	PlainAddr, LLMAddr, AdminAddr, PickerAddr string
+}
+
+// Stack is a running system.
+type Stack struct {
+	cfg     Config
+	Fleet   *vllmsim.Fleet
+	Gateway *gateway.Gateway
+	dir     string
+
+	mu         sync.Mutex
+	pickerAddr string
+	stopPicker context.CancelFunc
+	pickerDone chan error
+}
+
+// ModuleRoot finds the repository root (where go.mod is) from the working
+// directory, so tests in any package find envoy/ and wasm/.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("stack: go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// LoadWasm reads wasm/meshllm.wasm; it fails (never skips) if it is missing.
+func LoadWasm() ([]byte, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(root, "wasm", "meshllm.wasm"))
+	if err != nil {
+		return nil, fmt.Errorf("%w (run `make wasm`)", err)
+	}
+	return b, nil
+}
+
+// Start brings the stack up and waits until the picker is ready.
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	if cfg.AccessLog == nil {
+		cfg.AccessLog = io.Discard
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if cfg.EnvoyYAML == "" {
+		root, err := ModuleRoot()
+		if err != nil {
+			return nil, err
+		}
+		cfg.EnvoyYAML = filepath.Join(root, "envoy", "envoy.yaml")
+	}
+	s := &Stack{cfg: cfg}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	var err error
+	if s.dir, err = os.MkdirTemp("", "meshllm-stack-"); err != nil {
+		return nil, err
+	}
+	if s.Fleet, err = vllmsim.StartFleet(ctx, cfg.Sims); err != nil {
+		return nil, err
+	}
+	pickerAddr := cfg.PickerAddr
+	if pickerAddr == "" {
+		pickerAddr = "127.0.0.1:0"
+	}
+	if err := s.startPicker(pickerAddr); err != nil {
+		return nil, err
+	}
+	listeners := map[string]string{PlainListener: "127.0.0.1:0", LLMListener: "127.0.0.1:0"}
+	if cfg.PlainAddr != "" {
+		listeners[PlainListener] = cfg.PlainAddr
+	}
+	if cfg.LLMAddr != "" {
+		listeners[LLMListener] = cfg.LLMAddr
+	}
+	admin := cfg.AdminAddr
+	if admin == "" {
+		admin = "127.0.0.1:0"
+	}
+	opts := gateway.Options{
+		EnvoyYAML: cfg.EnvoyYAML, Wasm: cfg.Wasm, ListenerAddrs: listeners, AdminAddr: admin,
+		Endpoints: map[string][]string{
+			PlainCluster: s.Fleet.Addrs, LLMCluster: s.Fleet.Addrs, PickerCluster: {s.PickerAddr()},
+		},
+		Workers: cfg.Workers, AccessLog: cfg.AccessLog, Log: log.New(cfg.Log, "gateway: ", log.LstdFlags),
+	}
+	if cfg.PluginConfig != "" {
+		opts.PluginConfig = map[string]string{LLMListener: cfg.PluginConfig}
+	}
+	if cfg.AllowOnHeadersStopIteration != nil {
+		opts.AllowOnHeadersStopIteration = map[string]bool{LLMListener: *cfg.AllowOnHeadersStopIteration}
+	}
+	if s.Gateway, err = gateway.Start(ctx, opts); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+// PickerAddr is where picker-svc listens (stable across restarts).
+func (s *Stack) PickerAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pickerAddr
+}
+
+func (s *Stack) startPicker(addr string) error {
+	args := []string{"--listen", addr, "--endpoints", strings.Join(s.Fleet.Addrs, ",")}
+	if s.cfg.Objects != "" {
+		f := filepath.Join(s.dir, "objects.yaml")
+		if err := os.WriteFile(f, []byte(s.cfg.Objects), 0o644); err != nil {
+			return err
+		}
+		args = append(args, "--objects", f)
+	}
+	if s.cfg.Pool != "" {
+		args = append(args, "--pool", s.cfg.Pool)
+	}
+	args = append(args, s.cfg.PickerArgs...)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(ctx, app.Options{Args: args, Log: s.cfg.Log, Ready: func(a net.Addr) { ready <- a }})
+	}()
+	select {
+	case a := <-ready:
+		s.mu.Lock()
+		s.pickerAddr, s.stopPicker, s.pickerDone = a.String(), cancel, done
+		s.mu.Unlock()
+	case err := <-done:
+		cancel()
+		return fmt.Errorf("picker-svc: %w", err)
+	}
+	return s.waitPickerReady(10 * time.Second)
+}
+
+// waitPickerReady polls /readyz: readiness needs a first scrape, which
+// happens in the picker's own goroutines.
+func (s *Stack) waitPickerReady(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	url := "http://" + s.PickerAddr() + "/readyz"
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("picker-svc not ready after %s", limit)
+}
+
+// StopPicker stops picker-svc (gracefully) and waits until it is gone.
+func (s *Stack) StopPicker() error {
+	s.mu.Lock()
+	stop, done := s.stopPicker, s.pickerDone
+	s.stopPicker = nil
+	s.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	stop()
+	return <-done
+}
+
+// RestartPicker starts picker-svc again on the same address.
+func (s *Stack) RestartPicker() error {
+	return s.startPicker(s.PickerAddr())
+}
+
+// URL of a listener ("plain_8080" or "llm_8081").
+func (s *Stack) URL(listener string) string { return "http://" + s.Gateway.Addr(listener) }
+
+// PrometheusText is the gateway's /stats/prometheus.
+func (s *Stack) PrometheusText() string { return s.Gateway.PrometheusText() }
+
+// Close stops everything.
+func (s *Stack) Close() {
+	if s.Gateway != nil {
+		s.Gateway.Close()
+	}
+	_ = s.StopPicker()
+	if s.Fleet != nil {
+		_ = s.Fleet.Close()
+	}
+	if s.dir != "" {
+		_ = os.RemoveAll(s.dir)
+	}
+}
