@@ -22,7 +22,7 @@ import (
 // none of the new requests while a third pod is free.
 func TestQueueAndKVCacheAvoided(t *testing.T) {
 	cfgs := sims(3, "base", 10)
-	cfgs[0].MaxNumSeqs = 2 // pod 0 queues quickly
+	cfgs[0].MaxNumSeqs = 2                                // pod 0 queues quickly
 	cfgs[1].NumGPUBlocks, cfgs[1].MaxModelLen = 300, 4800 // pod 1 fills its KV cache (4,800 tokens)
 	s := start(t, stack.Config{Sims: cfgs, Objects: objects("DEFAULT"), Pool: "sim-pool", PluginConfig: routed("")})
 	queued, full, free := s.Fleet.Addrs[0], s.Fleet.Addrs[1], s.Fleet.Addrs[2]
