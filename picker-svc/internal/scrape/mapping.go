@@ -49,7 +49,7 @@ var ErrIncomplete = errors.New("page lacks vllm:num_requests_running/waiting or 
 // Only sample lines of the series above reach the parser (selectLines): a
 // vLLM page is mostly histograms the picker never reads, and skipping them
 // before parsing is what keeps a 30 KiB page well under the CPU budget (see
-// docs/performance-picker.md). Comment lines are dropped too, so every kept
+// docs/performance.md (picker-svc)). Comment lines are dropped too, so every kept
 // series parses as untyped; the mapping does not depend on types.
 func Map(page []byte, now time.Time) (Snapshot, error) {
 	buf := getBuf()

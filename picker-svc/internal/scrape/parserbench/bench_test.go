@@ -1,7 +1,7 @@
 // Package parserbench compares Prometheus text parsers on a realistic vLLM
 // page. It is a separate module so that prometheus/prometheus (a very large
 // dependency tree) stays out of meshllm's go.mod; the picker itself uses
-// prometheus/common/expfmt (see docs/performance-picker.md for the figures).
+// prometheus/common/expfmt (see docs/performance.md (picker-svc) for the figures).
 package parserbench
 
 import (
