@@ -2,6 +2,8 @@ package scenarios
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -34,7 +36,14 @@ func TestSmokeBothListeners(t *testing.T) {
 			}
 		}
 	}
-	prom := s.PrometheusText()
+	// The admin port serves the same text as Envoy's /stats/prometheus.
+	resp, err := http.Get("http://" + s.Gateway.AdminAddr() + "/stats/prometheus")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	prom := string(body)
+	require.Contains(t, prom, "# TYPE asm_llm_proxy_time_to_first_byte_ms histogram")
+	require.Contains(t, prom, `asm_llm_proxy_time_to_first_byte_ms_bucket{le="+Inf",model="chat"} 2`)
 	require.Contains(t, prom, `asm_llm_proxy_completion_tokens{model="chat",target_model="a`)
 	require.True(t, strings.Contains(prom, `asm_llm_proxy_picks_total{outcome="picked"} 2`), prom)
 }
