@@ -121,22 +121,34 @@ func (l *listener) filtered(w http.ResponseWriter, r *http.Request, ex *exchange
 		l.trapped(w, ex, err)
 		return
 	}
-	if lr := s.LocalReply(); lr != nil {
-		l.sendLocalReply(w, s, ex, lr)
+	var upstreamBody []byte
+	// answered reports whether the filter ended the request (a local reply,
+	// or a trap, already written to the client).
+	answered := func(err error) bool {
+		if err != nil {
+			l.trapped(w, ex, err)
+			return true
+		}
+		if lr := s.LocalReply(); lr != nil {
+			l.sendLocalReply(w, s, ex, lr)
+			return true
+		}
+		return false
+	}
+	// resumed waits until the filter resumes a paused request; what it had
+	// buffered goes upstream.
+	resumed := func() bool {
+		released, err := s.WaitRequest(ctx)
+		upstreamBody = append(upstreamBody, released...)
+		return !answered(err)
+	}
+	if answered(nil) {
 		return
 	}
-	var upstreamBody []byte
 	if action == wasmhost.Pause && !vm.AllowsBodyWhileHeadersPaused() {
 		// proxy-wasm-cpp-host turns the pause into
 		// StopAllIterationAndWatermark: no body callback until resumed.
-		released, err := s.WaitRequest(ctx)
-		if err != nil {
-			l.trapped(w, ex, err)
-			return
-		}
-		upstreamBody = append(upstreamBody, released...)
-		if lr := s.LocalReply(); lr != nil {
-			l.sendLocalReply(w, s, ex, lr)
+		if !resumed() {
 			return
 		}
 	}
@@ -151,41 +163,18 @@ func (l *listener) filtered(w http.ResponseWriter, r *http.Request, ex *exchange
 				return
 			}
 			ex.rx += n
-			a, released, err := s.RequestBody(buf[:n], eof)
-			if err != nil {
-				l.trapped(w, ex, err)
-				return
-			}
+			_, released, err := s.RequestBody(buf[:n], eof)
 			upstreamBody = append(upstreamBody, released...)
-			if lr := s.LocalReply(); lr != nil {
-				l.sendLocalReply(w, s, ex, lr)
+			if answered(err) {
 				return
 			}
 			if eof {
-				if a == wasmhost.Pause || s.RequestPaused() {
-					released, err := s.WaitRequest(ctx)
-					if err != nil {
-						l.trapped(w, ex, err)
-						return
-					}
-					upstreamBody = append(upstreamBody, released...)
-					if lr := s.LocalReply(); lr != nil {
-						l.sendLocalReply(w, s, ex, lr)
-						return
-					}
-				}
 				break
 			}
 		}
-	} else if s.RequestPaused() {
-		if _, err := s.WaitRequest(ctx); err != nil {
-			l.trapped(w, ex, err)
-			return
-		}
-		if lr := s.LocalReply(); lr != nil {
-			l.sendLocalReply(w, s, ex, lr)
-			return
-		}
+	}
+	if s.RequestPaused() && !resumed() {
+		return
 	}
 
 	// The router: the route's cluster, the host from override_host.
