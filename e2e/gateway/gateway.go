@@ -17,7 +17,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -349,5 +348,3 @@ func (g *Gateway) call(req wasmhost.CallRequest) wasmhost.CallResponse {
 	}
 	return wasmhost.CallResponse{Headers: hs, Body: body}
 }
-
-var errNoUpstream = errors.New("no healthy upstream")

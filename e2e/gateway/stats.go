@@ -1,20 +1,62 @@
 package gateway
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
+
 	"github.com/meshllm/meshllm/e2e/envoystats"
+	"github.com/meshllm/meshllm/e2e/wasmhost"
 )
 
-type envoyTag = envoystats.Tag
-
-func toTags(t []envoystats.Tag) []envoyTag { return t }
-
-func prometheusName(extracted string) string { return envoystats.PrometheusName(extracted) }
+// PrometheusText renders the filter's metrics as Envoy's /stats/prometheus
+// does: tags extracted by stats_tags, the wasmcustom namespace stripped.
+func (g *Gateway) PrometheusText() string {
+	type series struct {
+		m    wasmhost.Metric
+		tags []envoystats.Tag
+	}
+	byName := map[string][]series{}
+	var order []string
+	for _, m := range g.stats.Snapshot() {
+		name, tags := g.extractor.Extract("wasmcustom." + m.Name)
+		pname := envoystats.PrometheusName(name)
+		if _, ok := byName[pname]; !ok {
+			order = append(order, pname)
+		}
+		byName[pname] = append(byName[pname], series{m: m, tags: tags})
+	}
+	var b strings.Builder
+	for _, name := range order {
+		list := byName[name]
+		switch list[0].m.Type {
+		case wasmhost.Counter:
+			fmt.Fprintf(&b, "# TYPE %s counter\n", name)
+		case wasmhost.Gauge:
+			fmt.Fprintf(&b, "# TYPE %s gauge\n", name)
+		default:
+			fmt.Fprintf(&b, "# TYPE %s histogram\n", name)
+		}
+		for _, s := range list {
+			if s.m.Type != wasmhost.Histogram {
+				fmt.Fprintf(&b, "%s %d\n", seriesName(name, s.tags, ""), s.m.Value)
+				continue
+			}
+			for i, le := range wasmhost.DefaultBuckets {
+				fmt.Fprintf(&b, "%s %d\n", seriesName(name+"_bucket", s.tags, strconv.FormatFloat(le, 'f', -1, 64)), s.m.Cumulative[i])
+			}
+			fmt.Fprintf(&b, "%s %d\n", seriesName(name+"_bucket", s.tags, "+Inf"), s.m.Count)
+			fmt.Fprintf(&b, "%s %s\n", seriesName(name+"_sum", s.tags, ""), strconv.FormatFloat(s.m.Sum, 'f', -1, 64))
+			fmt.Fprintf(&b, "%s %d\n", seriesName(name+"_count", s.tags, ""), s.m.Count)
+		}
+	}
+	return b.String()
+}
 
 // seriesName renders name{tags[,le]} as /stats/prometheus does.
-func seriesName(name string, tags []envoyTag, le string) string {
+func seriesName(name string, tags []envoystats.Tag, le string) string {
 	if le != "" {
-		tags = append(append([]envoyTag(nil), tags...), envoyTag{Name: "le", Value: le})
+		tags = append(append([]envoystats.Tag(nil), tags...), envoystats.Tag{Name: "le", Value: le})
 	}
-	s := envoystats.Series(name, tags)
-	return s
+	return envoystats.Series(name, tags)
 }

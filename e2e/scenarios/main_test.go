@@ -102,8 +102,6 @@ const routedConfig = `{"route_on":"body","picker_cluster":"picker","picker_autho
 
 func routed(extra string) string { return fmt.Sprintf(routedConfig, extra) }
 
-func drain(t *testing.T, r io.Reader) { _, _ = io.Copy(io.Discard, r) }
-
 var client = loadgen.NewClient()
 
 // quiet drops the simulators' logs unless MESHLLM_E2E_VERBOSE is set.

@@ -15,7 +15,6 @@ import (
 
 	"github.com/meshllm/meshllm/e2e/loadgen"
 	"github.com/meshllm/meshllm/e2e/stack"
-	"github.com/meshllm/meshllm/e2e/vllmsim"
 )
 
 // A pod with a long queue and a pod with a nearly full KV cache get (almost)
@@ -121,28 +120,47 @@ func TestPrefixCacheRouting(t *testing.T) {
 		for g := range prefixes {
 			prefixes[g] = fmt.Sprintf("system %d: ", g) + loadgen.Words(rng, 600)
 		}
+		// First, three requests per group, one at a time, on the fresh fleet:
+		// how many pods does one prefix end up on?
+		cluster := stack.PlainCluster
+		if listener == stack.LLMListener {
+			cluster = stack.LLMCluster
+		}
+		pods := 0
+		for g := range prefixes {
+			before := s.Gateway.UpstreamCounts(cluster)
+			for i := 0; i < 3; i++ {
+				r := client.Do(context.Background(), s.URL(listener), loadgen.Request{Body: loadgen.Completion("base", prefixes[g]+loadgen.Words(rng, 30), 8, true)})
+				require.True(t, r.OK())
+			}
+			for ep, n := range s.Gateway.UpstreamCounts(cluster) {
+				if n > before[ep] {
+					pods++
+				}
+			}
+		}
 		var reqs []loadgen.Request
 		for i := 0; i < 160; i++ {
 			g := rng.Intn(groups)
 			reqs = append(reqs, loadgen.Request{Tag: fmt.Sprint(g),
 				Body: loadgen.Completion("base", prefixes[g]+loadgen.Words(rng, 30), 8, true)})
 		}
-		pods := map[string]map[string]bool{}
 		for _, r := range client.Run(context.Background(), s.URL(listener), reqs, 4, nil) {
 			require.True(t, r.OK(), "%d %s %v", r.Status, r.Body, r.Err)
 		}
-		_ = pods
 		var q, h uint64
 		for _, st := range s.Fleet.Stats() {
 			q += st.PrefixQueries
 			h += st.PrefixHits
 		}
-		return float64(h) / float64(q), 0
+		return float64(h) / float64(q), float64(pods) / groups
 	}
-	rr, _ := run(stack.PlainListener)
-	aware, _ := run(stack.LLMListener)
-	t.Logf("prefix-cache hit rate: round robin %.2f, PREFIX_CACHE %.2f", rr, aware)
-	require.Greater(t, aware, rr+0.1)
+	rr, rrPods := run(stack.PlainListener)
+	aware, awarePods := run(stack.LLMListener)
+	t.Logf("prefix-cache hit rate: round robin %.2f, PREFIX_CACHE %.2f; pods per prefix: %.2f vs %.2f", rr, aware, rrPods, awarePods)
+	require.Greater(t, aware, rr+0.05)
+	require.LessOrEqual(t, awarePods, 1.25, "a shared prefix stays on (nearly always) one pod")
+	require.GreaterOrEqual(t, rrPods, 2.5)
 }
 
 // Under saturation Sheddable requests get 429 while Critical ones are served.
@@ -242,5 +260,3 @@ func TestBodyModeWithoutFlagUsesWatchdog(t *testing.T) {
 	require.Equal(t, float64(3), counterValue(s.PrometheusText(), `asm_llm_proxy_picks_total{outcome="watchdog"}`))
 	require.Equal(t, 1, strings.Count(logs.String(), "allow_on_headers_stop_iteration"), "logged once per VM: %s", logs.String())
 }
-
-var _ = vllmsim.Config{}
