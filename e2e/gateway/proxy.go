@@ -172,7 +172,9 @@ func (l *listener) filtered(w http.ResponseWriter, r *http.Request, ex *exchange
 			}
 		}
 	}
-	if s.RequestPaused() && !resumed() {
+	// Always collect: a pick may resume the request before this goroutine
+	// looks, and what the filter left buffered must still go upstream.
+	if !resumed() {
 		return
 	}
 

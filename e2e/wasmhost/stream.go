@@ -151,7 +151,10 @@ func (s *Stream) RequestBody(chunk []byte, endOfStream bool) (Action, []byte, er
 }
 
 // WaitRequest blocks until the filter resumes the request (returning the
-// buffered body as the filter left it), answers it locally, or ctx ends.
+// buffered body as the filter left it), answers it locally, or ctx ends. It
+// returns at once if the request is not paused, so callers always call it
+// after the last body chunk: a callout may resume the request before they
+// look, and the buffered body must still be collected.
 func (s *Stream) WaitRequest(ctx context.Context) ([]byte, error) {
 	for {
 		s.vm.mu.Lock()
@@ -176,13 +179,6 @@ func (s *Stream) WaitRequest(ctx context.Context) ([]byte, error) {
 			return nil, ctx.Err()
 		}
 	}
-}
-
-// RequestPaused reports whether the request waits for the filter.
-func (s *Stream) RequestPaused() bool {
-	s.vm.mu.Lock()
-	defer s.vm.mu.Unlock()
-	return s.reqPaused
 }
 
 // ResponseHeaders delivers the response headers.
