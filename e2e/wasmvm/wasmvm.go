@@ -1,5 +1,5 @@
-// Package wasmvm reaches into the SDK's proxytest wasm VM (wazero, pinned at
-// v1.7.2 by the SDK) for the two things proxytest does not expose and a long
+// Package wasmvm reaches into the SDK's proxytest wasm VM (wazero; the SDK asks
+// for v1.7.2, go.mod raises it to the version the project tests) for the two things proxytest does not expose and a long
 // run needs: the guest's proxy_on_delete, and the size of its linear memory.
 //
 // proxytest's wasm wrapper calls proxy_on_log when a stream completes but
