@@ -49,7 +49,9 @@ type Options struct {
 	// AllowOnHeadersStopIteration overrides the flag, by listener.
 	AllowOnHeadersStopIteration map[string]bool
 	// Workers is the number of VMs (Envoy workers) per Wasm listener.
-	Workers   int
+	Workers int
+	// Engine is wasmhost.Config.Engine (empty: $MESHLLM_WASM_ENGINE).
+	Engine    string
 	AccessLog io.Writer // default stdout
 	Log       *log.Logger
 }
@@ -145,7 +147,7 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 			l.spec = ls
 			for w := 0; w < o.Workers; w++ {
 				vm, err := wasmhost.New(ctx, wasmhost.Config{
-					Wasm: o.Wasm, PluginConfig: ls.Wasm.PluginConfig, Cache: cache,
+					Wasm: o.Wasm, PluginConfig: ls.Wasm.PluginConfig, Cache: cache, Engine: o.Engine,
 					AllowOnHeadersStopIteration: ls.Wasm.AllowOnHeadersStopIteration,
 					Clusters:                    g.clusterNames(), Call: g.call,
 					ForeignFunctions: map[string]func([]byte) []byte{

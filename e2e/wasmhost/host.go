@@ -34,6 +34,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -110,6 +111,41 @@ type Config struct {
 	Log func(level int, msg string)
 	// Cache shares compiled code between VMs.
 	Cache wazero.CompilationCache
+	// Engine runs the guest: EngineCompiler or EngineInterpreter. Empty
+	// reads $MESHLLM_WASM_ENGINE, and without it wazero's default (the
+	// compiler where wazero has one: amd64, arm64). Engine bugs
+	// are CPU-dependent (wazero v1.7.2's compiler corrupted the guest heap
+	// on one CPU only), so the suites can run under both.
+	Engine string
+	// ModuleConfig, if set, adjusts the guest's module config (tests give
+	// two VMs the same clock and random source to compare them).
+	ModuleConfig func(wazero.ModuleConfig) wazero.ModuleConfig
+	// ManualTicks: the host never ticks; the caller calls Tick (so that a
+	// test's run does not depend on timing).
+	ManualTicks bool
+}
+
+// Engines, and the variable that chooses one when Config.Engine is empty.
+const (
+	EngineCompiler    = "compiler"
+	EngineInterpreter = "interpreter"
+	EngineEnv         = "MESHLLM_WASM_ENGINE"
+)
+
+// runtimeConfig is the wazero configuration for an engine name.
+func runtimeConfig(engine string) (wazero.RuntimeConfig, error) {
+	if engine == "" {
+		engine = os.Getenv(EngineEnv)
+	}
+	switch engine {
+	case "":
+		return wazero.NewRuntimeConfig(), nil
+	case EngineCompiler:
+		return wazero.NewRuntimeConfigCompiler(), nil
+	case EngineInterpreter:
+		return wazero.NewRuntimeConfigInterpreter(), nil
+	}
+	return nil, fmt.Errorf("wasmhost: unknown engine %q (%s: %s or %s)", engine, EngineEnv, EngineCompiler, EngineInterpreter)
 }
 
 // VM is one instance of the filter. Every call into the guest holds mu:
@@ -162,7 +198,10 @@ func New(ctx context.Context, cfg Config) (*VM, error) {
 	if cfg.SharedData == nil {
 		cfg.SharedData = NewSharedData()
 	}
-	rc := wazero.NewRuntimeConfig()
+	rc, err := runtimeConfig(cfg.Engine)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Cache != nil {
 		rc = rc.WithCompilationCache(cfg.Cache)
 	}
@@ -188,8 +227,12 @@ func New(ctx context.Context, cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wasmhost: compiling the filter: %w", err)
 	}
-	mod, err := vm.rt.InstantiateModule(ctx, compiled, wazero.NewModuleConfig().
-		WithStartFunctions("_initialize").WithSysWalltime().WithSysNanotime().WithSysNanosleep())
+	mc := wazero.NewModuleConfig().
+		WithStartFunctions("_initialize").WithSysWalltime().WithSysNanotime().WithSysNanosleep()
+	if cfg.ModuleConfig != nil {
+		mc = cfg.ModuleConfig(mc)
+	}
+	mod, err := vm.rt.InstantiateModule(ctx, compiled, mc)
 	if err != nil {
 		return nil, fmt.Errorf("wasmhost: instantiating the filter: %w", err)
 	}
@@ -220,7 +263,7 @@ func New(ctx context.Context, cfg Config) (*VM, error) {
 		return nil, fmt.Errorf("wasmhost: plugin start failed (%v): %s", err, strings.Join(startLogs, "; "))
 	}
 	vm.cfg.Log = userLog
-	if vm.tickPeriod > 0 {
+	if vm.tickPeriod > 0 && !cfg.ManualTicks {
 		vm.startTicker()
 	}
 	return vm, nil
