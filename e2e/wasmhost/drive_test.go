@@ -92,6 +92,8 @@ type vmOptions struct {
 	// the guest collect after nearly every stream (measured: 1MiB gives
 	// 133 GCs in 300 streams where the default gives 4, and GOGC=1 no more).
 	memLimit string
+	// cache holds compiled code (default detCache, this process's).
+	cache wazero.CompilationCache
 }
 
 // newTestVM instantiates the filter on engine with deterministic inputs.
@@ -108,6 +110,10 @@ func newTestVM(t testing.TB, engine string, o vmOptions) *testVM {
 func startTestVM(wasm []byte, engine string, o vmOptions) (*testVM, error) {
 	tv := &testVM{engine: engine}
 	tv.clock.Store(clockStart)
+	cache := o.cache
+	if cache == nil {
+		cache = detCache
+	}
 	read := func() int64 { return tv.clock.Add(clockStep) }
 	mc := func(mc wazero.ModuleConfig) wazero.ModuleConfig {
 		mc = mc.WithWalltime(func() (int64, int32) { n := read(); return n / 1e9, int32(n % 1e9) }, sys.ClockResolution(1)).
@@ -131,7 +137,7 @@ func startTestVM(wasm []byte, engine string, o vmOptions) (*testVM, error) {
 			tv.logs = append(tv.logs, fmt.Sprintf("%d %s", level, msg))
 			tv.mu.Unlock()
 		},
-		Cache: detCache, Engine: engine, ModuleConfig: mc, ManualTicks: true,
+		Cache: cache, Engine: engine, ModuleConfig: mc, ManualTicks: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w (guest stderr: %s)", engine, err, tv.stderr.tail)

@@ -15,6 +15,8 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -23,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tetratelabs/wazero"
 
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
@@ -194,10 +198,16 @@ func checkInvariants(tv *testVM, in fuzzInput, ex exchange, r result) error {
 			sent = append(sent, c...)
 		}
 	}
+	injected := bytes.Count(r.upstreamBody, []byte("include_usage")) > bytes.Count(in.req, []byte("include_usage"))
 	if bytes.Equal(sent, r.clientBody) {
+		// Nothing removed: right unless the filter asked for usage the
+		// client did not ask for, and a plain usage-only chunk came back.
+		if r.local == nil && injected && !bytes.Contains(in.req, []byte("include_usage")) &&
+			isEventStream(ex.respHeaders) && hasUsageOnlyEvent(sent) {
+			return fmt.Errorf("the usage chunk the filter asked for reached the client, who did not ask for it")
+		}
 		return nil
 	}
-	injected := bytes.Count(r.upstreamBody, []byte("include_usage")) > bytes.Count(in.req, []byte("include_usage"))
 	if !injected || r.local != nil {
 		return fmt.Errorf("the client received %d bytes that differ from the %d sent (no usage was injected)", len(r.clientBody), len(sent))
 	}
@@ -228,6 +238,100 @@ func removedSegment(sent, got []byte) ([]byte, bool) {
 	return sent[start : start+len(sent)-len(got)], true
 }
 
+// isEventStream: an unencoded text/event-stream response (the only kind the
+// filter can rewrite).
+func isEventStream(hs [][2]string) bool {
+	sse := false
+	for _, kv := range hs {
+		switch kv[0] {
+		case "content-type":
+			sse = strings.HasPrefix(kv[1], "text/event-stream")
+		case "content-encoding":
+			return false
+		}
+	}
+	return sse
+}
+
+// hasUsageOnlyEvent reports whether stream holds a complete, plain
+// usage-only chunk, framed as the SSE spec says (lines end in CRLF, LF or
+// CR; a blank line ends an event; data lines join with LF).
+func hasUsageOnlyEvent(stream []byte) bool {
+	var data []byte
+	inData := false
+	for {
+		i := bytes.IndexAny(stream, "\r\n")
+		if i < 0 {
+			return false // the rest is not a complete line
+		}
+		line := stream[:i]
+		if stream[i] == '\r' && i+1 < len(stream) && stream[i+1] == '\n' {
+			i++
+		}
+		stream = stream[i+1:]
+		if len(line) == 0 {
+			if inData && usageOnly(data) {
+				return true
+			}
+			data, inData = data[:0], false
+			continue
+		}
+		field, value, _ := bytes.Cut(line, []byte(":"))
+		if string(field) == "data" {
+			if inData {
+				data = append(data, '\n')
+			}
+			data, inData = append(data, bytes.TrimPrefix(value, []byte(" "))...), true
+		}
+	}
+}
+
+// usageOnly: what vLLM sends for include_usage, and nothing a reader
+// could read otherwise: a JSON object of at most 64 KiB, no key twice,
+// "choices" [] and "usage" with prompt_tokens and completion_tokens as
+// plain non-negative integers.
+func usageOnly(data []byte) bool {
+	if len(data) > 64<<10 || !json.Valid(data) {
+		return false
+	}
+	top, ok := uniqueObject(data)
+	if !ok || !bytes.Equal(bytes.Join(bytes.Fields(top["choices"]), nil), []byte("[]")) {
+		return false
+	}
+	usage, ok := uniqueObject(top["usage"])
+	if !ok {
+		return false
+	}
+	for _, k := range []string{"prompt_tokens", "completion_tokens"} {
+		if n, err := strconv.ParseUint(string(usage[k]), 10, 53); err != nil || n > 1<<53 {
+			return false
+		}
+	}
+	return true
+}
+
+// uniqueObject decodes a JSON object whose keys are all distinct.
+func uniqueObject(b []byte) (map[string]json.RawMessage, bool) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, false
+	}
+	out := map[string]json.RawMessage{}
+	for dec.More() {
+		t, err := dec.Token()
+		k, isKey := t.(string)
+		if _, dup := out[k]; err != nil || !isKey || dup {
+			return nil, false
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, false
+		}
+		out[k] = v
+	}
+	return out, true
+}
+
 func clip(b []byte) string {
 	if len(b) > 300 {
 		return string(b[:300]) + "..."
@@ -247,22 +351,47 @@ func (tv *testVM) wasAnswered(s string) bool {
 	return false
 }
 
-// fuzzVM is the VM of this fuzz process.
-var fuzzVM struct {
+// processVM is the VM of a fuzz process.
+type processVM struct {
 	sync.Mutex
 	tv *testVM
+}
+
+var fuzzVM processVM
+
+// fuzzCache keeps compiled code on disk while fuzzing: a worker's code is
+// instrumented for coverage, which makes wazero's compiler take some 30 s,
+// and the coordinator restarts workers. wazero keys the files by module
+// and wazero version. Plain go test keeps to memory (detCache).
+var fuzzCache = sync.OnceValue(func() wazero.CompilationCache {
+	if f := flag.Lookup("test.fuzz"); f == nil || f.Value.String() == "" {
+		return detCache
+	}
+	c, err := wazero.NewCompilationCacheWithDir(filepath.Join(os.TempDir(), "meshllm-wazero-fuzz-cache"))
+	if err != nil {
+		return detCache
+	}
+	return c
+})
+
+// start instantiates the VM if there is none.
+func (v *processVM) start(wasm []byte) error {
+	if v.tv != nil {
+		return nil
+	}
+	o := fuzzVMOptions
+	o.cache = fuzzCache()
+	tv, err := startTestVM(wasm, "", o)
+	v.tv = tv
+	return err
 }
 
 // fuzzOne runs one input on the process's VM.
 func fuzzOne(t *testing.T, in fuzzInput) {
 	fuzzVM.Lock()
 	defer fuzzVM.Unlock()
-	if fuzzVM.tv == nil {
-		tv, err := startTestVM(filterWasm(t), EngineCompiler, fuzzVMOptions)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fuzzVM.tv = tv
+	if err := fuzzVM.start(filterWasm(t)); err != nil {
+		t.Fatal(err)
 	}
 	tv := fuzzVM.tv
 	ex := in.exchange()
@@ -285,6 +414,14 @@ func fuzzOne(t *testing.T, in fuzzInput) {
 }
 
 func FuzzWasmExchange(f *testing.F) {
+	// Compile before fuzzing: a fuzz worker gives up on any input that
+	// takes over 10 s (internal/fuzz RunFuzzWorker), compiling included.
+	fuzzVM.Lock()
+	err := fuzzVM.start(filterWasm(f))
+	fuzzVM.Unlock()
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, in := range fuzzSeeds(f) {
 		f.Add(in.req, in.resp, in.pick, in.shape)
 	}
