@@ -2,8 +2,8 @@ package llmapi
 
 import (
 	"bytes"
-	"errors"
 	"compress/gzip"
+	"errors"
 	"io"
 	"strings"
 

@@ -90,7 +90,7 @@ func TestInjectIncludeUsage(t *testing.T) {
 	}
 	// Nothing to do: not streaming, or usage already requested.
 	for _, in := range []string{`{"model":"m"}`, `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`,
-		`{"model":"m","stream":true,"stream_options":{}}`, // vLLM's include_usage defaults to true
+		`{"model":"m","stream":true,"stream_options":{}}`,                        // vLLM's include_usage defaults to true
 		`{"model":"m","stream":true,"stream_options":{"include_usage":"maybe"}}`, // vLLM refuses it: leave it so
 		`{"model":"m","stream":"maybe"}`, `{"model":"m","stream":true,"stream_options":5}`} {
 		r, err := ParseRequest([]byte(in), DefaultMaxDepth)

@@ -20,7 +20,7 @@ func TestCheck(t *testing.T) {
 		{`"just a string"`, 0, nil},
 		{`0`, 0, nil},
 		{`-0.0E-0`, 0, nil},
-		{`NaN`, 0, nil},          // Python's json accepts it
+		{`NaN`, 0, nil}, // Python's json accepts it
 		{`[Infinity,-Infinity]`, 1, nil},
 		{`[[[]]]`, 3, nil},
 		{`[[[]]]`, 2, ErrTooDeep},
