@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -73,6 +74,8 @@ type httpContext struct {
 
 	pausedTick int // plugin tick count when the headers were held for the body
 	pickStart  time.Time
+	// copied counts body bytes this request copied into the VM.
+	copied int
 
 	status   int
 	observer *llmapi.ResponseObserver
@@ -211,6 +214,7 @@ func (h *httpContext) release(outcome string) {
 func (h *httpContext) readRequestBody(size int) {
 	h.body = bodyRead
 	body, err := proxywasm.GetHttpRequestBody(0, size)
+	h.copied += len(body)
 	if err != nil || len(body) == 0 {
 		h.plugin.metrics.count(stats.ParseErrors, stats.TagPhase, "request")
 		return
@@ -292,6 +296,7 @@ func (h *httpContext) OnHttpResponseBody(bodySize int, endOfStream bool) (action
 			h.firstAt = time.Now()
 		}
 		chunk, _ = proxywasm.GetHttpResponseBody(0, bodySize)
+		h.copied += len(chunk)
 	}
 	if out, replace := h.observer.Chunk(chunk, endOfStream); replace {
 		_ = proxywasm.ReplaceHttpResponseBody(out)
@@ -310,7 +315,18 @@ func (h *httpContext) OnHttpStreamDone() {
 	if h.observing() {
 		h.finish()
 	}
+	if h.copied >= gcAfterBytes {
+		// Linear memory never shrinks, and the Go heap grows rather than
+		// wait for a collection when the next large body comes: collect
+		// now, so that large bodies reuse the same pages (the SDK's
+		// doc/OVERVIEW.md suggests this).
+		runtime.GC()
+	}
 }
+
+// gcAfterBytes is the body volume after which a finished request collects
+// garbage: rare (bodies that large are), and cheap against their cost.
+const gcAfterBytes = 1 << 20
 
 // finish writes the request's metrics and access-log fields, once.
 func (h *httpContext) finish() {
