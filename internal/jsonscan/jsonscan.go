@@ -139,9 +139,27 @@ func key(b []byte, i int) (int, error) {
 	return skipSpace(b, i+1), nil
 }
 
+// plain marks the bytes a string holds with no further look: everything
+// but the quote, the backslash and control characters.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // str reads a string starting at its opening quote.
 func str(b []byte, i int) (int, error) {
 	for i++; i < len(b); i++ {
+		for i+4 <= len(b) && plain[b[i]] && plain[b[i+1]] && plain[b[i+2]] && plain[b[i+3]] {
+			i += 4
+		}
+		for i < len(b) && plain[b[i]] {
+			i++
+		}
+		if i == len(b) {
+			break
+		}
 		switch c := b[i]; {
 		case c == '"':
 			return i + 1, nil

@@ -103,3 +103,27 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCheck16KiBChat(b *testing.B) {
+	turn := `{"role":"user","content":"My order #12345 arrived with a damaged box; the blender inside seems fine."},`
+	body := []byte(`{"model":"m","messages":[` + strings.Repeat(turn, (16<<10)/len(turn)) + `{"role":"user","content":"?"}]}`)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Check(body, DefaultMaxDepth); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A hostile body costs what its length costs: it stops at the limit.
+func BenchmarkCheck520KiBOpenBrackets(b *testing.B) {
+	body := []byte(strings.Repeat("[", 520<<10))
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Check(body, DefaultMaxDepth); !errors.Is(err, ErrTooDeep) {
+			b.Fatal(err)
+		}
+	}
+}
