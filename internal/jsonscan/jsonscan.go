@@ -14,6 +14,7 @@
 package jsonscan
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -148,11 +149,20 @@ var plain = func() (t [256]bool) {
 	return t
 }()
 
+// plainWord reports whether all 8 bytes of x are plain, without a branch
+// per byte (each term is nonzero iff some byte is '"', '\\' or below 0x20).
+func plainWord(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := x ^ (ones * '"')
+	slash := x ^ (ones * '\\')
+	return ((quote-ones)&^quote|(slash-ones)&^slash|(x-ones*0x20)&^x)&highs == 0
+}
+
 // str reads a string starting at its opening quote.
 func str(b []byte, i int) (int, error) {
 	for i++; i < len(b); i++ {
-		for i+4 <= len(b) && plain[b[i]] && plain[b[i+1]] && plain[b[i+2]] && plain[b[i+3]] {
-			i += 4
+		for i+8 <= len(b) && plainWord(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
 		}
 		for i < len(b) && plain[b[i]] {
 			i++

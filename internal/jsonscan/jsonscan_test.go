@@ -127,3 +127,17 @@ func BenchmarkCheck520KiBOpenBrackets(b *testing.B) {
 		}
 	}
 }
+
+func TestPlainWord(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 8; pos++ {
+			w := []byte("abcdefgh")
+			w[pos] = byte(c)
+			x := uint64(0)
+			for i := 7; i >= 0; i-- {
+				x = x<<8 | uint64(w[i])
+			}
+			require.Equal(t, plain[c], plainWord(x), "byte %#x at %d", c, pos)
+		}
+	}
+}
