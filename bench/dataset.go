@@ -238,7 +238,7 @@ func ParseLoRAModules(list []string) ([]LoRAModule, error) {
 	var out []LoRAModule
 	for _, s := range list {
 		name, w := s, 1.0
-		if i := strings.LastIndexByte(s, ':'); i > 0 {
+		if i := strings.LastIndexByte(s, ':'); i >= 0 {
 			f, err := strconv.ParseFloat(s[i+1:], 64)
 			if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
 				return nil, fmt.Errorf("lora module %q: weight must be a non-negative number", s)

@@ -159,11 +159,11 @@ func (o Object) MarshalJSON() ([]byte, error) {
 	b.WriteByte('{')
 	for i, f := range o {
 		if i > 0 {
-			b.WriteString(", ")
+			b.WriteByte(',')
 		}
 		k, _ := json.Marshal(f.Key)
 		b.Write(k)
-		b.WriteString(": ")
+		b.WriteByte(':')
 		v, err := json.Marshal(f.Value)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.Key, err)
