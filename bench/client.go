@@ -36,7 +36,8 @@ type Output struct {
 	Latency float64
 	// StartTime is when the request was sent, in seconds from the start of
 	// the benchmark; ClientQueueTime is how long it waited for a
-	// --max-concurrency slot (or for its conversation's previous turn).
+	// --max-concurrency slot after it arrived (a conversation's turn
+	// arrives once its previous turn finished).
 	StartTime       float64
 	ClientQueueTime float64
 	GeneratedText   string
@@ -60,10 +61,15 @@ type Client struct {
 	HTTP *http.Client
 }
 
+// requestTimeout bounds one request, as vllm bench's aiohttp session does
+// (AIOHTTP_TIMEOUT, 6 hours): a server that never answers cannot hang the
+// benchmark for ever.
+const requestTimeout = 6 * time.Hour
+
 // NewClient returns a client whose transport keeps up to conns idle
 // connections per host (vllm bench's connector keeps max-concurrency).
 func NewClient(conns int) *Client {
-	return &Client{HTTP: &http.Client{Transport: &http.Transport{
+	return &Client{HTTP: &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		MaxIdleConns:        max(conns, 100),
 		MaxIdleConnsPerHost: max(conns, 100),
