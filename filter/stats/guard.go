@@ -176,7 +176,9 @@ func (g *Guard) admit() Verdict {
 		g.next = append(append(g.next[:0], value...), g.key...)
 		switch err := g.shared.Set(g.next, cas); {
 		case err == nil:
-			g.cache[string(g.key)] = struct{}{}
+			if len(g.cache) < g.limit { // always so while the set only grows; a bound regardless
+				g.cache[string(g.key)] = struct{}{}
+			}
 			return Kept
 		case !errors.Is(err, ErrCasMismatch):
 			return Unavailable
