@@ -17,7 +17,8 @@ import "errors"
 // stat with is in its cache, every cache entry was read from or written to
 // the shared set, and a write that would take the set past Limit is never
 // made. So, whatever the interleaving of the VMs, the proxy defines at most
-// Limit pairs plus (Other, Other).
+// Limit pairs plus (Other, Other). (Plugins with different limits under one
+// vm_id share the set: the largest limit is then the bound.)
 //
 // Cost: a pair the VM has seen is a map lookup (no host call, no
 // allocation). A new pair re-reads the shared set (at most about 19 KiB at
@@ -61,7 +62,7 @@ type Guard struct {
 // data key (filter/metrics.go implements it on the host).
 type Shared interface {
 	// Get returns the value and its CAS; found is false when the key has no
-	// value. The returned slice may be kept by the host: Guard copies.
+	// value. Guard keeps no reference to the returned slice.
 	Get() (value []byte, cas uint32, found bool, err error)
 	// Set stores value if the key's CAS is still cas (0: unconditionally);
 	// ErrCasMismatch when another VM wrote since cas was read.
