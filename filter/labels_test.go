@@ -58,7 +58,9 @@ func TestLabelsAdmittedInSharedData(t *testing.T) {
 	bothVMs(t, func(t *testing.T, vm types.VMContext) {
 		host := startHost(t, vm, `{"model_label_limit": 3}`)
 		v, _ := sharedLabelSet(t)
-		require.Equal(t, stats.EmptyLabelSet(), v, "plugin start creates the empty set")
+		_, entries, err := stats.SplitLabelSet(v)
+		require.NoError(t, err)
+		require.Empty(t, entries, "plugin start creates the empty set")
 
 		modelRequest(t, host, "llama", "llama-served")
 		require.Equal(t, [][2]string{{"llama", "llama-served"}}, sharedPairs(t))
@@ -90,7 +92,7 @@ func TestLabelsWriteWithTheCASRead(t *testing.T) {
 		modelRequest(t, host, "a", "a")
 		_, after := sharedLabelSet(t)
 		require.NotEqual(t, before, after)
-		require.ErrorIs(t, proxywasm.SetSharedData(stats.LabelSetKey, stats.EmptyLabelSet(), before), types.ErrorStatusCasMismatch)
+		require.ErrorIs(t, proxywasm.SetSharedData(stats.LabelSetKey, stats.EmptyLabelSet(0), before), types.ErrorStatusCasMismatch)
 		require.Equal(t, [][2]string{{"a", "a"}}, sharedPairs(t))
 	})
 }
@@ -102,7 +104,7 @@ func TestLabelsCorruptSharedValue(t *testing.T) {
 	bothVMs(t, func(t *testing.T, vm types.VMContext) {
 		host := startHost(t, vm, `{"model_label_limit": 5}`)
 		modelRequest(t, host, "known", "known")
-		garbage := []byte("\x01\x05a;.;b\x00\xff")
+		garbage := append(stats.EmptyLabelSet(1), "\x05a;.;b\x00\xff"...)
 		// With the CAS read: proxytest refuses CAS 0 on an existing key,
 		// where Envoy would write unconditionally.
 		_, cas := sharedLabelSet(t)

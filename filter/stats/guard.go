@@ -1,6 +1,9 @@
 package stats
 
-import "errors"
+import (
+	"errors"
+	"math/rand/v2"
+)
 
 // Guard bounds the label sets of the model-labelled metrics. An unbounded
 // model label is a denial-of-service vector: every new value is a new stat in
@@ -22,9 +25,10 @@ import "errors"
 //
 // Cost: a pair the VM has seen is a map lookup (no host call, no
 // allocation). A new pair re-reads the shared set (at most about 19 KiB at
-// the default limit) and, if there is room, writes it back with one entry
-// more. Once a read shows the set full, the VM stops reading: the set never
-// shrinks, so every later new pair is Other at the cost of a lookup.
+// the default limit), decodes only the entries added since this VM last read
+// it, and, if there is room, writes it back with one entry more. Once a read
+// shows the set full, the VM stops reading: the set never shrinks, so every
+// later new pair is Other at the cost of a lookup.
 //
 // When the shared data cannot be used the Guard errs towards Other, never
 // past the bound:
@@ -56,6 +60,13 @@ type Guard struct {
 	corrupt bool
 	key     []byte // scratch for the entry of the pair being looked up
 	next    []byte // scratch for the value being written
+
+	// The set as last read: its nonce, and how many bytes and entries of it
+	// are merged into the cache.
+	seen      bool
+	seenNonce uint64
+	seenLen   int
+	seenN     int
 }
 
 // Shared is the proxy-wide store of the admitted set: one proxy-wasm shared
@@ -111,7 +122,7 @@ func (g *Guard) Start() error {
 	if err != nil || found {
 		return err
 	}
-	return g.shared.Set(EmptyLabelSet(), 0)
+	return g.shared.Set(EmptyLabelSet(rand.Uint64()), 0)
 }
 
 // Labels returns the label values to use for a request's model and target
@@ -157,7 +168,7 @@ func (g *Guard) admit() Verdict {
 		if !found {
 			// Gone or never created (Start failed): create it. Not atomic,
 			// see the type's comment; then read it back for a CAS.
-			if g.shared.Set(EmptyLabelSet(), 0) != nil {
+			if g.shared.Set(EmptyLabelSet(rand.Uint64()), 0) != nil {
 				return Unavailable
 			}
 			continue
@@ -170,16 +181,18 @@ func (g *Guard) admit() Verdict {
 		if inSet {
 			return Kept
 		}
-		if n >= g.limit {
+		// A VM that knows limit pairs is full even if the set says fewer
+		// (it could, only after the creation window below): those pairs
+		// may already label stats.
+		if n >= g.limit || len(g.cache) >= g.limit {
 			g.full = true
 			return OverLimit
 		}
 		g.next = append(append(g.next[:0], value...), g.key...)
 		switch err := g.shared.Set(g.next, cas); {
 		case err == nil:
-			if len(g.cache) < g.limit { // always so while the set only grows; a bound regardless
-				g.cache[string(g.key)] = struct{}{}
-			}
+			g.cache[string(g.key)] = struct{}{}                  // len(g.cache) < g.limit: checked above
+			g.seenLen, g.seenN = g.seenLen+len(g.key), g.seenN+1 // the set is now g.next
 			return Kept
 		case !errors.Is(err, ErrCasMismatch):
 			return Unavailable
@@ -190,8 +203,20 @@ func (g *Guard) admit() Verdict {
 
 // merge adds the entries of an encoded set to the cache (up to limit) and
 // reports whether g.key is among them, and how many entries the set has.
+// Entries merged from an earlier read of the same set (same nonce, and it
+// can only have grown) are not decoded again: g.key is not among them, or it
+// would be in the cache (which drops entries only once it holds limit, when
+// admit stops anyway).
 func (g *Guard) merge(value []byte) (inSet bool, n int, err error) {
-	n, err = DecodeLabelSet(value, func(entry, _, _ []byte) bool {
+	nonce, entries, err := SplitLabelSet(value)
+	if err != nil {
+		return false, 0, err
+	}
+	from := 0
+	if g.seen && nonce == g.seenNonce && len(entries) >= g.seenLen {
+		from, n = g.seenLen, g.seenN
+	}
+	added, err := DecodeLabelEntries(entries[from:], func(entry, _, _ []byte) bool {
 		if string(entry) == string(g.key) {
 			inSet = true
 		}
@@ -200,7 +225,11 @@ func (g *Guard) merge(value []byte) (inSet bool, n int, err error) {
 		}
 		return true
 	})
-	return inSet, n, err
+	if err != nil {
+		return false, 0, err
+	}
+	g.seen, g.seenNonce, g.seenLen, g.seenN = true, nonce, len(entries), n+added
+	return inSet, n + added, nil
 }
 
 // Admitted is the number of distinct label pairs this VM knows admitted.

@@ -8,8 +8,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+const testNonce = 0x6d6573686c6c6d31
+
 func encodeSet(pairs ...[2]string) []byte {
-	b := EmptyLabelSet()
+	b := EmptyLabelSet(testNonce)
 	for _, p := range pairs {
 		b = AppendLabelPair(b, p[0], p[1])
 	}
@@ -25,6 +27,9 @@ func decodeAll(b []byte) ([][2]string, error) {
 	return out, err
 }
 
+// withHeader is a set's header followed by raw entry bytes.
+func withHeader(entries ...byte) []byte { return append(EmptyLabelSet(testNonce), entries...) }
+
 func TestDecodeLabelSet(t *testing.T) {
 	long := strings.Repeat("x", MaxValueLen)
 	for _, tc := range []struct {
@@ -33,20 +38,21 @@ func TestDecodeLabelSet(t *testing.T) {
 		want [][2]string
 		bad  bool
 	}{
-		{"empty set", EmptyLabelSet(), nil, false},
+		{"empty set", EmptyLabelSet(testNonce), nil, false},
 		{"one pair", encodeSet([2]string{"llama", "sql-lora"}), [][2]string{{"llama", "sql-lora"}}, false},
 		{"longest values", encodeSet([2]string{long, long}), [][2]string{{long, long}}, false},
 		{"two pairs in order", encodeSet([2]string{"a", "b"}, [2]string{"meta-llama/L-3.1:8b", "unknown"}),
 			[][2]string{{"a", "b"}, {"meta-llama/L-3.1:8b", "unknown"}}, false},
 		{"no value at all", nil, nil, true},
-		{"another version", []byte{2, 1, 'a', 1, 'b'}, nil, true},
-		{"missing target", []byte{1, 1, 'a'}, nil, true},
-		{"truncated model", []byte{1, 5, 'a'}, nil, true},
-		{"truncated target", []byte{1, 1, 'a', 3, 'b'}, nil, true},
-		{"empty model", []byte{1, 0, 1, 'b'}, nil, true},
-		{"value past MaxValueLen", append([]byte{1, MaxValueLen + 1}, strings.Repeat("x", MaxValueLen+1)+"\x01b"...), nil, true},
-		{"label syntax in a value", []byte{1, 3, 'a', ';', 'b', 1, 'c'}, nil, true},
-		{"newline in a value", []byte{1, 1, '\n', 1, 'c'}, nil, true},
+		{"short header", []byte{1, 2, 3}, nil, true},
+		{"another version", append([]byte{2}, withHeader(1, 'a', 1, 'b')[1:]...), nil, true},
+		{"missing target", withHeader(1, 'a'), nil, true},
+		{"truncated model", withHeader(5, 'a'), nil, true},
+		{"truncated target", withHeader(1, 'a', 3, 'b'), nil, true},
+		{"empty model", withHeader(0, 1, 'b'), nil, true},
+		{"value past MaxValueLen", withHeader(append([]byte{MaxValueLen + 1}, strings.Repeat("x", MaxValueLen+1)+"\x01b"...)...), nil, true},
+		{"label syntax in a value", withHeader(3, 'a', ';', 'b', 1, 'c'), nil, true},
+		{"newline in a value", withHeader(1, '\n', 1, 'c'), nil, true},
 		{"good pair then garbage", append(encodeSet([2]string{"a", "b"}), 7), [][2]string{{"a", "b"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,6 +65,13 @@ func TestDecodeLabelSet(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSplitLabelSet(t *testing.T) {
+	nonce, entries, err := SplitLabelSet(encodeSet([2]string{"a", "b"}))
+	require.NoError(t, err)
+	require.Equal(t, uint64(testNonce), nonce)
+	require.Equal(t, AppendLabelPair(nil, "a", "b"), entries)
 }
 
 func TestDecodeLabelSetStopsWhenAsked(t *testing.T) {
@@ -82,10 +95,10 @@ func TestDecodedEntryIsThePairKey(t *testing.T) {
 // without panicking, every value delivered is already a sanitised label
 // value, and whatever decodes cleanly re-encodes to the same bytes.
 func FuzzDecodeLabelSet(f *testing.F) {
-	f.Add(EmptyLabelSet())
+	f.Add(EmptyLabelSet(testNonce))
 	f.Add(encodeSet([2]string{"llama", "sql-lora"}, [2]string{"other", "unknown"}))
-	f.Add([]byte{1, 200, 'a'})
-	f.Add([]byte{1, 1, ';', 1, '='})
+	f.Add(withHeader(200, 'a'))
+	f.Add(withHeader(1, ';', 1, '='))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var again []byte
 		_, err := DecodeLabelSet(b, func(entry, m, tgt []byte) bool {
@@ -100,7 +113,7 @@ func FuzzDecodeLabelSet(f *testing.F) {
 			again = AppendLabelPair(again, string(m), string(tgt))
 			return true
 		})
-		if err == nil && !bytes.Equal(b, append(EmptyLabelSet(), again...)) {
+		if err == nil && !bytes.Equal(b[labelSetHeader:], again) {
 			t.Fatalf("%q decoded cleanly but re-encodes as %q", b, again)
 		}
 	})
