@@ -43,10 +43,13 @@ import (
 //
 // One window is left open by the ABI: proxy-wasm cannot create a key
 // atomically (cpp-host SharedData::set ignores the CAS of a key that does not
-// exist yet), so two VMs creating the set at once could lose an entry. Start
-// creates it when a plugin starts, and Envoy configures a canary copy of the
-// plugin on the main thread before any worker VM runs (cpp-host src/wasm.cc,
-// createWasm / WasmHandleBase::canary), so the workers find it in place.
+// exist yet), so two VMs creating the set at the same moment, one of them
+// already admitting, could lose an entry and let the proxy pass the bound by
+// that entry (a VM still stops at limit pairs it knows). Start creates the
+// set when a plugin starts, and Envoy starts and configures a canary copy of
+// the plugin on the main thread before any worker VM exists (cpp-host
+// src/wasm.cc, createWasm / WasmHandleBase::canary), so workers find it in
+// place and only ever write with a CAS.
 type Guard struct {
 	limit  int
 	allow  map[string]bool
