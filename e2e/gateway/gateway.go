@@ -61,6 +61,9 @@ type Options struct {
 	StreamIdleTimeout time.Duration
 	// Now is the clock of FAIL_RELOAD's backoff; default time.Now.
 	Now func() time.Time
+	// Cache shares compiled filter code between gateways (tests); default
+	// one per gateway.
+	Cache wazero.CompilationCache
 	// Workers is the number of VMs (Envoy workers) per Wasm listener.
 	Workers   int
 	AccessLog io.Writer // default stdout
@@ -145,7 +148,10 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 		}
 		g.clusters[name] = &cluster{spec: cs, count: map[string]int{}}
 	}
-	cache := wazero.NewCompilationCache()
+	cache := o.Cache
+	if cache == nil {
+		cache = wazero.NewCompilationCache()
+	}
 	ok := false
 	defer func() {
 		if !ok {
