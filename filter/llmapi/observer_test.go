@@ -195,8 +195,8 @@ func FuzzParseResponse(f *testing.F) {
 		f.Add(fixture(f, name))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		r, ok := ParseResponse(body)
-		if !ok {
+		r, err := ParseResponse(body, DefaultMaxDepth)
+		if err != nil {
 			return
 		}
 		if r.Usage.PromptTokens < 0 || r.Usage.CompletionTokens < 0 {
