@@ -126,9 +126,14 @@ func (l *listener) failStream(w http.ResponseWriter, ex *exchange, err error) {
 
 // resetStream is failStream once response headers are out: the stream is
 // reset, which net/http does by aborting the handler (the client sees the
-// connection close mid-response). The access log is still written.
-func (l *listener) resetStream(ex *exchange, err error) {
+// connection close mid-response). Envoy has sent the headers on by then; here
+// they may still sit in the response buffer, so they are flushed first. The
+// access log is still written.
+func (l *listener) resetStream(w http.ResponseWriter, ex *exchange, err error) {
 	l.g.log.Printf("listener %s: wasm VM failed mid-response, resetting the stream: %v", l.spec.Name, err)
 	ex.details = detailsWasmFail
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
 	panic(http.ErrAbortHandler)
 }

@@ -306,14 +306,10 @@ func (l *listener) respond(w http.ResponseWriter, s *wasmhost.Stream, ex *exchan
 	}
 	ex.status = status
 	w.WriteHeader(status)
-	// Envoy sends headers on as soon as the filters let them pass.
-	flusher, _ := w.(http.Flusher)
-	if flusher != nil {
-		flusher.Flush()
-	}
 	if body == nil {
 		return
 	}
+	flusher, _ := w.(http.Flusher)
 	buf := make([]byte, 32<<10)
 	for {
 		n, rerr := body.Read(buf)
@@ -323,7 +319,7 @@ func (l *listener) respond(w http.ResponseWriter, s *wasmhost.Stream, ex *exchan
 		}
 		_, out, err := s.ResponseBody(buf[:n], end)
 		if err != nil {
-			l.resetStream(ex, err)
+			l.resetStream(w, ex, err)
 		}
 		if len(out) > 0 {
 			ex.tx += len(out)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/api"
 )
@@ -21,17 +22,20 @@ import (
 // ErrFailed is wrapped by every error from a call into a failed VM.
 var ErrFailed = errors.New("wasmhost: VM failed")
 
-// failure is a VM's health; mu guards it.
+// failure is a VM's health.
 type failure struct {
-	err    error  // the trap that failed the VM; nil while healthy
-	trapAt string // test hook: the export whose next call traps
+	// err is the trap that failed the VM, nil while healthy; atomic so that
+	// a proxy can ask without waiting for a running callback.
+	err    atomic.Pointer[error]
+	trapAt string // test hook: the export whose next call traps; mu guards it
 }
 
 // Failed returns the trap that failed the VM, or nil while it is healthy.
 func (vm *VM) Failed() error {
-	vm.mu.Lock()
-	defer vm.mu.Unlock()
-	return vm.fail.err
+	if p := vm.fail.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // TrapAt makes the next call into the named guest export (for example
@@ -50,8 +54,8 @@ var errInjectedTrap = errors.New("wasm error: unreachable (injected by TrapAt)")
 // enter is called with mu held before every call into the guest: an error
 // means the guest is not entered.
 func (vm *VM) enter(fn api.Function) error {
-	if vm.fail.err != nil {
-		return fmt.Errorf("%w: %w", ErrFailed, vm.fail.err)
+	if err := vm.Failed(); err != nil {
+		return fmt.Errorf("%w: %w", ErrFailed, err)
 	}
 	if vm.fail.trapAt != "" && slices.Contains(fn.Definition().ExportNames(), vm.fail.trapAt) {
 		vm.fail.trapAt = ""
@@ -63,8 +67,6 @@ func (vm *VM) enter(fn api.Function) error {
 // failWith records the trap that failed the VM (the first one counts) and
 // returns err; mu must be held.
 func (vm *VM) failWith(err error) error {
-	if vm.fail.err == nil {
-		vm.fail.err = err
-	}
+	vm.fail.err.CompareAndSwap(nil, &err)
 	return err
 }
