@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -14,6 +16,39 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
+// phase is where a request stands. It only moves forward, and every
+// callback starts by asking it what is allowed.
+type phase uint8
+
+const (
+	// phaseIgnored: not an LLM call, or given up after a recovered error.
+	// Bytes pass; nothing is read.
+	phaseIgnored phase = iota
+	// phaseHeld: route_on body; the headers are held until the body is
+	// read and picked for.
+	phaseHeld
+	// phasePicking: a pick is in flight. Headers and body stay held until
+	// it answers, whatever the body callbacks see meanwhile.
+	phasePicking
+	// phaseSent: the request headers went (or may go) upstream. The body
+	// is still read for observation.
+	phaseSent
+	// phaseAnswered: the filter answered the client itself (a refusal or
+	// fail closed); the response callbacks see that reply.
+	phaseAnswered
+	// phaseFinished: metrics and log fields are written. Nothing more.
+	phaseFinished
+)
+
+// bodyState says whether the request body was read.
+type bodyState uint8
+
+const (
+	bodyUnread  bodyState = iota
+	bodyRead              // parsed (or found unreadable): never again
+	bodySkipped           // past a cap: passed on unread
+)
+
 // httpContext follows one request. Everything it decides is delegated to the
 // pure packages; this file only moves bytes between them and the host.
 type httpContext struct {
@@ -21,34 +56,48 @@ type httpContext struct {
 	plugin *pluginContext
 	id     uint32
 
-	llm      bool // an LLM API call being observed
-	finished bool // metrics and log fields written
-	start    time.Time
-	firstAt  time.Time
+	phase   phase
+	body    bodyState
+	start   time.Time
+	firstAt time.Time
 
-	reqParsed bool
-	oversize  bool
-	model     string // what the client asked for
-	target    string // what the picker chose to serve it, if it did
-	injected  bool   // include_usage was added by the filter
+	model  string // what the client asked for
+	target string // what the picker chose to serve it, if it did
+	// req and reqBody are the parsed request and the bytes it points into,
+	// kept while a pick may still rewrite the model.
+	req     llmapi.Request
+	reqBody []byte
+	// lengthFree: Content-Length was removed before the headers left, so
+	// the body may change size after they have.
+	lengthFree bool
+	injected   bool // include_usage was added by the filter
 
-	// Routing.
-	body              []byte // the request body, held while its pick is in flight
-	pausedTick        int    // plugin tick count when the headers were paused for the body
-	pickStart         time.Time
-	pickPending       bool
-	headersSent       bool // the request headers went upstream: no more header or size changes
-	resumedByWatchdog bool
+	pausedTick int // plugin tick count when the headers were held for the body
+	pickStart  time.Time
+	// copied counts body bytes this request copied into the VM.
+	copied int
 
 	status   int
 	observer *llmapi.ResponseObserver
+}
+
+// observing reports whether the request is an LLM call still being read.
+func (h *httpContext) observing() bool {
+	return h.phase != phaseIgnored && h.phase != phaseFinished
+}
+
+// headersHeld reports whether the request headers have not left yet, so
+// they (Content-Length, the destination) may still change.
+func (h *httpContext) headersHeld() bool {
+	return h.phase == phaseHeld || h.phase == phasePicking
 }
 
 // OnHttpRequestHeaders implements types.HttpContext.
 func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action types.Action) {
 	defer h.recoverTo(&action)
 	// Always, on every request: a client must never choose the upstream
-	// address (Envoy does not sanitise this header).
+	// address (Envoy does not sanitise this header). The deploy files strip
+	// it again before any filter runs, for when this VM has failed.
 	_ = proxywasm.RemoveHttpRequestHeader(pickapi.HeaderDestinationEndpoint)
 	if endOfStream {
 		return types.ActionContinue // no body: nothing to read
@@ -59,120 +108,160 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	if !llmapi.IsLLMCall(method, path, ctype, h.plugin.cfg.LLMPaths) {
 		return types.ActionContinue
 	}
-	h.llm = true
 	h.start = time.Now()
 	cfg := &h.plugin.cfg
-	if cfg.RouteOn == config.RouteBody {
+	switch cfg.RouteOn {
+	case config.RouteBody:
 		// Hold the headers until the body is read and the pick is made.
 		// Envoy >= 1.35 delivers the body meanwhile only with
 		// allow_on_headers_stop_iteration; the watchdog covers its absence.
+		h.phase = phaseHeld
 		h.plugin.watch(h.id, h)
 		return types.ActionPause
-	}
-	h.headersSent = true
-	if cfg.InjectStreamUsage {
-		// Headers leave before the body is read, and the body may grow by
-		// the injected stream_options: let Envoy frame it (chunked) instead
-		// of announcing a length that would then be wrong.
-		_ = proxywasm.RemoveHttpRequestHeader("content-length")
-	}
-	if cfg.RouteOn == config.RouteHeaders && h.startPick("", nil) {
+	case config.RouteHeaders:
+		h.freeLength()
 		// A pool-level pick by load: the model is in the body, not read yet.
 		// Pausing headers for a callout works on every Envoy.
-		h.headersSent = false
-		return types.ActionPause
+		if h.startPick("", nil) {
+			return types.ActionPause
+		}
+		if h.phase == phaseAnswered {
+			return types.ActionPause // failed closed: answered with a local reply
+		}
+		return types.ActionContinue
+	default:
+		h.freeLength()
+		h.phase = phaseSent
+		return types.ActionContinue
 	}
-	return types.ActionContinue
+}
+
+// freeLength drops Content-Length when the headers will leave before the
+// body is read and the body may grow by the injected stream_options: Envoy
+// then frames it (chunked) instead of announcing a length that would be
+// wrong.
+func (h *httpContext) freeLength() {
+	if h.plugin.cfg.InjectStreamUsage {
+		h.lengthFree = proxywasm.RemoveHttpRequestHeader("content-length") == nil
+	}
 }
 
 // OnHttpRequestBody implements types.HttpContext.
 func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action types.Action) {
 	defer h.recoverTo(&action)
-	if !h.llm || h.reqParsed || h.oversize {
+	if !h.observing() {
 		return types.ActionContinue
 	}
-	if h.plugin.waiting != nil {
-		delete(h.plugin.waiting, h.id) // the body came: no watchdog needed
+	if h.phase == phaseHeld {
+		h.plugin.unwatch(h.id) // the body came: no watchdog needed
 	}
-	routing := h.plugin.cfg.RouteOn == config.RouteBody && !h.resumedByWatchdog
-	if bodySize > h.plugin.cfg.MaxRequestBodyBytes {
-		// Stop buffering: what was held flows on, unparsed and unrouted.
-		h.oversize = true
-		h.plugin.metrics.count(stats.OversizeBodies, stats.TagPhase, "request")
-		h.setState(stats.StateRequestBody, "oversize")
-		if routing {
-			h.outcome(route.OutcomeSkipped)
-		}
-		h.headersSent = true
-		return types.ActionContinue
-	}
-	if !endOfStream {
-		return types.ActionPause // buffer until the whole body is here
-	}
-	req, ok := h.readRequestBody(bodySize)
-	if routing {
-		if !ok {
-			h.outcome(route.OutcomeSkipped)
-		} else if h.startPick(req.Model, &req) {
-			return types.ActionPause // until the picker answers
-		} else if h.plugin.cfg.FailClosed {
-			return types.ActionPause // answered with a local reply
+	if h.body == bodyUnread {
+		if bodySize > h.plugin.cfg.MaxRequestBodyBytes {
+			// Stop buffering: what was held flows on, unparsed and unrouted.
+			h.body = bodySkipped
+			h.plugin.metrics.count(stats.OversizeBodies, stats.TagPhase, "request")
+			h.setState(stats.StateRequestBody, "oversize")
+			h.release(route.OutcomeSkipped)
+		} else if !endOfStream {
+			return types.ActionPause // buffer until the whole body is here
+		} else {
+			h.readRequestBody(bodySize)
 		}
 	}
-	h.body = nil
-	h.headersSent = true
-	return types.ActionContinue
+	return h.requestAction()
 }
 
 // OnHttpRequestTrailers implements types.HttpContext: a body followed by
 // trailers never sees endOfStream in the body callback.
 func (h *httpContext) OnHttpRequestTrailers(int) (action types.Action) {
 	defer h.recoverTo(&action)
-	if h.llm && !h.reqParsed && !h.oversize {
+	if !h.observing() {
+		return types.ActionContinue
+	}
+	if h.body == bodyUnread {
+		if h.phase == phaseHeld {
+			h.plugin.unwatch(h.id)
+		}
 		h.readRequestBody(h.plugin.cfg.MaxRequestBodyBytes)
-		h.body = nil
+	}
+	return h.requestAction()
+}
+
+// requestAction is what a request callback returns once the body was
+// handled: held while a pick is (or could be) pending, else on its way.
+func (h *httpContext) requestAction() types.Action {
+	switch h.phase {
+	case phasePicking, phaseAnswered:
+		return types.ActionPause // the pick's answer resumes or answers it
+	case phaseHeld:
+		// Body mode, and no pick was started (body unreadable, skipped).
+		h.release(route.OutcomeSkipped)
 	}
 	return types.ActionContinue
 }
 
-// readRequestBody parses the buffered body, records what it says and adds
-// include_usage if asked to. It reports whether the body was parsed.
-func (h *httpContext) readRequestBody(size int) (llmapi.Request, bool) {
-	h.reqParsed = true
+// release lets a request held for its body go on unrouted, saying why.
+func (h *httpContext) release(outcome string) {
+	if h.phase != phaseHeld {
+		return
+	}
+	h.phase = phaseSent
+	h.outcome(outcome)
+}
+
+// readRequestBody parses the buffered body, records what it says, adds
+// include_usage if asked to, and in body mode starts the pick.
+func (h *httpContext) readRequestBody(size int) {
+	h.body = bodyRead
 	body, err := proxywasm.GetHttpRequestBody(0, size)
+	h.copied += len(body)
 	if err != nil || len(body) == 0 {
 		h.plugin.metrics.count(stats.ParseErrors, stats.TagPhase, "request")
-		return llmapi.Request{}, false
+		return
 	}
-	req, err := llmapi.ParseRequest(body)
+	req, err := llmapi.ParseRequest(body, h.plugin.cfg.MaxJSONDepth)
 	h.model = req.Model
 	if req.Model != "" {
 		h.setState(stats.StateModel, req.Model)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, llmapi.ErrTooDeep):
+		// Not read at all: passed on as it came, unrouted (vLLM's own
+		// parser refuses such depths too).
+		h.plugin.metrics.count(stats.DeepBodies, stats.TagPhase, "request")
+		h.setState(stats.StateRequestBody, "too_deep")
+		return
+	case err != nil:
 		h.plugin.metrics.count(stats.ParseErrors, stats.TagPhase, "request")
 		h.setState(stats.StateRequestBody, "unparsable")
-		return req, false
+		return
 	}
-	h.body = body
+	h.req, h.reqBody = req, body
 	h.setState(stats.StateStream, strconv.FormatBool(req.Stream))
 	if req.MaxTokens >= 0 {
 		h.setState(stats.StateMaxTokens, strconv.FormatInt(req.MaxTokens, 10))
 	}
-	// After the watchdog fired the headers left with their Content-Length:
-	// the body must keep its size.
-	if h.plugin.cfg.InjectStreamUsage && req.NeedsUsageInjection() && !h.resumedByWatchdog {
+	if h.plugin.cfg.InjectStreamUsage && req.NeedsUsageInjection() {
 		if nb, ok := req.InjectIncludeUsage(body); ok {
-			h.injected = h.replaceRequestBody(nb)
+			if h.injected = h.replaceRequestBody(nb); h.injected && h.phase == phaseHeld {
+				// The pick may rewrite the model: it needs the offsets of
+				// the body as it now is.
+				h.req, _ = llmapi.ParseRequest(nb, h.plugin.cfg.MaxJSONDepth)
+			}
 		}
 	}
-	return req, true
+	if h.phase == phaseHeld {
+		h.startPick(req.Model, &req)
+	}
+	if h.phase != phasePicking {
+		h.req, h.reqBody = llmapi.Request{}, nil
+	}
 }
 
 // OnHttpResponseHeaders implements types.HttpContext.
 func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action types.Action) {
 	defer h.recoverTo(&action)
-	if !h.llm {
+	if !h.observing() {
 		return types.ActionContinue
 	}
 	st, _ := proxywasm.GetHttpResponseHeader(":status")
@@ -182,6 +271,7 @@ func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action typ
 	cfg := &h.plugin.cfg
 	h.observer = llmapi.NewResponseObserver(ctype, enc, h.injected, llmapi.ObserverLimits{
 		MaxBody: cfg.MaxResponseBodyBytes, MaxEvent: cfg.MaxSSEEventBytes, DecodeGzip: cfg.DecodeGzip,
+		MaxDepth: cfg.MaxJSONDepth,
 	})
 	if h.observer.StripActive() {
 		_ = proxywasm.RemoveHttpResponseHeader("content-length")
@@ -197,7 +287,7 @@ func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action typ
 // until its end arrives).
 func (h *httpContext) OnHttpResponseBody(bodySize int, endOfStream bool) (action types.Action) {
 	defer h.recoverTo(&action)
-	if !h.llm || h.finished || h.observer == nil {
+	if !h.observing() || h.observer == nil {
 		return types.ActionContinue
 	}
 	var chunk []byte
@@ -206,6 +296,7 @@ func (h *httpContext) OnHttpResponseBody(bodySize int, endOfStream bool) (action
 			h.firstAt = time.Now()
 		}
 		chunk, _ = proxywasm.GetHttpResponseBody(0, bodySize)
+		h.copied += len(chunk)
 	}
 	if out, replace := h.observer.Chunk(chunk, endOfStream); replace {
 		_ = proxywasm.ReplaceHttpResponseBody(out)
@@ -220,17 +311,27 @@ func (h *httpContext) OnHttpResponseBody(bodySize int, endOfStream bool) (action
 // a complete response (reset, timeout) is still counted.
 func (h *httpContext) OnHttpStreamDone() {
 	defer h.recoverTo(nil)
-	if h.plugin.waiting != nil {
-		delete(h.plugin.waiting, h.id)
-	}
-	if h.llm && !h.finished {
+	h.plugin.unwatch(h.id)
+	if h.observing() {
 		h.finish()
+	}
+	if h.copied >= gcAfterBytes {
+		// Linear memory never shrinks, and the Go heap grows rather than
+		// wait for a collection when the next large body comes: collect
+		// now, so that large bodies reuse the same pages (the SDK's
+		// doc/OVERVIEW.md suggests this).
+		runtime.GC()
 	}
 }
 
+// gcAfterBytes is the body volume after which a finished request collects
+// garbage: rare (bodies that large are), and cheap against their cost.
+const gcAfterBytes = 1 << 20
+
 // finish writes the request's metrics and access-log fields, once.
 func (h *httpContext) finish() {
-	h.finished = true
+	h.phase = phaseFinished
+	h.req, h.reqBody = llmapi.Request{}, nil
 	m := h.plugin.metrics
 	var oc llmapi.Outcome
 	if h.observer != nil {
@@ -282,21 +383,28 @@ func (h *httpContext) finish() {
 	default:
 		h.setState(stats.StateUsageSource, "none")
 	}
+	if oc.Missing == llmapi.MissingTooDeep {
+		m.count(stats.DeepBodies, stats.TagPhase, "response")
+	}
 	if oc.Oversized > 0 {
 		m.count(stats.OversizeBodies, stats.TagPhase, "response_event")
 	}
 	if oc.BadEvents > 0 {
 		m.count(stats.ParseErrors, stats.TagPhase, "response")
 	}
+	if oc.DeepEvents > 0 {
+		m.count(stats.DeepBodies, stats.TagPhase, "response_event")
+	}
 }
 
 // setState writes filter state wasm.<key>, printed in access logs with
-// %FILTER_STATE(wasm.<key>:PLAIN)%.
+// %FILTER_STATE(wasm.<key>:PLAIN)%. Values are made printable and bounded
+// first: several come from the client.
 func (h *httpContext) setState(key, value string) {
 	if value == "" {
 		return
 	}
-	_ = proxywasm.SetProperty([]string{key}, []byte(value))
+	_ = proxywasm.SetProperty([]string{key}, []byte(stats.StateValue(value)))
 }
 
 // recoverTo keeps a bug from trapping the VM (which would take down every
@@ -307,9 +415,16 @@ func (h *httpContext) recoverTo(action *types.Action) {
 	if r == nil {
 		return
 	}
-	h.llm = false
+	wasHeld := h.headersHeld()
+	h.phase = phaseIgnored
+	h.req, h.reqBody, h.observer = llmapi.Request{}, nil, nil
+	h.plugin.unwatch(h.id)
 	if action != nil {
 		*action = types.ActionContinue
+	} else if wasHeld {
+		// A callback with no action to return (a pick answer) held the
+		// request: let it go, or it would hang.
+		_ = proxywasm.ResumeHttpRequest()
 	}
 	proxywasm.LogErrorf("meshllm: recovered from a filter error, request continues unobserved: %v", r)
 	if h.plugin.metrics != nil {

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
+
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/stats"
@@ -9,8 +12,10 @@ import (
 
 // hostMetrics defines each stat once and caches its handle. Model-labelled
 // series pass through the cardinality guard first, so the caches are bounded.
+// The guard's admitted set is shared by every VM of the proxy (sharedLabels).
 type hostMetrics struct {
 	guard  *stats.Guard
+	warned [stats.Unavailable + 1]bool // logged once per verdict
 	series map[[2]string]*modelSeries
 	byName map[string]proxywasm.MetricCounter
 
@@ -33,7 +38,7 @@ type modelSeries struct {
 
 func newHostMetrics(cfg config.Config) *hostMetrics {
 	m := &hostMetrics{
-		guard:    stats.NewGuard(cfg.ModelLabelLimit, cfg.ModelAllowlist),
+		guard:    stats.NewGuard(cfg.ModelLabelLimit, cfg.ModelAllowlist, sharedLabels{}),
 		series:   make(map[[2]string]*modelSeries),
 		byName:   make(map[string]proxywasm.MetricCounter),
 		overflow: proxywasm.DefineCounterMetric(stats.LabelOverflow), // constant names: never freed
@@ -41,14 +46,29 @@ func newHostMetrics(cfg config.Config) *hostMetrics {
 	if cfg.RouteOn != config.RouteNone {
 		m.pickMillis = proxywasm.DefineHistogramMetric(stats.PickMillis)
 	}
+	if err := m.guard.Start(); err != nil {
+		proxywasm.LogWarnf("meshllm: shared data %s unusable (%v): new model labels count as %q until it works",
+			stats.LabelSetKey, err, stats.Other)
+	}
 	return m
 }
 
 // forModel returns the series of a request's labels.
 func (m *hostMetrics) forModel(model, target string) *modelSeries {
-	lm, lt, overflow := m.guard.Labels(model, target)
-	if overflow {
+	lm, lt, verdict := m.guard.Labels(model, target)
+	if verdict.Overflow() {
 		m.overflow.Increment(1)
+	}
+	if (verdict == stats.Unavailable || verdict == stats.Contended) && !m.warned[verdict] {
+		m.warned[verdict] = true
+		why := "compare-and-swap kept failing"
+		if verdict == stats.Unavailable {
+			why = "the shared data cannot be read or written"
+			if m.guard.Corrupt() {
+				why = "the shared value is not a label set; no new label is admitted by this VM"
+			}
+		}
+		proxywasm.LogWarnf("meshllm: model label counted as %q: %s (%s; logged once)", stats.Other, why, stats.LabelSetKey)
 	}
 	key := [2]string{lm, lt}
 	if s, ok := m.series[key]; ok {
@@ -93,4 +113,25 @@ func (m *hostMetrics) count(metric, tag, value string) {
 		m.byName[name] = c
 	}
 	c.Increment(1)
+}
+
+// sharedLabels is the guard's admitted set in proxy-wasm shared data, which
+// Envoy keeps process-wide per vm_id: every worker's VM reads and writes the
+// same value (proxy-wasm-cpp-host src/shared_data.cc).
+type sharedLabels struct{}
+
+func (sharedLabels) Get() ([]byte, uint32, bool, error) {
+	v, cas, err := proxywasm.GetSharedData(stats.LabelSetKey)
+	if errors.Is(err, types.ErrorStatusNotFound) {
+		return nil, 0, false, nil
+	}
+	return v, cas, err == nil, err
+}
+
+func (sharedLabels) Set(v []byte, cas uint32) error {
+	err := proxywasm.SetSharedData(stats.LabelSetKey, v, cas)
+	if errors.Is(err, types.ErrorStatusCasMismatch) {
+		return stats.ErrCasMismatch
+	}
+	return err
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 
-	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/llmapi"
 	"github.com/meshllm/meshllm/filter/route"
 	"github.com/meshllm/meshllm/filter/stats"
@@ -17,14 +16,14 @@ import (
 // Routing: the host calls that ask picker-svc for an endpoint and apply its
 // answer. What to do with an answer is decided by the pure package route.
 
-// startPick dispatches a pick. model is "" for a pool-level pick at header
-// time. It reports false if Envoy refused the call; the failure has then
-// been handled (the request continues or was answered).
+// startPick dispatches a pick; the request is then phasePicking. model is ""
+// for a pool-level pick at header time. It reports false if Envoy refused
+// the call; the failure has then been handled (the request goes on, or was
+// answered, and its phase says which).
 func (h *httpContext) startPick(model string, req *llmapi.Request) bool {
 	cfg := &h.plugin.cfg
 	pr := pickapi.PickRequest{Pool: cfg.Pool, Model: model}
 	if req != nil {
-		pr.Stream = req.Stream
 		pr.PrefixHashes = pickapi.PrefixHashes(h.plugin.hashBuf[:0], model, req.Prompt)
 	}
 	headers := [][2]string{
@@ -38,38 +37,40 @@ func (h *httpContext) startPick(model string, req *llmapi.Request) bool {
 		h.pickFailed(route.ReasonDispatch, false)
 		return false
 	}
-	h.pickPending = true
+	h.phase = phasePicking
 	return true
 }
 
-// onPickResponse is the DispatchHttpCall callback.
+// onPickResponse is the DispatchHttpCall callback. An answer for a request
+// no longer waiting for it (answered, reset) changes nothing.
 func (h *httpContext) onPickResponse(numHeaders, bodySize, _ int) {
 	defer h.recoverTo(nil)
-	h.pickPending = false
+	if h.phase != phasePicking {
+		return
+	}
 	ms := time.Since(h.pickStart).Milliseconds()
 	h.plugin.metrics.pickMillis.Record(uint64(ms))
 	h.setState(stats.StatePickMillis, strconv.FormatInt(ms, 10))
-	status := 0
+	a := route.Answer{Headers: numHeaders, BodySize: bodySize}
 	if numHeaders > 0 {
 		hs, _ := proxywasm.GetHttpCallResponseHeaders()
 		for _, kv := range hs {
 			if kv[0] == ":status" {
-				status, _ = strconv.Atoi(kv[1])
+				a.Status, _ = strconv.Atoi(kv[1])
 			}
 		}
 	}
-	var body []byte
-	if bodySize > 0 {
-		body, _ = proxywasm.GetHttpCallResponseBody(0, bodySize)
+	if route.ReadBody(bodySize) {
+		// Never copy more than a pick can be into the VM.
+		a.Body, _ = proxywasm.GetHttpCallResponseBody(0, bodySize)
 	}
-	d := route.Decide(numHeaders, status, body)
+	d := route.Decide(a, h.plugin.cfg.EndpointCIDRs)
 	switch d.Kind {
 	case route.Pick:
 		h.applyPick(d.Pick)
 		h.resume()
 	case route.Refuse:
-		h.outcome(route.OutcomeRefused)
-		_ = proxywasm.SendHttpResponse(uint32(d.Status), [][2]string{{"content-type", "application/json"}}, d.Body, -1)
+		h.answer(route.OutcomeRefused, uint32(d.Status), d.Body)
 	default:
 		h.pickFailed(d.Reason, true)
 	}
@@ -79,8 +80,8 @@ func (h *httpContext) onPickResponse(numHeaders, bodySize, _ int) {
 // another target, and refreshes the fallback cache.
 func (h *httpContext) applyPick(p pickapi.PickResponse) {
 	_ = proxywasm.ReplaceHttpRequestHeader(pickapi.HeaderDestinationEndpoint, p.Endpoint)
-	if p.TargetModel != "" && p.TargetModel != h.model && h.body != nil {
-		if nb, ok := llmapi.RewriteModel(h.body, p.TargetModel); ok {
+	if p.TargetModel != "" && p.TargetModel != h.model && h.reqBody != nil {
+		if nb, ok := h.req.RewriteModel(h.reqBody, p.TargetModel); ok {
 			_ = h.replaceRequestBody(nb)
 		}
 	}
@@ -88,11 +89,7 @@ func (h *httpContext) applyPick(p pickapi.PickResponse) {
 		h.target = p.TargetModel
 		h.setState(stats.StateTargetModel, p.TargetModel)
 	}
-	if h.plugin.cfg.ClearRouteCache {
-		// Since Envoy PR #36671 header changes no longer clear the route
-		// cache by themselves.
-		_, _ = proxywasm.CallForeignFunction("clear_route_cache", nil)
-	}
+	h.clearRouteCache()
 	h.setState(stats.StateEndpoint, p.Endpoint)
 	h.setState(stats.StateStrategy, string(p.Strategy))
 	h.outcome(route.OutcomePicked)
@@ -103,27 +100,44 @@ func (h *httpContext) applyPick(p pickapi.PickResponse) {
 
 // pickFailed handles a picker that did not answer usefully: fail closed,
 // or open (with the cached ranked endpoints if there are fresh ones).
-func (h *httpContext) pickFailed(reason string, resume bool) {
+// paused says the request waits for this decision and must be resumed.
+func (h *httpContext) pickFailed(reason string, paused bool) {
 	p := h.plugin
 	p.metrics.count(stats.PickerErrors, stats.TagReason, reason)
-	h.body = nil
 	if p.cfg.FailClosed {
-		h.outcome(route.OutcomeFailClosed)
-		_ = proxywasm.SendHttpResponse(503, [][2]string{{"content-type", "application/json"}}, route.FailClosedBody(), -1)
+		h.answer(route.OutcomeFailClosed, 503, route.FailClosedBody())
 		return
 	}
 	if ep, ok := p.cachedEndpoint(); ok {
 		_ = proxywasm.ReplaceHttpRequestHeader(pickapi.HeaderDestinationEndpoint, ep)
-		if p.cfg.ClearRouteCache {
-			_, _ = proxywasm.CallForeignFunction("clear_route_cache", nil)
-		}
+		h.clearRouteCache()
 		h.setState(stats.StateEndpoint, ep)
 		h.outcome(route.OutcomeFallback)
 	} else {
 		h.outcome(route.OutcomeFailOpen)
 	}
-	if resume {
+	if paused {
 		h.resume()
+	} else {
+		h.phase = phaseSent
+		h.req, h.reqBody = llmapi.Request{}, nil
+	}
+}
+
+// answer replies to the client in the filter's name; the request never
+// goes upstream.
+func (h *httpContext) answer(outcome string, status uint32, body []byte) {
+	h.phase = phaseAnswered
+	h.req, h.reqBody = llmapi.Request{}, nil
+	h.outcome(outcome)
+	_ = proxywasm.SendHttpResponse(status, [][2]string{{"content-type", "application/json"}}, body, -1)
+}
+
+func (h *httpContext) clearRouteCache() {
+	if h.plugin.cfg.ClearRouteCache {
+		// Since Envoy PR #36671 header changes no longer clear the route
+		// cache by themselves.
+		_, _ = proxywasm.CallForeignFunction("clear_route_cache", nil)
 	}
 }
 
@@ -132,20 +146,25 @@ func (h *httpContext) outcome(o string) {
 	h.setState(stats.StateRoute, o)
 }
 
-// resume continues a request paused for its pick, and drops the body copy.
+// resume sends on a request held for its pick, and drops the body copy.
 func (h *httpContext) resume() {
-	h.body = nil
+	h.phase = phaseSent
+	h.req, h.reqBody = llmapi.Request{}, nil
 	_ = proxywasm.ResumeHttpRequest()
 }
 
-// replaceRequestBody swaps the buffered body and keeps Content-Length true
-// (in body mode the headers are still held, so they can still change).
+// replaceRequestBody swaps the buffered body and keeps Content-Length true.
+// It refuses a change of size that the headers can no longer announce.
 func (h *httpContext) replaceRequestBody(nb []byte) bool {
+	resize := len(nb) != len(h.reqBody)
+	if resize && !h.lengthFree && !h.headersHeld() {
+		return false
+	}
 	if err := proxywasm.ReplaceHttpRequestBody(nb); err != nil {
 		return false
 	}
-	h.body = nb
-	if h.plugin.cfg.RouteOn == config.RouteBody && !h.headersSent {
+	h.reqBody = nb
+	if resize && h.headersHeld() {
 		if cl, err := proxywasm.GetHttpRequestHeader("content-length"); err == nil && cl != "" {
 			_ = proxywasm.ReplaceHttpRequestHeader("content-length", strconv.Itoa(len(nb)))
 		}
@@ -179,6 +198,18 @@ func (p *pluginContext) cachedEndpoint() (string, bool) {
 	if !ok || time.Now().UnixMilli()-ts > route.FallbackTTLMillis {
 		return "", false
 	}
+	if len(p.cfg.EndpointCIDRs) > 0 {
+		// Shared data is writable by any plugin in the proxy.
+		kept := eps[:0]
+		for _, e := range eps {
+			if route.Allowed(e, p.cfg.EndpointCIDRs) {
+				kept = append(kept, e)
+			}
+		}
+		if eps = kept; len(eps) == 0 {
+			return "", false
+		}
+	}
 	p.rotation++
 	return eps[p.rotation%len(eps)], true
 }
@@ -196,24 +227,31 @@ func (p *pluginContext) watch(id uint32, h *httpContext) {
 	p.waiting[id] = h
 }
 
+func (p *pluginContext) unwatch(id uint32) {
+	if p.waiting != nil {
+		delete(p.waiting, id)
+	}
+}
+
 // OnTick implements types.PluginContext. The watchdog counts ticks rather
 // than reading the clock: Envoy ticks at the period set in OnPluginStart,
 // and counting makes the watchdog exact to test.
 func (p *pluginContext) OnTick() {
 	p.ticks++
-	if len(p.waiting) == 0 {
-		return
-	}
 	for id, h := range p.waiting {
 		if p.ticks-h.pausedTick <= p.watchdogTicks {
 			continue
 		}
 		delete(p.waiting, id)
+		if h.phase != phaseHeld {
+			continue
+		}
 		if err := proxywasm.SetEffectiveContext(id); err != nil {
 			continue // the stream is gone
 		}
-		h.resumedByWatchdog, h.headersSent = true, true
-		h.outcome(route.OutcomeWatchdog)
+		// The headers leave with their Content-Length: the body, when it
+		// comes, is read but keeps its size (no injection).
+		h.release(route.OutcomeWatchdog)
 		p.logOnce("watchdog", "meshllm: a request body did not arrive within %d ms of its paused headers; "+
 			"resumed it unrouted. route_on \"body\" needs Envoy >= 1.35 with allow_on_headers_stop_iteration: true "+
 			"in the Wasm filter's config (an Istio WasmPlugin cannot set it: use the EnvoyFilter, or route_on \"headers\")",

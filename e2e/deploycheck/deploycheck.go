@@ -41,6 +41,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	_ "google.golang.org/protobuf/types/known/wrapperspb"
@@ -238,10 +239,9 @@ func EnvoyFilter(doc []byte) (Object, *istionet.EnvoyFilter, error) {
 
 // PatchValue decodes an EnvoyFilter patch value (a free-form Struct in the
 // Istio API) into the Envoy message its applyTo names, strictly, and
-// validates it deeply. MERGE patches are partial messages, so for them only
-// unknown fields and the validation of the message fields they set count (a
-// partial Cluster or Listener legitimately lacks required fields such as its
-// name or address).
+// validates it deeply. MERGE patches are partial messages (a partial Cluster
+// or Listener legitimately lacks required fields such as its name or
+// address), so for them see validateMerge.
 func PatchValue(p *istionet.EnvoyFilter_EnvoyConfigObjectPatch) (proto.Message, error) {
 	var m proto.Message
 	switch p.GetApplyTo() {
@@ -253,6 +253,8 @@ func PatchValue(p *istionet.EnvoyFilter_EnvoyConfigObjectPatch) (proto.Message, 
 		m = &clusterv3.Cluster{}
 	case istionet.EnvoyFilter_LISTENER:
 		m = &listenerv3.Listener{}
+	case istionet.EnvoyFilter_NETWORK_FILTER:
+		m = &listenerv3.Filter{}
 	default:
 		return nil, fmt.Errorf("applyTo %s: no Envoy type mapped in deploycheck (add one)", p.GetApplyTo())
 	}
@@ -269,17 +271,55 @@ func PatchValue(p *istionet.EnvoyFilter_EnvoyConfigObjectPatch) (proto.Message, 
 	}
 	if p.GetPatch().GetOperation() == istionet.EnvoyFilter_Patch_MERGE {
 		var errs []error
-		m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			if fd.Message() != nil && !fd.IsList() && !fd.IsMap() {
-				if err := ValidateDeep(v.Message().Interface()); err != nil {
-					errs = append(errs, fmt.Errorf("%s: %w", fd.Name(), err))
-				}
-			}
-			return true
-		})
+		validateMerge(m.ProtoReflect(), "", &errs)
 		return m, errors.Join(errs...)
 	}
 	return m, ValidateDeep(m)
+}
+
+// validateMerge validates a MERGE patch value the way proto merge applies
+// it: the value itself is partial, so its own required fields are not
+// checked, nor are those of a typed_config Any it sets (Istio merges a
+// network or HTTP filter's typed_config into the existing one). Every other
+// message it sets, and every element it appends to a list or map, is
+// complete and validated deeply.
+func validateMerge(m protoreflect.Message, path string, errs *[]error) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil {
+			return true
+		}
+		p := path + "." + string(fd.Name())
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				if err := ValidateDeep(l.Get(i).Message().Interface()); err != nil {
+					*errs = append(*errs, fmt.Errorf("%s[%d]: %w", pathOr(p), i, err))
+				}
+			}
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if err := ValidateDeep(mv.Message().Interface()); err != nil {
+					*errs = append(*errs, fmt.Errorf("%s[%v]: %w", pathOr(p), k.Interface(), err))
+				}
+				return true
+			})
+		default:
+			if a, ok := v.Message().Interface().(*anypb.Any); ok {
+				inner, err := a.UnmarshalNew()
+				if err != nil {
+					*errs = append(*errs, fmt.Errorf("%s: %w", pathOr(p), err))
+					return true
+				}
+				validateMerge(inner.ProtoReflect(), p+"<"+a.GetTypeUrl()+">", errs)
+				return true
+			}
+			if err := ValidateDeep(v.Message().Interface()); err != nil {
+				*errs = append(*errs, fmt.Errorf("%s: %w", pathOr(p), err))
+			}
+		}
+		return true
+	})
 }
 
 // StructJSON renders a Struct (a WasmPlugin pluginConfig) as the JSON the

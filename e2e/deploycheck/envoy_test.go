@@ -15,8 +15,10 @@ import (
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	earlymutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	wasmpluginv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -144,6 +146,40 @@ func accessLogFormat(h *hcmv3.HttpConnectionManager) (string, error) {
 	return so.GetLogFormat().GetTextFormatSource().GetInlineString(), nil
 }
 
+// checkEarlyStrip: the HCM removes a client's x-gateway-destination-endpoint
+// in its early header mutations, which run before routing and before any
+// HTTP filter, so the removal does not depend on the Wasm filter running.
+func checkEarlyStrip(h *hcmv3.HttpConnectionManager) error {
+	for _, ext := range h.GetEarlyHeaderMutationExtensions() {
+		hm := &earlymutationv3.HeaderMutation{}
+		if ext.GetTypedConfig().UnmarshalTo(hm) != nil {
+			continue
+		}
+		for _, m := range hm.GetMutations() {
+			if strings.EqualFold(m.GetRemove(), pickapi.HeaderDestinationEndpoint) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("early_header_mutation_extensions must remove %s (header_mutation, remove)", pickapi.HeaderDestinationEndpoint)
+}
+
+// checkFailurePolicy: the plugin states its failure policy (the one
+// docs/deploy.md gives the reason for) and does not also set the deprecated
+// fail_open, which Envoy refuses together with failure_policy ("only one of
+// fail_open or failure_policy can be set", PluginConfig in
+// source/extensions/common/wasm/wasm.cc).
+func checkFailurePolicy(pc *wasmpluginv3.PluginConfig, want wasmpluginv3.FailurePolicy) error {
+	var errs []error
+	if pc.GetFailOpen() {
+		errs = append(errs, errors.New("fail_open is set: Envoy rejects it together with failure_policy, and istio-agent reads failure_policy (Istio >= 1.26)"))
+	}
+	if got := pc.GetFailurePolicy(); got != want {
+		errs = append(errs, fmt.Errorf("failure_policy %s, want %s (docs/deploy.md, When the filter fails)", got, want))
+	}
+	return errors.Join(errs...)
+}
+
 // checkBootstrap holds every semantic promise of envoy.yaml.
 func checkBootstrap(b *bootstrapv3.Bootstrap, poolName string) error {
 	var errs []error
@@ -205,6 +241,9 @@ func checkBootstrap(b *bootstrapv3.Bootstrap, poolName string) error {
 				}
 			}
 		}
+		if err := checkEarlyStrip(h); err != nil {
+			fail("listener %s: %v", l.GetName(), err)
+		}
 		cluster, err := routeOf(h)
 		if err != nil {
 			fail("listener %s: %v", l.GetName(), err)
@@ -227,6 +266,9 @@ func checkBootstrap(b *bootstrapv3.Bootstrap, poolName string) error {
 			continue
 		}
 		pc := w.GetConfig()
+		if err := checkFailurePolicy(pc, wasmpluginv3.FailurePolicy_FAIL_RELOAD); err != nil {
+			fail("listener 8081: %v", err)
+		}
 		if !pc.GetAllowOnHeadersStopIteration().GetValue() {
 			fail("listener 8081: the wasm filter needs allow_on_headers_stop_iteration: true for body routing")
 		}
@@ -296,6 +338,7 @@ func TestEnvoyYAMLRejects(t *testing.T) {
 		{"duplicate key", "    connect_timeout: 0.25s\n", "    connect_timeout: 0.25s\n    connect_timeout: 1s\n", "already set"},
 		{"validation rule at top level", "port_value: 8081}", "port_value: 80810}", "PortValue"},
 		{"validation rule deep inside Anys", "override_host_sources:\n            - header: x-gateway-destination-endpoint", "override_host_sources: []", "OverrideHostSources"},
+		{"early header mutation with no mutation", "              mutations:\n              - remove: x-gateway-destination-endpoint\n          stream_idle_timeout", "              mutations: []\n          stream_idle_timeout", "Mutations"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Bootstrap(mutate(t, src, tc.old, tc.new))
@@ -317,6 +360,16 @@ func TestValidateAllStopsAtAny(t *testing.T) {
 	require.Error(t, ValidateDeep(b))
 }
 
+// earlyStrip is envoy.yaml's early header mutation block, as written on both
+// listeners.
+const earlyStrip = `          early_header_mutation_extensions:
+          - name: envoy.http.early_header_mutation.header_mutation
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation
+              mutations:
+              - remove: x-gateway-destination-endpoint
+`
+
 func TestEnvoyYAMLSemanticsReject(t *testing.T) {
 	src := string(read(t, "envoy/envoy.yaml"))
 	pool := samplePoolName(t)
@@ -329,6 +382,11 @@ func TestEnvoyYAMLSemanticsReject(t *testing.T) {
 		{"buffer limit below the body cap", "per_connection_buffer_limit_bytes: 5242880", "per_connection_buffer_limit_bytes: 1048576", "413"},
 		{"access-log field dropped", "endpoint=%FILTER_STATE(wasm.llm_endpoint:PLAIN)% route=", "route=", "llm_endpoint"},
 		{"endpoint moved", "port_value: 8002}}}\n\n  # picker-svc", "port_value: 8003}}}\n\n  # picker-svc", "vllm_llm: endpoints"},
+		{"no early strip on 8080", earlyStrip + "          # A streamed", "          # A streamed", "plain_8080: early_header_mutation_extensions"},
+		{"early strip of another header on 8081", "- remove: x-gateway-destination-endpoint\n          stream_idle_timeout", "- remove: x-destination-endpoint\n          stream_idle_timeout", "llm_8081: early_header_mutation_extensions"},
+		{"failure policy left to the default", "                failure_policy: FAIL_RELOAD\n", "", "failure_policy UNSPECIFIED"},
+		{"failure policy changed without the docs", "failure_policy: FAIL_RELOAD", "failure_policy: FAIL_OPEN", "want FAIL_RELOAD"},
+		{"deprecated fail_open beside failure_policy", "                failure_policy: FAIL_RELOAD\n", "                failure_policy: FAIL_RELOAD\n                fail_open: true\n", "fail_open is set"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := Bootstrap(mutate(t, src, tc.old, tc.new))

@@ -15,6 +15,7 @@ import (
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
+	wasmpluginv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"github.com/stretchr/testify/require"
 	istioext "istio.io/api/extensions/v1alpha1"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
@@ -188,6 +189,9 @@ func checkEnvoyFilter(doc []byte, cluster, authority, pool, wasmURL string) erro
 		errs = append(errs, fmt.Errorf("HTTP_FILTER %q must load extension config %q over ECDS as a Wasm filter", httpFilter.GetName(), ext.GetName()))
 	}
 	pc := w.GetConfig()
+	if err := checkFailurePolicy(pc, wasmpluginv3.FailurePolicy_FAIL_OPEN); err != nil {
+		errs = append(errs, err)
+	}
 	if !pc.GetAllowOnHeadersStopIteration().GetValue() {
 		errs = append(errs, errors.New("allow_on_headers_stop_iteration must be true: it is why this EnvoyFilter exists"))
 	}
@@ -232,6 +236,8 @@ func TestEnvoyFilterRejects(t *testing.T) {
 		{"pluginConfig key the filter does not know", `"fallback_cache": true`, `"fallback_cachee": true`, "fallback_cachee"},
 		{"filter name mismatch", "      value:\n        name: meshllm\n        config_discovery", "      value:\n        name: meshllm-x\n        config_discovery", "ECDS"},
 		{"different module than the WasmPlugin", "uri: oci://registry.example.com/meshllm/meshllm-wasm:0.1.0", "uri: oci://registry.example.com/other:1", "module"},
+		{"deprecated fail_open beside failure_policy", "            failure_policy: FAIL_OPEN\n", "            failure_policy: FAIL_OPEN\n            fail_open: true\n", "fail_open is set"},
+		{"failure policy changed without the docs", "failure_policy: FAIL_OPEN", "failure_policy: FAIL_RELOAD", "want FAIL_OPEN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkEnvoyFilter(mutate(t, src, tc.old, tc.new), cluster, authority, samplePoolName(t), wasmPluginURL(t))
@@ -241,15 +247,32 @@ func TestEnvoyFilterRejects(t *testing.T) {
 	}
 }
 
+// checkPoolCluster: istio/envoyfilter-pool-cluster.yaml gives the pool's
+// cluster override_host on the filter's header, and strips a client's copy
+// of that header on every HTTP listener of the gateway (checkGatewayStrip).
 func checkPoolCluster(doc []byte, poolSvc string, port int) error {
 	_, f, err := EnvoyFilter(doc)
 	if err != nil {
 		return err
 	}
-	if len(f.GetConfigPatches()) != 1 {
-		return errors.New("want one CLUSTER patch")
+	var cluster, strip []*istionet.EnvoyFilter_EnvoyConfigObjectPatch
+	for _, p := range f.GetConfigPatches() {
+		switch p.GetApplyTo() {
+		case istionet.EnvoyFilter_CLUSTER:
+			cluster = append(cluster, p)
+		case istionet.EnvoyFilter_NETWORK_FILTER:
+			strip = append(strip, p)
+		default:
+			return fmt.Errorf("unexpected %s patch", p.GetApplyTo())
+		}
 	}
-	p := f.GetConfigPatches()[0]
+	if len(cluster) != 1 || len(strip) != 1 {
+		return errors.New("want one CLUSTER patch (override_host) and one NETWORK_FILTER patch (the header strip)")
+	}
+	if err := checkGatewayStrip(strip[0]); err != nil {
+		return fmt.Errorf("NETWORK_FILTER: %w", err)
+	}
+	p := cluster[0]
 	if got := p.GetMatch().GetCluster(); got.GetService() != poolSvc || int(got.GetPortNumber()) != port {
 		return fmt.Errorf("cluster match %s:%d, want %s:%d (the pool's Service and targetPortNumber)", got.GetService(), got.GetPortNumber(), poolSvc, port)
 	}
@@ -268,6 +291,30 @@ func checkPoolCluster(doc []byte, poolSvc string, port int) error {
 	return nil
 }
 
+// checkGatewayStrip: a MERGE into every gateway HTTP connection manager
+// (no port, so also listeners that route to the pool without the filter)
+// whose early header mutations remove the destination header.
+func checkGatewayStrip(p *istionet.EnvoyFilter_EnvoyConfigObjectPatch) error {
+	m := p.GetMatch()
+	if m.GetContext() != istionet.EnvoyFilter_GATEWAY || p.GetPatch().GetOperation() != istionet.EnvoyFilter_Patch_MERGE {
+		return errors.New("want a MERGE in context GATEWAY")
+	}
+	l := m.GetListener()
+	if l.GetPortNumber() != 0 || l.GetName() != "" || l.GetFilterChain().GetFilter().GetSubFilter() != nil ||
+		l.GetFilterChain().GetFilter().GetName() != "envoy.filters.network.http_connection_manager" {
+		return errors.New("want every gateway listener's envoy.filters.network.http_connection_manager (no port or name)")
+	}
+	v, err := PatchValue(p)
+	if err != nil {
+		return err
+	}
+	h := &hcmv3.HttpConnectionManager{}
+	if err := v.(*listenerv3.Filter).GetTypedConfig().UnmarshalTo(h); err != nil {
+		return fmt.Errorf("typed_config: %w", err)
+	}
+	return checkEarlyStrip(h)
+}
+
 func TestPoolClusterEnvoyFilter(t *testing.T) {
 	name, ns, port := samplePool(t)
 	svc := fmt.Sprintf("%s.%s.svc.cluster.local", name, ns)
@@ -278,9 +325,20 @@ func TestPoolClusterEnvoyFilter(t *testing.T) {
 		{"portNumber: 8000", "portNumber: 8001", "cluster match"},
 		{"override_host_sources:\n                - header: x-gateway-destination-endpoint", "override_host_sources: []", "OverrideHostSources"},
 		{"fallback_policy:", "fallback_polcy:", "fallback_polcy"},
+		{"              - remove: x-gateway-destination-endpoint", "              - remove: x-destination-endpoint", "must remove x-gateway-destination-endpoint"},
+		{"              mutations:\n              - remove: x-gateway-destination-endpoint", "              mutations:\n              - remov: x-gateway-destination-endpoint", "remov"},
+		{"              mutations:\n              - remove: x-gateway-destination-endpoint", "              mutations: []", "Mutations"},
+		{"      operation: MERGE\n      value:\n        typed_config:", "      operation: REPLACE\n      value:\n        typed_config:", "StatPrefix"}, // a REPLACE must be a whole filter
+		{"      context: GATEWAY\n      listener:\n        filterChain:", "      context: SIDECAR_INBOUND\n      listener:\n        filterChain:", "context GATEWAY"},
+		{"      context: GATEWAY\n      listener:\n        filterChain:", "      context: GATEWAY\n      listener:\n        portNumber: 8081\n        filterChain:", "every gateway listener"},
+		{"  - applyTo: NETWORK_FILTER", "  - applyTo: NETWORK_FILTERS", "NETWORK_FILTERS"},
 	} {
 		require.ErrorContains(t, checkPoolCluster(mutate(t, src, tc.old, tc.new), svc, port), tc.want)
 	}
+	// The override without the strip: a client could pick the pod.
+	i := strings.Index(src, "  # A client must never choose the pod.")
+	require.Positive(t, i)
+	require.ErrorContains(t, checkPoolCluster([]byte(src[:i]), svc, port), "the header strip")
 }
 
 // meshStats decodes istio/telemetry.yaml: an IstioOperator whose only content

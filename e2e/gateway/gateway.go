@@ -7,12 +7,17 @@
 // circuit breaking, whole request bodies buffered before they go upstream).
 // Production runs Envoy or Istio; see envoy/ and istio/.
 //
-// Mirrored from envoy.yaml: listeners (port, route cluster, Wasm filter with
-// its pluginConfig and allow_on_headers_stop_iteration, access-log format),
-// clusters (static endpoints; override_host: a request whose header names a
-// member goes there, anything else round robin, as
-// envoy.extensions.load_balancing_policies.override_host does), stats_tags
-// (for /stats/prometheus on the admin port).
+// Mirrored from envoy.yaml: listeners (port, route cluster, early header
+// mutations that remove request headers before any filter, stream idle
+// timeout, Wasm filter with its pluginConfig, allow_on_headers_stop_iteration
+// and failure policy, access-log format), clusters (static endpoints;
+// override_host: a request whose header names a member goes there, anything
+// else round robin, as envoy.extensions.load_balancing_policies.override_host
+// does), stats_tags (for /stats/prometheus on the admin port).
+//
+// A Wasm VM that traps fails as in Envoy (failure.go): the stream is answered
+// 503 or reset, and later streams on that worker follow the plugin's
+// failure_policy (bypass the filter, 503, or a fresh VM after a backoff).
 package gateway
 
 import (
@@ -28,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	wasmpluginv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshllm/meshllm/e2e/envoystats"
@@ -48,6 +54,16 @@ type Options struct {
 	PluginConfig map[string]string
 	// AllowOnHeadersStopIteration overrides the flag, by listener.
 	AllowOnHeadersStopIteration map[string]bool
+	// FailurePolicy overrides the Wasm filter's failure_policy, by listener.
+	FailurePolicy map[string]wasmpluginv3.FailurePolicy
+	// StreamIdleTimeout, when set, replaces every listener's
+	// stream_idle_timeout (tests).
+	StreamIdleTimeout time.Duration
+	// Now is the clock of FAIL_RELOAD's backoff; default time.Now.
+	Now func() time.Time
+	// Cache shares compiled filter code between gateways (tests); default
+	// one per gateway.
+	Cache wazero.CompilationCache
 	// Workers is the number of VMs (Envoy workers) per Wasm listener.
 	Workers int
 	// Engine is wasmhost.Config.Engine (empty: $MESHLLM_WASM_ENGINE).
@@ -58,6 +74,8 @@ type Options struct {
 
 // Gateway is the running host.
 type Gateway struct {
+	ctx       context.Context // the VMs' (reloads create VMs later)
+	now       func() time.Time
 	spec      *Spec
 	stats     *wasmhost.Stats
 	shared    *wasmhost.SharedData
@@ -81,12 +99,16 @@ type cluster struct {
 }
 
 type listener struct {
-	g      *Gateway
-	spec   ListenerSpec
-	srv    *http.Server
-	addr   string
-	vms    []*wasmhost.VM
-	nextVM atomic.Uint64
+	g    *Gateway
+	spec ListenerSpec
+	srv  *http.Server
+	addr string
+	// The Wasm filter: one VM per worker, made from vmConfig (again on a
+	// FAIL_RELOAD reload), and Envoy's wasm.<name>.* reload counters.
+	vmConfig   wasmhost.Config
+	workers    []*worker
+	nextWorker atomic.Uint64
+	reloads    reloadStats
 }
 
 // Start loads envoy.yaml and starts every listener and the admin port.
@@ -103,6 +125,9 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 	if o.Log == nil {
 		o.Log = log.New(os.Stderr, "gateway: ", log.LstdFlags)
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	spec, err := LoadSpec(o.EnvoyYAML)
 	if err != nil {
 		return nil, err
@@ -112,7 +137,7 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{
-		spec: spec, stats: wasmhost.NewStats(), shared: wasmhost.NewSharedData(), extractor: ex,
+		ctx: ctx, now: o.Now, spec: spec, stats: wasmhost.NewStats(), shared: wasmhost.NewSharedData(), extractor: ex,
 		clusters: map[string]*cluster{}, accessLog: o.AccessLog, log: o.Log,
 		transport: &http.Transport{
 			Proxy: nil, MaxIdleConns: 4096, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
@@ -125,7 +150,10 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 		}
 		g.clusters[name] = &cluster{spec: cs, count: map[string]int{}}
 	}
-	cache := wazero.NewCompilationCache()
+	cache := o.Cache
+	if cache == nil {
+		cache = wazero.NewCompilationCache()
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -133,6 +161,9 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 		}
 	}()
 	for _, ls := range spec.Listeners {
+		if o.StreamIdleTimeout > 0 {
+			ls.StreamIdleTimeout = o.StreamIdleTimeout
+		}
 		l := &listener{g: g, spec: ls}
 		if ls.Wasm != nil {
 			if len(o.Wasm) == 0 {
@@ -144,23 +175,27 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 			if v, ok := o.AllowOnHeadersStopIteration[ls.Name]; ok {
 				ls.Wasm.AllowOnHeadersStopIteration = v
 			}
+			if v, ok := o.FailurePolicy[ls.Name]; ok {
+				ls.Wasm.FailurePolicy = v
+			}
 			l.spec = ls
+			l.vmConfig = wasmhost.Config{
+				Wasm: o.Wasm, PluginConfig: ls.Wasm.PluginConfig, Cache: cache, Engine: o.Engine,
+				AllowOnHeadersStopIteration: ls.Wasm.AllowOnHeadersStopIteration,
+				Clusters:                    g.clusterNames(), Call: g.call,
+				ForeignFunctions: map[string]func([]byte) []byte{
+					// The router re-reads the route on its own here.
+					"clear_route_cache": func([]byte) []byte { return nil },
+				},
+				Stats: g.stats, SharedData: g.shared,
+				Log: func(level int, msg string) { g.log.Printf("wasm[%s] %s: %s", ls.Name, levelName(level), msg) },
+			}
 			for w := 0; w < o.Workers; w++ {
-				vm, err := wasmhost.New(ctx, wasmhost.Config{
-					Wasm: o.Wasm, PluginConfig: ls.Wasm.PluginConfig, Cache: cache, Engine: o.Engine,
-					AllowOnHeadersStopIteration: ls.Wasm.AllowOnHeadersStopIteration,
-					Clusters:                    g.clusterNames(), Call: g.call,
-					ForeignFunctions: map[string]func([]byte) []byte{
-						// The router re-reads the route on its own here.
-						"clear_route_cache": func([]byte) []byte { return nil },
-					},
-					Stats: g.stats, SharedData: g.shared,
-					Log: func(level int, msg string) { g.log.Printf("wasm[%s] %s: %s", ls.Name, levelName(level), msg) },
-				})
+				vm, err := wasmhost.New(ctx, l.vmConfig)
 				if err != nil {
 					return nil, fmt.Errorf("listener %s: %w", ls.Name, err)
 				}
-				l.vms = append(l.vms, vm)
+				l.workers = append(l.workers, &worker{vm: vm, loaded: g.now()})
 			}
 		}
 		addr := fmt.Sprintf("0.0.0.0:%d", ls.Port)
@@ -227,11 +262,16 @@ func (g *Gateway) AdminAddr() string { return g.adminAddr }
 // Stats is the filter's process-wide metric store.
 func (g *Gateway) Stats() *wasmhost.Stats { return g.stats }
 
-// VMs returns the Wasm VMs of a listener.
+// VMs returns the Wasm VMs a listener's workers run now (a FAIL_RELOAD
+// reload replaces a worker's VM).
 func (g *Gateway) VMs(name string) []*wasmhost.VM {
 	for _, l := range g.listeners {
 		if l.spec.Name == name || fmt.Sprint(l.spec.Port) == name {
-			return l.vms
+			var out []*wasmhost.VM
+			for _, w := range l.workers {
+				out = append(out, w.current())
+			}
+			return out
 		}
 	}
 	return nil
@@ -260,8 +300,8 @@ func (g *Gateway) Close() {
 		if l.srv != nil {
 			_ = l.srv.Shutdown(ctx)
 		}
-		for _, vm := range l.vms {
-			_ = vm.Close()
+		for _, w := range l.workers {
+			_ = w.current().Close()
 		}
 	}
 	if g.admin != nil {

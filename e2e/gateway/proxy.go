@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -26,6 +27,7 @@ type exchange struct {
 	proto    string
 	status   int
 	flags    string
+	details  string // %RESPONSE_CODE_DETAILS%
 	upstream string
 	rx, tx   int
 	state    map[string]string
@@ -34,14 +36,21 @@ type exchange struct {
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := &exchange{start: time.Now(), method: r.Method, path: r.URL.RequestURI(), proto: r.Proto, flags: "-"}
 	defer l.g.writeAccessLog(l.spec, ex)
-	if l.vms == nil {
+	// early_header_mutation_extensions: before routing and before any filter,
+	// so a removed header is gone even when the filter is not in the chain.
+	for _, h := range l.spec.StripHeaders {
+		r.Header.Del(h)
+	}
+	if l.workers == nil {
 		l.plain(w, r, ex)
 		return
 	}
 	l.filtered(w, r, ex)
 }
 
-// plain proxies without the filter (listener 8080: round robin).
+// plain proxies without the filter: the router alone (listener 8080, and a
+// FAIL_OPEN listener whose VM failed). The cluster's override_host policy
+// still reads its header, as the request carries it.
 func (l *listener) plain(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -51,18 +60,24 @@ func (l *listener) plain(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	}
 	ex.rx = len(body)
 	c := l.g.clusters[l.spec.Cluster]
-	ep, ok := c.pick("")
+	override := ""
+	if c.spec.OverrideHeader != "" {
+		override = r.Header.Get(c.spec.OverrideHeader)
+	}
+	ep, ok := c.pick(override)
 	if !ok {
+		ex.flags, ex.details = "UH", "no_healthy_upstream"
 		l.g.localReply(w, ex, 503, "no healthy upstream")
 		return
 	}
 	ex.upstream = ep
 	resp, err := l.g.upstream(r.Context(), ep, r.Method, r.URL.RequestURI(), r.Host, r.Header, body)
 	if err != nil {
-		ex.flags = "UF"
+		ex.flags, ex.details = "UF", "upstream_reset_before_response_started{connection_failure}"
 		l.g.localReply(w, ex, 503, "upstream connect error")
 		return
 	}
+	ex.details = "via_upstream"
 	defer resp.Body.Close()
 	for k, vs := range resp.Header {
 		if !hopByHop[strings.ToLower(k)] {
@@ -92,10 +107,18 @@ func (l *listener) plain(w http.ResponseWriter, r *http.Request, ex *exchange) {
 // pause semantics, then proxies it where the filter (and the cluster's
 // override_host policy) say.
 func (l *listener) filtered(w http.ResponseWriter, r *http.Request, ex *exchange) {
-	vm := l.vms[int(l.nextVM.Add(1)-1)%len(l.vms)]
+	vm, failed := l.filterVM()
+	if vm == nil {
+		l.plain(w, r, ex) // FAIL_OPEN: the filter is not in this stream's chain
+		return
+	}
+	if failed {
+		l.failStream(w, ex, vm.Failed())
+		return
+	}
 	s, err := vm.NewStream()
 	if err != nil {
-		l.g.localReply(w, ex, 503, "filter unavailable")
+		l.failStream(w, ex, err)
 		return
 	}
 	defer func() { ex.state = s.Done() }()
@@ -117,15 +140,15 @@ func (l *listener) filtered(w http.ResponseWriter, r *http.Request, ex *exchange
 	noBody := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 	action, err := s.RequestHeaders(hdrs, noBody)
 	if err != nil {
-		l.trapped(w, ex, err)
+		l.failStream(w, ex, err)
 		return
 	}
 	var upstreamBody []byte
 	// answered reports whether the filter ended the request (a local reply,
-	// or a trap, already written to the client).
+	// or its VM failed, already written to the client).
 	answered := func(err error) bool {
 		if err != nil {
-			l.trapped(w, ex, err)
+			l.failStream(w, ex, err)
 			return true
 		}
 		if lr := s.LocalReply(); lr != nil {
@@ -137,9 +160,13 @@ func (l *listener) filtered(w http.ResponseWriter, r *http.Request, ex *exchange
 	// resumed waits until the filter resumes a paused request; what it had
 	// buffered goes upstream.
 	resumed := func() bool {
-		released, err := s.WaitRequest(ctx)
+		released, err := l.waitRequest(ctx, s, ex)
+		if err != nil {
+			l.endPaused(w, s, vm, ex, err)
+			return false
+		}
 		upstreamBody = append(upstreamBody, released...)
-		return !answered(err)
+		return !answered(nil)
 	}
 	if answered(nil) {
 		return
@@ -201,19 +228,58 @@ func (l *listener) filtered(w http.ResponseWriter, r *http.Request, ex *exchange
 	}
 	ep, ok := c.pick(override)
 	if !ok {
-		ex.flags = "UH"
+		ex.flags, ex.details = "UH", "no_healthy_upstream"
 		l.sendSynthetic(w, s, ex, 503, "no healthy upstream")
 		return
 	}
 	ex.upstream = ep
 	resp, err := l.g.upstream(ctx, ep, method, path, authority, out, upstreamBody)
 	if err != nil {
-		ex.flags = "UF"
+		ex.flags, ex.details = "UF", "upstream_reset_before_response_started{connection_failure}"
 		l.sendSynthetic(w, s, ex, 503, "upstream connect error or disconnect/reset before headers")
 		return
 	}
 	defer resp.Body.Close()
+	ex.details = "via_upstream"
 	l.respond(w, s, ex, resp.StatusCode, resp.Header, resp.Body)
+}
+
+// waitRequest waits for the filter to resume a paused request, for at most
+// the stream idle timeout (no data moves on a paused stream). A VM that
+// failed meanwhile never resumes it: Envoy drops the callout answer of a
+// failed VM and fails no stream on a trap inside it, so only the idle timer
+// (or the client leaving) ends the request.
+func (l *listener) waitRequest(ctx context.Context, s *wasmhost.Stream, ex *exchange) ([]byte, error) {
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if l.spec.StreamIdleTimeout > 0 {
+		wctx, cancel = context.WithTimeout(ctx, l.spec.StreamIdleTimeout)
+	}
+	defer cancel()
+	released, err := s.WaitRequest(wctx)
+	if err != nil && wctx.Err() == nil {
+		l.g.log.Printf("listener %s: wasm VM failed while the request was paused; it stays paused: %v", l.spec.Name, err)
+		<-wctx.Done()
+	}
+	if err != nil {
+		return nil, wctx.Err()
+	}
+	return released, nil
+}
+
+// endPaused ends a paused request that will not be resumed: the client left
+// (DC) or the stream idle timer fired (Envoy's local reply 408 "stream
+// timeout", flag SI, through the filter if its VM still runs).
+func (l *listener) endPaused(w http.ResponseWriter, s *wasmhost.Stream, vm *wasmhost.VM, ex *exchange, err error) {
+	if !errors.Is(err, context.DeadlineExceeded) {
+		ex.flags, ex.status = "DC", 0
+		return
+	}
+	ex.flags, ex.details = "SI", detailsIdleTimeout
+	if vm.Failed() != nil {
+		l.g.localReply(w, ex, http.StatusRequestTimeout, "stream timeout")
+		return
+	}
+	l.sendSynthetic(w, s, ex, http.StatusRequestTimeout, "stream timeout")
 }
 
 // respond runs a response through the filter's encoder callbacks, chunk by
@@ -230,7 +296,7 @@ func (l *listener) respond(w http.ResponseWriter, s *wasmhost.Stream, ex *exchan
 		}
 	}
 	if _, err := s.ResponseHeaders(hs, body == nil); err != nil {
-		l.trapped(w, ex, err)
+		l.failStream(w, ex, err)
 		return
 	}
 	for _, kv := range s.RespHeaders {
@@ -253,8 +319,7 @@ func (l *listener) respond(w http.ResponseWriter, s *wasmhost.Stream, ex *exchan
 		}
 		_, out, err := s.ResponseBody(buf[:n], end)
 		if err != nil {
-			ex.flags = "WT" // the filter trapped: the stream is cut, as Envoy resets it
-			return
+			l.resetStream(w, ex, err)
 		}
 		if len(out) > 0 {
 			ex.tx += len(out)
@@ -279,7 +344,7 @@ func (l *listener) sendLocalReply(w http.ResponseWriter, s *wasmhost.Stream, ex 
 	if h.Get("content-type") == "" {
 		h.Set("content-type", "text/plain")
 	}
-	ex.flags = "UAEX"
+	ex.flags, ex.details = "UAEX", lr.Details
 	l.respond(w, s, ex, lr.Status, h, bytes.NewReader(lr.Body))
 }
 
@@ -289,16 +354,11 @@ func (l *listener) sendSynthetic(w http.ResponseWriter, s *wasmhost.Stream, ex *
 	l.respond(w, s, ex, status, h, strings.NewReader(msg))
 }
 
-// trapped: a guest trap is a filter failure; fail_open lets the request go
-// on in Envoy, but a trapped VM is gone, so the host answers 500.
-func (l *listener) trapped(w http.ResponseWriter, ex *exchange, err error) {
-	l.g.log.Printf("listener %s: filter failed: %v", l.spec.Name, err)
-	l.g.localReply(w, ex, 500, "filter failure")
-}
-
 func (g *Gateway) localReply(w http.ResponseWriter, ex *exchange, status int, msg string) {
 	ex.status = status
-	w.Header().Set("content-type", "text/plain")
+	if msg != "" {
+		w.Header().Set("content-type", "text/plain")
+	}
 	w.WriteHeader(status)
 	n, _ := io.WriteString(w, msg)
 	ex.tx += n
@@ -369,6 +429,8 @@ func operator(op string, ex *exchange) string {
 		return strconv.Itoa(ex.status)
 	case op == "RESPONSE_FLAGS":
 		return ex.flags
+	case op == "RESPONSE_CODE_DETAILS":
+		return dash(ex.details)
 	case op == "BYTES_RECEIVED":
 		return strconv.Itoa(ex.rx)
 	case op == "BYTES_SENT":

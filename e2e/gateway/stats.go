@@ -50,7 +50,40 @@ func (g *Gateway) PrometheusText() string {
 			fmt.Fprintf(&b, "%s %d\n", seriesName(name+"_count", s.tags, ""), s.m.Count)
 		}
 	}
+	g.writeWasmStats(&b)
 	return b.String()
+}
+
+// writeWasmStats renders Envoy's own counters of each Wasm plugin
+// (wasm.<name>.vm_reload_{backoff,success,failure}, Envoy's
+// docs/root/configuration/other_features/wasm.rst), summed by plugin name as
+// one stat store does.
+func (g *Gateway) writeWasmStats(b *strings.Builder) {
+	type sums struct{ backoff, success, failure uint64 }
+	byName := map[string]*sums{}
+	var names []string
+	for _, l := range g.listeners {
+		if l.spec.Wasm == nil {
+			continue
+		}
+		n := l.spec.Wasm.Name
+		if byName[n] == nil {
+			byName[n] = &sums{}
+			names = append(names, n)
+		}
+		byName[n].backoff += l.reloads.backoff.Load()
+		byName[n].success += l.reloads.success.Load()
+		byName[n].failure += l.reloads.failure.Load()
+	}
+	for _, n := range names {
+		for _, c := range []struct {
+			stat string
+			v    uint64
+		}{{"vm_reload_backoff", byName[n].backoff}, {"vm_reload_success", byName[n].success}, {"vm_reload_failure", byName[n].failure}} {
+			name := envoystats.PrometheusName("wasm." + n + "." + c.stat)
+			fmt.Fprintf(b, "# TYPE %s counter\n%s %d\n", name, name, c.v)
+		}
+	}
 }
 
 // seriesName renders name{tags[,le]} as /stats/prometheus does.

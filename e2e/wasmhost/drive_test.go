@@ -257,7 +257,7 @@ func drive(tv *testVM, ex exchange) (r result, err error) {
 			return err
 		}
 		r.memBytes = tv.MemoryBytes()
-		return s.Trapped()
+		return tv.Failed()
 	}
 	defer func() {
 		if ferr := finish(); err == nil {
@@ -272,7 +272,7 @@ func drive(tv *testVM, ex exchange) (r result, err error) {
 		if err := tv.settle(); err != nil {
 			return err
 		}
-		return s.Trapped()
+		return tv.Failed()
 	}
 	// paused: the request waits for the filter, with nothing to wake it
 	// unless a tick does.

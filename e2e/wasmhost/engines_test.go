@@ -140,7 +140,10 @@ func firstDifference(a, b string) string {
 
 func TestEnginesAgree(t *testing.T) {
 	for _, sc := range engineScenarios(t) {
-		t.Run(sc.name, func(t *testing.T) { compareEngines(t, sc) })
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel() // the interpreter is the long pole: one scenario per core
+			compareEngines(t, sc)
+		})
 	}
 }
 
@@ -263,9 +266,9 @@ func engineScenarios(t *testing.T) []scenario {
 		{name: "route on headers", vm: vmOptions{pluginConfig: `{"route_on":"headers",` + routed + `}`}, run: picks},
 		{name: "route on headers with the flag", vm: vmOptions{pluginConfig: `{"route_on":"headers",` + routed + `}`, allowFlag: true}, run: picks},
 		{name: "long run", vm: vmOptions{pluginConfig: `{"route_on":"body",` + routed + `}`, allowFlag: true},
-			run: func(r *recorder) { longRun(r, longRunStreams, 4, true, chatResp, streamReq, usageStream) }},
+			run: func(r *recorder) { longRun(r, longRunDefault, chatResp, gz.Bytes(), streamReq, short) }},
 		{name: "long run, a GC after nearly every stream", vm: vmOptions{pluginConfig: `{"route_on":"body",` + routed + `}`, allowFlag: true, memLimit: "1MiB"},
-			run: func(r *recorder) { longRun(r, forcedGCStreams, 100, false, chatResp, streamReq, usageStream) }},
+			run: func(r *recorder) { longRun(r, longRunForced, chatResp, gz.Bytes(), streamReq, short) }},
 		{name: "fuzz corpus", vm: fuzzVMOptions, run: func(r *recorder) {
 			for _, in := range fuzzCorpus(t) {
 				r.drive(in.name, in.exchange())
@@ -301,49 +304,57 @@ func splits(n int) []int {
 
 // The long runs: the heap bug of wazero v1.7.2 showed up in
 // proxy_on_memory_allocate after some thousands of streams, so the guest
-// must allocate and collect many times over. The tests count the GCs
-// (gctrace) rather than trust that they happened.
+// must allocate and collect many times over. A run goes on until the guest
+// has collected minGCs times (counted from gctrace, never assumed), within
+// maxStreams; the count is deterministic, so both engines stop together.
 //
 // With GOMEMLIMIT at 1 MiB the guest collects about every other stream for
 // some 300 streams, then stops collecting and grows (measured; the GC CPU
 // limiter, paced by the fake clock, most likely), so that run is kept
 // short and its memory is not checked.
-const (
-	longRunStreams  = 1500 // at the default GOGC: 4-5 GCs, memory must stay flat
-	forcedGCStreams = 250  // with GOMEMLIMIT 1 MiB: over 100 GCs
+type longRunSpec struct {
+	minStreams, maxStreams, minGCs int
+	flat                           bool // memory after the second GC may not grow by more than 1 MiB
+}
+
+var (
+	longRunDefault = longRunSpec{minStreams: 1000, maxStreams: 8000, minGCs: 6, flat: true} // ~1500 streams
+	longRunForced  = longRunSpec{minStreams: 250, maxStreams: 250, minGCs: 100}
 )
 
-// longRun: n streams in one VM, mixed JSON, SSE, routed and fallback,
-// with messages of varying size; at least minGCs guest GCs; if flat,
-// memory after the first third may not grow by more than 1 MiB.
-func longRun(r *recorder, n, minGCs int, flat bool, chatResp, streamReq, stream []byte) {
-	var warm int
-	for i := 0; i < n; i++ {
+// longRun drives streams through one VM: mixed JSON, SSE, routed and
+// fallback, with messages of varying size.
+func longRun(r *recorder, spec longRunSpec, chatResp, gzResp, streamReq, stream []byte) {
+	warm, i := 0, 0
+	for ; i < spec.maxStreams && (i < spec.minStreams || r.tv.gcs() < spec.minGCs); i++ {
 		content := strings.Repeat("lorem ipsum dolor sit amet ", 1+i%20)
 		body := []byte(fmt.Sprintf(`{"model":"m%d","stream":%v,"messages":[{"role":"user","content":%q}]}`, i%7, i%2 == 0, content))
 		ex := exchange{reqHeaders: llmHeaders("/v1/chat/completions"), reqChunks: [][]byte{body},
 			pick: answer(200, fmt.Sprintf(`{"endpoint":"10.0.%d.%d:8000","target_model":"t%d","strategy":"DEFAULT","pool":"p"}`, i%3, i%250, i%5))}
-		if i%2 == 0 {
+		switch i % 4 {
+		case 0, 2:
 			cut := i % len(stream)
 			ex.respHeaders, ex.respChunks = sseHeaders(), [][]byte{stream[:cut], stream[cut:]}
-		} else {
+		case 1:
 			ex.respHeaders, ex.respChunks = jsonHeaders("200"), [][]byte{chatResp}
+		case 3: // a gzip reader per stream: the most allocation per byte
+			ex.respHeaders, ex.respChunks = jsonHeaders("200", [2]string{"content-encoding", "gzip"}), [][]byte{gzResp}
 		}
 		if i%10 == 9 {
 			ex.reqChunks, ex.pick = [][]byte{streamReq}, nil // the picker is down: fallback
 		}
 		res := r.drive(fmt.Sprint("stream ", i), ex)
-		if i == n/3 {
+		if warm == 0 && r.tv.gcs() >= 2 {
 			warm = res.memBytes
 		}
 	}
 	size, _ := r.tv.memory()
 	gcs := r.tv.gcs()
-	fmt.Fprintf(&r.out, "== long run\ngcs %d\n", gcs)
-	if gcs < minGCs {
-		r.errs = append(r.errs, fmt.Sprintf("%s: %d guest GCs in the long run, want >= %d", r.tv.engine, gcs, minGCs))
+	fmt.Fprintf(&r.out, "== long run\nstreams %d gcs %d\n", i, gcs)
+	if gcs < spec.minGCs {
+		r.errs = append(r.errs, fmt.Sprintf("%s: %d guest GCs in %d streams, want >= %d", r.tv.engine, gcs, i, spec.minGCs))
 	}
-	if flat && size > warm+1<<20 {
-		r.errs = append(r.errs, fmt.Sprintf("%s: memory grew from %d to %d bytes after warm-up", r.tv.engine, warm, size))
+	if spec.flat && size > warm+1<<20 {
+		r.errs = append(r.errs, fmt.Sprintf("%s: memory grew from %d bytes (second GC) to %d after %d streams", r.tv.engine, warm, size, i))
 	}
 }

@@ -173,6 +173,7 @@ type VM struct {
 	callResp *CallResponse
 
 	closed bool
+	fail   failure // see fail.go
 	fns    guestFns
 }
 
@@ -274,9 +275,12 @@ func (vm *VM) call(fn api.Function, args ...uint64) (uint64, error) {
 	if fn == nil {
 		return 0, nil
 	}
+	if err := vm.enter(fn); err != nil {
+		return 0, err
+	}
 	res, err := fn.Call(vm.ctx, args...)
 	if err != nil {
-		return 0, fmt.Errorf("wasmhost: guest trapped: %w", err)
+		return 0, vm.failWith(fmt.Errorf("wasmhost: guest trapped: %w", err))
 	}
 	if len(res) > 0 {
 		return res[0], nil

@@ -154,10 +154,12 @@ func (s *Stats) Lookup(name string) (uint64, bool) {
 	return s.list[i].value, true
 }
 
-// SharedData is Envoy's process-wide key-value store with compare-and-swap.
+// SharedData is Envoy's process-wide key-value store with compare-and-swap
+// (one vm_id's namespace: Envoy keys shared data by vm_id).
 type SharedData struct {
-	mu sync.Mutex
-	kv map[string]sharedValue
+	mu         sync.Mutex
+	kv         map[string]sharedValue
+	mismatches int
 }
 
 type sharedValue struct {
@@ -176,14 +178,31 @@ func (d *SharedData) Get(key string) ([]byte, uint32, bool) {
 	return append([]byte(nil), v.data...), v.cas, ok
 }
 
-// Set stores value; cas 0 means unconditionally.
+// Set stores value as Envoy does (proxy-wasm-cpp-host src/shared_data.cc,
+// SharedData::set): cas 0 writes unconditionally, another cas must be the
+// key's current one, and a key that has no value yet is written whatever the
+// cas. It reports false for a CasMismatch.
 func (d *SharedData) Set(key string, value []byte, cas uint32) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	v := d.kv[key]
-	if cas != 0 && cas != v.cas {
+	v, ok := d.kv[key]
+	if ok && cas != 0 && cas != v.cas {
+		d.mismatches++
 		return false
 	}
-	d.kv[key] = sharedValue{data: append([]byte(nil), value...), cas: v.cas + 1}
+	// Envoy draws CAS values from one process-wide counter; a per-key one is
+	// the same to a guest. Neither is ever 0, which means "no CAS".
+	next := v.cas + 1
+	if next == 0 {
+		next = 1
+	}
+	d.kv[key] = sharedValue{data: append([]byte(nil), value...), cas: next}
 	return true
+}
+
+// CasMismatches counts the writes refused for a stale CAS.
+func (d *SharedData) CasMismatches() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mismatches
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-
-	"github.com/tetratelabs/wazero/api"
 )
 
 // LocalReply is a response the filter generated (proxy_send_local_response).
@@ -219,14 +217,6 @@ func (s *Stream) ResponseBody(chunk []byte, endOfStream bool) (Action, []byte, e
 	return a, out, err
 }
 
-// Trapped is the guest trap that broke this stream, if any (from any of
-// its callbacks, its pick's answer, or proxy_on_log / proxy_on_delete).
-func (s *Stream) Trapped() error {
-	s.vm.mu.Lock()
-	defer s.vm.mu.Unlock()
-	return s.trapped
-}
-
 // LocalReply returns the filter's local reply, if it sent one.
 func (s *Stream) LocalReply() *LocalReply {
 	s.vm.mu.Lock()
@@ -245,12 +235,8 @@ func (s *Stream) Done() map[string]string {
 	}
 	if !vm.closed {
 		vm.effective = s.id
-		// A trap here is kept like any other (Trapped): the VM is as dead.
-		for _, fn := range []api.Function{vm.fns.log, vm.fns.del} {
-			if _, err := vm.call(fn, uint64(s.id)); err != nil && s.trapped == nil {
-				s.trapped = err
-			}
-		}
+		_, _ = vm.call(vm.fns.log, uint64(s.id))
+		_, _ = vm.call(vm.fns.del, uint64(s.id))
 	}
 	s.done = true
 	delete(vm.streams, s.id)

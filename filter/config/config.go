@@ -7,9 +7,12 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/meshllm/meshllm/internal/jsonscan"
 )
 
 // Config is the parsed pluginConfig.
@@ -37,6 +40,10 @@ type Config struct {
 	ModelAllowlist []string
 	// DecodeGzip lets the filter read usage from gzip-encoded JSON bodies.
 	DecodeGzip bool
+	// MaxJSONDepth bounds the nesting of every JSON body the filter reads
+	// (requests, responses, stream events, pick answers). A deeper body is
+	// passed on untouched and unread, and counted.
+	MaxJSONDepth int
 
 	// RouteOn says when the filter asks the picker: RouteBody (after the
 	// body, the full pick; needs Envoy >= 1.35 with
@@ -65,6 +72,10 @@ type Config struct {
 	// ClearRouteCache calls Envoy's clear_route_cache foreign function
 	// after setting the destination header.
 	ClearRouteCache bool
+	// EndpointCIDRs, if set, are the only networks an endpoint the picker
+	// names may be in; any other answer counts as a failed pick. A guard for
+	// clusters that connect wherever the header says (ORIGINAL_DST).
+	EndpointCIDRs []netip.Prefix
 }
 
 // Values of route_on.
@@ -84,6 +95,7 @@ func Default() Config {
 		InjectStreamUsage:    true,
 		ModelLabelLimit:      100,
 		DecodeGzip:           true,
+		MaxJSONDepth:         jsonscan.DefaultMaxDepth,
 		RouteOn:              RouteNone,
 		PickerPath:           "/v1/pick",
 		PickerTimeoutMillis:  50,
@@ -98,6 +110,10 @@ const (
 	maxBodyLimit  = 64 << 20
 	maxLabelLimit = 10000
 	maxPaths      = 64
+	// Python's json, which vLLM reads bodies with, gives up near 1000
+	// levels (the interpreter's recursion limit): deeper is never useful.
+	maxDepthLimit = 1000
+	maxCIDRs      = 256
 )
 
 // Parse reads a pluginConfig. Empty input means all defaults.
@@ -107,8 +123,8 @@ func Parse(raw []byte) (Config, error) {
 	if len(raw) == 0 {
 		return c, nil
 	}
-	if !gjson.ValidBytes(raw) {
-		return c, fmt.Errorf("pluginConfig is not valid JSON: %q", clip(raw))
+	if err := jsonscan.Check(raw, 32); err != nil {
+		return c, fmt.Errorf("pluginConfig is not valid JSON: %q (%v)", clip(raw), err)
 	}
 	root := gjson.ParseBytes(raw)
 	if !root.IsObject() {
@@ -158,6 +174,10 @@ func Parse(raw []byte) (Config, error) {
 			c.FallbackCache, err = boolean(k.Str, v)
 		case "clear_route_cache":
 			c.ClearRouteCache, err = boolean(k.Str, v)
+		case "max_json_depth":
+			c.MaxJSONDepth, err = intIn(k.Str, v, 1, maxDepthLimit)
+		case "endpoint_cidrs":
+			c.EndpointCIDRs, err = prefixes(k.Str, v)
 		default:
 			err = fmt.Errorf("unknown key %q in pluginConfig", k.Str)
 		}
@@ -256,4 +276,23 @@ func paths(key string, v gjson.Result) ([]string, error) {
 		}
 	}
 	return ps, nil
+}
+
+func prefixes(key string, v gjson.Result) ([]netip.Prefix, error) {
+	ss, err := strings_(key, v, maxCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	if len(ss) == 0 {
+		return nil, fmt.Errorf("%s: empty list (no endpoint would be allowed; omit the key to allow any)", key)
+	}
+	out := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a CIDR (want e.g. 10.0.0.0/8 or fd00::/8)", key, s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

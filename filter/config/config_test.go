@@ -1,6 +1,8 @@
 package config
 
 import (
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -58,8 +60,24 @@ func TestParseErrors(t *testing.T) {
 		{`{"picker_timeout_ms":0}`, `picker_timeout_ms: 0 is out of range`},
 		{`{"picker_path":"pick"}`, `picker_path: "pick" is not a path`},
 		{`{"pool":""}`, `pool: want a non-empty string, got ""`},
+		{`{"max_json_depth":0}`, `max_json_depth: 0 is out of range [1, 1000]`},
+		{`{"max_json_depth":5000}`, `max_json_depth: 5000 is out of range [1, 1000]`},
+		{`{"endpoint_cidrs":"10.0.0.0/8"}`, `endpoint_cidrs: want an array of strings, got "10.0.0.0/8"`},
+		{`{"endpoint_cidrs":[]}`, `endpoint_cidrs: empty list`},
+		{`{"endpoint_cidrs":["10.0.0.0"]}`, `endpoint_cidrs: "10.0.0.0" is not a CIDR`},
+		{`{"endpoint_cidrs":["vllm.svc/8"]}`, `endpoint_cidrs: "vllm.svc/8" is not a CIDR`},
+		{`{"a":` + strings.Repeat("[", 100) + `}`, `pluginConfig is not valid JSON`},
 	} {
 		_, err := Parse([]byte(tc.in))
 		require.ErrorContains(t, err, tc.want, tc.in)
 	}
+}
+
+func TestParseGuards(t *testing.T) {
+	c, err := Parse([]byte(`{"max_json_depth":16,"endpoint_cidrs":["10.1.2.3/8","fd00::/8","192.168.7.9/32"]}`))
+	require.NoError(t, err)
+	require.Equal(t, 16, c.MaxJSONDepth)
+	// Host bits are masked, so what the operator meant is what is checked.
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"),
+		netip.MustParsePrefix("192.168.7.9/32")}, c.EndpointCIDRs)
 }

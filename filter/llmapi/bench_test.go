@@ -24,7 +24,7 @@ func BenchmarkParseRequest16KiB(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		r, err := ParseRequest(body)
+		r, err := ParseRequest(body, DefaultMaxDepth)
 		if err != nil || r.Model == "" {
 			b.Fatal(err)
 		}
@@ -36,7 +36,7 @@ func BenchmarkInjectIncludeUsage16KiB(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		r, _ := ParseRequest(body)
+		r, _ := ParseRequest(body, DefaultMaxDepth)
 		if _, ok := r.InjectIncludeUsage(body); !ok {
 			b.Fatal("not injected")
 		}

@@ -3,6 +3,7 @@ package llmapi
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"io"
 	"strings"
 
@@ -20,6 +21,7 @@ const (
 	MissingEncoded     = "encoded"      // compressed in a way the filter does not read
 	MissingOversize    = "oversize"     // larger than the configured caps
 	MissingUnparsable  = "unparsable"   // not JSON / broken gzip
+	MissingTooDeep     = "too_deep"     // JSON nested deeper than max_json_depth
 	MissingNoBody      = "no_body"      // the stream ended before a body
 )
 
@@ -28,6 +30,7 @@ type ObserverLimits struct {
 	MaxBody    int  // copy of a JSON body kept to read usage (and gunzip output cap)
 	MaxEvent   int  // largest SSE event observed
 	DecodeGzip bool // read gzip-encoded JSON bodies
+	MaxDepth   int  // JSON nesting read (jsonscan); deeper bodies and events are not read
 }
 
 // ResponseObserver watches a response body chunk by chunk without holding it
@@ -53,6 +56,7 @@ type ResponseObserver struct {
 // for an unencoded event stream (StripActive tells).
 func NewResponseObserver(contentType, contentEncoding string, strip bool, l ObserverLimits) *ResponseObserver {
 	o := &ResponseObserver{limits: l, sse: IsEventStream(contentType)}
+	o.stream.MaxDepth = l.MaxDepth
 	enc := strings.ToLower(strings.TrimSpace(contentEncoding))
 	if enc != "" && enc != "identity" {
 		o.encoding = enc
@@ -127,6 +131,7 @@ type Outcome struct {
 	Events     int
 	Oversized  int
 	BadEvents  int
+	DeepEvents int // events nested deeper than the limit, not read
 	EventBytes int // bytes still unframed at the end (a truncated stream)
 }
 
@@ -136,7 +141,7 @@ func (o *ResponseObserver) Finish() Outcome {
 	switch {
 	case o.framer != nil:
 		oc.Response = o.stream.Response
-		oc.Done, oc.Events, oc.BadEvents = o.stream.Done, o.stream.Events, o.stream.BadEvents
+		oc.Done, oc.Events, oc.BadEvents, oc.DeepEvents = o.stream.Done, o.stream.Events, o.stream.BadEvents, o.stream.DeepEvents
 		oc.Oversized, oc.EventBytes = o.framer.Oversized, o.framer.Pending()
 		oc.Source = SourceSSE
 	case o.sse:
@@ -157,9 +162,12 @@ func (o *ResponseObserver) Finish() Outcome {
 			oc.Missing = MissingEncoded
 			break
 		}
-		r, ok := ParseResponse(body)
-		if !ok {
+		r, err := ParseResponse(body, o.limits.MaxDepth)
+		if err != nil {
 			oc.Missing = MissingUnparsable
+			if errors.Is(err, ErrTooDeep) {
+				oc.Missing = MissingTooDeep
+			}
 			break
 		}
 		oc.Response = r

@@ -141,6 +141,55 @@ func TestStreamEverySplit(t *testing.T) {
 	require.False(t, oc.Usage.Reported())
 }
 
+// reframe rewrites an LF-framed stream's line endings, event by event, with
+// the (line end, blank line) pairs of endings, in turn. A pair never puts an
+// LF right after a line-ending CR: that would make one CRLF of two endings.
+func reframe(stream []byte, endings [][2]string) (events [][]byte) {
+	for k, ev := range bytes.SplitAfter(stream, []byte("\n\n")) {
+		if len(ev) == 0 {
+			continue
+		}
+		e := endings[k%len(endings)]
+		body := bytes.TrimSuffix(ev, []byte("\n\n"))
+		out := bytes.ReplaceAll(body, []byte("\n"), []byte(e[0]))
+		events = append(events, append(append(out, e[0]...), e[1]...))
+	}
+	return events
+}
+
+var (
+	crEndings    = [][2]string{{"\r", "\r"}}
+	mixedEndings = [][2]string{{"\r", "\r"}, {"\r\n", "\r\n"}, {"\n", "\n"}, {"\r", "\r\n"}, {"\n", "\r"}, {"\r\n", "\n"}, {"\r\n", "\r"}, {"\n", "\r\n"}}
+)
+
+// TestStreamCRLineEndingsEverySplit: a stream framed with bare CRs, or with
+// CR, LF and CRLF mixed, is counted like an LF one, and stripping removes
+// exactly the usage-only chunk, wherever the chunks are cut.
+func TestStreamCRLineEndingsEverySplit(t *testing.T) {
+	want := Usage{PromptTokens: 131, CompletionTokens: 13, HasPrompt: true, HasCompletion: true}
+	for name, endings := range map[string][][2]string{"CR": crEndings, "mixed": mixedEndings} {
+		events := reframe(fixture(t, "chat_stream_usage.sse"), endings)
+		usageAt := len(events) - 2 // the usage-only chunk, before [DONE]
+		require.Contains(t, string(events[usageAt]), `"choices":[],"usage"`)
+		stream := bytes.Join(events, nil)
+		stripped := bytes.Join(append(append([][]byte{}, events[:usageAt]...), events[usageAt+1:]...), nil)
+		for i := 0; i <= len(stream); i++ {
+			for _, strip := range []bool{false, true} {
+				client, oc := feed("text/event-stream", "", strip, testLimits, stream[:i], stream[i:])
+				wantClient := stream
+				if strip {
+					wantClient = stripped
+				}
+				require.Equal(t, string(wantClient), string(client), "%s strip %v cut %d", name, strip, i)
+				require.Equal(t, want, oc.Usage, "%s cut %d", name, i)
+				require.True(t, oc.Done)
+				require.Zero(t, oc.BadEvents)
+				require.Equal(t, len(events)-1, oc.Events, "every JSON chunk counted")
+			}
+		}
+	}
+}
+
 func TestStreamTruncatedAndOversized(t *testing.T) {
 	s := fixture(t, "chat_stream_usage.sse")
 	cut := bytes.Index(s, []byte(`"choices":[],"usage"`))
@@ -165,6 +214,7 @@ func FuzzObserveStream(f *testing.F) {
 	f.Add(fixture(f, "chat_stream_usage.sse"), uint16(10), uint16(500))
 	f.Add(fixture(f, "completions_stream_usage.sse"), uint16(1), uint16(2))
 	f.Add(fixture(f, "chat_stream_error.sse"), uint16(0), uint16(0))
+	f.Add(bytes.Join(reframe(fixture(f, "chat_stream_usage.sse"), mixedEndings), nil), uint16(200), uint16(2900))
 	f.Fuzz(func(t *testing.T, stream []byte, c1, c2 uint16) {
 		i, j := int(c1)%(len(stream)+1), int(c2)%(len(stream)+1)
 		if i > j {
@@ -195,8 +245,8 @@ func FuzzParseResponse(f *testing.F) {
 		f.Add(fixture(f, name))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		r, ok := ParseResponse(body)
-		if !ok {
+		r, err := ParseResponse(body, DefaultMaxDepth)
+		if err != nil {
 			return
 		}
 		if r.Usage.PromptTokens < 0 || r.Usage.CompletionTokens < 0 {

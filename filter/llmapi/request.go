@@ -3,21 +3,28 @@
 package llmapi
 
 import (
+	"bytes"
 	"errors"
-	"fmt"
+	"strconv"
 	"strings"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/meshllm/meshllm/internal/jsonscan"
 )
 
-// Request is what the filter needs from an LLM request body. Byte slices
-// point into the body they were parsed from.
+// Request is what the filter needs from an LLM request body, read the way
+// vLLM reads it: Python's json (of duplicate keys the last one wins) and
+// pydantic models in lax mode (see laxBool). Byte slices point into the
+// body they were parsed from.
 type Request struct {
 	Model string
-	// Stream is the request's "stream" flag.
+	// Stream is whether vLLM will stream the answer.
 	Stream bool
-	// IncludeUsage is stream_options.include_usage as the client sent it.
+	// IncludeUsage is whether vLLM will add a usage chunk to the stream:
+	// stream_options.include_usage, which defaults to true when
+	// stream_options is an object (vLLM's StreamOptions model).
 	IncludeUsage bool
 	// MaxTokens is max_completion_tokens, else max_tokens, else
 	// max_output_tokens (Responses API); -1 when absent.
@@ -27,12 +34,16 @@ type Request struct {
 	// responses), kept for prefix hashing.
 	Prompt []byte
 
-	// Offsets used to rewrite the body without re-encoding it.
-	streamOptionsAt     int // offset of the stream_options value, -1 if absent
+	// Offsets (into the whole body) used to rewrite it without re-encoding,
+	// always of the last occurrence of a key: the one vLLM reads.
+	modelAt, modelLen   int // the "model" string, -1 if absent
+	streamOptionsNullAt int // offset of "stream_options": null, -1 if not null
 	includeUsageAt      int // offset of stream_options.include_usage's value, -1 if absent
 	includeUsageLen     int
-	streamOptionsNullAt int // offset of "stream_options": null, -1 if not null
 	closeAt             int // offset of the root object's closing brace
+	// refused: a field the filter reads holds a value vLLM's validation
+	// refuses (400), so the body must not be changed into one it accepts.
+	refused bool
 }
 
 // Errors ParseRequest returns; callers count them and pass the body on.
@@ -40,63 +51,86 @@ var (
 	ErrNotJSON     = errors.New("body is not valid JSON")
 	ErrNotObject   = errors.New("body is not a JSON object")
 	ErrModelMissed = errors.New(`body has no string "model"`)
+	// ErrTooDeep: the body nests deeper than the configured limit. It is
+	// not read at all.
+	ErrTooDeep = errors.New("body nests JSON deeper than max_json_depth")
 )
 
-// ParseRequest reads body in one pass over its top-level keys.
+var utf8BOM = []byte{0xef, 0xbb, 0xbf}
+
+// ParseRequest checks that body is one JSON object nested at most maxDepth
+// deep (one pass, no recursion), then reads its top-level keys.
 //
-// It does not validate the whole body (that pass costs three times the
-// parse): it checks the body is one object and reads what it needs. A body
-// that is broken further in goes upstream as it came, to be refused there;
-// InjectIncludeUsage validates before it changes anything.
-func ParseRequest(body []byte) (Request, error) {
-	r := Request{MaxTokens: -1, streamOptionsAt: -1, includeUsageAt: -1, streamOptionsNullAt: -1}
-	first, last := firstNonSpace(body), lastNonSpace(body)
-	if first < 0 {
-		return r, ErrNotJSON
+// A leading UTF-8 byte-order mark is skipped, as Python's json.loads does
+// for bytes. Bodies in UTF-16 or UTF-32 (which Python would also decode)
+// are read as not JSON: they pass on unrouted and their usage, if any, is
+// counted as missing.
+func ParseRequest(body []byte, maxDepth int) (Request, error) {
+	r := Request{MaxTokens: -1, modelAt: -1, includeUsageAt: -1, streamOptionsNullAt: -1}
+	base := 0
+	if bytes.HasPrefix(body, utf8BOM) {
+		base = len(utf8BOM)
 	}
-	if body[first] != '{' || body[last] != '}' {
-		if body[first] == '[' || body[first] == '"' || body[first] == 't' || body[first] == 'f' || body[first] == 'n' ||
-			body[first] == '-' || (body[first] >= '0' && body[first] <= '9') {
-			if gjson.ValidBytes(body) {
-				return r, ErrNotObject
-			}
+	b := body[base:]
+	if maxDepth <= 0 {
+		maxDepth = DefaultMaxDepth
+	}
+	if err := jsonscan.Check(b, maxDepth); err != nil {
+		if errors.Is(err, jsonscan.ErrTooDeep) {
+			return r, ErrTooDeep
 		}
 		return r, ErrNotJSON
 	}
-	root := gjson.Parse(unsafeString(body))
+	first, last := firstNonSpace(b), lastNonSpace(b)
+	if b[first] != '{' {
+		return r, ErrNotObject
+	}
+	root := gjson.Parse(unsafeString(b))
 	var maxTokens, maxCompletion, maxOutput int64 = -1, -1, -1
-	var typeErr error
+	var messages, prompt, input []byte
+	streamOK, optionsOK := true, true // per key: the last occurrence decides
 	root.ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
 		case "model":
+			r.Model, r.modelAt, r.modelLen = "", -1, 0
 			if v.Type == gjson.String {
 				r.Model = strings.Clone(v.Str) // v.Str may alias body
+				r.modelAt, r.modelLen = base+v.Index, len(v.Raw)
 			}
 		case "stream":
-			r.Stream = v.Type == gjson.True
+			r.Stream, streamOK = laxBool(v)
 		case "stream_options":
-			if v.IsObject() {
-				r.streamOptionsAt = v.Index
-				iu := v.Get("include_usage")
-				if iu.Exists() {
-					r.IncludeUsage = iu.Type == gjson.True
-					r.includeUsageAt, r.includeUsageLen = iu.Index, len(iu.Raw)
-				}
-			} else if v.Type == gjson.Null {
-				r.streamOptionsNullAt = v.Index
-			} else {
-				typeErr = fmt.Errorf("stream_options is %s, want an object", v.Raw)
+			r.IncludeUsage, r.includeUsageAt, r.includeUsageLen, r.streamOptionsNullAt = false, -1, 0, -1
+			optionsOK = true
+			switch {
+			case v.IsObject():
+				r.IncludeUsage = true // vLLM's default for include_usage
+				v.ForEach(func(k, iu gjson.Result) bool {
+					if k.Str == "include_usage" {
+						var ok bool
+						r.IncludeUsage, ok = laxBool(iu)
+						optionsOK = ok // the last include_usage is the one read
+						r.includeUsageAt, r.includeUsageLen = base+iu.Index, len(iu.Raw)
+					}
+					return true
+				})
+			case v.Type == gjson.Null:
+				r.streamOptionsNullAt = base + v.Index
+			default: // vLLM refuses the request (400)
+				optionsOK = false
 			}
 		case "max_tokens":
-			maxTokens = intValue(v)
+			maxTokens = laxInt(v)
 		case "max_completion_tokens":
-			maxCompletion = intValue(v)
+			maxCompletion = laxInt(v)
 		case "max_output_tokens":
-			maxOutput = intValue(v)
-		case "messages", "prompt", "input":
-			if r.Prompt == nil && v.Index > 0 && v.Index+len(v.Raw) <= len(body) {
-				r.Prompt = body[v.Index : v.Index+len(v.Raw)]
-			}
+			maxOutput = laxInt(v)
+		case "messages":
+			messages = rawOf(body, base, v)
+		case "prompt":
+			prompt = rawOf(body, base, v)
+		case "input":
+			input = rawOf(body, base, v)
 		}
 		return true
 	})
@@ -108,18 +142,91 @@ func ParseRequest(body []byte) (Request, error) {
 	case maxOutput >= 0:
 		r.MaxTokens = maxOutput
 	}
-	r.closeAt = last
+	switch {
+	case messages != nil:
+		r.Prompt = messages
+	case prompt != nil:
+		r.Prompt = prompt
+	default:
+		r.Prompt = input
+	}
+	r.closeAt = base + last
+	r.refused = !streamOK || !optionsOK
 	if r.Model == "" {
 		return r, ErrModelMissed
 	}
-	return r, typeErr
+	return r, nil
 }
 
-func intValue(v gjson.Result) int64 {
-	if v.Type != gjson.Number || v.Num < 0 || v.Num > 1<<53 {
-		return -1
+// rawOf is v's raw text as a slice of body (b = body[base:] was parsed).
+func rawOf(body []byte, base int, v gjson.Result) []byte {
+	at := base + v.Index
+	if v.Index <= 0 || at+len(v.Raw) > len(body) {
+		return nil
 	}
-	return int64(v.Num)
+	return body[at : at+len(v.Raw)]
+}
+
+// laxBool reads v as a pydantic bool field in lax mode does (pydantic-core
+// str_as_bool, int_as_bool, float_as_bool): true/false; the numbers 0 and 1
+// (1.0 too); the strings 0/1, f/t, n/y, no/yes, off/on, false/true in any
+// ASCII case; null is None, which vLLM treats as false. ok is false for
+// anything else, which vLLM refuses with a 400.
+func laxBool(v gjson.Result) (val, ok bool) {
+	switch v.Type {
+	case gjson.True:
+		return true, true
+	case gjson.False, gjson.Null:
+		return false, true
+	case gjson.Number:
+		switch v.Num {
+		case 0:
+			return false, true
+		case 1:
+			return true, true
+		}
+	case gjson.String:
+		switch strings.ToLower(v.Str) {
+		case "0", "f", "n", "no", "off", "false":
+			if isASCII(v.Str) {
+				return false, true
+			}
+		case "1", "t", "y", "on", "yes", "true":
+			if isASCII(v.Str) {
+				return true, true
+			}
+		}
+	}
+	return false, false
+}
+
+// isASCII guards laxBool: strings.ToLower folds a few non-ASCII letters
+// (the Kelvin sign to "k") that pydantic's ASCII-only comparison does not.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// laxInt reads a token limit as pydantic's lax int does: an integer, a
+// float with no fraction, or a string of digits. -1 for anything else
+// (absent, negative, or refused by vLLM).
+func laxInt(v gjson.Result) int64 {
+	switch v.Type {
+	case gjson.Number:
+		if v.Num >= 0 && v.Num <= 1<<53 && v.Num == float64(int64(v.Num)) {
+			return int64(v.Num)
+		}
+	case gjson.String:
+		n, err := strconv.ParseInt(v.Str, 10, 64)
+		if err == nil && n >= 0 && v.Str[0] != '+' {
+			return n
+		}
+	}
+	return -1
 }
 
 func firstNonSpace(b []byte) int {
@@ -151,50 +258,26 @@ func unsafeString(b []byte) string {
 // NeedsUsageInjection reports whether a streaming request lacks
 // stream_options.include_usage, so the response would carry no usage.
 func (r *Request) NeedsUsageInjection() bool {
-	return r.Stream && !r.IncludeUsage
+	return r.Stream && !r.IncludeUsage && !r.refused
 }
 
 // InjectIncludeUsage returns body with stream_options.include_usage set to
 // true, spliced at the offsets ParseRequest recorded (no re-encoding). It
 // returns body unchanged and false if nothing needs changing or r was not
-// parsed from body.
+// parsed from body. ParseRequest has validated body: the result is valid
+// JSON that vLLM reads as asking for usage.
 func (r *Request) InjectIncludeUsage(body []byte) ([]byte, bool) {
 	if !r.NeedsUsageInjection() || r.closeAt <= 0 || r.closeAt >= len(body) || body[r.closeAt] != '}' {
 		return body, false
 	}
-	// Never change a body that is not valid JSON: it goes upstream as sent.
-	if !gjson.ValidBytes(body) {
-		return body, false
-	}
 	switch {
-	case r.includeUsageAt >= 0: // "include_usage": false (or null, 0, ...)
+	case r.includeUsageAt >= 0: // "include_usage": false (or null, 0, "no", ...)
 		return splice(body, r.includeUsageAt, r.includeUsageLen, "true"), true
-	case r.streamOptionsAt >= 0: // "stream_options": {...} without include_usage
-		at := r.streamOptionsAt + 1
-		ins := `"include_usage":true,`
-		if isEmptyObjectAfter(body, at) {
-			ins = `"include_usage":true`
-		}
-		return splice(body, at, 0, ins), true
 	case r.streamOptionsNullAt >= 0: // "stream_options": null
 		return splice(body, r.streamOptionsNullAt, len("null"), `{"include_usage":true}`), true
 	default: // the root holds "model", so it is never empty
 		return splice(body, r.closeAt, 0, `,"stream_options":{"include_usage":true}`), true
 	}
-}
-
-// isEmptyObjectAfter reports whether only whitespace stands between at and
-// the next '}'.
-func isEmptyObjectAfter(b []byte, at int) bool {
-	for i := at; i < len(b); i++ {
-		if b[i] == '}' {
-			return true
-		}
-		if !isSpace(b[i]) {
-			return false
-		}
-	}
-	return false
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
@@ -206,14 +289,14 @@ func splice(b []byte, at, del int, ins string) []byte {
 	return append(out, b[at+del:]...)
 }
 
-// RewriteModel returns body with the top-level "model" string replaced by
-// model, spliced in place. It reports false if body has no string model.
-func RewriteModel(body []byte, model string) ([]byte, bool) {
-	v := gjson.GetBytes(body, "model")
-	if v.Type != gjson.String || v.Index <= 0 {
+// RewriteModel returns body with its "model" string (the last one, which
+// vLLM reads) replaced by model, spliced in place. It reports false if r
+// has no string model or was not parsed from body.
+func (r *Request) RewriteModel(body []byte, model string) ([]byte, bool) {
+	if r.modelAt <= 0 || r.modelAt+r.modelLen > len(body) || body[r.modelAt] != '"' {
 		return body, false
 	}
-	return splice(body, v.Index, len(v.Raw), string(appendJSONString(nil, model))), true
+	return splice(body, r.modelAt, r.modelLen, string(appendJSONString(nil, model))), true
 }
 
 const hexDigits = "0123456789abcdef"

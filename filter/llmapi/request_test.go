@@ -2,6 +2,7 @@ package llmapi
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -40,10 +41,15 @@ func TestParseRequest(t *testing.T) {
 		{name: "model not a string", body: `{"model":7}`, maxTokens: -1, err: ErrModelMissed},
 		{name: "array", body: `[1]`, maxTokens: -1, err: ErrNotObject},
 		{name: "malformed", body: `{"model":"m",`, maxTokens: -1, err: ErrNotJSON},
+		{name: "broken further in", body: `{"model":"m","messages":[{"role":}]}`, maxTokens: -1, err: ErrNotJSON},
+		{name: "too deep", body: `{"model":"m","messages":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`, maxTokens: -1, err: ErrTooDeep},
+		{name: "token limit as text", body: `{"model":"m","max_tokens":"12"}`, model: "m", maxTokens: 12},
+		{name: "token limit as float", body: `{"model":"m","max_tokens":12.0}`, model: "m", maxTokens: 12},
+		{name: "BOM", body: "\xef\xbb\xbf" + `{"model":"m","stream":true}`, model: "m", stream: true, maxTokens: -1, needsInjection: true},
 		{name: "empty", body: ``, maxTokens: -1, err: ErrNotJSON},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := ParseRequest([]byte(tc.body))
+			r, err := ParseRequest([]byte(tc.body), DefaultMaxDepth)
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)
 			} else {
@@ -63,9 +69,6 @@ func TestInjectIncludeUsage(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"no stream_options", `{"model":"m","stream":true}`, `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`},
 		{"trailing space", "{\"model\":\"m\",\"stream\":true}  \n", "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}  \n"},
-		{"empty stream_options", `{"model":"m","stream":true,"stream_options":{ }}`, `{"model":"m","stream":true,"stream_options":{"include_usage":true }}`},
-		{"other stream_options", `{"model":"m","stream":true,"stream_options":{"continuous_usage_stats":false}}`,
-			`{"model":"m","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":false}}`},
 		{"include_usage false", `{"model":"m","stream":true,"stream_options":{"include_usage":false}}`,
 			`{"model":"m","stream":true,"stream_options":{"include_usage":true}}`},
 		{"stream_options null", `{"model":"m","stream":true,"stream_options":null}`,
@@ -74,20 +77,23 @@ func TestInjectIncludeUsage(t *testing.T) {
 			`{"model":"m}","messages":[{"content":"{}}"}],"stream":true,"stream_options":{"include_usage":true}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := ParseRequest([]byte(tc.in))
+			r, err := ParseRequest([]byte(tc.in), DefaultMaxDepth)
 			require.NoError(t, err)
 			out, ok := r.InjectIncludeUsage([]byte(tc.in))
 			require.True(t, ok)
 			require.Equal(t, tc.want, string(out))
-			again, err := ParseRequest(out)
+			again, err := ParseRequest(out, DefaultMaxDepth)
 			require.NoError(t, err)
 			require.True(t, again.IncludeUsage)
 			require.False(t, again.NeedsUsageInjection())
 		})
 	}
 	// Nothing to do: not streaming, or usage already requested.
-	for _, in := range []string{`{"model":"m"}`, `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`} {
-		r, err := ParseRequest([]byte(in))
+	for _, in := range []string{`{"model":"m"}`, `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`,
+		`{"model":"m","stream":true,"stream_options":{}}`,                        // vLLM's include_usage defaults to true
+		`{"model":"m","stream":true,"stream_options":{"include_usage":"maybe"}}`, // vLLM refuses it: leave it so
+		`{"model":"m","stream":"maybe"}`, `{"model":"m","stream":true,"stream_options":5}`} {
+		r, err := ParseRequest([]byte(in), DefaultMaxDepth)
 		require.NoError(t, err)
 		out, ok := r.InjectIncludeUsage([]byte(in))
 		require.False(t, ok)
@@ -97,7 +103,7 @@ func TestInjectIncludeUsage(t *testing.T) {
 
 func TestInjectFixture(t *testing.T) {
 	body := fixture(t, "chat_stream_request.json")
-	r, err := ParseRequest(body)
+	r, err := ParseRequest(body, DefaultMaxDepth)
 	require.NoError(t, err)
 	out, ok := r.InjectIncludeUsage(body)
 	require.True(t, ok)
@@ -108,11 +114,26 @@ func TestInjectFixture(t *testing.T) {
 }
 
 func TestRewriteModel(t *testing.T) {
-	out, ok := RewriteModel([]byte(`{"stream":true, "model" : "a","x":"model"}`), `b"\`)
-	require.True(t, ok)
-	require.Equal(t, `{"stream":true, "model" : "b\"\\","x":"model"}`, string(out))
-	_, ok = RewriteModel([]byte(`{"x":1}`), "b")
-	require.False(t, ok)
+	for _, tc := range []struct{ in, want string }{
+		{`{"stream":true, "model" : "a","x":"model"}`, `{"stream":true, "model" : "b\"\\","x":"model"}`},
+		// vLLM reads the last "model": that is the one rewritten.
+		{`{"model":"base","model":"chat-model"}`, `{"model":"base","model":"b\"\\"}`},
+		{"\xef\xbb\xbf" + `{"model":"a"}`, "\xef\xbb\xbf" + `{"model":"b\"\\"}`},
+	} {
+		r, err := ParseRequest([]byte(tc.in), DefaultMaxDepth)
+		require.NoError(t, err)
+		out, ok := r.RewriteModel([]byte(tc.in), `b"\`)
+		require.True(t, ok)
+		require.Equal(t, tc.want, string(out))
+		again, err := ParseRequest(out, DefaultMaxDepth)
+		require.NoError(t, err)
+		require.Equal(t, `b"\`, again.Model)
+	}
+	for _, in := range []string{`{"x":1}`, `{"model":"a","model":7}`} {
+		r, _ := ParseRequest([]byte(in), DefaultMaxDepth)
+		_, ok := r.RewriteModel([]byte(in), "b")
+		require.False(t, ok, in)
+	}
 }
 
 func TestIsLLMCall(t *testing.T) {
@@ -134,7 +155,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"m","stream":true,"stream_options":null}`))
 	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		r, err := ParseRequest(body)
+		r, err := ParseRequest(body, DefaultMaxDepth)
 		if err != nil {
 			return
 		}
@@ -144,7 +165,7 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		// Whatever the input, the injected body is valid JSON that asks
 		// for usage and keeps the model.
-		again, err := ParseRequest(out)
+		again, err := ParseRequest(out, DefaultMaxDepth)
 		if err != nil {
 			t.Fatalf("injected body does not parse: %v\n%s", err, out)
 		}

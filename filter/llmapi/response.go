@@ -2,10 +2,16 @@ package llmapi
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/meshllm/meshllm/internal/jsonscan"
 )
+
+// DefaultMaxDepth is the nesting limit readers use when given none.
+const DefaultMaxDepth = jsonscan.DefaultMaxDepth
 
 // Usage is what a response says it cost. "Not reported" is not zero: the Has
 // flags tell whether each count was present at all.
@@ -57,25 +63,42 @@ type Response struct {
 	IsError   bool
 }
 
-// ParseResponse reads a complete JSON response body. It returns false if the
-// body is not a JSON object.
-func ParseResponse(body []byte) (Response, bool) {
+// ParseResponse reads a complete JSON response body nested at most maxDepth
+// deep. It fails with ErrTooDeep, ErrNotJSON or ErrNotObject.
+func ParseResponse(body []byte, maxDepth int) (Response, error) {
 	var r Response
-	if !gjson.ValidBytes(body) {
-		return r, false
+	root, err := parseObject(body, maxDepth)
+	if err != nil {
+		return r, err
 	}
-	root := gjson.Parse(unsafeString(body))
-	if !root.IsObject() {
-		return r, false
-	}
-	readObject(root, &r)
+	readObject(root, &r, true)
 	r.Model = strings.Clone(r.Model)
 	r.ErrorType = strings.Clone(r.ErrorType)
-	return r, true
+	return r, nil
 }
 
-// readObject fills r from one response object or stream chunk.
-func readObject(root gjson.Result, r *Response) {
+// parseObject checks b (one pass, no recursion) and parses it as an object.
+func parseObject(b []byte, maxDepth int) (gjson.Result, error) {
+	if maxDepth <= 0 {
+		maxDepth = DefaultMaxDepth
+	}
+	if err := jsonscan.Check(b, maxDepth); err != nil {
+		if errors.Is(err, jsonscan.ErrTooDeep) {
+			return gjson.Result{}, ErrTooDeep
+		}
+		return gjson.Result{}, ErrNotJSON
+	}
+	root := gjson.Parse(unsafeString(b))
+	if !root.IsObject() {
+		return root, ErrNotObject
+	}
+	return root, nil
+}
+
+// readObject fills r from one response object or stream chunk. It descends
+// into "response" (the Responses API's envelope) once, never further: no
+// read recurses in proportion to the input.
+func readObject(root gjson.Result, r *Response, envelope bool) {
 	var object string
 	var errType string
 	root.ForEach(func(k, v gjson.Result) bool {
@@ -101,8 +124,8 @@ func readObject(root gjson.Result, r *Response) {
 				}
 			}
 		case "response": // Responses API: usage and model sit in "response"
-			if v.IsObject() {
-				readObject(v, r)
+			if envelope && v.IsObject() {
+				readObject(v, r, false)
 			}
 		}
 		return true
@@ -125,6 +148,10 @@ type StreamState struct {
 	Events int
 	// BadEvents counts data events that were not JSON objects.
 	BadEvents int
+	// DeepEvents counts data events nested deeper than MaxDepth (not read).
+	DeepEvents int
+	// MaxDepth bounds the nesting of an event that is read.
+	MaxDepth int
 }
 
 var doneMarker = []byte("[DONE]")
@@ -141,18 +168,18 @@ func (s *StreamState) ObserveData(data []byte) (usageOnly bool) {
 		s.Done = true
 		return false
 	}
-	if !gjson.ValidBytes(data) {
-		s.BadEvents++
+	root, err := parseObject(data, s.MaxDepth)
+	switch {
+	case errors.Is(err, ErrTooDeep):
+		s.DeepEvents++
 		return false
-	}
-	root := gjson.Parse(unsafeString(data))
-	if !root.IsObject() {
+	case err != nil:
 		s.BadEvents++
 		return false
 	}
 	s.Events++
 	var chunk Response
-	readObject(root, &chunk)
+	readObject(root, &chunk, true)
 	if chunk.Usage.Reported() {
 		s.Usage = chunk.Usage // the last report is the total
 	}

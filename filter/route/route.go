@@ -3,11 +3,13 @@
 package route
 
 import (
+	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
 
+	"github.com/meshllm/meshllm/internal/jsonscan"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
@@ -25,10 +27,12 @@ const (
 
 // Reasons a pick failed: the reason tag of the picker-errors metric.
 const (
-	ReasonTimeout  = "timeout"  // no answer within picker_timeout_ms (or connection failure)
-	ReasonStatus   = "status"   // an unexpected HTTP status
-	ReasonGarbage  = "garbage"  // a 200 whose body is not a valid pick
-	ReasonDispatch = "dispatch" // Envoy refused the call (unknown cluster, bad headers)
+	ReasonTimeout    = "timeout"              // no answer within picker_timeout_ms (or connection failure)
+	ReasonStatus     = "status"               // an unexpected HTTP status
+	ReasonGarbage    = "garbage"              // a 200 whose body is not a valid pick
+	ReasonDispatch   = "dispatch"             // Envoy refused the call (unknown cluster, bad headers)
+	ReasonOversize   = "oversize"             // an answer larger than pickapi.MaxResponseSize: not read
+	ReasonNotAllowed = "endpoint_not_allowed" // the endpoint is outside endpoint_cidrs
 )
 
 // Kind of a Decision.
@@ -55,28 +59,76 @@ type Decision struct {
 // maxRefusalBody bounds a refusal body passed through to the client.
 const maxRefusalBody = 8 << 10
 
-// Decide classifies a picker answer. numHeaders == 0 is how Envoy reports a
-// call that failed or timed out.
-func Decide(numHeaders int, status int, body []byte) Decision {
-	if numHeaders == 0 {
+// Answer is a picker's answer as the host reports it. Headers == 0 is how
+// Envoy reports a call that failed or timed out. Body is nil when the host
+// did not read it: ReadBody says whether it is worth reading.
+type Answer struct {
+	Headers  int
+	Status   int
+	BodySize int
+	Body     []byte
+}
+
+// ReadBody reports whether an answer body of size bytes should be copied
+// into the VM at all: nothing larger than a pick or a refusal can be.
+func ReadBody(size int) bool {
+	return size > 0 && size <= max(pickapi.MaxResponseSize, maxRefusalBody)
+}
+
+// Decide classifies a picker answer. allow, if not empty, lists the only
+// networks a chosen endpoint may be in; fallbacks outside it are dropped.
+func Decide(a Answer, allow []netip.Prefix) Decision {
+	if a.Headers == 0 {
 		return Decision{Kind: Fail, Reason: ReasonTimeout}
 	}
-	switch status {
+	readable := a.Body != nil && len(a.Body) == a.BodySize
+	switch a.Status {
 	case 200:
-		p, err := pickapi.ParsePickResponse(body)
+		if !readable || a.BodySize > pickapi.MaxResponseSize {
+			return Decision{Kind: Fail, Reason: ReasonOversize}
+		}
+		p, err := pickapi.ParsePickResponse(a.Body)
 		if err != nil {
 			return Decision{Kind: Fail, Reason: ReasonGarbage}
+		}
+		if len(allow) > 0 {
+			if !Allowed(p.Endpoint, allow) {
+				return Decision{Kind: Fail, Reason: ReasonNotAllowed}
+			}
+			kept := p.Fallbacks[:0]
+			for _, f := range p.Fallbacks {
+				if Allowed(f, allow) {
+					kept = append(kept, f)
+				}
+			}
+			p.Fallbacks = kept
 		}
 		return Decision{Kind: Pick, Pick: p}
 	case 404, 429, 503:
 		// Deliberate refusals: pass the picker's OpenAI-style error on, or
 		// say the same in our own words if its body is not one.
-		if len(body) <= maxRefusalBody && gjson.ValidBytes(body) && gjson.GetBytes(body, "error").IsObject() {
-			return Decision{Kind: Refuse, Status: status, Body: append([]byte(nil), body...)}
+		if readable && a.BodySize <= maxRefusalBody && jsonscan.Check(a.Body, 8) == nil &&
+			gjson.GetBytes(a.Body, "error").IsObject() {
+			return Decision{Kind: Refuse, Status: a.Status, Body: append([]byte(nil), a.Body...)}
 		}
-		return Decision{Kind: Refuse, Status: status, Body: pickapi.ErrorBody(status, refusalType(status), refusalMessage(status))}
+		return Decision{Kind: Refuse, Status: a.Status, Body: pickapi.ErrorBody(a.Status, refusalType(a.Status), refusalMessage(a.Status))}
 	}
 	return Decision{Kind: Fail, Reason: ReasonStatus}
+}
+
+// Allowed reports whether endpoint ("ip:port") is inside one of allow.
+func Allowed(endpoint string, allow []netip.Prefix) bool {
+	ap, err := netip.ParseAddrPort(endpoint)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap() // ::ffff:10.0.0.1 is 10.0.0.1
+	for _, p := range allow {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 func refusalType(status int) string {

@@ -1,6 +1,9 @@
 package route
 
 import (
+	"fmt"
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -10,7 +13,7 @@ import (
 )
 
 func TestDecide(t *testing.T) {
-	d := Decide(3, 200, []byte(`{"endpoint":"10.0.0.1:8000","target_model":"a","strategy":"DEFAULT","pool":"p","fallbacks":["10.0.0.2:8000"]}`))
+	d := Decide(answer(3, 200, `{"endpoint":"10.0.0.1:8000","target_model":"a","strategy":"DEFAULT","pool":"p","fallbacks":["10.0.0.2:8000"]}`), nil)
 	require.Equal(t, Pick, d.Kind)
 	require.Equal(t, "10.0.0.1:8000", d.Pick.Endpoint)
 	require.Equal(t, []string{"10.0.0.2:8000"}, d.Pick.Fallbacks)
@@ -28,21 +31,52 @@ func TestDecide(t *testing.T) {
 		{3, 200, `{"endpoint":"evil.example:80"}`, Fail, ReasonGarbage}, // never an address the picker did not validate
 		{3, 200, `{"endpoint":"10.0.0.1:8000,10.0.0.2:8000"}`, Fail, ReasonGarbage},
 	} {
-		d := Decide(tc.headers, tc.status, []byte(tc.body))
+		d := Decide(answer(tc.headers, tc.status, tc.body), nil)
 		require.Equal(t, tc.kind, d.Kind, "%+v", tc)
 		require.Equal(t, tc.reason, d.Reason, "%+v", tc)
 	}
 }
 
+func answer(headers, status int, body string) Answer {
+	return Answer{Headers: headers, Status: status, BodySize: len(body), Body: []byte(body)}
+}
+
+// An answer too large to be a pick is not read; a deep one is refused
+// without recursion; endpoints outside endpoint_cidrs never route.
+func TestDecideHostile(t *testing.T) {
+	require.False(t, ReadBody(100<<20))
+	require.True(t, ReadBody(300))
+	d := Decide(Answer{Headers: 3, Status: 200, BodySize: 100 << 20}, nil)
+	require.Equal(t, Decision{Kind: Fail, Reason: ReasonOversize}, d)
+	d = Decide(Answer{Headers: 3, Status: 429, BodySize: 100 << 20}, nil)
+	require.Equal(t, Refuse, d.Kind, "a refusal is still a refusal, in our own words")
+	require.Equal(t, int64(429), gjson.GetBytes(d.Body, "error.code").Int())
+	d = Decide(answer(3, 503, `{"error":`+strings.Repeat("[", 4000)+`}`), nil)
+	require.Equal(t, Refuse, d.Kind)
+	require.Equal(t, int64(503), gjson.GetBytes(d.Body, "error.code").Int())
+	d = Decide(answer(3, 200, `{"endpoint":"10.0.0.1:8000","x":`+strings.Repeat("[", 8000)+`}`), nil)
+	require.Equal(t, Decision{Kind: Fail, Reason: ReasonGarbage}, d)
+
+	allow := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16"), netip.MustParsePrefix("fd00::/8")}
+	pick := `{"endpoint":"%s","fallbacks":["169.254.169.254:80","10.0.9.9:8000","[fd00::2]:8000"]}`
+	d = Decide(answer(3, 200, fmt.Sprintf(pick, "10.0.3.4:8000")), allow)
+	require.Equal(t, Pick, d.Kind)
+	require.Equal(t, []string{"10.0.9.9:8000", "[fd00::2]:8000"}, d.Pick.Fallbacks)
+	for _, ep := range []string{"169.254.169.254:80", "10.1.0.1:8000", "127.0.0.1:15000", "[fe80::1]:8000"} {
+		d = Decide(answer(3, 200, fmt.Sprintf(pick, ep)), allow)
+		require.Equal(t, Decision{Kind: Fail, Reason: ReasonNotAllowed}, d, ep)
+	}
+}
+
 func TestDecideRefusals(t *testing.T) {
 	body := pickapi.ErrorBody(429, pickapi.ErrTypeRateLimited, "pool saturated")
-	d := Decide(2, 429, body)
+	d := Decide(Answer{Headers: 2, Status: 429, BodySize: len(body), Body: body}, nil)
 	require.Equal(t, Refuse, d.Kind)
 	require.Equal(t, 429, d.Status)
 	require.Equal(t, body, d.Body, "the picker's error body is passed on")
 
 	for _, status := range []int{404, 429, 503} {
-		d := Decide(2, status, []byte("plain text"))
+		d := Decide(answer(2, status, "plain text"), nil)
 		require.Equal(t, Refuse, d.Kind)
 		require.Equal(t, int64(status), gjson.GetBytes(d.Body, "error.code").Int(), "a non-JSON refusal is rewritten as an OpenAI error")
 	}

@@ -27,6 +27,7 @@ const (
 	DurationMillis   = Prefix + "request_duration_ms"
 	ParseErrors      = Prefix + "parse_errors_total"
 	OversizeBodies   = Prefix + "oversize_bodies_total"
+	DeepBodies       = Prefix + "too_deep_bodies_total"
 	UsageMissing     = Prefix + "usage_missing_total"
 	LabelOverflow    = Prefix + "label_overflow_total"
 	FilterErrors     = Prefix + "filter_errors_total"

@@ -69,44 +69,8 @@ func TestTagValue(t *testing.T) {
 	require.Len(t, TagValue(string(make([]byte, 1000))), MaxValueLen)
 }
 
-func TestGuard(t *testing.T) {
-	g := NewGuard(3, nil)
-	for i := 0; i < 3; i++ {
-		m, tm, over := g.Labels(fmt.Sprint("m", i), "t")
-		require.Equal(t, fmt.Sprint("m", i), m)
-		require.Equal(t, "t", tm)
-		require.False(t, over)
-	}
-	m, tm, over := g.Labels("m9", "t")
-	require.Equal(t, [2]string{Other, Other}, [2]string{m, tm})
-	require.True(t, over)
-	m, _, over = g.Labels("m1", "t") // admitted earlier: still itself
-	require.Equal(t, "m1", m)
-	require.False(t, over)
-	for i := 0; i < 10000; i++ {
-		g.Labels(fmt.Sprint("r", i), fmt.Sprint("s", i))
-	}
-	require.Equal(t, 3, g.Admitted())
-
-	a := NewGuard(100, []string{"llama", "sql-lora"})
-	m, tm, over = a.Labels("llama", "sql-lora")
-	require.Equal(t, [2]string{"llama", "sql-lora"}, [2]string{m, tm})
-	require.False(t, over)
-	m, tm, over = a.Labels("random", "llama")
-	require.Equal(t, [2]string{Other, "llama"}, [2]string{m, tm})
-	require.True(t, over)
-}
-
 func TestResponseClass(t *testing.T) {
 	for status, want := range map[int]string{200: "2xx", 204: "2xx", 301: "3xx", 429: "4xx", 503: "5xx", 0: "none", 99: "none"} {
 		require.Equal(t, want, ResponseClass(status))
-	}
-}
-
-func BenchmarkGuardLabels(b *testing.B) {
-	g := NewGuard(100, nil)
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		g.Labels("meta-llama/Llama-3.1-8B-Instruct", "sql-lora-1")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/meshllm/meshllm/internal/jsonscan"
 )
 
 // Path is where picker-svc serves picks.
@@ -61,9 +63,11 @@ type PickRequest struct {
 	// Model is what the client asked for (an InferenceModel's modelName, an
 	// adapter or a base model). Empty with a Pool asks for a pool-level pick
 	// by load alone (the filter's header-time routing).
-	Model       string      `json:"model"`
+	Model string `json:"model"`
+	// Criticality applies to a model no InferenceModel names (one that
+	// does carries its own). The filter never sends it: criticality is the
+	// operator's to declare, not the client's to claim. Empty is Standard.
 	Criticality Criticality `json:"criticality,omitempty"`
-	Stream      bool        `json:"stream,omitempty"`
 	// PrefixHashes is the hash chain of the prompt's blocks (see PrefixHashes).
 	PrefixHashes []uint64 `json:"prefix_hashes,omitempty"`
 }
@@ -82,9 +86,6 @@ func (r *PickRequest) AppendJSON(dst []byte) []byte {
 		dst = append(dst, `,"criticality":`...)
 		dst = appendString(dst, string(r.Criticality))
 	}
-	if r.Stream {
-		dst = append(dst, `,"stream":true`...)
-	}
 	if len(r.PrefixHashes) > 0 {
 		dst = append(dst, `,"prefix_hashes":[`...)
 		for i, h := range r.PrefixHashes {
@@ -98,10 +99,16 @@ func (r *PickRequest) AppendJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-// Limits on a decoded PickRequest; larger values are refused, not truncated.
+// Limits on the wire; larger values are refused, not truncated.
 const (
 	MaxNameLen     = 253
 	MaxRequestSize = 64 << 10
+	// MaxResponseSize bounds a pick answer. A real one (an endpoint, a
+	// model, MaxFallbacks fallbacks) is well under 2 KiB; the filter does
+	// not even copy a larger one into its VM.
+	MaxResponseSize = 16 << 10
+	// Both messages are flat objects holding one array at most.
+	maxDepth = 4
 )
 
 // ParsePickRequest decodes and validates a PickRequest.
@@ -110,8 +117,8 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 	if len(b) > MaxRequestSize {
 		return r, fmt.Errorf("pick request of %d bytes exceeds %d", len(b), MaxRequestSize)
 	}
-	if !gjson.ValidBytes(b) {
-		return r, errors.New("pick request is not valid JSON")
+	if err := jsonscan.Check(b, maxDepth); err != nil {
+		return r, fmt.Errorf("pick request: %w", err)
 	}
 	root := gjson.ParseBytes(b)
 	if !root.IsObject() {
@@ -131,11 +138,8 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 			}
 			r.Criticality, err = ParseCriticality(v.Str)
 		case "stream":
-			if !v.IsBool() {
-				err = fmt.Errorf("stream must be a boolean, got %s", v.Raw)
-				break
-			}
-			r.Stream = v.Bool()
+			// Sent by filters before 2026-12 and never used: accepted and
+			// ignored, so an older gateway keeps working with this picker.
 		case "prefix_hashes":
 			r.PrefixHashes, err = hashesField(v)
 		default:
@@ -228,8 +232,11 @@ func (p *PickResponse) AppendJSON(dst []byte) []byte {
 // "ip:port" (never a host name: the filter hands it to Envoy as an address).
 func ParsePickResponse(b []byte) (PickResponse, error) {
 	var p PickResponse
-	if !gjson.ValidBytes(b) {
-		return p, errors.New("pick response is not valid JSON")
+	if len(b) > MaxResponseSize {
+		return p, fmt.Errorf("pick response of %d bytes exceeds %d", len(b), MaxResponseSize)
+	}
+	if err := jsonscan.Check(b, maxDepth); err != nil {
+		return p, fmt.Errorf("pick response: %w", err)
 	}
 	root := gjson.ParseBytes(b)
 	p.Endpoint = root.Get("endpoint").Str

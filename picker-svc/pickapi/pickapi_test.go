@@ -2,13 +2,16 @@ package pickapi
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshllm/meshllm/internal/jsonscan"
 )
 
 func TestPickRequestRoundTrip(t *testing.T) {
-	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, Stream: true, PrefixHashes: []uint64{1, 1<<64 - 1}}
+	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, PrefixHashes: []uint64{1, 1<<64 - 1}}
 	b := in.AppendJSON(nil)
 	require.True(t, json.Valid(b), string(b))
 	out, err := ParsePickRequest(b)
@@ -28,7 +31,6 @@ func TestParsePickRequestErrors(t *testing.T) {
 		{`{}`, "model or pool is required"},
 		{`{"model":1}`, "model must be a string, got 1"},
 		{`{"model":"m","criticality":"Urgent"}`, `unknown criticality "Urgent"`},
-		{`{"model":"m","stream":"yes"}`, `stream must be a boolean, got "yes"`},
 		{`{"model":"m","prefix_hashes":[-1]}`, "prefix_hashes holds -1"},
 		{`{"model":"m","prefix_hashes":[1.5]}`, "prefix_hashes holds 1.5"},
 		{`{"model":"m","bogus":1}`, `unknown field "bogus"`},
@@ -39,6 +41,10 @@ func TestParsePickRequestErrors(t *testing.T) {
 	r, err := ParsePickRequest([]byte(`{"model":"m"}`))
 	require.NoError(t, err)
 	require.Equal(t, Standard, r.Criticality)
+	// An older filter's "stream" is accepted and ignored.
+	r, err = ParsePickRequest([]byte(`{"model":"m","stream":true}`))
+	require.NoError(t, err)
+	require.Equal(t, PickRequest{Model: "m", Criticality: Standard}, r)
 }
 
 func TestPickResponseRoundTrip(t *testing.T) {
@@ -115,4 +121,25 @@ func FuzzParsePickRequest(f *testing.F) {
 		require.Equal(t, r.Model, again.Model)
 		require.Equal(t, r.PrefixHashes, again.PrefixHashes)
 	})
+}
+
+// Hostile answers and requests: nesting is refused without recursion, and
+// an oversize answer without being read.
+func TestParseBounds(t *testing.T) {
+	deep := `{"endpoint":"10.0.0.1:8000","fallbacks":` + strings.Repeat("[", 4096) + strings.Repeat("]", 4096) + `}`
+	_, err := ParsePickResponse([]byte(deep))
+	require.ErrorIs(t, err, jsonscan.ErrTooDeep)
+	_, err = ParsePickRequest([]byte(`{"model":"m","prefix_hashes":` + strings.Repeat("[", 4096) + `}`))
+	require.ErrorIs(t, err, jsonscan.ErrTooDeep)
+	big := `{"endpoint":"10.0.0.1:8000","target_model":"` + strings.Repeat("x", MaxResponseSize) + `"}`
+	_, err = ParsePickResponse([]byte(big))
+	require.ErrorContains(t, err, "exceeds")
+	// A real answer at the limit's scale still parses.
+	p := PickResponse{Endpoint: "10.0.0.1:8000", TargetModel: strings.Repeat("m", MaxNameLen), Pool: "p"}
+	for range MaxFallbacks {
+		p.Fallbacks = append(p.Fallbacks, "[fd00::1234:5678:9abc]:65535")
+	}
+	got, err := ParsePickResponse(p.AppendJSON(nil))
+	require.NoError(t, err)
+	require.Equal(t, p, got)
 }

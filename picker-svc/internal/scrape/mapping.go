@@ -70,6 +70,10 @@ func mapSelected(sel []byte, now time.Time, pageBytes int) (Snapshot, error) {
 	}
 	var haveRun, haveWait, haveKV, haveGPU bool
 	var kv, gpu float64
+	// The newest vllm:lora_requests_info series, all of them when several
+	// tie (see newestLoRA); mapped after the loop, so a bad label on an
+	// older series cannot fail the page, whatever the page order.
+	var lora []*dto.Metric
 	bestLoRA := math.Inf(-1)
 	for name, f := range fams {
 		if !wanted[name] {
@@ -105,11 +109,11 @@ func mapSelected(sel []byte, now time.Time, pageBytes int) (Snapshot, error) {
 			case mPrefixHits, mGPUPrefixH:
 				s.PrefixHits += v
 			case mLoRA:
-				if v > bestLoRA {
-					bestLoRA = v
-					if err := mapLoRA(&s, m.Label); err != nil {
-						return s, err
-					}
+				switch {
+				case v > bestLoRA:
+					bestLoRA, lora = v, append(lora[:0], m)
+				case v == bestLoRA:
+					lora = append(lora, m)
 				}
 			case mCacheConfig:
 				for _, l := range m.Label {
@@ -126,6 +130,9 @@ func mapSelected(sel []byte, now time.Time, pageBytes int) (Snapshot, error) {
 	if !haveRun || !haveWait || !(haveKV || haveGPU) {
 		return s, ErrIncomplete
 	}
+	if err := mapLoRA(&s, lora); err != nil {
+		return s, err
+	}
 	for _, v := range []float64{s.Running, s.Waiting, s.Swapped, s.PrefixQueries, s.PrefixHits} {
 		if math.IsInf(v, 0) { // sums of huge values
 			return s, errors.New("counts overflow")
@@ -140,26 +147,75 @@ func mapSelected(sel []byte, now time.Time, pageBytes int) (Snapshot, error) {
 	return s, nil
 }
 
-func mapLoRA(s *Snapshot, labels []*dto.LabelPair) error {
+// mapLoRA maps the newest vllm:lora_requests_info series. The value of each
+// series is the time its label set was last current: vLLM's
+// PrometheusStatLogger.record sets the series for the current
+// (max_lora, running, waiting) labels with set_to_current_time() every
+// iteration, and old label sets stay exported (vllm/v1/metrics/loggers.py).
+// vLLM's float seconds practically never tie, but an exporter that stamps
+// whole seconds (llm-d-inference-sim's reportLoras:
+// Set(float64(time.Now().Unix()))) gives every label set of the same second
+// the same value, and which of them is current is then unknowable. So tied
+// series are merged: running and waiting adapters are the unions (in page
+// order, without repeats), which keeps an adapter that may be running from
+// scoring as absent; at worst one that stopped within that second still
+// counts as running, and vLLM keeps a stopped adapter resident until
+// another one needs its slot. max_lora is the largest tied value: vLLM
+// exports one constant (lora_config.max_loras), so disagreement is exporter
+// noise, and 0 would switch LoRA affinity off for the pod.
+func mapLoRA(s *Snapshot, newest []*dto.Metric) error {
 	s.MaxLoRA, s.RunningAdapters, s.WaitingAdapters = 0, nil, nil
-	for _, l := range labels {
-		var err error
-		switch l.GetName() {
-		case "max_lora":
-			s.MaxLoRA, err = strconv.Atoi(l.GetValue())
-			if err != nil || s.MaxLoRA < 0 {
-				return fmt.Errorf("%s: max_lora=%q is not a count", mLoRA, l.GetValue())
+	// Sets for the union, only when there is one to make: a hostile 1 MiB
+	// page of tied series costs ~64 lookups a series rather than 64x64
+	// compares.
+	var running, waiting map[string]struct{}
+	if len(newest) > 1 {
+		running, waiting = map[string]struct{}{}, map[string]struct{}{}
+	}
+	for _, m := range newest {
+		for _, l := range m.Label {
+			var err error
+			switch l.GetName() {
+			case "max_lora":
+				n, perr := strconv.Atoi(l.GetValue())
+				if perr != nil || n < 0 {
+					return fmt.Errorf("%s: max_lora=%q is not a count", mLoRA, l.GetValue())
+				}
+				s.MaxLoRA = max(s.MaxLoRA, n)
+			case "running_lora_adapters":
+				s.RunningAdapters, err = addAdapters(s.RunningAdapters, running, l.GetValue())
+			case "waiting_lora_adapters":
+				s.WaitingAdapters, err = addAdapters(s.WaitingAdapters, waiting, l.GetValue())
 			}
-		case "running_lora_adapters":
-			s.RunningAdapters, err = adapters(l.GetValue())
-		case "waiting_lora_adapters":
-			s.WaitingAdapters, err = adapters(l.GetValue())
-		}
-		if err != nil {
-			return err
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// addAdapters appends to list the adapters of one comma-joined label value
+// that are not in seen yet (seen nil: a single series, appended as is). The
+// limit applies to the merged list.
+func addAdapters(list []string, seen map[string]struct{}, v string) ([]string, error) {
+	names, err := adapters(v)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		if seen != nil {
+			if _, dup := seen[n]; dup {
+				continue
+			}
+			seen[n] = struct{}{}
+		}
+		list = append(list, n)
+	}
+	if len(list) > maxAdapters {
+		return nil, fmt.Errorf("%s lists %d adapters, the limit is %d", mLoRA, len(list), maxAdapters)
+	}
+	return list, nil
 }
 
 func adapters(v string) ([]string, error) {

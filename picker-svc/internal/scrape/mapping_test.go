@@ -2,6 +2,7 @@ package scrape
 
 import (
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,40 @@ func TestMapTable(t *testing.T) {
 			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"new\",waiting_lora_adapters=\"\"} 20\n" +
 			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"old\",waiting_lora_adapters=\"w\"} 10\n",
 			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 2, RunningAdapters: []string{"new"}, BaseModel: "m"}},
+		// Tied newest series (an exporter stamping whole seconds): merged.
+		{name: "tie empty+nonempty: the running adapter is kept", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} 1751234567\n" +
+			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a\",waiting_lora_adapters=\"\"} 1751234567\n",
+			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 2, RunningAdapters: []string{"a"}, BaseModel: "m"}},
+		{name: "tie nonempty+empty (other order)", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a\",waiting_lora_adapters=\"w\"} 1751234567\n" +
+			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} 1751234567\n",
+			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 2, RunningAdapters: []string{"a"}, WaitingAdapters: []string{"w"}, BaseModel: "m"}},
+		{name: "tie of two label sets: unions in page order, no repeats", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:lora_requests_info{max_lora=\"4\",running_lora_adapters=\"old\",waiting_lora_adapters=\"x\"} 1751234000\n" +
+			"vllm:lora_requests_info{max_lora=\"4\",running_lora_adapters=\"b,a\",waiting_lora_adapters=\"c\"} 1751234567\n" +
+			"vllm:lora_requests_info{max_lora=\"4\",running_lora_adapters=\"a,d\",waiting_lora_adapters=\"b,c\"} 1751234567\n",
+			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 4, RunningAdapters: []string{"b", "a", "d"}, WaitingAdapters: []string{"c", "b"}, BaseModel: "m"}},
+		{name: "tie with max_lora differing: the largest", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:lora_requests_info{max_lora=\"0\",running_lora_adapters=\"a\",waiting_lora_adapters=\"\"} 7\n" +
+			"vllm:lora_requests_info{max_lora=\"3\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} 7\n" +
+			"vllm:lora_requests_info{max_lora=\"1\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} 7\n",
+			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 3, RunningAdapters: []string{"a"}, BaseModel: "m"}},
+		{name: "bad max_lora on an older series is ignored (after the newest)", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a\"} 20\nvllm:lora_requests_info{max_lora=\"x\"} 10\n",
+			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 2, RunningAdapters: []string{"a"}, BaseModel: "m"}},
+		{name: "bad max_lora on an older series is ignored (before the newest)", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:lora_requests_info{max_lora=\"x\"} 10\nvllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a\"} 20\n",
+			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 2, RunningAdapters: []string{"a"}, BaseModel: "m"}},
+		{name: "bad max_lora on a tied series", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a\"} 20\nvllm:lora_requests_info{max_lora=\"-1\"} 20\n", err: "max_lora"},
+		{name: "tied unions over the adapter limit", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:lora_requests_info{max_lora=\"1\",running_lora_adapters=\"" + adapterList("a", 40) + "\"} 5\n" +
+			"vllm:lora_requests_info{max_lora=\"1\",running_lora_adapters=\"" + adapterList("b", 40) + "\"} 5\n", err: "lists 80 adapters, the limit is 64"},
+		{name: "tied series repeating the same adapters stay under the limit", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:lora_requests_info{max_lora=\"1\",running_lora_adapters=\"" + adapterList("a", 40) + "\"} 5\n" +
+			"vllm:lora_requests_info{max_lora=\"1\",running_lora_adapters=\"" + adapterList("a", 40) + "\",waiting_lora_adapters=\"w\"} 5\n",
+			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 1, RunningAdapters: strings.Split(adapterList("a", 40), ","), WaitingAdapters: []string{"w"}, BaseModel: "m"}},
 		{name: "0.8 prefix counters", page: core + "vllm:kv_cache_usage_perc 0\nvllm:gpu_prefix_cache_queries_total 10\nvllm:gpu_prefix_cache_hits_total 4\n",
 			want: Snapshot{Running: 2, Waiting: 3, PrefixQueries: 10, PrefixHits: 4, BaseModel: "m"}},
 		{name: "no trailing newline", page: core + "vllm:kv_cache_usage_perc 0.1", want: Snapshot{Running: 2, Waiting: 3, KVCacheUsage: 0.1, BaseModel: "m"}},
@@ -79,6 +114,15 @@ func TestMapTable(t *testing.T) {
 	}
 }
 
+// adapterList is n comma-joined adapter names prefix0..prefix<n-1>.
+func adapterList(prefix string, n int) string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = prefix + strconv.Itoa(i)
+	}
+	return strings.Join(names, ",")
+}
+
 func TestSelectLines(t *testing.T) {
 	page := "# HELP vllm:num_requests_running x\n# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{a=\"b\"} 1\n" +
 		"vllm:num_requests_running_other 1\nvllm:time_to_first_token_seconds_bucket{le=\"1\"} 3\nprocess_open_fds 3\nvllm:kv_cache_usage_perc 0.5"
@@ -90,6 +134,9 @@ func FuzzMap(f *testing.F) {
 	f.Add([]byte("vllm:num_requests_running 1\nvllm:num_requests_waiting 2\nvllm:kv_cache_usage_perc 0.5\n"))
 	f.Add([]byte("vllm:num_requests_running 1\nvllm:num_requests_waiting 2\nvllm:gpu_cache_usage_perc 7\nvllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a,b\",waiting_lora_adapters=\",c,\"} 1e9\n"))
 	f.Add([]byte("vllm:num_requests_running{x=\"\\\"\"} 1\nvllm:num_requests_waiting +Inf\n"))
+	f.Add([]byte("vllm:num_requests_running 1\nvllm:num_requests_waiting 2\nvllm:kv_cache_usage_perc 0.5\n" +
+		"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} 1751234567\n" +
+		"vllm:lora_requests_info{max_lora=\"3\",running_lora_adapters=\"a,b\",waiting_lora_adapters=\"a\"} 1751234567\n"))
 	f.Fuzz(func(t *testing.T, page []byte) {
 		s, err := Map(page, t0)
 		if err != nil {
@@ -138,6 +185,25 @@ func BenchmarkMapFullParse(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := mapSelected(page, t0, len(page)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMapTiedLoRA is a hostile 1 MiB page (the poller's default
+// MaxPageBytes) of vllm:lora_requests_info series that all tie, each listing
+// 64 adapters: the cost of merging them on top of parsing.
+func BenchmarkMapTiedLoRA(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("vllm:num_requests_running 1\nvllm:num_requests_waiting 1\nvllm:kv_cache_usage_perc 0\n")
+	all := adapterList("a", maxAdapters)
+	for i := 0; sb.Len() < 1<<20-400; i++ {
+		sb.WriteString("vllm:lora_requests_info{max_lora=\"4\",running_lora_adapters=\"" + all + "\",waiting_lora_adapters=\"w" + strconv.Itoa(i%2) + "\"} 5\n")
+	}
+	page := []byte(sb.String())
+	b.SetBytes(int64(len(page)))
+	for b.Loop() {
+		if _, err := Map(page, t0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -23,7 +23,8 @@ type Snapshot struct {
 	BaseModel string
 
 	// LoRA state from the vllm:lora_requests_info series with the largest
-	// value (its value is a timestamp: the newest label set wins).
+	// value (its value is a timestamp: the newest label set wins; series
+	// tied at that value are merged, see mapLoRA).
 	MaxLoRA         int
 	RunningAdapters []string
 	WaitingAdapters []string
