@@ -26,6 +26,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
@@ -540,4 +541,38 @@ func readCorpusFile(name string) (fuzzInput, error) {
 	}
 	in.shape, err = strconv.ParseUint(strings.TrimSuffix(lit, ")"), 10, 64)
 	return in, err
+}
+
+// The invariants can fail: each case breaks one.
+func TestFuzzInvariantsCatchViolations(t *testing.T) {
+	stream := fixture(t, "chat_stream_usage.sse")
+	short := shortStream(stream)
+	usageAt := bytes.Index(short, []byte(`data: {"id":"chatcmpl-77ab","object":"chat.completion.chunk","created":1763700002,"model":"tweet-summary-1","choices":[],`))
+	require.Positive(t, usageAt)
+	stripped := append(append([]byte(nil), short[:usageAt]...), short[bytes.Index(short, []byte("data: [DONE]")):]...)
+	client := []byte(`{"model":"m","stream":true,"messages":[]}`)
+	upstream := []byte(`{"model":"m","stream":true,"messages":[],"stream_options":{"include_usage":true}}`)
+	in := fuzzInput{req: client}
+	ex := exchange{respHeaders: sseHeaders(), respChunks: [][]byte{short}}
+	dest := func(v string) [][2]string { return [][2]string{{":path", "/"}, {pickapi.HeaderDestinationEndpoint, v}} }
+	ok := result{upstream: true, upstreamBody: upstream, clientBody: stripped, respActions: []Action{Continue, Continue}}
+	tv := &testVM{}
+	require.NoError(t, checkInvariants(tv, in, ex, ok), "the injected usage chunk removed: fine")
+
+	for name, r := range map[string]result{
+		"a destination without a pick":       {upstreamHeaders: dest("10.0.0.1:80"), clientBody: short},
+		"the client's destination":           {upstreamHeaders: dest(spoofedEndpoint), calls: []CallRequest{{}}, clientBody: short},
+		"a destination that is no ip:port":   {upstreamHeaders: dest("evil.example:80"), calls: []CallRequest{{}}, clientBody: short},
+		"two destinations":                   {upstreamHeaders: append(dest("10.0.0.1:80"), dest("10.0.0.2:80")...), calls: []CallRequest{{}}, clientBody: short},
+		"a response held back":               {respActions: []Action{Continue, Pause}, clientBody: short},
+		"bytes changed":                      {upstreamBody: client, clientBody: append([]byte("x"), short...)},
+		"a chunk removed, none injected":     {upstreamBody: client, clientBody: stripped},
+		"a non-usage chunk removed":          {upstreamBody: upstream, clientBody: short[len(short)/2:]},
+		"the usage chunk reached the client": {upstreamBody: upstream, clientBody: short},
+	} {
+		require.Error(t, checkInvariants(tv, in, ex, r), name)
+	}
+	require.False(t, hasUsageOnlyEvent([]byte(`data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}`)), "no blank line: not an event yet")
+	require.True(t, hasUsageOnlyEvent([]byte("data: {\"choices\":[],\r\ndata: \"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\r")), "two data lines, CRLF and CR")
+	require.False(t, hasUsageOnlyEvent([]byte("data: {\"choices\":[],\"choices\":[1],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n")), "a key twice")
 }
