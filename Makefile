@@ -24,7 +24,7 @@ wasm:
 # filter/'s expected values on the compiler, that is filter/ checked on
 # both engines. The last line runs the rest of e2e/wasmhost on the
 # interpreter; the tests it skips ran there inside TestEnginesAgree (its
-# long runs stand for TestManyStreamsMemoryFlat, a minute on the
+# long runs stand for TestManyStreamsMemoryFlat, over a minute on the
 # interpreter).
 test: wasm
 	$(GO) test -count=1 ./...
@@ -43,15 +43,16 @@ check:
 
 # Short fuzz runs of every fuzz target (go test -fuzz takes one target at a time).
 # The FuzzWasm* targets drive wasm/meshllm.wasm: each worker first compiles
-# it, which takes some 30 s in a worker's coverage-instrumented build (then
-# it is cached on disk), so they get WASM_FUZZTIME; and they minimise an
-# interesting input for at most 5 s, as their seeds run to a MiB.
+# it, which takes 10-30 s in a worker's coverage-instrumented build (then
+# it is cached on disk), so they get WASM_FUZZTIME. Their seeds run to a
+# MiB, and minimising one takes a minute: they try at most 20 candidates
+# (a time limit would kill the worker when it expires, and restart it).
 WASM_FUZZTIME ?= 2m
 fuzz: wasm
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    args="-fuzztime $(FUZZTIME)"; \
-	    case $$f in FuzzWasm*) args="-fuzztime $(WASM_FUZZTIME) -fuzzminimizetime 5s";; esac; \
+	    case $$f in FuzzWasm*) args="-fuzztime $(WASM_FUZZTIME) -fuzzminimizetime 20x";; esac; \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" $$args $$pkg || exit 1; \
 	  done; \
 	done
