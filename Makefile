@@ -21,7 +21,7 @@ wasm:
 # filter/ fixtures, every split point of a stream, routing with pick
 # answers, long runs through many guest GCs, the fuzz corpus) on the
 # compiler and on the interpreter and requires identical bytes: with
-# filter/'s expected values on the compiler, that is filter/ checked on
+# filter/'s expected values on the compiler, that is filter/'s core checked on
 # both engines. The last line runs the rest of e2e/wasmhost on the
 # interpreter; the tests it skips ran there inside TestEnginesAgree (its
 # long runs stand for TestManyStreamsMemoryFlat, over a minute on the
