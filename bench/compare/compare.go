@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -112,6 +113,8 @@ type Run struct {
 	// Gateway is the final pick counters (LLM-aware listeners).
 	Gateway  map[string]float64
 	WallSecs float64
+	// Errors are the first distinct errors of failed requests (at most 5).
+	Errors []string
 }
 
 // Order is the run order: policies as given, reversed on every second
@@ -253,6 +256,8 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	for _, out := range res.Outputs {
 		if out.Success {
 			r.TTFTs = append(r.TTFTs, out.TTFT)
+		} else if len(r.Errors) < 5 && !slices.Contains(r.Errors, out.Error) {
+			r.Errors = append(r.Errors, out.Error)
 		}
 	}
 	cluster := stack.PlainCluster

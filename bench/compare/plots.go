@@ -108,6 +108,12 @@ func perPod(path string, policies []string, first map[string]*Run, ylabel string
 	if top == 0 {
 		top = 1
 	}
+	var right float64
+	for _, pol := range policies {
+		if r := first[pol]; r != nil && len(r.Samples) > 0 {
+			right = max(right, r.Samples[len(r.Samples)-1].T)
+		}
+	}
 	for _, pol := range policies {
 		r := first[pol]
 		if r == nil {
@@ -133,7 +139,9 @@ func perPod(path string, policies []string, first map[string]*Run, ylabel string
 			p.Legend.Add(fmt.Sprintf("pod %d", i), l)
 		}
 		p.Legend.Top = true
+		p.Legend.TextStyle.Font.Size = vg.Points(8)
 		p.Y.Min, p.Y.Max = 0, top*1.05
+		p.X.Min, p.X.Max = 0, right
 		plots = append(plots, p)
 	}
 	return tile(path, plots)
@@ -166,15 +174,21 @@ func tile(path string, plots []*plot.Plot) error {
 // throughput is the fleet's output tokens per simulated second between two
 // samples (the sum of the pods' generation_tokens_total differences).
 func throughput(path string, policies []string, first map[string]*Run) error {
-	p := newPlot("output token throughput (first repetition)", "simulated s", "output tok/s (fleet)")
+	p := newPlot("output token throughput, 10 s windows (first repetition)", "simulated s", "output tok/s (fleet)")
 	for i, pol := range policies {
 		r := first[pol]
 		if r == nil || len(r.Samples) < 2 {
 			continue
 		}
+		// A rate over about 10 simulated seconds: one scrape interval is
+		// noisy (scrapes land at uneven points of the simulators' steps).
+		k := 1
+		if dt := r.Samples[1].T - r.Samples[0].T; dt > 0 {
+			k = max(1, int(10/dt+0.5))
+		}
 		var pts plotter.XYs
-		for j := 1; j < len(r.Samples); j++ {
-			a, b := r.Samples[j-1], r.Samples[j]
+		for j := k; j < len(r.Samples); j++ {
+			a, b := r.Samples[j-k], r.Samples[j]
 			dt := b.T - a.T
 			if dt <= 0 {
 				continue
@@ -197,6 +211,8 @@ func throughput(path string, policies []string, first map[string]*Run) error {
 		p.Legend.Add(pol, l)
 	}
 	p.Y.Min = 0
+	p.X.Min = 0
+	p.Legend.Top = true
 	return p.Save(8*vg.Inch, 5*vg.Inch, path)
 }
 
@@ -209,6 +225,7 @@ func requestsPerPod(path string, policies []string, runs []*Run) error {
 		pods = max(pods, len(r.RequestsPerPod))
 	}
 	width := vg.Points(60 / float64(max(len(policies), 1)))
+	top := 1.0
 	for i, pol := range policies {
 		vals := make(plotter.Values, pods)
 		n := 0
@@ -223,6 +240,7 @@ func requestsPerPod(path string, policies []string, runs []*Run) error {
 		}
 		for k := range vals {
 			vals[k] /= float64(max(n, 1))
+			top = max(top, vals[k])
 		}
 		b, err := plotter.NewBarChart(vals, width)
 		if err != nil {
@@ -241,5 +259,6 @@ func requestsPerPod(path string, policies []string, runs []*Run) error {
 	p.NominalX(labels...)
 	p.Legend.Top = true
 	p.Y.Min = 0
+	p.Y.Max = top * 1.3 // room for the legend above the bars
 	return p.Save(8*vg.Inch, 5*vg.Inch, path)
 }

@@ -346,6 +346,11 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 	} else {
 		fmt.Fprintf(w, "The simulators fell behind in %d steps in all; read the latencies of those runs as upper bounds, or rerun with a lower speed.\n", totalBehind)
 	}
+	for _, r := range sorted {
+		for _, e := range r.Errors {
+			fmt.Fprintf(w, "- run %d (%s) failed request: `%s`\n", r.Order, r.Policy, strings.ReplaceAll(e, "`", "'"))
+		}
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "## Plots (first repetition of each policy unless noted)")
 	fmt.Fprintln(w)
