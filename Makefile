@@ -76,3 +76,15 @@ PICKER_ADDR ?= :9002
 .PHONY: picker
 picker:
 	$(GO) run ./picker-svc --listen $(PICKER_ADDR) $(if $(CONFIG),--config $(CONFIG)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS)) $(if $(DNS),--discovery dns --dns $(DNS)) $(if $(OBJECTS),--objects $(OBJECTS)) $(PICKER_ARGS)
+
+# The seeds' side-by-side comparison (docs/benchmarks/README.md): 5 simulated
+# Qwen2.5-7B/A10 pods, vllm bench's random 1550/1800 +-20%, prefix 10,
+# concurrency 200, 3000 prompts x BENCH_SCALE, 3 repetitions of each policy.
+BENCH_SCALE ?= 1
+BENCH_SPEED ?= 10
+BENCH_PRESET ?= qwen2.5-7b-a10
+.PHONY: bench-seeds
+bench-seeds: wasm
+	$(GO) run ./cmd/meshllm-compare --workload seeds-random --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
+	  --out docs/benchmarks/seeds-random -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
+	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 200 --endpoint /v1/completions

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tetratelabs/wazero"
+
 	"github.com/meshllm/meshllm/e2e/gateway"
 	"github.com/meshllm/meshllm/e2e/vllmsim"
 	"github.com/meshllm/meshllm/picker-svc/app"
@@ -49,8 +51,11 @@ type Config struct {
 	// AllowOnHeadersStopIteration overrides envoy.yaml's flag when set.
 	AllowOnHeadersStopIteration *bool
 	Workers                     int
-	AccessLog                   io.Writer // default: discarded
-	Log                         io.Writer // picker, gateway and simulator logs; default: discarded
+	// Cache shares compiled filter code between stacks (a comparison starts
+	// a fresh stack per run); default one per stack.
+	Cache     wazero.CompilationCache
+	AccessLog io.Writer // default: discarded
+	Log       io.Writer // picker, gateway and simulator logs; default: discarded
 	// Fixed ports (the demo); zero values pick free ports.
 	PlainAddr, LLMAddr, AdminAddr, PickerAddr string
 }
@@ -152,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		Endpoints: map[string][]string{
 			PlainCluster: s.Fleet.Addrs, LLMCluster: s.Fleet.Addrs, PickerCluster: {s.PickerAddr()},
 		},
-		Workers: cfg.Workers, AccessLog: cfg.AccessLog, Log: log.New(cfg.Log, "gateway: ", log.LstdFlags),
+		Workers: cfg.Workers, Cache: cfg.Cache, AccessLog: cfg.AccessLog, Log: log.New(cfg.Log, "gateway: ", log.LstdFlags),
 	}
 	if cfg.PluginConfig != "" {
 		opts.PluginConfig = map[string]string{LLMListener: cfg.PluginConfig}

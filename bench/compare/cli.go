@@ -1,0 +1,160 @@
+package compare
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshllm/meshllm/bench"
+	"github.com/meshllm/meshllm/e2e/stack"
+)
+
+// benchDefaults go before the workload's own bench flags (a later flag
+// wins): the percentiles summary.json must carry, and no progress bar.
+var benchDefaults = []string{"--metric-percentiles", "50,90,99", "--disable-tqdm"}
+
+// Main is the meshllm-compare command. Its own flags come first; the
+// workload is bench's (meshllm-bench's) flags after "--". It returns the
+// exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("meshllm-compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	workload := fs.String("workload", "random", "name of the workload (summary.json's \"workload\")")
+	policies := fs.String("policies", "round_robin,default,prefix_cache", "policies to compare: round_robin, default, prefix_cache")
+	reps := fs.Int("repetitions", 3, "repetitions of every policy, each on a fresh fleet")
+	preset := fs.String("preset", "qwen2.5-7b-a10", "fleet preset: "+strings.Join(PresetNames(), ", "))
+	pods := fs.Int("pods", 0, "pods (default: the preset's)")
+	scale := fs.Float64("scale", 1, "multiply --num-prompts by this (0 < scale <= 1 to shrink a run)")
+	speed := fs.Float64("speed", 10, "simulator speed factor (simulated seconds per wall second)")
+	interval := fs.Duration("sample-interval", 250*time.Millisecond, "wall time between two scrapes of every pod's /metrics")
+	pickTimeout := fs.Int("picker-timeout-ms", 2000, "the filter's picker_timeout_ms")
+	out := fs.String("out", "", "report directory (default docs/benchmarks/<workload>)")
+	verbose := fs.Bool("v", false, "show the components' logs")
+	split := len(args)
+	for i, a := range args {
+		if a == "--" {
+			split = i
+			break
+		}
+	}
+	if err := fs.Parse(args[:split]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "\nWorkload: meshllm-bench flags after --, e.g. -- --dataset-name random --num-prompts 3000 --max-concurrency 200")
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "meshllm-compare: unexpected arguments %q (bench flags go after --)\n", fs.Args())
+		return 2
+	}
+	var benchArgs []string
+	if split < len(args) {
+		benchArgs = args[split+1:]
+	}
+	bo, err := bench.ParseOptions(append(append([]string{}, benchDefaults...), benchArgs...), stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshllm-compare: workload:", err)
+		return 2
+	}
+	p, ok := Presets[*preset]
+	if !ok {
+		fmt.Fprintf(stderr, "meshllm-compare: unknown preset %q (%s)\n", *preset, strings.Join(PresetNames(), ", "))
+		return 2
+	}
+	if *pods > 0 {
+		p.Pods = *pods
+	}
+	var pols []Policy
+	var names []string
+	for _, n := range strings.Split(*policies, ",") {
+		pol, ok := Policies[strings.TrimSpace(n)]
+		if !ok {
+			fmt.Fprintf(stderr, "meshllm-compare: unknown policy %q\n", n)
+			return 2
+		}
+		pols = append(pols, pol)
+		names = append(names, pol.Name)
+	}
+	if !(*scale > 0) || !(*speed > 0) || math.IsInf(*speed, 0) || *reps < 1 {
+		fmt.Fprintln(stderr, "meshllm-compare: --scale and --speed must be > 0, --repetitions >= 1")
+		return 2
+	}
+	full := bo.NumPrompts
+	bo.NumPrompts = max(1, int(math.Round(float64(full)**scale)))
+	dir := *out
+	if dir == "" {
+		dir = "docs/benchmarks/" + *workload
+	}
+	wasm, err := stack.LoadWasm()
+	if err != nil {
+		fmt.Fprintln(stderr, "meshllm-compare:", err)
+		return 1
+	}
+	cfg := Config{
+		Workload: *workload, Bench: bo, Policies: pols, Repetitions: *reps, Preset: p, Speed: *speed,
+		SampleInterval: *interval, PickerTimeoutMS: *pickTimeout, Wasm: wasm, Log: stdout,
+	}
+	if *verbose {
+		cfg.Verbose = stderr
+	}
+	fmt.Fprintf(stdout, "meshllm-compare: %s, %d prompts (%d x scale %g), %s, speed %gx, %d repetitions of %s\n",
+		*workload, bo.NumPrompts, full, *scale, p.Name, *speed, *reps, strings.Join(names, ", "))
+	start := time.Now()
+	runs, err := RunAll(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshllm-compare:", err)
+		return 1
+	}
+	info := ReportInfo{
+		Workload: *workload, Command: commandLine(args), Preset: *preset, Scale: fmt.Sprintf("%g (%d of %d prompts)", *scale, bo.NumPrompts, full),
+		Speed: *speed, Repetitions: *reps, Dataset: describe(bo),
+	}
+	if *pods > 0 {
+		info.Preset = fmt.Sprintf("%s (%d pods)", *preset, *pods)
+	}
+	if err := Write(dir, info, names, runs); err != nil {
+		fmt.Fprintln(stderr, "meshllm-compare:", err)
+		return 1
+	}
+	Summarize(names, runs).Markdown(stdout)
+	fmt.Fprintf(stdout, "\n%d runs in %.0f s wall; report in %s/report.md\n", len(runs), time.Since(start).Seconds(), dir)
+	return 0
+}
+
+// describe says what the workload sends.
+func describe(o *bench.Options) string {
+	s := fmt.Sprintf("`%s` on %s, %d prompts, max concurrency %d, request rate %s", o.DatasetName, o.Endpoint, o.NumPrompts, o.MaxConcurrency, strconv.FormatFloat(o.RequestRate, 'g', -1, 64))
+	switch o.DatasetName {
+	case "random":
+		s += fmt.Sprintf(", input %d / output %d tokens, range ratio %g, prefix %d", o.Random.InputLen, o.Random.OutputLen, o.Random.RangeRatio, o.Random.PrefixLen)
+	case "shared_prefix":
+		sp := o.SharedPrefix
+		s += fmt.Sprintf(", %d groups x %d prompts, system prompt %d, question %d, output %d tokens", sp.NumGroups, sp.PromptsPerGroup, sp.SystemPromptLen, sp.QuestionLen, sp.OutputLen)
+	case "prefix_repetition":
+		pr := o.PrefixRepetition
+		s += fmt.Sprintf(", %d prefixes of %d + suffix %d, output %d tokens", pr.NumPrefixes, pr.PrefixLen, pr.SuffixLen, pr.OutputLen)
+	}
+	if o.IgnoreEOS {
+		s += ", ignore_eos"
+	}
+	return s
+}
+
+func commandLine(args []string) string {
+	parts := []string{"go run ./cmd/meshllm-compare"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \"'$*?") {
+			a = strconv.Quote(a)
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,382 @@
+package compare
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/meshllm/meshllm/bench"
+)
+
+// metric is one row of the comparison table.
+type metric struct {
+	key, label string
+	value      func(*Run) float64
+}
+
+func resultKey(key string) func(*Run) float64 {
+	return func(r *Run) float64 {
+		v, _ := r.Result.Get(key)
+		switch v := v.(type) {
+		case float64:
+			return v
+		case int:
+			return float64(v)
+		}
+		return math.NaN()
+	}
+}
+
+// metrics are the rows: vllm bench's keys first (simulated ms, tok/s),
+// then what the sampling and the simulators' counters give.
+var metrics = []metric{
+	{"median_ttft_ms", "TTFT p50 (ms)", resultKey("median_ttft_ms")},
+	{"p90_ttft_ms", "TTFT p90 (ms)", resultKey("p90_ttft_ms")},
+	{"p99_ttft_ms", "TTFT p99 (ms)", resultKey("p99_ttft_ms")},
+	{"mean_ttft_ms", "TTFT mean (ms)", resultKey("mean_ttft_ms")},
+	{"median_tpot_ms", "TPOT p50 (ms)", resultKey("median_tpot_ms")},
+	{"median_e2el_ms", "E2EL p50 (ms)", resultKey("median_e2el_ms")},
+	{"output_throughput", "output tok/s", resultKey("output_throughput")},
+	{"request_throughput", "requests/s", resultKey("request_throughput")},
+	{"kv_spread", "KV spread (max-min of per-pod mean, points)", func(r *Run) float64 {
+		m := podMeanKV(r)
+		return (slices.Max(m) - slices.Min(m)) * 100
+	}},
+	{"kv_mean", "KV usage, fleet mean (%)", func(r *Run) float64 {
+		m := podMeanKV(r)
+		var s float64
+		for _, x := range m {
+			s += x
+		}
+		return s / float64(len(m)) * 100
+	}},
+	{"prefix_hit_rate", "prefix-cache hit rate (%)", func(r *Run) float64 {
+		var q, h uint64
+		for _, s := range r.Sims {
+			q += s.PrefixQueries
+			h += s.PrefixHits
+		}
+		if q == 0 {
+			return 0
+		}
+		return float64(h) / float64(q) * 100
+	}},
+	{"preemptions", "preemptions", func(r *Run) float64 {
+		var n uint64
+		for _, s := range r.Sims {
+			n += s.Preemptions
+		}
+		return float64(n)
+	}},
+	{"max_waiting", "peak waiting on one pod", func(r *Run) float64 {
+		var m float64
+		for _, s := range r.Samples {
+			for _, p := range s.Pods {
+				m = max(m, p.Waiting)
+			}
+		}
+		return m
+	}},
+	{"failed", "failed requests", resultKey("failed")},
+}
+
+// podMeanKV is each pod's KV-cache usage averaged over the samples taken
+// while requests were in flight (the idle tail after the last request, and
+// the samples before the first, would dilute it unequally).
+func podMeanKV(r *Run) []float64 {
+	n := len(r.RequestsPerPod)
+	if len(r.Samples) > 0 {
+		n = len(r.Samples[0].Pods)
+	}
+	sum := make([]float64, n)
+	cnt := 0
+	for _, s := range r.Samples {
+		busy := false
+		for _, p := range s.Pods {
+			busy = busy || p.Running+p.Waiting > 0
+		}
+		if !busy {
+			continue
+		}
+		for i, p := range s.Pods {
+			sum[i] += p.KVCacheUsage
+		}
+		cnt++
+	}
+	for i := range sum {
+		sum[i] /= float64(max(cnt, 1))
+	}
+	if len(sum) == 0 {
+		return []float64{0}
+	}
+	return sum
+}
+
+// spread is min, median, max.
+type spread struct{ Min, Median, Max float64 }
+
+func spreadOf(xs []float64) spread {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return spread{math.NaN(), math.NaN(), math.NaN()}
+	}
+	return spread{s[0], bench.PercentileLinear(s, 50), s[len(s)-1]}
+}
+
+// Table is the comparison: per metric, per policy, min/median/max across
+// repetitions.
+type Table struct {
+	Policies []string
+	Rows     []Row
+}
+
+// Row is one metric.
+type Row struct {
+	Key, Label string
+	ByPolicy   map[string]spread
+}
+
+// Summarize builds the table from the runs.
+func Summarize(policies []string, runs []*Run) Table {
+	t := Table{Policies: policies}
+	for _, m := range metrics {
+		row := Row{Key: m.key, Label: m.label, ByPolicy: map[string]spread{}}
+		for _, p := range policies {
+			var xs []float64
+			for _, r := range runs {
+				if r.Policy == p {
+					xs = append(xs, m.value(r))
+				}
+			}
+			row.ByPolicy[p] = spreadOf(xs)
+		}
+		t.Rows = append(t.Rows, row)
+	}
+	return t
+}
+
+func num(x float64) string {
+	switch {
+	case math.IsNaN(x):
+		return "-"
+	case math.Abs(x) >= 100:
+		return fmt.Sprintf("%.0f", x)
+	case math.Abs(x) >= 10:
+		return fmt.Sprintf("%.1f", x)
+	}
+	return fmt.Sprintf("%.2f", x)
+}
+
+// Markdown writes the table: median (min-max) per policy, then the ratio of
+// each policy's median to round robin's.
+func (t Table) Markdown(w io.Writer) {
+	base := ""
+	if slices.Contains(t.Policies, "round_robin") {
+		base = "round_robin"
+	}
+	fmt.Fprint(w, "| metric |")
+	for _, p := range t.Policies {
+		fmt.Fprintf(w, " %s |", p)
+	}
+	var others []string
+	for _, p := range t.Policies {
+		if base != "" && p != base {
+			others = append(others, p)
+			fmt.Fprintf(w, " %s / RR |", p)
+		}
+	}
+	fmt.Fprint(w, "\n|---|")
+	fmt.Fprint(w, strings.Repeat("---:|", len(t.Policies)+len(others)))
+	fmt.Fprintln(w)
+	for _, r := range t.Rows {
+		fmt.Fprintf(w, "| %s |", r.Label)
+		for _, p := range t.Policies {
+			s := r.ByPolicy[p]
+			if s.Min == s.Max {
+				fmt.Fprintf(w, " %s |", num(s.Median))
+			} else {
+				fmt.Fprintf(w, " %s (%s–%s) |", num(s.Median), num(s.Min), num(s.Max))
+			}
+		}
+		for _, p := range others {
+			b := r.ByPolicy[base].Median
+			if b == 0 || math.IsNaN(b) {
+				fmt.Fprint(w, " - |")
+				continue
+			}
+			fmt.Fprintf(w, " %.2f |", r.ByPolicy[p].Median/b)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// Summary is summary.json.
+func Summary(workload string, policies []string, runs []*Run) bench.Object {
+	var ps bench.Object
+	for _, p := range policies {
+		var list []bench.Object
+		for rep := 1; ; rep++ {
+			found := false
+			for _, r := range runs {
+				if r.Policy == p && r.Repetition == rep {
+					list = append(list, r.Result)
+					found = true
+				}
+			}
+			if !found {
+				break
+			}
+		}
+		if list == nil {
+			list = []bench.Object{}
+		}
+		ps.Set(p, list)
+	}
+	return bench.Object{{Key: "workload", Value: workload}, {Key: "policies", Value: ps}}
+}
+
+// ReportInfo is what report.md says besides the tables.
+type ReportInfo struct {
+	Workload, Command, Preset, Scale string
+	Speed                            float64
+	Repetitions                      int
+	Dataset                          string
+}
+
+// Write puts summary.json, samples.json, report.md and the plots in dir.
+func Write(dir string, info ReportInfo, policies []string, runs []*Run) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(Summary(info.Workload, policies, runs), "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "summary.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	type runSamples struct {
+		Policy     string   `json:"policy"`
+		Repetition int      `json:"repetition"`
+		Samples    []Sample `json:"samples"`
+	}
+	var all []runSamples
+	for _, r := range runs {
+		all = append(all, runSamples{r.Policy, r.Repetition, r.Samples})
+	}
+	if b, err = json.Marshal(all); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "samples.json"), b, 0o644); err != nil {
+		return err
+	}
+	plots, err := WritePlots(dir, policies, runs)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, "report.md"))
+	if err != nil {
+		return err
+	}
+	writeReport(f, info, policies, runs, plots)
+	return f.Close()
+}
+
+func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, plots []string) {
+	fmt.Fprintf(w, "# %s: %s\n\n", info.Workload, strings.Join(policies, " vs "))
+	fmt.Fprintf(w, "```sh\n%s\n```\n\n", info.Command)
+	fmt.Fprintf(w, "- Workload: %s.\n", info.Dataset)
+	fmt.Fprintf(w, "- Fleet: preset `%s`. %s\n", info.Preset, Presets[info.Preset].Describe())
+	fmt.Fprintf(w, "- %d repetitions per policy, each on a fresh fleet, in alternating order; scale %s; simulator speed %gx.\n",
+		info.Repetitions, info.Scale, info.Speed)
+	fmt.Fprintf(w, "- **All times are simulated** (wall time x %g): these are vllmsim's figures, not a GPU's. Cells are median (min–max) across repetitions; ratios are medians against round robin.\n\n", info.Speed)
+	fmt.Fprintln(w, "## Results")
+	fmt.Fprintln(w)
+	Summarize(policies, runs).Markdown(w)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "## Requests per pod (gateway upstream counts)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| policy | repetition | requests per pod | KV mean per pod (%) |")
+	fmt.Fprintln(w, "|---|---:|---|---|")
+	for _, p := range policies {
+		for _, r := range runs {
+			if r.Policy != p {
+				continue
+			}
+			var counts, kv []string
+			for _, n := range r.RequestsPerPod {
+				counts = append(counts, itoa(n))
+			}
+			for _, x := range podMeanKV(r) {
+				kv = append(kv, fmt.Sprintf("%.0f", x*100))
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %s |\n", p, r.Repetition, strings.Join(counts, " / "), strings.Join(kv, " / "))
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "## Did the simulators keep time?")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "vllmsim counts a step as behind when its loop trails the speed-scaled clock by more than 0.1 simulated s (e2e/vllmsim/README.md); behind steps make latencies longer than the model says.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| run | policy | repetition | wall s | steps | behind steps | max lag (sim s) | picks (gateway) |")
+	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---|")
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b *Run) int { return a.Order - b.Order })
+	var totalBehind uint64
+	for _, r := range sorted {
+		var steps, behind uint64
+		var lag float64
+		for _, s := range r.Sims {
+			steps += s.Steps
+			behind += s.BehindSteps
+			lag = max(lag, s.MaxLag)
+		}
+		totalBehind += behind
+		fmt.Fprintf(w, "| %d | %s | %d | %.1f | %d | %d | %.2f | %s |\n", r.Order, r.Policy, r.Repetition, r.WallSecs, steps, behind, lag, picks(r.Gateway))
+	}
+	fmt.Fprintln(w)
+	if totalBehind == 0 {
+		fmt.Fprintln(w, "No simulator fell behind its clock in any run.")
+	} else {
+		fmt.Fprintf(w, "The simulators fell behind in %d steps in all; read the latencies of those runs as upper bounds, or rerun with a lower speed.\n", totalBehind)
+	}
+	for _, r := range sorted {
+		for _, e := range r.Errors {
+			fmt.Fprintf(w, "- run %d (%s) failed request: `%s`\n", r.Order, r.Policy, strings.ReplaceAll(e, "`", "'"))
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "## Plots (first repetition of each policy unless noted)")
+	fmt.Fprintln(w)
+	for _, p := range plots {
+		fmt.Fprintf(w, "![%s](%s)\n\n", strings.TrimSuffix(p, ".png"), p)
+	}
+	fmt.Fprintln(w, "Files: `summary.json` (vllm bench's saved result per repetition, by policy), `samples.json` (every scrape).")
+}
+
+// picks renders the gateway's pick counters compactly.
+func picks(g map[string]float64) string {
+	if len(g) == 0 {
+		return "-"
+	}
+	var keys []string
+	for k := range g {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		if g[k] == 0 {
+			continue
+		}
+		l := strings.TrimPrefix(k, "asm_llm_proxy_picks_total")
+		parts = append(parts, fmt.Sprintf("%s %.0f", l, g[k]))
+	}
+	return strings.Join(parts, ", ")
+}
