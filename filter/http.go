@@ -241,12 +241,13 @@ func (h *httpContext) readRequestBody(size int) {
 	if req.MaxTokens >= 0 {
 		h.setState(stats.StateMaxTokens, strconv.FormatInt(req.MaxTokens, 10))
 	}
-	if h.plugin.cfg.InjectStreamUsage && req.NeedsUsageInjection() {
-		if nb, ok := req.InjectIncludeUsage(body); ok {
-			if h.injected = h.replaceRequestBody(nb); h.injected && h.phase == phaseHeld {
-				// The pick may rewrite the model: it needs the offsets of
-				// the body as it now is.
-				h.req, _ = llmapi.ParseRequest(nb, h.plugin.cfg.MaxJSONDepth)
+	if h.plugin.cfg.InjectStreamUsage && h.req.NeedsUsageInjection() {
+		before := h.req
+		if nb, ok := h.req.InjectIncludeUsage(body); ok {
+			// h.req now describes nb, so a later model rewrite splices
+			// the body as it is; unless the host kept the old one.
+			if h.injected = h.replaceRequestBody(nb); !h.injected {
+				h.req = before
 			}
 		}
 	}

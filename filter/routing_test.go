@@ -266,3 +266,20 @@ func TestRouteSkipsUnreadableBodies(t *testing.T) {
 		require.Equal(t, uint64(2), counter(t, host, picks("skipped")))
 	})
 }
+
+// A stream that gets include_usage and a new model: both splices land, and
+// Content-Length follows (the injected body's offsets serve the rewrite).
+func TestRouteInjectAndRewrite(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, bodyRouting)
+		req := []byte(`{"stream":"true","stream_options":null,"model":"tweet-summary","messages":[{"role":"user","content":"hi"}]}`)
+		id, call := startRouted(t, host, llmRequest("/v1/chat/completions", [2]string{"content-length", fmt.Sprint(len(req))}), req)
+		answer(host, call, 200, `{"endpoint":"10.0.0.7:8000","target_model":"tweet-summary-2","pool":"pool-a"}`)
+		body := string(host.GetCurrentRequestBody(id))
+		require.Equal(t, `{"stream":"true","stream_options":{"include_usage":true},"model":"tweet-summary-2","messages":[{"role":"user","content":"hi"}]}`, body)
+		cl, _ := header(host.GetCurrentRequestHeaders(id), "content-length")
+		require.Equal(t, fmt.Sprint(len(body)), cl)
+		host.CompleteHttpContext(id)
+		deleteContext(t, id)
+	})
+}

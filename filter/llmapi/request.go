@@ -265,19 +265,35 @@ func (r *Request) NeedsUsageInjection() bool {
 // true, spliced at the offsets ParseRequest recorded (no re-encoding). It
 // returns body unchanged and false if nothing needs changing or r was not
 // parsed from body. ParseRequest has validated body: the result is valid
-// JSON that vLLM reads as asking for usage.
+// JSON that vLLM reads as asking for usage. On success r describes the new
+// body (its offsets follow the splice), so RewriteModel can use it.
 func (r *Request) InjectIncludeUsage(body []byte) ([]byte, bool) {
 	if !r.NeedsUsageInjection() || r.closeAt <= 0 || r.closeAt >= len(body) || body[r.closeAt] != '}' {
 		return body, false
 	}
+	var at, del int
+	var ins string
 	switch {
 	case r.includeUsageAt >= 0: // "include_usage": false (or null, 0, "no", ...)
-		return splice(body, r.includeUsageAt, r.includeUsageLen, "true"), true
+		at, del, ins = r.includeUsageAt, r.includeUsageLen, "true"
 	case r.streamOptionsNullAt >= 0: // "stream_options": null
-		return splice(body, r.streamOptionsNullAt, len("null"), `{"include_usage":true}`), true
+		at, del, ins = r.streamOptionsNullAt, len("null"), `{"include_usage":true}`
 	default: // the root holds "model", so it is never empty
-		return splice(body, r.closeAt, 0, `,"stream_options":{"include_usage":true}`), true
+		at, ins = r.closeAt, `,"stream_options":{"include_usage":true}`
 	}
+	out := splice(body, at, del, ins)
+	shift := func(off *int) {
+		if *off > at {
+			*off += len(ins) - del
+		}
+	}
+	shift(&r.modelAt)
+	shift(&r.closeAt)
+	if r.closeAt == at { // appended right before the closing brace
+		r.closeAt += len(ins)
+	}
+	r.IncludeUsage, r.includeUsageAt, r.streamOptionsNullAt = true, -1, -1
+	return out, true
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

@@ -174,3 +174,27 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+// After an injection the same Request rewrites the new body: its offsets
+// followed the splice, wherever it was.
+func TestInjectThenRewrite(t *testing.T) {
+	for _, in := range []string{
+		`{"model":"m","stream":true}`,
+		`{"stream":true,"stream_options":null,"model":"m","x":1}`,
+		`{"stream":true,"stream_options":{"include_usage":false},"model":"m"}`,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":0}}`,
+	} {
+		r, err := ParseRequest([]byte(in), DefaultMaxDepth)
+		require.NoError(t, err)
+		injected, ok := r.InjectIncludeUsage([]byte(in))
+		require.True(t, ok, in)
+		out, ok := r.RewriteModel(injected, "sql-lora-1")
+		require.True(t, ok, in)
+		again, err := ParseRequest(out, DefaultMaxDepth)
+		require.NoError(t, err, "%s", out)
+		require.Equal(t, "sql-lora-1", again.Model, "%s", out)
+		require.True(t, again.IncludeUsage, "%s", out)
+		_, ok = r.InjectIncludeUsage(injected)
+		require.False(t, ok, "nothing left to inject")
+	}
+}
