@@ -115,7 +115,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	info := ReportInfo{
 		Workload: *workload, Command: commandLine(args), Preset: *preset, Scale: fmt.Sprintf("%g (%d of %d prompts)", *scale, bo.NumPrompts, full),
-		Speed: *speed, Repetitions: *reps, Dataset: describe(bo),
+		Speed: *speed, Repetitions: *reps, Dataset: describe(bo), Fleet: p,
 	}
 	if *pods > 0 {
 		info.Preset = fmt.Sprintf("%s (%d pods)", *preset, *pods)

@@ -70,7 +70,7 @@ func TestSmokeComparison(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, runs, 2)
 	dir := t.TempDir()
-	require.NoError(t, Write(dir, ReportInfo{Workload: "smoke", Command: "go test", Preset: "qwen2.5-7b-a10", Scale: "1", Speed: 100, Repetitions: 1, Dataset: describe(o)}, names, runs))
+	require.NoError(t, Write(dir, ReportInfo{Workload: "smoke", Command: "go test", Preset: "qwen2.5-7b-a10", Fleet: preset, Scale: "1", Speed: 100, Repetitions: 1, Dataset: describe(o)}, names, runs))
 
 	var summary struct {
 		Workload string                      `json:"workload"`
@@ -118,7 +118,7 @@ func TestSmokeComparison(t *testing.T) {
 
 	report, err := os.ReadFile(filepath.Join(dir, "report.md"))
 	require.NoError(t, err)
-	for _, want := range []string{"| TTFT p90 (ms) |", "| round_robin | prefix_cache | prefix_cache / RR |", "go test", "ttft_cdf.png"} {
+	for _, want := range []string{"| TTFT p90 (ms) |", "| round_robin | prefix_cache | prefix_cache / RR |", "go test", "ttft_cdf.png", "2 pods of Qwen"} {
 		require.Contains(t, string(report), want)
 	}
 	for _, f := range []string{"ttft_cdf.png", "kv_usage.png", "queue_depth.png", "output_throughput.png", "requests_per_pod.png"} {

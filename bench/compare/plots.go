@@ -74,14 +74,9 @@ func ttftCDF(path string, policies []string, runs []*Run) error {
 		if len(pts) == 0 {
 			continue
 		}
-		l, err := plotter.NewLine(pts)
-		if err != nil {
+		if err := addLine(p, pts, i, 2, pol); err != nil {
 			return err
 		}
-		l.Color = plotutil.Color(i)
-		l.Width = vg.Points(2)
-		p.Add(l)
-		p.Legend.Add(pol, l)
 	}
 	p.Legend.Top = false
 	p.Legend.Left = false
@@ -129,14 +124,9 @@ func perPod(path string, policies []string, first map[string]*Run, ylabel string
 			for j, s := range r.Samples {
 				pts[j] = plotter.XY{X: s.T, Y: v(s.Pods[i])}
 			}
-			l, err := plotter.NewLine(pts)
-			if err != nil {
+			if err := addLine(p, pts, i, 1.5, fmt.Sprintf("pod %d", i)); err != nil {
 				return err
 			}
-			l.Color = plotutil.Color(i)
-			l.Width = vg.Points(1.5)
-			p.Add(l)
-			p.Legend.Add(fmt.Sprintf("pod %d", i), l)
 		}
 		p.Legend.Top = true
 		p.Legend.TextStyle.Font.Size = vg.Points(8)
@@ -201,14 +191,9 @@ func throughput(path string, policies []string, first map[string]*Run) error {
 			}
 			pts = append(pts, plotter.XY{X: b.T, Y: d / dt})
 		}
-		l, err := plotter.NewLine(pts)
-		if err != nil {
+		if err := addLine(p, pts, i, 1.5, pol); err != nil {
 			return err
 		}
-		l.Color = plotutil.Color(i)
-		l.Width = vg.Points(1.5)
-		p.Add(l)
-		p.Legend.Add(pol, l)
 	}
 	p.Y.Min = 0
 	p.X.Min = 0
@@ -261,4 +246,18 @@ func requestsPerPod(path string, policies []string, runs []*Run) error {
 	p.Y.Min = 0
 	p.Y.Max = top * 1.3 // room for the legend above the bars
 	return p.Save(8*vg.Inch, 5*vg.Inch, path)
+}
+
+// addLine draws pts on p in the i-th palette colour, width points wide,
+// with a legend entry.
+func addLine(p *plot.Plot, pts plotter.XYs, i int, width float64, name string) error {
+	l, err := plotter.NewLine(pts)
+	if err != nil {
+		return err
+	}
+	l.Color = plotutil.Color(i)
+	l.Width = vg.Points(width)
+	p.Add(l)
+	p.Legend.Add(name, l)
+	return nil
 }

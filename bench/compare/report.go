@@ -244,9 +244,11 @@ func Summary(workload string, policies []string, runs []*Run) bench.Object {
 // ReportInfo is what report.md says besides the tables.
 type ReportInfo struct {
 	Workload, Command, Preset, Scale string
-	Speed                            float64
-	Repetitions                      int
-	Dataset                          string
+	// Fleet is the fleet as run (the preset with any --pods override).
+	Fleet       Preset
+	Speed       float64
+	Repetitions int
+	Dataset     string
 }
 
 // Write puts summary.json, samples.json, report.md and the plots in dir.
@@ -292,7 +294,7 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 	fmt.Fprintf(w, "# %s: %s\n\n", info.Workload, strings.Join(policies, " vs "))
 	fmt.Fprintf(w, "```sh\n%s\n```\n\n", info.Command)
 	fmt.Fprintf(w, "- Workload: %s.\n", info.Dataset)
-	fmt.Fprintf(w, "- Fleet: preset `%s`. %s\n", info.Preset, Presets[info.Preset].Describe())
+	fmt.Fprintf(w, "- Fleet: preset `%s`. %s\n", info.Preset, info.Fleet.Describe())
 	fmt.Fprintf(w, "- %d repetitions per policy, each on a fresh fleet, in alternating order; scale %s; simulator speed %gx.\n",
 		info.Repetitions, info.Scale, info.Speed)
 	fmt.Fprintf(w, "- **All times are simulated** (wall time x %g): these are vllmsim's figures, not a GPU's. Cells are median (min–max) across repetitions; ratios are medians against round robin.\n\n", info.Speed)
