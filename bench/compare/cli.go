@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"runtime/pprof"
 
 	"strconv"
 	"strings"
@@ -37,6 +39,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pickTimeout := fs.Int("picker-timeout-ms", 2000, "the filter's picker_timeout_ms")
 	out := fs.String("out", "", "report directory (default docs/benchmarks/<workload>)")
 	verbose := fs.Bool("v", false, "show the components' logs")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (simulators, picker, gateway, client) to this file")
 	split := len(args)
 	for i, a := range args {
 		if a == "--" {
@@ -107,6 +110,19 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "meshllm-compare: %s, %d prompts (%d x scale %g), %s, speed %gx, %d repetitions of %s\n",
 		*workload, bo.NumPrompts, full, *scale, p.Name, *speed, *reps, strings.Join(names, ", "))
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "meshllm-compare:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "meshllm-compare:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	runs, err := RunAll(ctx, cfg)
 	if err != nil {
