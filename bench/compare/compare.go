@@ -69,6 +69,16 @@ func pluginConfig(timeoutMS int) string {
 		`"inject_stream_usage":true,"max_request_body_bytes":4194304}`, timeoutMS, PoolName, max(1000, 2*timeoutMS))
 }
 
+// connectTimeout replaces envoy.yaml's 1 s connect_timeout in the
+// gateway. Every pod is in this process on loopback, where a pod that is
+// down refuses at once: a connect takes long only while the host runs
+// something else. The runner shares a small machine (niced, beside other
+// work), and a stall longer than 1 s failed requests with 503 "reset reason:
+// connection timeout" (Go reports the dial's deadline even when the kernel
+// had completed the handshake meanwhile), which measures the machine, not
+// the policy.
+const connectTimeout = time.Minute
+
 // Config is one comparison.
 type Config struct {
 	// Workload names the comparison (summary.json's "workload").
@@ -113,8 +123,43 @@ type Run struct {
 	// Gateway is the final pick counters (LLM-aware listeners).
 	Gateway  map[string]float64
 	WallSecs float64
-	// Errors are the first distinct errors of failed requests (at most 5).
-	Errors []string
+	// Errors counts the failed requests by error message.
+	Errors []ErrorCount
+}
+
+// ErrorCount is how many failed requests had one error message.
+type ErrorCount struct {
+	Error string
+	Count int
+}
+
+// maxErrorMessages bounds the distinct messages a run keeps (a server that
+// puts request ids in its errors would make every message distinct).
+const maxErrorMessages = 5
+
+// countErrors counts failed requests by message, in order of first
+// appearance; messages past maxErrorMessages count under "other errors".
+func countErrors(outs []bench.Output) []ErrorCount {
+	var out []ErrorCount
+	other := 0
+	for _, o := range outs {
+		if o.Success {
+			continue
+		}
+		i := slices.IndexFunc(out, func(e ErrorCount) bool { return e.Error == o.Error })
+		switch {
+		case i >= 0:
+			out[i].Count++
+		case len(out) < maxErrorMessages:
+			out = append(out, ErrorCount{Error: o.Error, Count: 1})
+		default:
+			other++
+		}
+	}
+	if other > 0 {
+		out = append(out, ErrorCount{Error: "other errors", Count: other})
+	}
+	return out
 }
 
 // Order is the run order: policies as given, reversed on every second
@@ -204,7 +249,7 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	}
 	s, err := stack.Start(ctx, stack.Config{
 		Wasm: c.Wasm, Sims: sims(c.Speed, logger), Objects: fmt.Sprintf(poolYAML, strategy), Pool: PoolName,
-		PluginConfig: pluginConfig(c.PickerTimeoutMS), Log: c.Verbose, Cache: c.Cache,
+		PluginConfig: pluginConfig(c.PickerTimeoutMS), Log: c.Verbose, Cache: c.Cache, ConnectTimeout: connectTimeout,
 	})
 	if err != nil {
 		return nil, err
@@ -249,17 +294,22 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		NumPrompts: len(reqs), Metadata: o.Metadata, RequestRate: o.RequestRate, Burstiness: o.Burstiness,
 		MaxConcurrency: o.MaxConcurrency, DatasetName: o.DatasetName,
 	}, m, res.Outputs, dur, o.PercentileMetrics, false)
-	r := &Run{Policy: p.Name, Result: result, Metrics: m, Samples: samples, Sims: s.Fleet.Stats(), WallSecs: wallSecs}
-	result.Set("speed_factor", c.Speed)
-	result.Set("wall_duration", wallSecs)
-	r.Result = result
+	r := &Run{Policy: p.Name, Metrics: m, Samples: samples, Sims: s.Fleet.Stats(), WallSecs: wallSecs, Errors: countErrors(res.Outputs)}
 	for _, out := range res.Outputs {
 		if out.Success {
 			r.TTFTs = append(r.TTFTs, out.TTFT)
-		} else if len(r.Errors) < 5 && !slices.Contains(r.Errors, out.Error) {
-			r.Errors = append(r.Errors, out.Error)
 		}
 	}
+	result.Set("speed_factor", c.Speed)
+	result.Set("wall_duration", wallSecs)
+	// vllm bench keeps per-request errors only with --save-detailed; this
+	// key (not vllm's) keeps why requests failed in every summary.json.
+	errs := bench.Object{}
+	for _, e := range r.Errors {
+		errs.Set(e.Error, e.Count)
+	}
+	result.Set("failed_request_errors", errs)
+	r.Result = result
 	cluster := stack.PlainCluster
 	if p.Listener == stack.LLMListener {
 		cluster = stack.LLMCluster

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -90,6 +91,7 @@ func TestSmokeComparison(t *testing.T) {
 		}
 		require.Equal(t, 30.0, got["completed"], r.Policy)
 		require.Equal(t, 0.0, got["failed"], r.Policy)
+		require.Equal(t, map[string]any{}, got["failed_request_errors"], r.Policy)
 		var prompt, gen uint64
 		for _, s := range r.Sims {
 			prompt += s.PromptTokens
@@ -128,6 +130,15 @@ func TestSmokeComparison(t *testing.T) {
 		require.NoError(t, err, f)
 		require.Greater(t, img.Bounds().Dx(), 100, f)
 	}
+}
+
+func TestCountErrors(t *testing.T) {
+	outs := []bench.Output{{Success: true}, {Error: "503 a"}, {Error: "EOF"}, {Error: "503 a"}, {Success: true}}
+	for i := 0; i < 6; i++ {
+		outs = append(outs, bench.Output{Error: fmt.Sprintf("distinct %d", i)})
+	}
+	require.Equal(t, []ErrorCount{{"503 a", 2}, {"EOF", 1}, {"distinct 0", 1}, {"distinct 1", 1}, {"distinct 2", 1}, {"other errors", 3}}, countErrors(outs))
+	require.Nil(t, countErrors([]bench.Output{{Success: true}}))
 }
 
 type testLog struct{ t *testing.T }

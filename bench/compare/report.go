@@ -350,7 +350,7 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 	}
 	for _, r := range sorted {
 		for _, e := range r.Errors {
-			fmt.Fprintf(w, "- run %d (%s) failed request: `%s`\n", r.Order, r.Policy, strings.ReplaceAll(e, "`", "'"))
+			fmt.Fprintf(w, "- run %d (%s): %d failed with `%s`\n", r.Order, r.Policy, e.Count, strings.ReplaceAll(e.Error, "`", "'"))
 		}
 	}
 	fmt.Fprintln(w)

@@ -66,7 +66,15 @@ type ClusterSpec struct {
 	// OverrideHeader is the header of an override_host policy: a request
 	// naming a member of the cluster goes there, others round robin.
 	OverrideHeader string
+	// ConnectTimeout is the cluster's connect_timeout: how long a new
+	// connection to an endpoint may take before the request fails 503 UF.
+	ConnectTimeout time.Duration
 }
+
+// defaultConnectTimeout is Envoy's when a cluster sets none
+// (envoy/config/cluster/v3/cluster.proto, connect_timeout: "If not set, a
+// default value of 5s will be used").
+const defaultConnectTimeout = 5 * time.Second
 
 // LoadSpec reads and validates an Envoy bootstrap.
 func LoadSpec(path string) (*Spec, error) {
@@ -156,7 +164,10 @@ func LoadSpec(path string) (*Spec, error) {
 }
 
 func clusterSpec(c *clusterv3.Cluster) (*ClusterSpec, error) {
-	cs := &ClusterSpec{Name: c.GetName()}
+	cs := &ClusterSpec{Name: c.GetName(), ConnectTimeout: defaultConnectTimeout}
+	if d := c.GetConnectTimeout(); d != nil {
+		cs.ConnectTimeout = d.AsDuration()
+	}
 	for _, le := range c.GetLoadAssignment().GetEndpoints() {
 		for _, e := range le.GetLbEndpoints() {
 			sa := e.GetEndpoint().GetAddress().GetSocketAddress()

@@ -59,6 +59,12 @@ type Options struct {
 	// StreamIdleTimeout, when set, replaces every listener's
 	// stream_idle_timeout (tests).
 	StreamIdleTimeout time.Duration
+	// ConnectTimeout, when set, replaces every cluster's connect_timeout
+	// (the benchmark runner, whose host stalls are not the system's).
+	ConnectTimeout time.Duration
+	// Dial, when set, replaces the dialer of upstream connections (tests);
+	// its context ends at the cluster's connect timeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Now is the clock of FAIL_RELOAD's backoff; default time.Now.
 	Now func() time.Time
 	// Cache shares compiled filter code between gateways (tests); default
@@ -84,7 +90,6 @@ type Gateway struct {
 	listeners []*listener
 	admin     *http.Server
 	adminAddr string
-	transport *http.Transport
 	accessLog io.Writer
 	logMu     sync.Mutex
 	log       *log.Logger
@@ -92,7 +97,10 @@ type Gateway struct {
 
 type cluster struct {
 	spec *ClusterSpec
-	rr   atomic.Uint64
+	// transport holds the cluster's connection pool; a new connection may
+	// take the cluster's connect timeout.
+	transport *http.Transport
+	rr        atomic.Uint64
 	// Requests per endpoint, for the demo's spread.
 	mu    sync.Mutex
 	count map[string]int
@@ -139,16 +147,19 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 	g := &Gateway{
 		ctx: ctx, now: o.Now, spec: spec, stats: wasmhost.NewStats(), shared: wasmhost.NewSharedData(), extractor: ex,
 		clusters: map[string]*cluster{}, accessLog: o.AccessLog, log: o.Log,
-		transport: &http.Transport{
-			Proxy: nil, MaxIdleConns: 4096, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
-			DialContext: (&net.Dialer{Timeout: time.Second}).DialContext, DisableCompression: true,
-		},
+	}
+	dial := o.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
 	}
 	for name, cs := range spec.Clusters {
 		if eps, ok := o.Endpoints[name]; ok {
 			cs.Endpoints = eps
 		}
-		g.clusters[name] = &cluster{spec: cs, count: map[string]int{}}
+		if o.ConnectTimeout > 0 {
+			cs.ConnectTimeout = o.ConnectTimeout
+		}
+		g.clusters[name] = &cluster{spec: cs, transport: newTransport(dial, cs.ConnectTimeout), count: map[string]int{}}
 	}
 	cache := o.Cache
 	if cache == nil {
@@ -234,6 +245,21 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 	return g, nil
 }
 
+// newTransport is one cluster's connection pool. The connect timeout bounds
+// the dial alone, as Envoy's connect_timeout does; a connection that is up
+// may then take as long as the request does.
+func newTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error), connectTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy: nil, MaxIdleConns: 4096, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+			defer cancel()
+			return dial(ctx, network, addr)
+		},
+		DisableCompression: true,
+	}
+}
+
 func levelName(l int) string {
 	return [...]string{"trace", "debug", "info", "warn", "error", "critical", "?"}[min(max(l, 0), 6)]
 }
@@ -307,7 +333,9 @@ func (g *Gateway) Close() {
 	if g.admin != nil {
 		_ = g.admin.Shutdown(ctx)
 	}
-	g.transport.CloseIdleConnections()
+	for _, c := range g.clusters {
+		c.transport.CloseIdleConnections()
+	}
 }
 
 // pick chooses a cluster endpoint: the override header's value if it names a
@@ -373,7 +401,7 @@ func (g *Gateway) call(req wasmhost.CallRequest) wasmhost.CallResponse {
 	}
 	hr.Method, hr.Host = method, authority
 	hr.URL.Path, hr.URL.RawQuery, _ = strings.Cut(path, "?")
-	resp, err := g.transport.RoundTrip(hr)
+	resp, err := c.transport.RoundTrip(hr)
 	if err != nil {
 		return wasmhost.CallResponse{}
 	}

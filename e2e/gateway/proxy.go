@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,6 +32,8 @@ type exchange struct {
 	upstream string
 	rx, tx   int
 	state    map[string]string
+	// failure is the 503 body of an upstream request that failed.
+	failure string
 }
 
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -71,10 +74,11 @@ func (l *listener) plain(w http.ResponseWriter, r *http.Request, ex *exchange) {
 		return
 	}
 	ex.upstream = ep
-	resp, err := l.g.upstream(r.Context(), ep, r.Method, r.URL.RequestURI(), r.Host, r.Header, body)
+	resp, err := c.upstream(r.Context(), ep, r.Method, r.URL.RequestURI(), r.Host, r.Header, body)
 	if err != nil {
-		ex.flags, ex.details = "UF", "upstream_reset_before_response_started{connection_failure}"
-		l.g.localReply(w, ex, 503, "upstream connect error")
+		if l.upstreamFailed(r.Context(), ex, ep, err) {
+			l.g.localReply(w, ex, 503, ex.failure)
+		}
 		return
 	}
 	ex.details = "via_upstream"
@@ -233,10 +237,11 @@ func (l *listener) filtered(w http.ResponseWriter, r *http.Request, ex *exchange
 		return
 	}
 	ex.upstream = ep
-	resp, err := l.g.upstream(ctx, ep, method, path, authority, out, upstreamBody)
+	resp, err := c.upstream(ctx, ep, method, path, authority, out, upstreamBody)
 	if err != nil {
-		ex.flags, ex.details = "UF", "upstream_reset_before_response_started{connection_failure}"
-		l.sendSynthetic(w, s, ex, 503, "upstream connect error or disconnect/reset before headers")
+		if l.upstreamFailed(ctx, ex, ep, err) {
+			l.sendSynthetic(w, s, ex, 503, ex.failure)
+		}
 		return
 	}
 	defer resp.Body.Close()
@@ -364,8 +369,50 @@ func (g *Gateway) localReply(w http.ResponseWriter, ex *exchange, status int, ms
 	ex.tx += n
 }
 
-// upstream sends one request to ep.
-func (g *Gateway) upstream(ctx context.Context, ep, method, path, authority string, h http.Header, body []byte) (*http.Response, error) {
+// upstreamFailed records why the upstream request to ep failed before
+// response headers, as Envoy's router does (Router::Filter::onUpstreamReset,
+// envoy source/common/router/router.cc): flag, %RESPONSE_CODE_DETAILS%
+// "upstream_reset_before_response_started{<reason>|<why>}" and the body
+// "upstream connect error or disconnect/reset before headers. reset reason:
+// <reason>, transport failure reason: <why>". The reasons
+// (Utility::resetReasonToString, source/common/http/utility.cc):
+//   - "connection timeout" (UF): no connection within the cluster's
+//     connect_timeout (the pool's PoolFailureReason::Timeout, mapped in
+//     UpstreamRequest::onPoolFailure, source/common/router/upstream_request.cc);
+//   - "remote connection failure" (UF): the connect failed, as Envoy reports
+//     any immediate or delayed connect error (ClientConnectionImpl::connect,
+//     source/common/network/connection_impl.cc, raises RemoteClose);
+//   - "connection termination" (UC): the connection broke before the
+//     response headers came.
+//
+// Go's error stands in for Envoy's transport failure reason. It reports
+// false when the client has left (flag DC): there is no one to answer.
+// Not mirrored: on a connect failure Envoy fails every request waiting for
+// that pool (ConnPoolImplBase::onConnectionEvent, purgePendingStreams), Go
+// only the one whose dial failed.
+func (l *listener) upstreamFailed(ctx context.Context, ex *exchange, ep string, err error) bool {
+	l.g.log.Printf("listener %s: upstream %s: %v", l.spec.Name, ep, err)
+	if ctx.Err() != nil {
+		ex.flags, ex.status = "DC", 0
+		return false
+	}
+	reason, flags := "connection termination", "UC"
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		reason, flags = "remote connection failure", "UF"
+		if op.Timeout() {
+			reason = "connection timeout"
+		}
+	}
+	why := err.Error()
+	ex.flags = flags
+	ex.details = "upstream_reset_before_response_started{" + strings.ReplaceAll(reason+"|"+why, " ", "_") + "}"
+	ex.failure = "upstream connect error or disconnect/reset before headers. reset reason: " + reason + ", transport failure reason: " + why
+	return true
+}
+
+// upstream sends one request to ep, a member of c.
+func (c *cluster) upstream(ctx context.Context, ep, method, path, authority string, h http.Header, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+ep+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -377,7 +424,7 @@ func (g *Gateway) upstream(ctx context.Context, ep, method, path, authority stri
 		}
 	}
 	req.ContentLength = int64(len(body))
-	return g.transport.RoundTrip(req)
+	return c.transport.RoundTrip(req)
 }
 
 func (g *Gateway) writeAccessLog(spec ListenerSpec, ex *exchange) {

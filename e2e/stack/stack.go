@@ -50,7 +50,10 @@ type Config struct {
 	PluginConfig string
 	// AllowOnHeadersStopIteration overrides envoy.yaml's flag when set.
 	AllowOnHeadersStopIteration *bool
-	Workers                     int
+	// ConnectTimeout, when set, replaces the gateway clusters'
+	// connect_timeout (gateway.Options.ConnectTimeout).
+	ConnectTimeout time.Duration
+	Workers        int
 	// Cache shares compiled filter code between stacks (a comparison starts
 	// a fresh stack per run); default one per stack.
 	Cache     wazero.CompilationCache
@@ -158,6 +161,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			PlainCluster: s.Fleet.Addrs, LLMCluster: s.Fleet.Addrs, PickerCluster: {s.PickerAddr()},
 		},
 		Workers: cfg.Workers, Cache: cfg.Cache, AccessLog: cfg.AccessLog, Log: log.New(cfg.Log, "gateway: ", log.LstdFlags),
+		ConnectTimeout: cfg.ConnectTimeout,
 	}
 	if cfg.PluginConfig != "" {
 		opts.PluginConfig = map[string]string{LLMListener: cfg.PluginConfig}
