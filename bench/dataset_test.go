@@ -35,6 +35,8 @@ func TestSimChatTokensRendersVllmsimTemplate(t *testing.T) {
 	msgs := []Message{{"system", "ab"}, {"user", "c"}}
 	assert.Equal(t, (len("<|system|>\nab\n<|user|>\nc\n<|assistant|>\n")+3)/4, SimChatTokens(msgs))
 	assert.Equal(t, 10, SimChatTokens(msgs))
+	assert.Equal(t, "<|system|>\nab\n<|user|>\nc\n<|assistant|>\n", SimChatText(msgs))
+	assert.Equal(t, SimChatTokens(msgs), SimTokens(SimChatText(msgs)))
 }
 
 // commonWords is how many leading words a and b share.

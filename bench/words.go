@@ -80,3 +80,14 @@ func SimChatTokens(msgs []Message) int {
 	}
 	return (n + bytesPerToken - 1) / bytesPerToken
 }
+
+// SimChatText is the prompt text vllmsim renders for messages, the text its
+// prefix cache hashes (SimChatTokens counts it).
+func SimChatText(msgs []Message) string {
+	var b strings.Builder
+	for _, m := range msgs {
+		b.WriteString("<|" + m.Role + "|>\n" + m.Content + "\n")
+	}
+	b.WriteString("<|assistant|>\n")
+	return b.String()
+}

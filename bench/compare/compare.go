@@ -125,6 +125,9 @@ type Run struct {
 	WallSecs float64
 	// Errors counts the failed requests by error message.
 	Errors []ErrorCount
+	// PrefixHitBound is the oracle's prefix-cache hit rate (%) on the
+	// prompts this run sent (oracle.go).
+	PrefixHitBound float64
 }
 
 // ErrorCount is how many failed requests had one error message.
@@ -294,7 +297,8 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		NumPrompts: len(reqs), Metadata: o.Metadata, RequestRate: o.RequestRate, Burstiness: o.Burstiness,
 		MaxConcurrency: o.MaxConcurrency, DatasetName: o.DatasetName,
 	}, m, res.Outputs, dur, o.PercentileMetrics, false)
-	r := &Run{Policy: p.Name, Metrics: m, Samples: samples, Sims: s.Fleet.Stats(), WallSecs: wallSecs, Errors: countErrors(res.Outputs)}
+	r := &Run{Policy: p.Name, Metrics: m, Samples: samples, Sims: s.Fleet.Stats(), WallSecs: wallSecs, Errors: countErrors(res.Outputs),
+		PrefixHitBound: sentPrefixBound(reqs, res, model, s.Fleet.Servers[0].Config().BlockSize)}
 	for _, out := range res.Outputs {
 		if out.Success {
 			r.TTFTs = append(r.TTFTs, out.TTFT)
@@ -309,6 +313,10 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		errs.Set(e.Error, e.Count)
 	}
 	result.Set("failed_request_errors", errs)
+	// Also not vllm's: the measured prefix-cache hit rate and the oracle's
+	// bound on it, in percent.
+	result.Set("prefix_cache_hit_rate_pct", prefixHitRate(r))
+	result.Set("prefix_cache_hit_rate_bound_pct", r.PrefixHitBound)
 	r.Result = result
 	cluster := stack.PlainCluster
 	if p.Listener == stack.LLMListener {
@@ -322,6 +330,24 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		r.Gateway = samples[len(samples)-1].Gateway
 	}
 	return r, nil
+}
+
+// sentPrefixBound is the oracle's hit rate (%) on what a run sent: each
+// request's prompt, or for chat the rendered messages it sent (a
+// conversation's history included), under the model it named.
+func sentPrefixBound(reqs []bench.SampleRequest, res *bench.RunResult, model string, blockSize int) float64 {
+	prompts := make([]simPrompt, len(reqs))
+	for i, q := range reqs {
+		prompts[i] = simPrompt{Model: model, Text: q.Prompt}
+		if q.Model != "" {
+			prompts[i].Model = q.Model
+		}
+		if res.Sent != nil {
+			prompts[i].Text = bench.SimChatText(res.Sent[i])
+		}
+	}
+	hits, queries := prefixCacheBound(prompts, blockSize)
+	return float64(hits) / float64(max(queries, 1)) * 100
 }
 
 // itoa is strconv.Itoa (short, for tables).

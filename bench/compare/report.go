@@ -55,17 +55,9 @@ var metrics = []metric{
 		}
 		return s / float64(len(m)) * 100
 	}},
-	{"prefix_hit_rate", "prefix-cache hit rate (%)", func(r *Run) float64 {
-		var q, h uint64
-		for _, s := range r.Sims {
-			q += s.PrefixQueries
-			h += s.PrefixHits
-		}
-		if q == 0 {
-			return 0
-		}
-		return float64(h) / float64(q) * 100
-	}},
+	{"prefix_hit_rate", "prefix-cache hit rate (%)", prefixHitRate},
+	{"prefix_hit_bound", "prefix-cache hit rate, oracle bound (%)", func(r *Run) float64 { return r.PrefixHitBound }},
+	{"prefix_hit_below_bound", "hit rate below the bound (points)", func(r *Run) float64 { return r.PrefixHitBound - prefixHitRate(r) }},
 	{"preemptions", "preemptions", func(r *Run) float64 {
 		var n uint64
 		for _, s := range r.Sims {
@@ -84,6 +76,26 @@ var metrics = []metric{
 	}},
 	{"failed", "failed requests", resultKey("failed")},
 }
+
+// prefixHitRate is the fleet's prefix-cache hit rate (%): hit tokens over
+// queried tokens, vllmsim's vllm:prefix_cache_hits_total over
+// vllm:prefix_cache_queries_total.
+func prefixHitRate(r *Run) float64 {
+	var q, h uint64
+	for _, s := range r.Sims {
+		q += s.PrefixQueries
+		h += s.PrefixHits
+	}
+	if q == 0 {
+		return 0
+	}
+	return float64(h) / float64(q) * 100
+}
+
+// noRatio are the rows whose ratio to round robin says nothing: the bound
+// is the dataset's, the same under every policy, and a difference of
+// points is not a rate.
+var noRatio = map[string]bool{"prefix_hit_bound": true, "prefix_hit_below_bound": true}
 
 // podMeanKV is each pod's KV-cache usage averaged over the samples taken
 // while requests were in flight (the idle tail after the last request, and
@@ -206,7 +218,7 @@ func (t Table) Markdown(w io.Writer) {
 		}
 		for _, p := range others {
 			b := r.ByPolicy[base].Median
-			if b == 0 || math.IsNaN(b) {
+			if b == 0 || math.IsNaN(b) || noRatio[r.Key] {
 				fmt.Fprint(w, " - |")
 				continue
 			}
@@ -301,6 +313,12 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 	fmt.Fprintln(w, "## Results")
 	fmt.Fprintln(w)
 	Summarize(policies, runs).Markdown(w)
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "The oracle bound is the best prefix-cache hit rate any router could reach on the prompts each run sent: "+
+		"one cache that never evicts, each request admitted once in the order sent, counted as vllmsim counts (full %d-token blocks, "+
+		"chained, per model or adapter; the last token always recomputed). It is an upper bound: it ignores eviction and load "+
+		"(a group spread over pods computes its prefix once per pod). vllmsim counts a preempted request's queries again when it is "+
+		"readmitted, so with preemptions a measured rate can pass it. \"Below the bound\" is the bound minus the measured rate, in points.\n", BlockSize)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "## Requests per pod (gateway upstream counts)")
 	fmt.Fprintln(w)
