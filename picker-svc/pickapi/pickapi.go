@@ -70,7 +70,15 @@ type PickRequest struct {
 	Criticality Criticality `json:"criticality,omitempty"`
 	// PrefixHashes is the hash chain of the prompt's blocks (see PrefixHashes).
 	PrefixHashes []uint64 `json:"prefix_hashes,omitempty"`
+	// PromptBytes is the length of the prompt text the hashes were taken
+	// from (all of it, not only the hashed blocks); 0 is unknown. The
+	// picker estimates the prompt's tokens from it (BytesPerToken).
+	PromptBytes int `json:"prompt_bytes,omitempty"`
 }
+
+// BytesPerToken is the picker's estimate of prompt bytes per token: about
+// what BPE tokenizers give on English text, and exactly vllmsim's.
+const BytesPerToken = 4
 
 // AppendJSON appends the request's JSON encoding to dst without reflection.
 func (r *PickRequest) AppendJSON(dst []byte) []byte {
@@ -96,6 +104,10 @@ func (r *PickRequest) AppendJSON(dst []byte) []byte {
 		}
 		dst = append(dst, ']')
 	}
+	if r.PromptBytes > 0 {
+		dst = append(dst, `,"prompt_bytes":`...)
+		dst = strconv.AppendInt(dst, int64(r.PromptBytes), 10)
+	}
 	return append(dst, '}')
 }
 
@@ -107,6 +119,9 @@ const (
 	// model, MaxFallbacks fallbacks) is well under 2 KiB; the filter does
 	// not even copy a larger one into its VM.
 	MaxResponseSize = 16 << 10
+	// MaxPromptBytes bounds prompt_bytes (1 GiB: far past any body a
+	// gateway buffers).
+	MaxPromptBytes = 1 << 30
 	// Both messages are flat objects holding one array at most.
 	maxDepth = 4
 )
@@ -142,6 +157,13 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 			// ignored, so an older gateway keeps working with this picker.
 		case "prefix_hashes":
 			r.PrefixHashes, err = hashesField(v)
+		case "prompt_bytes":
+			n, perr := strconv.ParseInt(v.Raw, 10, 64)
+			if v.Type != gjson.Number || perr != nil || n < 0 || n > MaxPromptBytes {
+				err = fmt.Errorf("prompt_bytes is %s, want an integer in 0..%d", v.Raw, MaxPromptBytes)
+				break
+			}
+			r.PromptBytes = int(n)
 		default:
 			err = fmt.Errorf("unknown field %q", k.Str)
 		}

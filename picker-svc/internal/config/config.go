@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -68,11 +70,15 @@ type Config struct {
 		Path         string   `json:"path"`
 	} `json:"scrape"`
 	Scheduling struct {
-		Weights        map[string]map[string]float64 `json:"weights"`
-		ShedSheddable  *Saturation                   `json:"shedSheddable"`
-		ShedStandard   *Saturation                   `json:"shedStandard"`
-		Fallbacks      *int                          `json:"fallbacks"`
-		PrefixCapacity int                           `json:"prefixCapacity"`
+		// Profiles replace a strategy's whole profile; Weights then
+		// overlay scorer weights on it (adding scorers it lacks).
+		Profiles       map[string]scheduling.ProfileSpec `json:"profiles"`
+		Weights        map[string]map[string]float64     `json:"weights"`
+		Plugins        map[string]json.RawMessage        `json:"plugins"`
+		ShedSheddable  *Saturation                       `json:"shedSheddable"`
+		ShedStandard   *Saturation                       `json:"shedStandard"`
+		Fallbacks      *int                              `json:"fallbacks"`
+		PrefixCapacity int                               `json:"prefixCapacity"`
 	} `json:"scheduling"`
 }
 
@@ -100,11 +106,37 @@ func Defaults() Config {
 // Scheduling returns the scheduler configuration (defaults overlaid).
 func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 	sc := scheduling.DefaultConfig()
+	for st, p := range c.Scheduling.Profiles {
+		sc.Profiles[pickapi.Strategy(st)] = p
+	}
 	for st, ws := range c.Scheduling.Weights {
-		sc.Weights[pickapi.Strategy(st)] = ws
+		p, ok := sc.Profiles[pickapi.Strategy(st)]
+		if !ok {
+			return sc, fmt.Errorf("weights: unknown strategy %q", st)
+		}
+		names := make([]string, 0, len(ws))
+		for n := range ws {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			p = p.WithWeight(n, ws[n])
+		}
+		sc.Profiles[pickapi.Strategy(st)] = p
+	}
+	sc.Plugins = map[string]json.RawMessage{}
+	for n, raw := range c.Scheduling.Plugins {
+		sc.Plugins[n] = raw
+	}
+	if _, ok := sc.Plugins["prefix"]; !ok && uses(sc, "prefix") && c.Scheduling.PrefixCapacity != scheduling.DefaultPrefixCapacity && c.Scheduling.PrefixCapacity != 0 {
+		sc.Plugins["prefix"] = json.RawMessage(fmt.Sprintf(`{"capacity":%d}`, c.Scheduling.PrefixCapacity))
 	}
 	if s := c.Scheduling.ShedSheddable; s != nil {
 		sc.ShedSheddable = scheduling.Saturation{Queue: s.Queue, KV: s.KV}
+		// The capacity filter drops what Sheddable traffic would be shed at.
+		if _, ok := sc.Plugins["capacity"]; !ok && uses(sc, "capacity") {
+			sc.Plugins["capacity"] = json.RawMessage(fmt.Sprintf(`{"queue":%g,"kv":%g}`, s.Queue, s.KV))
+		}
 	}
 	if s := c.Scheduling.ShedStandard; s != nil {
 		sc.ShedStandard = scheduling.Saturation{Queue: s.Queue, KV: s.KV}
@@ -113,6 +145,16 @@ func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 		sc.Fallbacks = *c.Scheduling.Fallbacks
 	}
 	return sc, sc.Validate()
+}
+
+// uses reports whether a profile of sc names plugin.
+func uses(sc scheduling.Config, plugin string) bool {
+	for _, p := range sc.Profiles {
+		if slices.Contains(p.Filters, plugin) || slices.Contains(p.Prepare, plugin) || p.Weight(plugin) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Load builds the configuration from args (without the program name),

@@ -13,7 +13,9 @@ const (
 // pod that does not serve LoRA (max_lora 0), scores 1: affinity is moot.
 type LoRAScorer struct{}
 
-// Name implements Scorer.
+func init() { Register(LoRAScorer{}.Name(), noParams(LoRAScorer{})) }
+
+// Name implements Plugin.
 func (LoRAScorer) Name() string { return "lora" }
 
 // Score implements Scorer.

@@ -216,6 +216,7 @@ func (e *Endpoint) fetch(ctx context.Context) (*Snapshot, Reason, error) {
 		return nil, ReasonConnect, err
 	}
 	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	requested := e.cfg.Now()
 	resp, err := e.hc.Do(req)
 	if err != nil {
 		var ne net.Error
@@ -251,6 +252,7 @@ func (e *Endpoint) fetch(ctx context.Context) (*Snapshot, Reason, error) {
 	case err != nil:
 		return nil, ReasonParse, err
 	}
+	s.RequestedAt = requested
 	return &s, OK, nil
 }
 

@@ -39,6 +39,9 @@ type Snapshot struct {
 
 	// ScrapedAt is when the page was read (the picker's clock).
 	ScrapedAt time.Time
+	// RequestedAt is when the scrape was sent: the page reflects requests
+	// the pod admitted before about then. Zero for snapshots not scraped.
+	RequestedAt time.Time
 	// PageBytes is the size of the page this snapshot came from.
 	PageBytes int
 }
