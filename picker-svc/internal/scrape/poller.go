@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshllm/meshllm/picker-svc/internal/capped"
 )
 
 // Config tunes every poller of a Manager.
@@ -234,10 +236,10 @@ func (e *Endpoint) fetch(ctx context.Context) (*Snapshot, Reason, error) {
 	}
 	buf := getBuf()
 	defer putBuf(buf)
-	b, err := readCapped((*buf)[:0], resp.Body, e.cfg.MaxPageBytes)
+	b, err := capped.ReadAll((*buf)[:0], resp.Body, e.cfg.MaxPageBytes)
 	*buf = b
 	switch {
-	case errors.Is(err, errTooBig):
+	case errors.Is(err, capped.ErrTooLarge):
 		return nil, ReasonTooBig, fmt.Errorf("%w: more than %d bytes", errTooBig, e.cfg.MaxPageBytes)
 	case err != nil && ctx.Err() != nil:
 		return nil, ReasonTimeout, fmt.Errorf("page not complete within %v", e.cfg.Timeout)
@@ -252,26 +254,6 @@ func (e *Endpoint) fetch(ctx context.Context) (*Snapshot, Reason, error) {
 		return nil, ReasonParse, err
 	}
 	return &s, OK, nil
-}
-
-// readCapped reads r to EOF into dst, failing once more than limit bytes came.
-func readCapped(dst []byte, r io.Reader, limit int64) ([]byte, error) {
-	for {
-		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
-		}
-		n, err := r.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if int64(len(dst)) > limit {
-			return dst, errTooBig
-		}
-		if err == io.EOF {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, err
-		}
-	}
 }
 
 // Manager runs one poller per endpoint address. Several owners (pools) may
