@@ -126,7 +126,7 @@ func adapterList(prefix string, n int) string {
 func TestSelectLines(t *testing.T) {
 	page := "# HELP vllm:num_requests_running x\n# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{a=\"b\"} 1\n" +
 		"vllm:num_requests_running_other 1\nvllm:time_to_first_token_seconds_bucket{le=\"1\"} 3\nprocess_open_fds 3\nvllm:kv_cache_usage_perc 0.5"
-	require.Equal(t, "vllm:num_requests_running{a=\"b\"} 1\nvllm:kv_cache_usage_perc 0.5\n", string(selectLines(nil, []byte(page))))
+	require.Equal(t, "vllm:num_requests_running{a=\"b\"} 1\nvllm:kv_cache_usage_perc 0.5\n", string(SelectLines(nil, []byte(page))))
 }
 
 func FuzzMap(f *testing.F) {
