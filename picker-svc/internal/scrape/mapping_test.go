@@ -29,9 +29,9 @@ func TestMapRealisticPage(t *testing.T) {
 		PrefixQueries: 4.812345e+06, PrefixHits: 2.101234e+06,
 		ScrapedAt: t0, PageBytes: len(page),
 	}, s)
-	require.Equal(t, 1, s.HasAdapter("sql-lora"))
-	require.Equal(t, 2, s.HasAdapter("tweet-summary-2"))
-	require.Equal(t, 0, s.HasAdapter("other"))
+	require.Equal(t, AdapterRunning, s.Adapter("sql-lora"))
+	require.Equal(t, AdapterWaiting, s.Adapter("tweet-summary-2"))
+	require.Equal(t, AdapterAbsent, s.Adapter("other"))
 	require.Equal(t, 3, s.ActiveAdapters())
 }
 
