@@ -7,6 +7,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/meshllm/meshllm/internal/jsonenc"
 	"github.com/meshllm/meshllm/internal/jsonscan"
 )
 
@@ -85,14 +86,14 @@ func (r *PickRequest) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	if r.Pool != "" {
 		dst = append(dst, `"pool":`...)
-		dst = appendString(dst, r.Pool)
+		dst = jsonenc.AppendString(dst, r.Pool)
 		dst = append(dst, ',')
 	}
 	dst = append(dst, `"model":`...)
-	dst = appendString(dst, r.Model)
+	dst = jsonenc.AppendString(dst, r.Model)
 	if r.Criticality != "" {
 		dst = append(dst, `,"criticality":`...)
-		dst = appendString(dst, string(r.Criticality))
+		dst = jsonenc.AppendString(dst, string(r.Criticality))
 	}
 	if len(r.PrefixHashes) > 0 {
 		dst = append(dst, `,"prefix_hashes":[`...)
@@ -230,20 +231,20 @@ type PickResponse struct {
 // AppendJSON appends the response's JSON encoding to dst without reflection.
 func (p *PickResponse) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"endpoint":`...)
-	dst = appendString(dst, p.Endpoint)
+	dst = jsonenc.AppendString(dst, p.Endpoint)
 	dst = append(dst, `,"target_model":`...)
-	dst = appendString(dst, p.TargetModel)
+	dst = jsonenc.AppendString(dst, p.TargetModel)
 	dst = append(dst, `,"strategy":`...)
-	dst = appendString(dst, string(p.Strategy))
+	dst = jsonenc.AppendString(dst, string(p.Strategy))
 	dst = append(dst, `,"pool":`...)
-	dst = appendString(dst, p.Pool)
+	dst = jsonenc.AppendString(dst, p.Pool)
 	if len(p.Fallbacks) > 0 {
 		dst = append(dst, `,"fallbacks":[`...)
 		for i, f := range p.Fallbacks {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendString(dst, f)
+			dst = jsonenc.AppendString(dst, f)
 		}
 		dst = append(dst, ']')
 	}
@@ -354,9 +355,9 @@ func isIPv6(s string) bool {
 func ErrorBody(status int, errType, message string) []byte {
 	b := make([]byte, 0, 64+len(message))
 	b = append(b, `{"error":{"message":`...)
-	b = appendString(b, message)
+	b = jsonenc.AppendString(b, message)
 	b = append(b, `,"type":`...)
-	b = appendString(b, errType)
+	b = jsonenc.AppendString(b, errType)
 	b = append(b, `,"param":null,"code":`...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	return append(b, `}}`...)
@@ -370,28 +371,3 @@ const (
 	ErrTypeBadRequest  = "BadRequestError"     // 400: malformed pick request
 	ErrTypeInternal    = "InternalServerError" // 500
 )
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string, escaping what JSON requires.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			dst = append(dst, '\\', c)
-		case c == '\n':
-			dst = append(dst, '\\', 'n')
-		case c == '\r':
-			dst = append(dst, '\\', 'r')
-		case c == '\t':
-			dst = append(dst, '\\', 't')
-		case c < 0x20:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return append(dst, '"')
-}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"sigs.k8s.io/yaml"
 )
@@ -93,12 +94,12 @@ func Defaults() Config {
 	c.Discovery.PoolAPI = "inference.networking.x-k8s.io/v1alpha2"
 	c.Discovery.ModelAPI = "inference.networking.x-k8s.io/v1alpha2"
 	c.Discovery.Resync.Duration = 30 * time.Second
-	c.Scrape.Interval.Duration = 50 * time.Millisecond
-	c.Scrape.Timeout.Duration = time.Second
-	c.Scrape.MaxPageBytes = 1 << 20
-	c.Scrape.StaleAfter.Duration = 2 * time.Second
-	c.Scrape.MaxFailures = 3
-	c.Scrape.Path = "/metrics"
+	c.Scrape.Interval.Duration = scrape.DefaultInterval
+	c.Scrape.Timeout.Duration = scrape.DefaultTimeout
+	c.Scrape.MaxPageBytes = scrape.DefaultMaxPageBytes
+	c.Scrape.StaleAfter.Duration = scrape.DefaultStaleAfter
+	c.Scrape.MaxFailures = scrape.DefaultMaxFailures
+	c.Scrape.Path = scrape.DefaultPath
 	c.Scheduling.PrefixCapacity = scheduling.DefaultPrefixCapacity
 	return c
 }
@@ -173,9 +174,9 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	dns := fs.String("dns", "", "dns mode: comma-separated host:port names, resolved periodically (env PICKER_DNS)")
 	namespace := fs.String("namespace", "", "kubernetes mode: namespace to watch (env PICKER_NAMESPACE, else POD_NAMESPACE)")
 	kubeconfig := fs.String("kubeconfig", "", "kubernetes mode: kubeconfig file; empty means in-cluster (env KUBECONFIG)")
-	interval := fs.Duration("scrape-interval", 0, "time between scrapes of one endpoint (env PICKER_SCRAPE_INTERVAL; default 50ms)")
-	timeout := fs.Duration("scrape-timeout", 0, "timeout of one scrape (env PICKER_SCRAPE_TIMEOUT; default 1s)")
-	stale := fs.Duration("stale-after", 0, "metrics older than this make an endpoint ineligible (env PICKER_STALE_AFTER; default 2s)")
+	interval := fs.Duration("scrape-interval", 0, "time between scrapes of one endpoint (env PICKER_SCRAPE_INTERVAL; default "+scrape.DefaultInterval.String()+")")
+	timeout := fs.Duration("scrape-timeout", 0, "timeout of one scrape (env PICKER_SCRAPE_TIMEOUT; default "+scrape.DefaultTimeout.String()+")")
+	stale := fs.Duration("stale-after", 0, "metrics older than this make an endpoint ineligible (env PICKER_STALE_AFTER; default "+scrape.DefaultStaleAfter.String()+")")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

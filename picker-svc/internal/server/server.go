@@ -6,14 +6,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshllm/meshllm/picker-svc/internal/capped"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
@@ -87,8 +88,12 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	}
 	bp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bp)
-	body, err := readBody((*bp)[:0], r.Body, pickapi.MaxRequestSize)
+	body, err := capped.ReadAll((*bp)[:0], r.Body, pickapi.MaxRequestSize)
 	*bp = body
+	if errors.Is(err, capped.ErrTooLarge) {
+		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, "pick request larger than "+strconv.Itoa(pickapi.MaxRequestSize)+" bytes")
+		return
+	}
 	if err != nil {
 		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, err.Error())
 		return
@@ -146,28 +151,6 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 }
 
 func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
-
-// readBody reads at most limit bytes; more is an error (never truncated).
-func readBody(dst []byte, r io.Reader, limit int) ([]byte, error) {
-	for {
-		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
-		}
-		n, err := r.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if len(dst) > limit {
-			return dst, errors.New("pick request larger than " + itoa(limit) + " bytes")
-		}
-		if err == io.EOF {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, err
-		}
-	}
-}
-
-func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 func (s *Server) refuse(w http.ResponseWriter, status int, typ, msg string) {
 	w.Header().Set("Content-Type", "application/json")
