@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/tetratelabs/wazero/api"
 
-	"github.com/meshllm/meshllm/e2e/wasmvm"
+	"github.com/meshllm/meshllm/internal/testsupport/wasmvm"
 )
 
 const wasmPath = "../wasm/meshllm.wasm"
@@ -136,7 +136,7 @@ func run(t testing.TB, host proxytest.HostEmulator, ex exchange) exchangeResult 
 }
 
 // guestModule is set while a test drives a wasm VM, so that run can call the
-// guest's proxy_on_delete, which proxytest never does (see e2e/wasmvm).
+// guest's proxy_on_delete, which proxytest never does (see internal/testsupport/wasmvm).
 var guestModule api.Module
 
 func deleteContext(t testing.TB, id uint32) {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshllm/meshllm/e2e/envoystats"
 	"github.com/meshllm/meshllm/filter/stats"
+	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 )
 
 // TestWasmHundredThousandRandomModels pushes 100,000 requests, each with a

@@ -25,6 +25,7 @@ func (h *httpContext) startPick(model string, req *llmapi.Request) bool {
 	pr := pickapi.PickRequest{Pool: cfg.Pool, Model: model}
 	if req != nil {
 		pr.PrefixHashes = pickapi.PrefixHashes(h.plugin.hashBuf[:0], model, req.Prompt)
+		pr.PromptBytes = len(req.Prompt)
 	}
 	headers := [][2]string{
 		{":method", "POST"}, {":path", cfg.PickerPath}, {":authority", cfg.PickerAuthority},

@@ -24,6 +24,7 @@ import (
 	"github.com/meshllm/meshllm/bench"
 	"github.com/meshllm/meshllm/e2e/stack"
 	"github.com/meshllm/meshllm/e2e/vllmsim"
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // Policy is one way of routing the same workload.
@@ -64,9 +65,9 @@ spec:
 // to a cached or default endpoint, which would measure the machine, not the
 // policy. The report shows the picks by outcome, so fallbacks are visible.
 func pluginConfig(timeoutMS int) string {
-	return fmt.Sprintf(`{"route_on":"body","picker_cluster":"picker","picker_authority":"picker","picker_path":"/v1/pick",`+
+	return fmt.Sprintf(`{"route_on":"body","picker_cluster":"picker","picker_authority":"picker","picker_path":%q,`+
 		`"picker_timeout_ms":%d,"pool":%q,"failure_mode":"open","watchdog_ms":%d,"fallback_cache":true,`+
-		`"inject_stream_usage":true,"max_request_body_bytes":4194304}`, timeoutMS, PoolName, max(1000, 2*timeoutMS))
+		`"inject_stream_usage":true,"max_request_body_bytes":4194304}`, pickapi.Path, timeoutMS, PoolName, max(1000, 2*timeoutMS))
 }
 
 // connectTimeout replaces envoy.yaml's 1 s connect_timeout in the

@@ -16,6 +16,8 @@ import (
 
 	"github.com/meshllm/meshllm/bench"
 	"github.com/meshllm/meshllm/e2e/stack"
+	"github.com/meshllm/meshllm/filter/config"
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // The derivation by hand: 24 GiB x 0.95 = 24,481,313,587 B; minus 15 GiB
@@ -41,6 +43,18 @@ func TestOrderAlternates(t *testing.T) {
 	}
 	require.Equal(t, []string{"round_robin1", "default1", "prefix_cache1", "prefix_cache2", "default2", "round_robin2",
 		"round_robin3", "default3", "prefix_cache3"}, got)
+}
+
+// TestPluginConfigParses: the gateway's filter accepts the configuration
+// and asks the picker where it serves.
+func TestPluginConfigParses(t *testing.T) {
+	c, err := config.Parse([]byte(pluginConfig(400)))
+	require.NoError(t, err)
+	require.Equal(t, pickapi.Path, c.PickerPath)
+	require.Equal(t, config.RouteBody, c.RouteOn)
+	require.Equal(t, PoolName, c.Pool)
+	require.Equal(t, 400, c.PickerTimeoutMillis)
+	require.Equal(t, 1000, c.WatchdogMillis)
 }
 
 func TestSeriesValue(t *testing.T) {

@@ -22,9 +22,9 @@ import (
 	istionet "istio.io/api/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/meshllm/meshllm/e2e/envoystats"
 	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/stats"
+	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshllm/meshllm/e2e/deploycheck"
-	"github.com/meshllm/meshllm/e2e/envoystats"
+	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 )
 
 // Spec is what the gateway mirrors from an Envoy bootstrap (envoy/envoy.yaml):

@@ -36,8 +36,8 @@ import (
 	wasmpluginv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"github.com/tetratelabs/wazero"
 
-	"github.com/meshllm/meshllm/e2e/envoystats"
 	"github.com/meshllm/meshllm/e2e/wasmhost"
+	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 )
 
 // Options adjust what envoy.yaml says, for tests and the demo.

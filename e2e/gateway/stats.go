@@ -5,8 +5,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meshllm/meshllm/e2e/envoystats"
 	"github.com/meshllm/meshllm/e2e/wasmhost"
+	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 )
 
 // PrometheusText renders the filter's metrics as Envoy's /stats/prometheus

@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshllm/meshllm/e2e/envoystats"
 	"github.com/meshllm/meshllm/filter/stats"
+	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 )
 
 // modelExchange sends one request for model through vm, answered as served

@@ -13,6 +13,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/meshllm/meshllm/internal/jsonscan"
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // Config is the parsed pluginConfig.
@@ -97,7 +98,7 @@ func Default() Config {
 		DecodeGzip:           true,
 		MaxJSONDepth:         jsonscan.DefaultMaxDepth,
 		RouteOn:              RouteNone,
-		PickerPath:           "/v1/pick",
+		PickerPath:           pickapi.Path,
 		PickerTimeoutMillis:  50,
 		WatchdogMillis:       1000,
 		FallbackCache:        true,

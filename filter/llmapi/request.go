@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/meshllm/meshllm/internal/jsonenc"
 	"github.com/meshllm/meshllm/internal/jsonscan"
 )
 
@@ -312,23 +313,5 @@ func (r *Request) RewriteModel(body []byte, model string) ([]byte, bool) {
 	if r.modelAt <= 0 || r.modelAt+r.modelLen > len(body) || body[r.modelAt] != '"' {
 		return body, false
 	}
-	return splice(body, r.modelAt, r.modelLen, string(appendJSONString(nil, model))), true
-}
-
-const hexDigits = "0123456789abcdef"
-
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			dst = append(dst, '\\', c)
-		case c < 0x20:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return append(dst, '"')
+	return splice(body, r.modelAt, r.modelLen, string(jsonenc.AppendString(nil, model))), true
 }

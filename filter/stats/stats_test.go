@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshllm/meshllm/e2e/envoystats"
+	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 )
 
 func envoyExtractor(t *testing.T) *envoystats.Extractor {

@@ -18,6 +18,7 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/discovery"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
+	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/internal/server"
@@ -77,7 +78,11 @@ func Run(ctx context.Context, o Options) error {
 		Logger: log, Observer: observer{&metrics},
 	})
 	defer mgr.Close()
-	store := datastore.New(mgr, cfg.Scheduling.PrefixCapacity, log)
+	sched, err := scheduling.New(schedCfg)
+	if err != nil {
+		return err
+	}
+	store := datastore.New(mgr, log, sched.EndpointsRemoved)
 	metrics = server.NewMetrics(store)
 
 	src, err := source(&cfg, &objs, log)
@@ -88,7 +93,7 @@ func Run(ctx context.Context, o Options) error {
 		store.ReplaceObjects(objs)
 	}
 
-	srv := server.New(store, scheduling.New(schedCfg), metrics, log)
+	srv := server.New(store, resolve.New(nil), sched, metrics, log)
 	hs := &http.Server{Addr: cfg.Listen, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	ln, err := net.Listen("tcp", cfg.Listen)

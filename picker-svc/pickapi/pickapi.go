@@ -7,6 +7,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/meshllm/meshllm/internal/jsonenc"
 	"github.com/meshllm/meshllm/internal/jsonscan"
 )
 
@@ -70,21 +71,29 @@ type PickRequest struct {
 	Criticality Criticality `json:"criticality,omitempty"`
 	// PrefixHashes is the hash chain of the prompt's blocks (see PrefixHashes).
 	PrefixHashes []uint64 `json:"prefix_hashes,omitempty"`
+	// PromptBytes is the length of the prompt text the hashes were taken
+	// from (all of it, not only the hashed blocks); 0 is unknown. The
+	// picker estimates the prompt's tokens from it (BytesPerToken).
+	PromptBytes int `json:"prompt_bytes,omitempty"`
 }
+
+// BytesPerToken is the picker's estimate of prompt bytes per token: about
+// what BPE tokenizers give on English text, and exactly vllmsim's.
+const BytesPerToken = 4
 
 // AppendJSON appends the request's JSON encoding to dst without reflection.
 func (r *PickRequest) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	if r.Pool != "" {
 		dst = append(dst, `"pool":`...)
-		dst = appendString(dst, r.Pool)
+		dst = jsonenc.AppendString(dst, r.Pool)
 		dst = append(dst, ',')
 	}
 	dst = append(dst, `"model":`...)
-	dst = appendString(dst, r.Model)
+	dst = jsonenc.AppendString(dst, r.Model)
 	if r.Criticality != "" {
 		dst = append(dst, `,"criticality":`...)
-		dst = appendString(dst, string(r.Criticality))
+		dst = jsonenc.AppendString(dst, string(r.Criticality))
 	}
 	if len(r.PrefixHashes) > 0 {
 		dst = append(dst, `,"prefix_hashes":[`...)
@@ -95,6 +104,10 @@ func (r *PickRequest) AppendJSON(dst []byte) []byte {
 			dst = strconv.AppendUint(dst, h, 10)
 		}
 		dst = append(dst, ']')
+	}
+	if r.PromptBytes > 0 {
+		dst = append(dst, `,"prompt_bytes":`...)
+		dst = strconv.AppendInt(dst, int64(r.PromptBytes), 10)
 	}
 	return append(dst, '}')
 }
@@ -107,6 +120,9 @@ const (
 	// model, MaxFallbacks fallbacks) is well under 2 KiB; the filter does
 	// not even copy a larger one into its VM.
 	MaxResponseSize = 16 << 10
+	// MaxPromptBytes bounds prompt_bytes (1 GiB: far past any body a
+	// gateway buffers).
+	MaxPromptBytes = 1 << 30
 	// Both messages are flat objects holding one array at most.
 	maxDepth = 4
 )
@@ -142,6 +158,13 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 			// ignored, so an older gateway keeps working with this picker.
 		case "prefix_hashes":
 			r.PrefixHashes, err = hashesField(v)
+		case "prompt_bytes":
+			n, perr := strconv.ParseInt(v.Raw, 10, 64)
+			if v.Type != gjson.Number || perr != nil || n < 0 || n > MaxPromptBytes {
+				err = fmt.Errorf("prompt_bytes is %s, want an integer in 0..%d", v.Raw, MaxPromptBytes)
+				break
+			}
+			r.PromptBytes = int(n)
 		default:
 			err = fmt.Errorf("unknown field %q", k.Str)
 		}
@@ -208,20 +231,20 @@ type PickResponse struct {
 // AppendJSON appends the response's JSON encoding to dst without reflection.
 func (p *PickResponse) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"endpoint":`...)
-	dst = appendString(dst, p.Endpoint)
+	dst = jsonenc.AppendString(dst, p.Endpoint)
 	dst = append(dst, `,"target_model":`...)
-	dst = appendString(dst, p.TargetModel)
+	dst = jsonenc.AppendString(dst, p.TargetModel)
 	dst = append(dst, `,"strategy":`...)
-	dst = appendString(dst, string(p.Strategy))
+	dst = jsonenc.AppendString(dst, string(p.Strategy))
 	dst = append(dst, `,"pool":`...)
-	dst = appendString(dst, p.Pool)
+	dst = jsonenc.AppendString(dst, p.Pool)
 	if len(p.Fallbacks) > 0 {
 		dst = append(dst, `,"fallbacks":[`...)
 		for i, f := range p.Fallbacks {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendString(dst, f)
+			dst = jsonenc.AppendString(dst, f)
 		}
 		dst = append(dst, ']')
 	}
@@ -332,9 +355,9 @@ func isIPv6(s string) bool {
 func ErrorBody(status int, errType, message string) []byte {
 	b := make([]byte, 0, 64+len(message))
 	b = append(b, `{"error":{"message":`...)
-	b = appendString(b, message)
+	b = jsonenc.AppendString(b, message)
 	b = append(b, `,"type":`...)
-	b = appendString(b, errType)
+	b = jsonenc.AppendString(b, errType)
 	b = append(b, `,"param":null,"code":`...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	return append(b, `}}`...)
@@ -348,28 +371,3 @@ const (
 	ErrTypeBadRequest  = "BadRequestError"     // 400: malformed pick request
 	ErrTypeInternal    = "InternalServerError" // 500
 )
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string, escaping what JSON requires.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			dst = append(dst, '\\', c)
-		case c == '\n':
-			dst = append(dst, '\\', 'n')
-		case c == '\r':
-			dst = append(dst, '\\', 'r')
-		case c == '\t':
-			dst = append(dst, '\\', 't')
-		case c < 0x20:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return append(dst, '"')
-}

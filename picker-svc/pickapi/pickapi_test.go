@@ -11,7 +11,7 @@ import (
 )
 
 func TestPickRequestRoundTrip(t *testing.T) {
-	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, PrefixHashes: []uint64{1, 1<<64 - 1}}
+	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, PrefixHashes: []uint64{1, 1<<64 - 1}, PromptBytes: 6200}
 	b := in.AppendJSON(nil)
 	require.True(t, json.Valid(b), string(b))
 	out, err := ParsePickRequest(b)
@@ -34,6 +34,10 @@ func TestParsePickRequestErrors(t *testing.T) {
 		{`{"model":"m","prefix_hashes":[-1]}`, "prefix_hashes holds -1"},
 		{`{"model":"m","prefix_hashes":[1.5]}`, "prefix_hashes holds 1.5"},
 		{`{"model":"m","bogus":1}`, `unknown field "bogus"`},
+		{`{"model":"m","prompt_bytes":-1}`, "prompt_bytes is -1"},
+		{`{"model":"m","prompt_bytes":1e3}`, "prompt_bytes is 1e3"},
+		{`{"model":"m","prompt_bytes":"9"}`, `prompt_bytes is "9"`},
+		{`{"model":"m","prompt_bytes":1073741825}`, "prompt_bytes is 1073741825"},
 	} {
 		_, err := ParsePickRequest([]byte(tc.in))
 		require.ErrorContains(t, err, tc.want, tc.in)

@@ -9,11 +9,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"sigs.k8s.io/yaml"
 )
@@ -68,11 +71,15 @@ type Config struct {
 		Path         string   `json:"path"`
 	} `json:"scrape"`
 	Scheduling struct {
-		Weights        map[string]map[string]float64 `json:"weights"`
-		ShedSheddable  *Saturation                   `json:"shedSheddable"`
-		ShedStandard   *Saturation                   `json:"shedStandard"`
-		Fallbacks      *int                          `json:"fallbacks"`
-		PrefixCapacity int                           `json:"prefixCapacity"`
+		// Profiles replace a strategy's whole profile; Weights then
+		// overlay scorer weights on it (adding scorers it lacks).
+		Profiles       map[string]scheduling.ProfileSpec `json:"profiles"`
+		Weights        map[string]map[string]float64     `json:"weights"`
+		Plugins        map[string]json.RawMessage        `json:"plugins"`
+		ShedSheddable  *Saturation                       `json:"shedSheddable"`
+		ShedStandard   *Saturation                       `json:"shedStandard"`
+		Fallbacks      *int                              `json:"fallbacks"`
+		PrefixCapacity int                               `json:"prefixCapacity"`
 	} `json:"scheduling"`
 }
 
@@ -87,12 +94,12 @@ func Defaults() Config {
 	c.Discovery.PoolAPI = "inference.networking.x-k8s.io/v1alpha2"
 	c.Discovery.ModelAPI = "inference.networking.x-k8s.io/v1alpha2"
 	c.Discovery.Resync.Duration = 30 * time.Second
-	c.Scrape.Interval.Duration = 50 * time.Millisecond
-	c.Scrape.Timeout.Duration = time.Second
-	c.Scrape.MaxPageBytes = 1 << 20
-	c.Scrape.StaleAfter.Duration = 2 * time.Second
-	c.Scrape.MaxFailures = 3
-	c.Scrape.Path = "/metrics"
+	c.Scrape.Interval.Duration = scrape.DefaultInterval
+	c.Scrape.Timeout.Duration = scrape.DefaultTimeout
+	c.Scrape.MaxPageBytes = scrape.DefaultMaxPageBytes
+	c.Scrape.StaleAfter.Duration = scrape.DefaultStaleAfter
+	c.Scrape.MaxFailures = scrape.DefaultMaxFailures
+	c.Scrape.Path = scrape.DefaultPath
 	c.Scheduling.PrefixCapacity = scheduling.DefaultPrefixCapacity
 	return c
 }
@@ -100,11 +107,37 @@ func Defaults() Config {
 // Scheduling returns the scheduler configuration (defaults overlaid).
 func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 	sc := scheduling.DefaultConfig()
+	for st, p := range c.Scheduling.Profiles {
+		sc.Profiles[pickapi.Strategy(st)] = p
+	}
 	for st, ws := range c.Scheduling.Weights {
-		sc.Weights[pickapi.Strategy(st)] = ws
+		p, ok := sc.Profiles[pickapi.Strategy(st)]
+		if !ok {
+			return sc, fmt.Errorf("weights: unknown strategy %q", st)
+		}
+		names := make([]string, 0, len(ws))
+		for n := range ws {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			p = p.WithWeight(n, ws[n])
+		}
+		sc.Profiles[pickapi.Strategy(st)] = p
+	}
+	sc.Plugins = map[string]json.RawMessage{}
+	for n, raw := range c.Scheduling.Plugins {
+		sc.Plugins[n] = raw
+	}
+	if _, ok := sc.Plugins["prefix"]; !ok && uses(sc, "prefix") && c.Scheduling.PrefixCapacity != scheduling.DefaultPrefixCapacity && c.Scheduling.PrefixCapacity != 0 {
+		sc.Plugins["prefix"] = json.RawMessage(fmt.Sprintf(`{"capacity":%d}`, c.Scheduling.PrefixCapacity))
 	}
 	if s := c.Scheduling.ShedSheddable; s != nil {
 		sc.ShedSheddable = scheduling.Saturation{Queue: s.Queue, KV: s.KV}
+		// The capacity filter drops what Sheddable traffic would be shed at.
+		if _, ok := sc.Plugins["capacity"]; !ok && uses(sc, "capacity") {
+			sc.Plugins["capacity"] = json.RawMessage(fmt.Sprintf(`{"queue":%g,"kv":%g}`, s.Queue, s.KV))
+		}
 	}
 	if s := c.Scheduling.ShedStandard; s != nil {
 		sc.ShedStandard = scheduling.Saturation{Queue: s.Queue, KV: s.KV}
@@ -113,6 +146,16 @@ func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 		sc.Fallbacks = *c.Scheduling.Fallbacks
 	}
 	return sc, sc.Validate()
+}
+
+// uses reports whether a profile of sc names plugin.
+func uses(sc scheduling.Config, plugin string) bool {
+	for _, p := range sc.Profiles {
+		if slices.Contains(p.Filters, plugin) || slices.Contains(p.Prepare, plugin) || p.Weight(plugin) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Load builds the configuration from args (without the program name),
@@ -131,9 +174,9 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	dns := fs.String("dns", "", "dns mode: comma-separated host:port names, resolved periodically (env PICKER_DNS)")
 	namespace := fs.String("namespace", "", "kubernetes mode: namespace to watch (env PICKER_NAMESPACE, else POD_NAMESPACE)")
 	kubeconfig := fs.String("kubeconfig", "", "kubernetes mode: kubeconfig file; empty means in-cluster (env KUBECONFIG)")
-	interval := fs.Duration("scrape-interval", 0, "time between scrapes of one endpoint (env PICKER_SCRAPE_INTERVAL; default 50ms)")
-	timeout := fs.Duration("scrape-timeout", 0, "timeout of one scrape (env PICKER_SCRAPE_TIMEOUT; default 1s)")
-	stale := fs.Duration("stale-after", 0, "metrics older than this make an endpoint ineligible (env PICKER_STALE_AFTER; default 2s)")
+	interval := fs.Duration("scrape-interval", 0, "time between scrapes of one endpoint (env PICKER_SCRAPE_INTERVAL; default "+scrape.DefaultInterval.String()+")")
+	timeout := fs.Duration("scrape-timeout", 0, "timeout of one scrape (env PICKER_SCRAPE_TIMEOUT; default "+scrape.DefaultTimeout.String()+")")
+	stale := fs.Duration("stale-after", 0, "metrics older than this make an endpoint ineligible (env PICKER_STALE_AFTER; default "+scrape.DefaultStaleAfter.String()+")")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

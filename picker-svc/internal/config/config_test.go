@@ -34,8 +34,10 @@ scheduling:
 	require.Equal(t, time.Second, c.Scrape.Timeout.Duration, "defaults fill what the file leaves out")
 	sc, err := c.SchedulingConfig()
 	require.NoError(t, err)
-	require.Equal(t, 5.0, sc.Weights["DEFAULT"]["queue"])
+	require.Equal(t, 5.0, sc.Profiles["DEFAULT"].Weight("queue"), "weights overlay the default profile")
+	require.Equal(t, 2.0, sc.Profiles["DEFAULT"].Weight("kv_cache"), "and keep what they do not name")
 	require.Equal(t, 1.0, sc.ShedSheddable.Queue)
+	require.JSONEq(t, `{"queue":1,"kv":0.5}`, string(sc.Plugins["capacity"]), "the capacity filter drops what Sheddable traffic would be shed at")
 
 	c, err = Load([]string{"--scrape-interval", "20ms"}, env(map[string]string{"PICKER_CONFIG": f, "PICKER_LISTEN": ":7001", "PICKER_SCRAPE_INTERVAL": "30ms"}))
 	require.NoError(t, err)
@@ -69,5 +71,5 @@ func TestInvalid(t *testing.T) {
 	require.ErrorContains(t, err, "listn", "unknown keys are errors, not silently ignored")
 	require.NoError(t, os.WriteFile(f, []byte("discovery: {endpoints: [\"10.0.0.1:1\"]}\nscheduling: {weights: {DEFAULT: {qeueu: 1}}}\n"), 0o600))
 	_, err = Load([]string{"--config", f}, env(nil))
-	require.ErrorContains(t, err, `unknown scorer "qeueu"`)
+	require.ErrorContains(t, err, `unknown plugin "qeueu"`)
 }

@@ -1,11 +1,11 @@
 // Package datastore holds what the picker knows: pools, models and each
-// pool's endpoints, fed by discovery. Writers rebuild an immutable View and
-// swap it atomically; a pick reads one View without locks.
+// pool's endpoints with their scraped snapshots, fed by discovery. It holds
+// facts only and imports nothing above scrape and inference. Writers
+// rebuild an immutable View and swap it atomically; a pick reads one View
+// without locks.
 package datastore
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
@@ -13,17 +13,15 @@ import (
 	"sync/atomic"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
-	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // PoolView is one pool as a pick sees it. Immutable.
 type PoolView struct {
-	Pool    inference.Pool
-	Models  map[string]*inference.Model // by modelName
-	Targets map[string]bool             // every target model name of Models
-	Members []*scheduling.Member
+	Pool      inference.Pool
+	Models    map[string]*inference.Model // by modelName
+	Targets   map[string]bool             // every target model name of Models
+	Endpoints []*scrape.Endpoint
 }
 
 // View is the whole state at one moment. Immutable.
@@ -35,21 +33,23 @@ type View struct {
 // Store is safe for concurrent use.
 type Store struct {
 	mgr       *scrape.Manager
-	prefixCap int
 	log       *slog.Logger
+	onRemoved func([]*scrape.Endpoint)
 
 	mu        sync.Mutex
 	pools     map[string]inference.Pool
-	models    map[string]inference.Model // by namespace/name
-	endpoints map[string][]string        // pool -> addrs
-	members   map[string]map[string]*scheduling.Member
+	models    map[string]inference.Model             // by namespace/name
+	endpoints map[string][]string                    // pool -> addrs
+	members   map[string]map[string]*scrape.Endpoint // pool -> addr -> endpoint
 	cur       atomic.Pointer[View]
 }
 
-// New returns an empty store whose endpoints mgr scrapes.
-func New(mgr *scrape.Manager, prefixCapacity int, log *slog.Logger) *Store {
-	s := &Store{mgr: mgr, prefixCap: prefixCapacity, log: log, pools: map[string]inference.Pool{},
-		models: map[string]inference.Model{}, endpoints: map[string][]string{}, members: map[string]map[string]*scheduling.Member{}}
+// New returns an empty store whose endpoints mgr scrapes. onRemoved, if
+// not nil, learns which endpoints left every pool (stateful scheduling
+// plugins forget them); it is called with the store's lock held.
+func New(mgr *scrape.Manager, log *slog.Logger, onRemoved func([]*scrape.Endpoint)) *Store {
+	s := &Store{mgr: mgr, log: log, onRemoved: onRemoved, pools: map[string]inference.Pool{},
+		models: map[string]inference.Model{}, endpoints: map[string][]string{}, members: map[string]map[string]*scrape.Endpoint{}}
 	s.cur.Store(&View{Pools: map[string]*PoolView{}, byModel: map[string][]*PoolView{}})
 	return s
 }
@@ -121,15 +121,11 @@ func (s *Store) setEndpointsLocked(pool string, addrs []string) {
 	if slices.Equal(addrs, s.endpoints[pool]) {
 		return
 	}
-	old := s.endpoints[pool]
+	old, oldEPs := s.endpoints[pool], s.members[pool]
 	eps := s.mgr.Set("pool/"+pool, addrs)
-	ms := make(map[string]*scheduling.Member, len(eps))
+	ms := make(map[string]*scrape.Endpoint, len(eps))
 	for _, ep := range eps {
-		if m := s.members[pool][ep.Addr]; m != nil && m.EP == ep {
-			ms[ep.Addr] = m
-		} else {
-			ms[ep.Addr] = scheduling.NewMember(ep, s.prefixCap)
-		}
+		ms[ep.Addr] = ep
 	}
 	if len(addrs) == 0 {
 		delete(s.endpoints, pool)
@@ -139,6 +135,28 @@ func (s *Store) setEndpointsLocked(pool string, addrs []string) {
 		s.members[pool] = ms
 	}
 	s.log.Info("pool endpoints changed", "pool", pool, "endpoints", len(addrs), "was", len(old))
+	if s.onRemoved == nil {
+		return
+	}
+	var gone []*scrape.Endpoint
+	for _, ep := range oldEPs {
+		if !s.heldLocked(ep) {
+			gone = append(gone, ep)
+		}
+	}
+	if len(gone) > 0 {
+		s.onRemoved(gone)
+	}
+}
+
+// heldLocked reports whether any pool still has ep.
+func (s *Store) heldLocked(ep *scrape.Endpoint) bool {
+	for _, ms := range s.members {
+		if ms[ep.Addr] == ep {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Store) rebuildLocked() {
@@ -146,9 +164,9 @@ func (s *Store) rebuildLocked() {
 	for name, p := range s.pools {
 		pv := &PoolView{Pool: p, Models: map[string]*inference.Model{}, Targets: map[string]bool{}}
 		addrs := s.endpoints[name]
-		pv.Members = make([]*scheduling.Member, 0, len(addrs))
+		pv.Endpoints = make([]*scrape.Endpoint, 0, len(addrs))
 		for _, a := range addrs {
-			pv.Members = append(pv.Members, s.members[name][a])
+			pv.Endpoints = append(pv.Endpoints, s.members[name][a])
 		}
 		v.Pools[name] = pv
 	}
@@ -178,56 +196,5 @@ func (s *Store) rebuildLocked() {
 	s.cur.Store(v)
 }
 
-// Resolution errors: each maps to an HTTP status in the server.
-var (
-	ErrUnknownPool  = errors.New("unknown pool")
-	ErrUnknownModel = errors.New("unknown model")
-)
-
-// Resolved is what a pick request resolves to before scheduling.
-type Resolved struct {
-	Pool        *PoolView
-	TargetModel string
-	Criticality pickapi.Criticality
-}
-
-// Resolve finds the pool and target model for a request.
-//
-// The pool: the request's, or else the one pool whose InferenceModels name
-// the model, or else the only pool there is. The model: an InferenceModel's
-// modelName (weighted target choice, the object's criticality wins); else a
-// target model name or any model at all in a pool without InferenceModels
-// (passed through with the request's criticality); else ErrUnknownModel.
-// An empty model is a pool-level pick: no target model.
-func (v *View) Resolve(pool, model string, crit pickapi.Criticality) (Resolved, error) {
-	var pv *PoolView
-	switch {
-	case pool != "":
-		pv = v.Pools[pool]
-		if pv == nil {
-			return Resolved{}, fmt.Errorf("%w %q", ErrUnknownPool, pool)
-		}
-	case len(v.byModel[model]) == 1:
-		pv = v.byModel[model][0]
-	case len(v.byModel[model]) > 1:
-		return Resolved{}, fmt.Errorf("%w: %q is served by %d pools; name the pool", ErrUnknownModel, model, len(v.byModel[model]))
-	case len(v.Pools) == 1:
-		for _, p := range v.Pools {
-			pv = p
-		}
-	default:
-		return Resolved{}, fmt.Errorf("%w %q: no pool serves it", ErrUnknownModel, model)
-	}
-	if model == "" {
-		// A pool-level pick (the filter routing at header time, before it
-		// has read the body): load only, no target model.
-		return Resolved{Pool: pv, Criticality: crit}, nil
-	}
-	if m := pv.Models[model]; m != nil {
-		return Resolved{Pool: pv, TargetModel: scheduling.ChooseTarget(m.Targets), Criticality: m.Criticality}, nil
-	}
-	if len(pv.Models) == 0 || pv.Targets[model] {
-		return Resolved{Pool: pv, TargetModel: model, Criticality: crit}, nil
-	}
-	return Resolved{}, fmt.Errorf("%w %q in pool %q", ErrUnknownModel, model, pv.Pool.Name)
-}
+// PoolsServing returns the pools whose InferenceModels name model.
+func (v *View) PoolsServing(model string) []*PoolView { return v.byModel[model] }

@@ -14,12 +14,6 @@ import (
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func newStore(t *testing.T) *Store {
-	m := scrape.NewManager(scrape.Config{Logger: quiet()})
-	t.Cleanup(m.Close)
-	return New(m, 64, quiet())
-}
-
 func examples(t *testing.T) inference.Objects {
 	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "pool.yaml"))
 	require.NoError(t, err)
@@ -28,93 +22,36 @@ func examples(t *testing.T) inference.Objects {
 	return o
 }
 
-func TestResolve(t *testing.T) {
-	s := newStore(t)
+func TestEndpointsKeepIdentityAndRemovalsAreReported(t *testing.T) {
+	m := scrape.NewManager(scrape.Config{Logger: quiet()})
+	t.Cleanup(m.Close)
+	var removed []string
+	s := New(m, quiet(), func(eps []*scrape.Endpoint) {
+		for _, ep := range eps {
+			removed = append(removed, ep.Addr)
+		}
+	})
 	s.ReplaceObjects(examples(t))
-	v := s.View()
-
-	r, err := v.Resolve("", "chat", pickapi.Critical)
-	require.NoError(t, err)
-	require.Equal(t, "sim-pool", r.Pool.Pool.Name)
-	require.Contains(t, []string{"chat-lora-stable", "chat-lora-canary"}, r.TargetModel)
-	require.Equal(t, pickapi.Standard, r.Criticality, "the InferenceModel's criticality wins")
-
-	r, err = v.Resolve("sim-pool", "batch", pickapi.Critical)
-	require.NoError(t, err)
-	require.Equal(t, pickapi.Sheddable, r.Criticality)
-
-	r, err = v.Resolve("", "chat-lora-canary", pickapi.Critical)
-	require.NoError(t, err, "a target model may be asked for directly")
-	require.Equal(t, "chat-lora-canary", r.TargetModel)
-	require.Equal(t, pickapi.Critical, r.Criticality)
-
-	_, err = v.Resolve("", "gpt-9", pickapi.Standard)
-	require.ErrorIs(t, err, ErrUnknownModel)
-	_, err = v.Resolve("nope", "chat", pickapi.Standard)
-	require.ErrorIs(t, err, ErrUnknownPool)
-
-	// A pool-level pick (no model): load only, no target model.
-	r, err = v.Resolve("sim-pool", "", pickapi.Standard)
-	require.NoError(t, err)
-	require.Equal(t, "sim-pool", r.Pool.Pool.Name)
-	require.Empty(t, r.TargetModel)
-	r, err = v.Resolve("", "", pickapi.Standard)
-	require.NoError(t, err, "the only pool serves a pool-level pick")
-	require.Equal(t, "sim-pool", r.Pool.Pool.Name)
-}
-
-func TestResolvePassThroughAndAmbiguity(t *testing.T) {
-	s := newStore(t)
-	p := inference.Pool{Name: "bare", TargetPort: 8000, Selector: map[string]string{"a": "b"}, Strategy: pickapi.StrategyDefault}
-	s.SetPool(p)
-	r, err := s.View().Resolve("", "anything", pickapi.Sheddable)
-	require.NoError(t, err, "a pool without InferenceModels serves any model")
-	require.Equal(t, "anything", r.TargetModel)
-	require.Equal(t, pickapi.Sheddable, r.Criticality)
-
-	p2 := p
-	p2.Name = "other"
-	s.SetPool(p2)
-	_, err = s.View().Resolve("", "anything", pickapi.Standard)
-	require.ErrorIs(t, err, ErrUnknownModel, "two pools and no InferenceModel: cannot choose")
-	s.SetModel(inference.Model{Name: "m1", ModelName: "x", PoolName: "bare", Targets: []inference.Target{{Name: "x", Weight: 1}}})
-	s.SetModel(inference.Model{Name: "m2", ModelName: "x", PoolName: "other", Targets: []inference.Target{{Name: "x", Weight: 1}}})
-	_, err = s.View().Resolve("", "x", pickapi.Standard)
-	require.ErrorContains(t, err, "served by 2 pools")
-	r, err = s.View().Resolve("other", "x", pickapi.Standard)
-	require.NoError(t, err)
-	require.Equal(t, "other", r.Pool.Pool.Name)
-
-	s.DeleteModel("", "m2")
-	r, err = s.View().Resolve("", "x", pickapi.Standard)
-	require.NoError(t, err)
-	require.Equal(t, "bare", r.Pool.Pool.Name)
-	s.DeletePool("bare")
-	_, err = s.View().Resolve("bare", "x", pickapi.Standard)
-	require.ErrorIs(t, err, ErrUnknownPool)
-	s.SetModel(inference.Model{Name: "m3", ModelName: "y", PoolName: "other", Targets: []inference.Target{{Name: "y", Weight: 1}}})
-	_, err = s.View().Resolve("", "x", pickapi.Standard)
-	require.ErrorIs(t, err, ErrUnknownModel, "m1's pool is gone and the remaining pool lists its models")
-}
-
-func TestEndpointsKeepStateAcrossUpdates(t *testing.T) {
-	s := newStore(t)
-	s.ReplaceObjects(examples(t))
+	other := inference.Pool{Name: "other", TargetPort: 8000, Selector: map[string]string{"a": "b"}, Strategy: pickapi.StrategyDefault}
+	s.SetPool(other)
 	s.SetEndpoints("sim-pool", []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1"})
+	s.SetEndpoints("other", []string{"127.0.0.1:2"})
 	pv := s.View().Pools["sim-pool"]
-	require.Len(t, pv.Members, 2)
-	first := pv.Members[0]
-	first.Prefix.Add([]uint64{1, 2, 3})
+	require.Len(t, pv.Endpoints, 2)
+	first := pv.Endpoints[0]
 
 	s.SetEndpoints("sim-pool", []string{"127.0.0.1:1", "127.0.0.1:3"})
 	pv = s.View().Pools["sim-pool"]
-	require.Len(t, pv.Members, 2)
-	require.Same(t, first, pv.Members[0], "a staying endpoint keeps its prefix index")
-	require.Equal(t, 3, pv.Members[0].Prefix.Match([]uint64{1, 2, 3}))
+	require.Len(t, pv.Endpoints, 2)
+	require.Same(t, first, pv.Endpoints[0], "a staying endpoint keeps its scraper (and the plugins' state for it)")
+	require.Empty(t, removed, ":2 left sim-pool but is still in other")
 
 	old := s.View()
 	s.SetEndpoints("sim-pool", nil)
-	require.Empty(t, s.View().Pools["sim-pool"].Members)
-	require.Len(t, old.Pools["sim-pool"].Members, 2, "an old view is never mutated")
+	require.ElementsMatch(t, []string{"127.0.0.1:1", "127.0.0.1:3"}, removed)
+	s.DeletePool("other")
+	require.ElementsMatch(t, []string{"127.0.0.1:1", "127.0.0.1:3", "127.0.0.1:2"}, removed)
+	require.Empty(t, s.View().Pools["sim-pool"].Endpoints)
+	require.Len(t, old.Pools["sim-pool"].Endpoints, 2, "an old view is never mutated")
 	require.Empty(t, s.mgr.All(), "no scraper left behind")
 }

@@ -11,29 +11,31 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
-// benchPool builds n members with varied load; with warm, every member's
-// prefix index is filled to capacity and a quarter of them hold a prefix of
-// the benchmark request.
-func benchPool(n, capacity int, warm bool, req []uint64) []*Member {
+// benchPool builds n endpoints with varied load; with warm, every
+// endpoint's prefix index in s is filled to capacity and a quarter of them
+// hold a prefix of the benchmark request.
+func benchPool(s *Scheduler, n int, warm bool, req []uint64) []*scrape.Endpoint {
 	r := rand.New(rand.NewPCG(1, 2))
-	ms := make([]*Member, n)
-	for i := range ms {
+	eps := make([]*scrape.Endpoint, n)
+	now := time.Now().Add(time.Hour)
+	for i := range eps {
 		ep := scrape.NewEndpoint(fmt.Sprintf("10.%d.%d.%d:8000", i/65536, i/256%256, i%256), scrape.Config{})
 		ep.Store(&scrape.Snapshot{Waiting: float64(r.IntN(5)), Running: float64(r.IntN(64)), KVCacheUsage: r.Float64() * 0.8,
-			BaseModel: "base", MaxLoRA: 4, RunningAdapters: []string{"a", "b"}, ScrapedAt: time.Now().Add(time.Hour)})
-		ms[i] = NewMember(ep, capacity)
+			BaseModel: "base", MaxLoRA: 4, RunningAdapters: []string{"a", "b"}, ScrapedAt: now, RequestedAt: now,
+			NumGPUBlocks: 8000, BlockSize: 16})
+		eps[i] = ep
 		if warm {
-			fill := make([]uint64, capacity)
+			fill := make([]uint64, DefaultPrefixCapacity)
 			for j := range fill {
 				fill[j] = r.Uint64()
 			}
-			ms[i].Prefix.Add(fill)
+			prefixOf(s).PostPick(&Request{PrefixHashes: fill}, ep, now)
 			if i%4 == 0 {
-				ms[i].Prefix.Add(req[:1+r.IntN(len(req))])
+				prefixOf(s).PostPick(&Request{PrefixHashes: req[:1+r.IntN(len(req))]}, ep, now)
 			}
 		}
 	}
-	return ms
+	return eps
 }
 
 // BenchmarkPick measures one in-process pick decision and reports its p99.
@@ -45,9 +47,9 @@ func BenchmarkPick(b *testing.B) {
 	for _, st := range []pickapi.Strategy{pickapi.StrategyDefault, pickapi.StrategyPrefixCache} {
 		for _, n := range []int{100, 1000} {
 			b.Run(fmt.Sprintf("%s/%d", st, n), func(b *testing.B) {
-				ms := benchPool(n, DefaultPrefixCapacity, st == pickapi.StrategyPrefixCache, req)
-				s := New(DefaultConfig())
-				r := &Request{TargetModel: "a", Criticality: pickapi.Standard}
+				s := mustNew(DefaultConfig())
+				ms := benchPool(s, n, st == pickapi.StrategyPrefixCache, req)
+				r := &Request{TargetModel: "a", Criticality: pickapi.Standard, PromptTokens: 1000}
 				if st == pickapi.StrategyPrefixCache {
 					r.PrefixHashes = req
 				}

@@ -9,23 +9,34 @@ import (
 
 var t0 = time.Unix(1_700_000_000, 0)
 
-// cands builds candidates from snapshots (no members' prefix state).
-func cands(snaps ...scrape.Snapshot) []Candidate {
-	out := make([]Candidate, len(snaps))
-	for i := range snaps {
-		s := snaps[i]
-		out[i] = Candidate{M: member(i, s), S: &s}
-	}
-	return out
-}
-
-func member(i int, s scrape.Snapshot) *Member {
+// endpoint i holding snapshot s (scraped at t0 unless s says otherwise).
+func endpoint(i int, s scrape.Snapshot) *scrape.Endpoint {
 	ep := scrape.NewEndpoint(fmt.Sprintf("10.0.%d.%d:8000", i/250, i%250+1), scrape.Config{})
 	if s.ScrapedAt.IsZero() {
 		s.ScrapedAt = t0
 	}
+	if s.RequestedAt.IsZero() {
+		s.RequestedAt = s.ScrapedAt
+	}
 	ep.Store(&s)
-	return NewMember(ep, 1024)
+	return ep
+}
+
+func endpoints(snaps ...scrape.Snapshot) []*scrape.Endpoint {
+	out := make([]*scrape.Endpoint, len(snaps))
+	for i, s := range snaps {
+		out[i] = endpoint(i, s)
+	}
+	return out
+}
+
+// cands builds candidates from snapshots.
+func cands(snaps ...scrape.Snapshot) []Candidate {
+	out := make([]Candidate, len(snaps))
+	for i, ep := range endpoints(snaps...) {
+		out[i] = Candidate{EP: ep, S: ep.Snapshot()}
+	}
+	return out
 }
 
 func score(s Scorer, req *Request, c []Candidate) []float64 {
@@ -36,3 +47,13 @@ func score(s Scorer, req *Request, c []Candidate) []float64 {
 	s.Score(req, c, out)
 	return out
 }
+
+func mustNew(cfg Config) *Scheduler {
+	s, err := New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+func prefixOf(s *Scheduler) *PrefixScorer { return s.Plugin("prefix").(*PrefixScorer) }

@@ -7,6 +7,11 @@ import "math/rand/v2"
 // ranks the next best as fallbacks.
 type MaxScorePicker struct{}
 
+func init() { Register(MaxScorePicker{}.Name(), noParams(MaxScorePicker{})) }
+
+// Name implements Plugin.
+func (MaxScorePicker) Name() string { return "max_score" }
+
 // maxRanked bounds len(out) a Pick honours (1 + pickapi.MaxFallbacks).
 const maxRanked = 16
 

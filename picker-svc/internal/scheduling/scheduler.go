@@ -1,8 +1,11 @@
 package scheduling
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"sort"
 	"sync"
 	"time"
 
@@ -10,112 +13,109 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
-// Saturation thresholds: a pod is saturated when its waiting queue exceeds
-// Queue or its KV cache usage exceeds KV.
+// Saturation thresholds: a pod is saturated when its waiting queue (with
+// the picks it has not shown yet) exceeds Queue or its KV cache usage (with
+// their prompts) exceeds KV.
 type Saturation struct {
-	Queue float64
-	KV    float64
+	Queue float64 `json:"queue"`
+	KV    float64 `json:"kv"`
 }
 
-// Saturated reports whether a pod in state s is saturated.
-func (t Saturation) Saturated(s *scrape.Snapshot) bool {
-	return s.Waiting > t.Queue || s.KVCacheUsage > t.KV
+// Saturated reports whether candidate c is saturated.
+func (t Saturation) Saturated(c *Candidate) bool {
+	return c.S.Waiting+float64(c.InFlight.Requests) > t.Queue || ProjectedKV(c) > t.KV
 }
 
-// Weights maps scorer names to weights for one strategy; absent or zero
-// weights disable a scorer.
-type Weights map[string]float64
+// ProjectedKV is c's KV cache usage once the prompts of its in-flight picks
+// are admitted: what it will be, not what it was at the last scrape. It is
+// the scraped usage when the pod does not export its cache size.
+func ProjectedKV(c *Candidate) float64 {
+	kv := c.S.KVCacheUsage
+	if total := c.S.NumGPUBlocks * c.S.BlockSize; total > 0 && c.InFlight.PromptTokens > 0 {
+		kv += float64(c.InFlight.PromptTokens) / float64(total)
+	}
+	return kv
+}
 
 // Config holds the scheduler's tunables.
 type Config struct {
-	// Weights per strategy.
-	Weights map[pickapi.Strategy]Weights
+	// Profiles per strategy.
+	Profiles map[pickapi.Strategy]ProfileSpec `json:"profiles"`
+	// Plugins holds parameters by plugin name (absent: the defaults).
+	Plugins map[string]json.RawMessage `json:"plugins,omitempty"`
 	// Sheddable requests are refused when every eligible pod is past
 	// ShedSheddable; Standard ones when every pod is past ShedStandard.
 	// Critical requests are never refused.
-	ShedSheddable Saturation
-	ShedStandard  Saturation
+	ShedSheddable Saturation `json:"shedSheddable"`
+	ShedStandard  Saturation `json:"shedStandard"`
 	// Fallbacks is how many ranked fallbacks an answer carries.
-	Fallbacks int
+	Fallbacks int `json:"fallbacks"`
 }
 
-// DefaultConfig: the Gateway API Inference Extension's defaults where it has
-// them (queue 2, KV 2, prefix 3; saturation at queue > 5 or KV > 0.8). LoRA
-// affinity weighs 3: at 1 it barely moved picks under the e2e LoRA scenario
-// (adapter loads -24% against round robin), at 3 they fall by half, and the
-// capacity filter still keeps a saturated pod from winning on affinity.
+// DefaultConfig: queue and KV weighted 2 as in the Gateway API Inference
+// Extension's default profile, prefix 3; the in_flight plugin adds this
+// picker's own unscraped picks to both, so that the picks between two
+// scrapes do not all land on the pod that looked best at the last one.
+// LoRA affinity weighs 3: at 1 it barely moved picks under the e2e LoRA
+// scenario (adapter loads -24% against round robin), at 3 they fall by half,
+// and the capacity filter still keeps a saturated pod from winning on it.
+//
+// Sheddable requests are shed when every pod is past queue 5 or KV 0.8 (the
+// upstream's saturation). Standard ones only at a real overload: every pod
+// holding more than 256 waiting requests. A full KV cache alone never sheds
+// Standard traffic: vLLM queues it and serves it, and a KV-bound fleet is
+// always near full.
 func DefaultConfig() Config {
+	prepare := []string{"in_flight"}
+	filters := []string{CapacityFilter{}.Name()}
 	return Config{
-		Weights: map[pickapi.Strategy]Weights{
-			pickapi.StrategyDefault:     {"queue": 2, "kv_cache": 2, "running": 1, "lora": 3},
-			pickapi.StrategyPrefixCache: {"prefix": 3, "queue": 2, "kv_cache": 2, "running": 1, "lora": 3},
+		Profiles: map[pickapi.Strategy]ProfileSpec{
+			pickapi.StrategyDefault: {Prepare: prepare, Filters: filters, Scorers: []WeightedScorer{
+				{"queue", 2}, {"kv_cache", 2}, {"lora", 3}}},
+			pickapi.StrategyPrefixCache: {Prepare: prepare, Filters: filters, Scorers: []WeightedScorer{
+				{"prefix", 3}, {"queue", 2}, {"kv_cache", 2}, {"lora", 3}}},
 		},
 		ShedSheddable: Saturation{Queue: 5, KV: 0.8},
-		ShedStandard:  Saturation{Queue: 50, KV: 0.98},
+		ShedStandard:  Saturation{Queue: 256, KV: math.Inf(1)},
 		Fallbacks:     3,
 	}
 }
 
-// Scorers lists every scorer by name.
-var Scorers = map[string]Scorer{
-	QueueScorer{}.Name(): QueueScorer{}, KVCacheScorer{}.Name(): KVCacheScorer{}, RunningScorer{}.Name(): RunningScorer{},
-	LoRAScorer{}.Name(): LoRAScorer{}, PrefixScorer{}.Name(): PrefixScorer{},
-}
-
-// Validate checks weights name known scorers and are finite and >= 0.
+// Validate checks profiles name known plugins of the right kind, weights
+// are finite and >= 0, and parameters parse.
 func (c *Config) Validate() error {
-	for st, ws := range c.Weights {
-		if st != pickapi.StrategyDefault && st != pickapi.StrategyPrefixCache {
-			return fmt.Errorf("weights: unknown strategy %q", st)
-		}
-		for name, w := range ws {
-			if _, ok := Scorers[name]; !ok {
-				return fmt.Errorf("weights.%s: unknown scorer %q", st, name)
-			}
-			if !(w >= 0 && w < 1e6) {
-				return fmt.Errorf("weights.%s.%s: %v must be in [0, 1e6)", st, name, w)
-			}
-		}
-	}
-	if c.Fallbacks < 0 || c.Fallbacks > pickapi.MaxFallbacks {
-		return fmt.Errorf("fallbacks: %d outside 0..%d", c.Fallbacks, pickapi.MaxFallbacks)
-	}
-	return nil
+	_, err := build1(c)
+	return err
 }
 
-type weighted struct {
-	s Scorer
-	w float64
-}
-
-// Scheduler runs filters, scorers and the picker. It is safe for concurrent
-// use and keeps no per-request state between picks.
+// Scheduler runs profiles. It is safe for concurrent use; per-request state
+// lives only in its stateful plugins.
 type Scheduler struct {
-	cfg     Config
-	filters []Filter
-	scorers map[pickapi.Strategy][]weighted
-	picker  Picker
-	scratch sync.Pool
+	cfg       Config
+	profiles  map[pickapi.Strategy]*profile
+	instances map[string]Plugin
+	removers  []EndpointRemover
+	scratch  sync.Pool
 }
 
-// Outcome of a pick, beyond the chosen endpoints.
-type Outcome int
+// Outcome of a pick, in the words of the picker's metrics.
+type Outcome string
 
 // Outcomes.
 const (
-	Picked   Outcome = iota
-	FellBack         // no endpoint was eligible: picked among all of them
-	Shed             // refused: every pod saturated for this criticality
-	NoEndpoints
+	Picked      Outcome = "picked"
+	Stale       Outcome = "stale" // no endpoint was eligible: picked among those with old metrics
+	Shed        Outcome = "shed"  // refused: every pod saturated for this criticality
+	NoEndpoints Outcome = "no_endpoints"
 )
 
 // Result of one pick. Endpoints[0] is the pick, the rest ranked fallbacks.
 type Result struct {
-	Endpoints []*Member
+	Endpoints []*scrape.Endpoint
 	Outcome   Outcome
 }
 
-// ErrNoEndpoints means the pool has no endpoint at all.
+// ErrNoEndpoints means the pool has no endpoint with a snapshot.
 var ErrNoEndpoints = errors.New("pool has no endpoints")
 
 type scratch struct {
@@ -126,41 +126,107 @@ type scratch struct {
 	idx    []int
 }
 
-// New returns a scheduler for cfg (validate it first).
-func New(cfg Config) *Scheduler {
-	s := &Scheduler{cfg: cfg, picker: MaxScorePicker{}, scorers: map[pickapi.Strategy][]weighted{},
-		filters: []Filter{CapacityFilter{Saturation: cfg.ShedSheddable}}}
-	for st, ws := range cfg.Weights {
-		for _, name := range []string{"prefix", "queue", "kv_cache", "running", "lora"} { // stable order
-			if w := ws[name]; w > 0 {
-				s.scorers[st] = append(s.scorers[st], weighted{Scorers[name], w})
+func build1(c *Config) (*Scheduler, error) {
+	if c.Fallbacks < 0 || c.Fallbacks > pickapi.MaxFallbacks {
+		return nil, fmt.Errorf("fallbacks: %d outside 0..%d", c.Fallbacks, pickapi.MaxFallbacks)
+	}
+	for name, t := range map[string]Saturation{"shedSheddable": c.ShedSheddable, "shedStandard": c.ShedStandard} {
+		if math.IsNaN(t.Queue) || math.IsNaN(t.KV) || t.Queue < 0 || t.KV < 0 {
+			return nil, fmt.Errorf("%s: %+v must be >= 0", name, t)
+		}
+	}
+	s := &Scheduler{cfg: *c, profiles: map[pickapi.Strategy]*profile{}}
+	instances := map[string]Plugin{}
+	strategies := make([]string, 0, len(c.Profiles))
+	for st := range c.Profiles {
+		strategies = append(strategies, string(st))
+	}
+	sort.Strings(strategies)
+	for _, st := range strategies {
+		spec := c.Profiles[pickapi.Strategy(st)]
+		if st != string(pickapi.StrategyDefault) && st != string(pickapi.StrategyPrefixCache) {
+			return nil, fmt.Errorf("profiles: unknown strategy %q", st)
+		}
+		names := spec.names()
+		if spec.Picker == "" {
+			names = append(names, MaxScorePicker{}.Name())
+		}
+		for _, n := range names {
+			if instances[n] != nil {
+				continue
 			}
+			p, err := build(n, c.Plugins[n])
+			if err != nil {
+				return nil, fmt.Errorf("profiles.%s: %w", st, err)
+			}
+			instances[n] = p
+		}
+		prof, err := spec.resolve(instances)
+		if err != nil {
+			return nil, fmt.Errorf("profiles.%s: %w", st, err)
+		}
+		s.profiles[pickapi.Strategy(st)] = prof
+	}
+	for n := range c.Plugins {
+		if instances[n] == nil {
+			if _, err := build(n, c.Plugins[n]); err != nil {
+				return nil, fmt.Errorf("plugins: %w", err)
+			}
+			return nil, fmt.Errorf("plugins: %q has parameters but no profile uses it", n)
+		}
+	}
+	s.instances = instances
+	names := make([]string, 0, len(instances))
+	for n := range instances {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if r, ok := instances[n].(EndpointRemover); ok {
+			s.removers = append(s.removers, r)
 		}
 	}
 	s.scratch.New = func() any { return &scratch{idx: make([]int, 1+pickapi.MaxFallbacks)} }
-	return s
+	return s, nil
 }
 
-// Pick chooses among members for req at now, using strategy's weights.
-// Members with no snapshot at all are never picked, not even in the
-// fallback to all: there is nothing known about them, not even that they
-// answer.
-func (s *Scheduler) Pick(members []*Member, strategy pickapi.Strategy, req *Request, now time.Time) (Result, error) {
-	if len(members) == 0 {
+// New returns a scheduler for cfg.
+func New(cfg Config) (*Scheduler, error) { return build1(&cfg) }
+
+// Plugin returns the instance of the plugin called name (nil if no
+// profile uses it): one instance per name, shared by every profile.
+func (s *Scheduler) Plugin(name string) Plugin { return s.instances[name] }
+
+// EndpointsRemoved tells stateful plugins that eps left every pool.
+func (s *Scheduler) EndpointsRemoved(eps []*scrape.Endpoint) {
+	for _, r := range s.removers {
+		r.EndpointsRemoved(eps)
+	}
+}
+
+// Pick chooses among eps for req at now, with strategy's profile.
+// Endpoints with no snapshot at all are never picked, not even when none is
+// eligible: there is nothing known about them, not even that they answer.
+func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req *Request, now time.Time) (Result, error) {
+	prof := s.profiles[strategy]
+	if prof == nil {
+		prof = s.profiles[pickapi.StrategyDefault]
+	}
+	if len(eps) == 0 || prof == nil {
 		return Result{Outcome: NoEndpoints}, ErrNoEndpoints
 	}
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 	cands, all := sc.cands[:0], sc.all[:0]
-	for _, m := range members {
-		snap, ok := m.EP.Eligible(now)
+	for _, ep := range eps {
+		snap, ok := ep.Eligible(now)
 		if snap == nil {
 			continue
 		}
 		if ok {
-			cands = append(cands, Candidate{M: m, S: snap})
+			cands = append(cands, Candidate{EP: ep, S: snap})
 		}
-		all = append(all, Candidate{M: m, S: snap})
+		all = append(all, Candidate{EP: ep, S: snap})
 	}
 	sc.cands, sc.all = cands, all
 	outcome := Picked
@@ -169,38 +235,38 @@ func (s *Scheduler) Pick(members []*Member, strategy pickapi.Strategy, req *Requ
 			return Result{Outcome: NoEndpoints}, ErrNoEndpoints
 		}
 		// Better a pod with old numbers than refusing every request.
-		cands, outcome = all, FellBack
+		cands, outcome = all, Stale
 	}
-
+	for _, p := range prof.prepare {
+		p.Prepare(req, cands, now)
+	}
 	if outcome == Picked && s.shed(req.Criticality, cands) {
 		return Result{Outcome: Shed}, nil
 	}
-	for _, f := range s.filters {
+	for _, f := range prof.filters {
 		if kept := f.Filter(req, cands); len(kept) > 0 {
 			cands = kept
 		}
 	}
-
 	n := len(cands)
 	if cap(sc.scores) < n {
 		sc.scores, sc.totals = make([]float64, n), make([]float64, n)
 	}
 	scores, totals := sc.scores[:n], sc.totals[:n]
 	clear(totals)
-	for _, ws := range s.scorers[strategy] {
+	for _, ws := range prof.scorers {
 		ws.s.Score(req, cands, scores)
 		for i, v := range scores {
 			totals[i] += ws.w * v
 		}
 	}
-	k := s.picker.Pick(cands, totals, sc.idx[:min(1+s.cfg.Fallbacks, len(sc.idx))])
-	res := Result{Endpoints: make([]*Member, k), Outcome: outcome}
+	k := prof.picker.Pick(cands, totals, sc.idx[:min(1+s.cfg.Fallbacks, len(sc.idx))])
+	res := Result{Endpoints: make([]*scrape.Endpoint, k), Outcome: outcome}
 	for i := 0; i < k; i++ {
-		res.Endpoints[i] = cands[sc.idx[i]].M
+		res.Endpoints[i] = cands[sc.idx[i]].EP
 	}
-	// Whatever was picked will hold this prefix in its cache.
-	if strategy == pickapi.StrategyPrefixCache && len(req.PrefixHashes) > 0 {
-		res.Endpoints[0].Prefix.Add(req.PrefixHashes)
+	for _, p := range prof.postPickers {
+		p.PostPick(req, res.Endpoints[0], now)
 	}
 	return res, nil
 }
@@ -218,7 +284,7 @@ func (s *Scheduler) shed(c pickapi.Criticality, cands []Candidate) bool {
 		return false
 	}
 	for i := range cands {
-		if !t.Saturated(cands[i].S) {
+		if !t.Saturated(&cands[i]) {
 			return false
 		}
 	}

@@ -1,75 +1,67 @@
 package scheduling
 
 import (
+	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
-	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"github.com/stretchr/testify/require"
 )
 
-func members(snaps ...scrape.Snapshot) []*Member {
-	out := make([]*Member, len(snaps))
-	for i, s := range snaps {
-		out[i] = member(i, s)
-	}
-	return out
-}
-
 func addrs(r Result) []string {
 	var out []string
-	for _, m := range r.Endpoints {
-		out = append(out, m.EP.Addr)
+	for _, ep := range r.Endpoints {
+		out = append(out, ep.Addr)
 	}
 	return out
 }
 
 func TestDefaultPicksLeastLoaded(t *testing.T) {
-	s := New(DefaultConfig())
-	ms := members(
+	s := mustNew(DefaultConfig())
+	eps := endpoints(
 		scrape.Snapshot{Waiting: 4, Running: 10, KVCacheUsage: 0.5},
 		scrape.Snapshot{Waiting: 0, Running: 2, KVCacheUsage: 0.1},
 		scrape.Snapshot{Waiting: 2, Running: 5, KVCacheUsage: 0.3},
 	)
-	r, err := s.Pick(ms, pickapi.StrategyDefault, &Request{Criticality: pickapi.Standard}, t0)
+	r, err := s.Pick(eps, pickapi.StrategyDefault, &Request{Criticality: pickapi.Standard}, t0)
 	require.NoError(t, err)
 	require.Equal(t, Picked, r.Outcome)
-	require.Equal(t, []string{ms[1].EP.Addr, ms[2].EP.Addr, ms[0].EP.Addr}, addrs(r), "best first, fallbacks ranked")
+	require.Equal(t, []string{eps[1].Addr, eps[2].Addr, eps[0].Addr}, addrs(r), "best first, fallbacks ranked")
 }
 
 func TestStaleAndFailingEndpointsAreSkipped(t *testing.T) {
-	s := New(DefaultConfig())
-	ms := members(
+	s := mustNew(DefaultConfig())
+	eps := endpoints(
 		scrape.Snapshot{Waiting: 0, ScrapedAt: t0.Add(-time.Minute)}, // stale but idle
 		scrape.Snapshot{Waiting: 3, ScrapedAt: t0},
 	)
-	r, err := s.Pick(ms, pickapi.StrategyDefault, &Request{}, t0)
+	r, err := s.Pick(eps, pickapi.StrategyDefault, &Request{}, t0)
 	require.NoError(t, err)
 	require.Equal(t, Picked, r.Outcome)
-	require.Equal(t, []string{ms[1].EP.Addr}, addrs(r), "the stale one is not even a fallback")
+	require.Equal(t, []string{eps[1].Addr}, addrs(r), "the stale one is not even a fallback")
 
-	// Nothing fresh: fall back to all rather than refuse, and say so.
-	r, err = s.Pick(ms, pickapi.StrategyDefault, &Request{}, t0.Add(time.Hour))
+	// Nothing fresh: pick among the stale rather than refuse, and say so.
+	r, err = s.Pick(eps, pickapi.StrategyDefault, &Request{}, t0.Add(time.Hour))
 	require.NoError(t, err)
-	require.Equal(t, FellBack, r.Outcome)
+	require.Equal(t, Stale, r.Outcome)
 	require.Len(t, r.Endpoints, 2)
-	require.Equal(t, ms[0].EP.Addr, r.Endpoints[0].EP.Addr, "still scored: the idle one first")
 
 	// Never scraped at all: nothing to pick.
-	never := NewMember(scrape.NewEndpoint("10.9.9.9:1", scrape.Config{}), 1)
-	_, err = s.Pick([]*Member{never}, pickapi.StrategyDefault, &Request{}, t0)
+	never := scrape.NewEndpoint("10.9.9.9:1", scrape.Config{})
+	_, err = s.Pick([]*scrape.Endpoint{never}, pickapi.StrategyDefault, &Request{}, t0)
 	require.ErrorIs(t, err, ErrNoEndpoints)
 	_, err = s.Pick(nil, pickapi.StrategyDefault, &Request{}, t0)
 	require.ErrorIs(t, err, ErrNoEndpoints)
 }
 
 func TestShedding(t *testing.T) {
-	cfg := DefaultConfig()
-	s := New(cfg)
-	busy := scrape.Snapshot{Waiting: 10, KVCacheUsage: 0.5}     // past Sheddable's queue 5
-	jammed := scrape.Snapshot{Waiting: 100, KVCacheUsage: 0.99} // past Standard's thresholds too
+	s := mustNew(DefaultConfig())
+	busy := scrape.Snapshot{Waiting: 10, KVCacheUsage: 0.5}        // past Sheddable's queue 5
+	kvFull := scrape.Snapshot{Waiting: 40, KVCacheUsage: 1}        // a KV-bound fleet: busy, not overloaded
+	overloaded := scrape.Snapshot{Waiting: 300, KVCacheUsage: 0.9} // past Standard's queue 256
 	calm := scrape.Snapshot{Waiting: 1, KVCacheUsage: 0.2}
 	for _, tc := range []struct {
 		name  string
@@ -80,12 +72,14 @@ func TestShedding(t *testing.T) {
 		{"sheddable served while one pod has room", []scrape.Snapshot{busy, calm}, pickapi.Sheddable, Picked},
 		{"sheddable shed when all are busy", []scrape.Snapshot{busy, busy}, pickapi.Sheddable, Shed},
 		{"standard served when all are busy", []scrape.Snapshot{busy, busy}, pickapi.Standard, Picked},
-		{"standard shed when all are jammed", []scrape.Snapshot{jammed, jammed}, pickapi.Standard, Shed},
-		{"critical never shed", []scrape.Snapshot{jammed, jammed}, pickapi.Critical, Picked},
-		{"sheddable shed when jammed", []scrape.Snapshot{jammed}, pickapi.Sheddable, Shed},
+		{"standard served when every KV cache is full", []scrape.Snapshot{kvFull, kvFull}, pickapi.Standard, Picked},
+		{"standard served while one pod is not overloaded", []scrape.Snapshot{overloaded, kvFull}, pickapi.Standard, Picked},
+		{"standard shed at a real overload", []scrape.Snapshot{overloaded, overloaded}, pickapi.Standard, Shed},
+		{"critical never shed", []scrape.Snapshot{overloaded, overloaded}, pickapi.Critical, Picked},
+		{"sheddable shed when KV is full", []scrape.Snapshot{kvFull}, pickapi.Sheddable, Shed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := s.Pick(members(tc.snaps...), pickapi.StrategyDefault, &Request{Criticality: tc.crit}, t0)
+			r, err := s.Pick(endpoints(tc.snaps...), pickapi.StrategyDefault, &Request{Criticality: tc.crit}, t0)
 			require.NoError(t, err)
 			require.Equal(t, tc.want, r.Outcome)
 			if tc.want == Shed {
@@ -99,100 +93,210 @@ func TestCapacityFilterPrefersUnsaturated(t *testing.T) {
 	// The saturated pod holds the whole prefix; the other has room. With
 	// PREFIX_CACHE weights the prefix would win on score; the capacity
 	// filter keeps a saturated pod from being chosen while another has room.
-	s := New(DefaultConfig())
-	ms := members(scrape.Snapshot{Waiting: 6, KVCacheUsage: 0.1}, scrape.Snapshot{Waiting: 0, KVCacheUsage: 0.1})
+	s := mustNew(DefaultConfig())
+	eps := endpoints(scrape.Snapshot{Waiting: 6, KVCacheUsage: 0.1}, scrape.Snapshot{Waiting: 0, KVCacheUsage: 0.1})
 	h := chain(1, 16)
-	ms[0].Prefix.Add(h)
-	r, err := s.Pick(ms, pickapi.StrategyPrefixCache, &Request{Criticality: pickapi.Critical, PrefixHashes: h}, t0)
+	prefixOf(s).PostPick(&Request{PrefixHashes: h}, eps[0], t0)
+	r, err := s.Pick(eps, pickapi.StrategyPrefixCache, &Request{Criticality: pickapi.Critical, PrefixHashes: h}, t0)
 	require.NoError(t, err)
-	require.Equal(t, ms[1].EP.Addr, r.Endpoints[0].EP.Addr)
+	require.Equal(t, eps[1].Addr, r.Endpoints[0].Addr)
 	require.Len(t, r.Endpoints, 1, "the filtered-out pod is not a fallback")
 }
 
 func TestPrefixCacheAffinityAndLoad(t *testing.T) {
-	s := New(DefaultConfig())
+	s := mustNew(DefaultConfig())
 	same := scrape.Snapshot{Waiting: 1, Running: 4, KVCacheUsage: 0.3}
-	ms := members(same, same, same, same)
+	eps := endpoints(same, same, same, same)
 	h := chain(42, 32)
 	req := &Request{Criticality: pickapi.Standard, PrefixHashes: h}
-	first, err := s.Pick(ms, pickapi.StrategyPrefixCache, req, t0)
+	first, err := s.Pick(eps, pickapi.StrategyPrefixCache, req, t0)
 	require.NoError(t, err)
+	hot := first.Endpoints[0]
+	// Each pick counts against its pod until a later scrape shows it; move
+	// the clock past a fresh scrape of every pod between picks so that the
+	// loads stay equal and only the prefix decides.
+	now := t0
 	for i := 0; i < 20; i++ {
-		r, err := s.Pick(ms, pickapi.StrategyPrefixCache, req, t0)
+		now = now.Add(time.Second)
+		for _, ep := range eps {
+			ep.Store(&scrape.Snapshot{Waiting: 1, Running: 4, KVCacheUsage: 0.3, ScrapedAt: now, RequestedAt: now})
+		}
+		r, err := s.Pick(eps, pickapi.StrategyPrefixCache, req, now)
 		require.NoError(t, err)
-		require.Equal(t, first.Endpoints[0], r.Endpoints[0], "same prefix, same pod while loads are equal")
+		require.Equal(t, hot, r.Endpoints[0], "same prefix, same pod while loads are equal")
 	}
 	// DEFAULT ignores the index entirely.
-	seen := map[*Member]bool{}
+	seen := map[*scrape.Endpoint]bool{}
 	for i := 0; i < 200; i++ {
-		r, _ := s.Pick(ms, pickapi.StrategyDefault, req, t0)
+		r, _ := s.Pick(eps, pickapi.StrategyDefault, req, now)
 		seen[r.Endpoints[0]] = true
 	}
-	require.Len(t, seen, 4, "DEFAULT spreads equal pods at random")
+	require.Len(t, seen, 4, "DEFAULT spreads equal pods")
 
-	// The prefix holder melts (long queue, full KV): load outweighs the
-	// prefix (3 for prefix < 2 queue + 2 KV + 1 running lost).
-	hot := first.Endpoints[0]
-	hot.EP.Store(&scrape.Snapshot{Waiting: 5, Running: 30, KVCacheUsage: 0.79, ScrapedAt: t0})
-	r, err := s.Pick(ms, pickapi.StrategyPrefixCache, req, t0)
+	// The prefix holder melts (long queue, full KV) while the others are
+	// idle: load outweighs the prefix (3 for prefix < 2 queue + 2 x 0.69
+	// KV lost).
+	now = now.Add(time.Second)
+	for _, ep := range eps {
+		ep.Store(&scrape.Snapshot{Waiting: 0, Running: 4, KVCacheUsage: 0.1, ScrapedAt: now, RequestedAt: now})
+	}
+	hot.Store(&scrape.Snapshot{Waiting: 5, Running: 30, KVCacheUsage: 0.79, ScrapedAt: now, RequestedAt: now})
+	r, err := s.Pick(eps, pickapi.StrategyPrefixCache, req, now)
 	require.NoError(t, err)
 	require.NotEqual(t, hot, r.Endpoints[0])
 }
 
 func TestLoRAAffinityInScheduler(t *testing.T) {
-	s := New(DefaultConfig())
-	ms := members(
+	s := mustNew(DefaultConfig())
+	eps := endpoints(
 		scrape.Snapshot{BaseModel: "base", MaxLoRA: 1, RunningAdapters: []string{"other"}},
 		scrape.Snapshot{BaseModel: "base", MaxLoRA: 1, RunningAdapters: []string{"sql"}},
 	)
 	for i := 0; i < 20; i++ {
-		r, err := s.Pick(ms, pickapi.StrategyDefault, &Request{TargetModel: "sql"}, t0)
+		// Each pick is a scrape apart: in-flight picks do not pile up.
+		now := t0.Add(time.Duration(i) * time.Second)
+		for j, ep := range eps {
+			s := *ep.Snapshot()
+			s.ScrapedAt, s.RequestedAt = now, now
+			eps[j].Store(&s)
+		}
+		r, err := s.Pick(eps, pickapi.StrategyDefault, &Request{TargetModel: "sql"}, now)
 		require.NoError(t, err)
-		require.Equal(t, ms[1], r.Endpoints[0])
+		require.Equal(t, eps[1], r.Endpoints[0])
 	}
+}
+
+// Between two scrapes every pick sees the same snapshots. Without in-flight
+// accounting a burst herds onto the pod that looked best; with it, the
+// burst spreads as each pick makes its pod look busier.
+func TestBurstBetweenScrapesDoesNotHerd(t *testing.T) {
+	idle := scrape.Snapshot{Waiting: 0, Running: 10, KVCacheUsage: 0.30, NumGPUBlocks: 1000, BlockSize: 16}
+	better := idle
+	better.KVCacheUsage = 0.10 // looked best at the last scrape
+	for _, tc := range []struct {
+		name    string
+		prepare []string
+		maxOne  int // most picks one pod may take of 100
+	}{
+		{"with in_flight", []string{"in_flight"}, 25},
+		{"without (control)", nil, 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			p := cfg.Profiles[pickapi.StrategyDefault]
+			p.Prepare = tc.prepare
+			cfg.Profiles[pickapi.StrategyDefault] = p
+			s := mustNew(cfg)
+			eps := endpoints(better, idle, idle, idle, idle)
+			counts := map[*scrape.Endpoint]int{}
+			for i := 0; i < 100; i++ {
+				r, err := s.Pick(eps, pickapi.StrategyDefault, &Request{PromptTokens: 1500}, t0.Add(time.Millisecond))
+				require.NoError(t, err)
+				counts[r.Endpoints[0]]++
+			}
+			most := 0
+			for _, n := range counts {
+				most = max(most, n)
+			}
+			require.LessOrEqual(t, most, tc.maxOne, "picks per pod %v", counts)
+			if tc.prepare == nil {
+				require.Equal(t, 100, counts[eps[0]], "the control herds: it is what the tracker prevents")
+			}
+		})
+	}
+}
+
+func TestInFlightPicksCountUntilAScrapeShowsThem(t *testing.T) {
+	tr := NewInFlightTracker(50 * time.Millisecond)
+	ep := endpoint(0, scrape.Snapshot{NumGPUBlocks: 100, BlockSize: 16})
+	look := func(requested time.Time) InFlight {
+		ep.Store(&scrape.Snapshot{RequestedAt: requested, ScrapedAt: requested.Add(time.Millisecond)})
+		c := []Candidate{{EP: ep, S: ep.Snapshot()}}
+		tr.Prepare(&Request{}, c, requested)
+		return c[0].InFlight
+	}
+	tr.PostPick(&Request{PromptTokens: 100}, ep, t0)
+	tr.PostPick(&Request{PromptTokens: 200}, ep, t0.Add(30*time.Millisecond))
+	require.Equal(t, InFlight{Requests: 2, PromptTokens: 300}, look(t0), "a scrape sent at the pick shows neither")
+	require.Equal(t, InFlight{Requests: 2, PromptTokens: 300}, look(t0.Add(49*time.Millisecond)), "within the grace, still counted")
+	require.Equal(t, InFlight{Requests: 1, PromptTokens: 200}, look(t0.Add(50*time.Millisecond)), "the first is in the pod's numbers now")
+	require.Equal(t, InFlight{}, look(t0.Add(time.Second)))
+
+	tr.PostPick(&Request{}, ep, t0.Add(2*time.Second))
+	tr.EndpointsRemoved([]*scrape.Endpoint{ep})
+	require.Equal(t, InFlight{}, look(t0), "a removed endpoint's picks are forgotten")
+	require.Nil(t, tr.pod(ep, false))
+
+	// Bounded whatever the scrapes do.
+	for i := 0; i < maxRecentPicks+10; i++ {
+		tr.PostPick(&Request{PromptTokens: 1}, ep, t0.Add(time.Hour))
+	}
+	require.Equal(t, maxRecentPicks, look(t0).Requests)
+}
+
+func TestProjectedKV(t *testing.T) {
+	c := Candidate{S: &scrape.Snapshot{KVCacheUsage: 0.5, NumGPUBlocks: 100, BlockSize: 16}, InFlight: InFlight{Requests: 2, PromptTokens: 400}}
+	require.InDelta(t, 0.75, ProjectedKV(&c), 1e-9, "400 of 1600 tokens more")
+	c.S = &scrape.Snapshot{KVCacheUsage: 0.5}
+	require.InDelta(t, 0.5, ProjectedKV(&c), 1e-9, "no cache size exported: the scraped usage")
 }
 
 func TestConfigValidate(t *testing.T) {
 	c := DefaultConfig()
 	require.NoError(t, c.Validate())
-	c.Weights[pickapi.StrategyDefault]["nope"] = 1
-	require.ErrorContains(t, c.Validate(), `unknown scorer "nope"`)
-	c = DefaultConfig()
-	c.Weights["FASTEST"] = Weights{}
-	require.ErrorContains(t, c.Validate(), `unknown strategy "FASTEST"`)
-	c = DefaultConfig()
-	c.Weights[pickapi.StrategyDefault]["queue"] = -1
-	require.ErrorContains(t, c.Validate(), "queue: -1")
-	c = DefaultConfig()
-	c.Fallbacks = 9
-	require.Error(t, c.Validate())
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"unknown scorer", func(c *Config) {
+			c.Profiles[pickapi.StrategyDefault] = c.Profiles[pickapi.StrategyDefault].WithWeight("nope", 1)
+		}, `unknown plugin "nope"`},
+		{"unknown strategy", func(c *Config) { c.Profiles["FASTEST"] = ProfileSpec{} }, `unknown strategy "FASTEST"`},
+		{"negative weight", func(c *Config) {
+			c.Profiles[pickapi.StrategyDefault] = c.Profiles[pickapi.StrategyDefault].WithWeight("queue", -1)
+		}, `weight of "queue" is -1`},
+		{"NaN weight", func(c *Config) {
+			c.Profiles[pickapi.StrategyDefault] = c.Profiles[pickapi.StrategyDefault].WithWeight("queue", math.NaN())
+		}, `weight of "queue" is NaN`},
+		{"a filter used as a scorer", func(c *Config) {
+			c.Profiles[pickapi.StrategyDefault] = c.Profiles[pickapi.StrategyDefault].WithWeight("capacity", 1)
+		}, `"capacity" is not a scorer`},
+		{"a scorer used as a filter", func(c *Config) {
+			p := c.Profiles[pickapi.StrategyDefault]
+			p.Filters = []string{"queue"}
+			c.Profiles[pickapi.StrategyDefault] = p
+		}, `"queue" is not a filter`},
+		{"bad parameters quoted", func(c *Config) { c.Plugins = map[string]json.RawMessage{"in_flight": []byte(`{"grace":5}`)} },
+			`unknown field "grace"`},
+		{"parameters nobody uses", func(c *Config) { c.Plugins = map[string]json.RawMessage{"running": nil} },
+			`"running" has parameters but no profile uses it`},
+		{"too many fallbacks", func(c *Config) { c.Fallbacks = 9 }, "fallbacks: 9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.edit(&c)
+			require.ErrorContains(t, c.Validate(), tc.want)
+		})
+	}
 }
 
-func TestChooseTargetHonoursWeights(t *testing.T) {
-	targets := []inference.Target{{Name: "stable", Weight: 90}, {Name: "canary", Weight: 10}}
-	const n = 10000
-	counts := map[string]int{}
-	for i := 0; i < n; i++ {
-		counts[ChooseTarget(targets)]++
+func TestStatefulPluginsAreSharedAndForgetRemovedEndpoints(t *testing.T) {
+	s := mustNew(DefaultConfig())
+	eps := endpoints(scrape.Snapshot{}, scrape.Snapshot{})
+	h := chain(7, 8)
+	_, err := s.Pick(eps, pickapi.StrategyPrefixCache, &Request{PrefixHashes: h}, t0)
+	require.NoError(t, err)
+	held := 0
+	for _, ep := range eps {
+		if idx := prefixOf(s).Index(ep); idx != nil && idx.Match(h) == len(h) {
+			held++
+		}
 	}
-	// +-2 percentage points of the configured split (binomial sd is 0.3 points).
-	require.InDelta(t, 0.90, float64(counts["stable"])/n, 0.02)
-	require.InDelta(t, 0.10, float64(counts["canary"])/n, 0.02)
-
-	ten := make([]inference.Target, 10)
-	for i := range ten {
-		ten[i] = inference.Target{Name: string(rune('a' + i)), Weight: 10}
+	require.Equal(t, 1, held, "the pick recorded its prefix on the chosen pod")
+	s.EndpointsRemoved(eps)
+	for _, ep := range eps {
+		require.Nil(t, prefixOf(s).Index(ep))
 	}
-	counts = map[string]int{}
-	for i := 0; i < n; i++ {
-		counts[ChooseTarget(ten)]++
-	}
-	for _, tg := range ten {
-		require.InDelta(t, 0.10, float64(counts[tg.Name])/n, 0.02, tg.Name)
-	}
-	require.Equal(t, "x", ChooseTarget([]inference.Target{{Name: "x", Weight: 0}, {Name: "y", Weight: 0}}), "degenerate weights: first")
-	for i := 0; i < 100; i++ {
-		require.Equal(t, "y", ChooseTarget([]inference.Target{{Name: "x", Weight: 0}, {Name: "y", Weight: 5}}), "zero weight never chosen")
-	}
-	require.Equal(t, "", ChooseTarget(nil))
+	require.Contains(t, Registered(), "in_flight")
 }

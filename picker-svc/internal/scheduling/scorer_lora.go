@@ -1,5 +1,7 @@
 package scheduling
 
+import "github.com/meshllm/meshllm/picker-svc/internal/scrape"
+
 // LoRA affinity scores. Loading an adapter costs time and may evict another
 // one that running requests need, so prefer pods that already hold it.
 const (
@@ -13,7 +15,9 @@ const (
 // pod that does not serve LoRA (max_lora 0), scores 1: affinity is moot.
 type LoRAScorer struct{}
 
-// Name implements Scorer.
+func init() { Register(LoRAScorer{}.Name(), noParams(LoRAScorer{})) }
+
+// Name implements Plugin.
 func (LoRAScorer) Name() string { return "lora" }
 
 // Score implements Scorer.
@@ -24,10 +28,10 @@ func (LoRAScorer) Score(req *Request, cands []Candidate, scores []float64) {
 		case s.MaxLoRA == 0 || req.TargetModel == s.BaseModel || req.TargetModel == "":
 			scores[i] = 1
 		default:
-			switch s.HasAdapter(req.TargetModel) {
-			case 1:
+			switch s.Adapter(req.TargetModel) {
+			case scrape.AdapterRunning:
 				scores[i] = LoRARunning
-			case 2:
+			case scrape.AdapterWaiting:
 				scores[i] = LoRAWaiting
 			default:
 				if s.ActiveAdapters() < s.MaxLoRA {

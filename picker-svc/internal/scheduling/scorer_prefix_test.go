@@ -28,10 +28,11 @@ func TestPrefixScorer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cands(make([]scrape.Snapshot, len(tc.served))...)
+			ps := NewPrefixScorer(1024)
 			for i, s := range tc.served {
-				c[i].M.Prefix.Add(s)
+				ps.PostPick(&Request{PrefixHashes: s}, c[i].EP, t0)
 			}
-			require.InDeltaSlice(t, tc.want, score(PrefixScorer{}, &Request{PrefixHashes: tc.req}, c), 1e-9)
+			require.InDeltaSlice(t, tc.want, score(ps, &Request{PrefixHashes: tc.req}, c), 1e-9)
 		})
 	}
 }

@@ -1,17 +1,20 @@
 package scheduling
 
 // QueueScorer prefers short waiting queues: a waiting request is latency the
-// client pays before its first token. Scores are min-max normalised across
-// the candidates (shortest queue 1, longest 0, all equal 1), so the scorer
-// ranks relative load whatever the absolute numbers.
+// client pays before its first token. The queue counts the picks the pod's
+// last scrape cannot show yet (Candidate.InFlight). Scores are min-max
+// normalised across the candidates (shortest queue 1, longest 0, all equal
+// 1), so the scorer ranks relative load whatever the absolute numbers.
 type QueueScorer struct{}
 
-// Name implements Scorer.
+func init() { Register(QueueScorer{}.Name(), noParams(QueueScorer{})) }
+
+// Name implements Plugin.
 func (QueueScorer) Name() string { return "queue" }
 
 // Score implements Scorer.
 func (QueueScorer) Score(_ *Request, cands []Candidate, scores []float64) {
-	minMax(cands, scores, func(c *Candidate) float64 { return c.S.Waiting })
+	minMax(cands, scores, func(c *Candidate) float64 { return c.S.Waiting + float64(c.InFlight.Requests) })
 }
 
 // minMax writes 1 - (v-min)/(max-min) for each candidate's value.

@@ -2,10 +2,14 @@ package scheduling
 
 // RunningScorer prefers pods with fewer requests in their running batch: a
 // larger batch makes every decode step (every token) slower. Min-max
-// normalised like QueueScorer.
+// normalised like QueueScorer. Not in the default profiles: equalising
+// batches spreads load like round robin and gives up most of what placing
+// by queue and KV wins (issue 10's traces).
 type RunningScorer struct{}
 
-// Name implements Scorer.
+func init() { Register(RunningScorer{}.Name(), noParams(RunningScorer{})) }
+
+// Name implements Plugin.
 func (RunningScorer) Name() string { return "running" }
 
 // Score implements Scorer.

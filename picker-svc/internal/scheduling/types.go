@@ -1,39 +1,48 @@
-// Package scheduling decides which endpoint serves a request: filters narrow
-// the candidates, weighted scorers rate each in [0,1], a picker takes the
-// best (ties at random) and ranks fallbacks. Weights live outside the
-// scorers, per strategy, so a scorer only answers "how good is this pod for
-// this request" on its own scale.
+// Package scheduling decides which endpoint serves a request. A profile is
+// data: filters narrow the candidates, weighted scorers rate each in [0,1],
+// a picker takes the best (ties at random) and ranks fallbacks. Plugins are
+// built by name from a registry each one registers itself in; stateful ones
+// (the prefix index, in-flight accounting) own their state and keep it
+// current from hooks: Prepare before a pick, PostPick after it, and
+// EndpointsRemoved when an endpoint leaves every pool.
 package scheduling
 
 import (
+	"time"
+
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
-// Member is an endpoint as one pool sees it: the shared scraper plus the
-// pool's own approximate prefix index for it.
-type Member struct {
-	EP     *scrape.Endpoint
-	Prefix *PrefixLRU
-}
-
-// NewMember pairs an endpoint with a fresh prefix index of capacity blocks.
-func NewMember(ep *scrape.Endpoint, capacity int) *Member {
-	return &Member{EP: ep, Prefix: NewPrefixLRU(capacity)}
-}
-
-// Candidate is a member with the snapshot judged for one pick.
+// Candidate is an endpoint judged for one pick: the snapshot it is judged
+// on, and what Prepare plugins added for this pick.
 type Candidate struct {
-	M *Member
-	S *scrape.Snapshot
+	EP *scrape.Endpoint
+	S  *scrape.Snapshot
+	// InFlight is what this picker sent the endpoint that its snapshot does
+	// not show yet (written by the in_flight plugin; zero without it).
+	InFlight InFlight
 }
 
-// Request is what scorers and filters know about the request being placed.
+// InFlight counts picks an endpoint's last scrape cannot have seen.
+type InFlight struct {
+	Requests     int
+	PromptTokens int
+}
+
+// Request is what plugins know about the request being placed.
 type Request struct {
 	// TargetModel is the model or adapter that will serve the request.
 	TargetModel  string
 	Criticality  pickapi.Criticality
 	PrefixHashes []uint64
+	// PromptTokens estimates the prompt's length (0: unknown).
+	PromptTokens int
+}
+
+// Plugin is anything a profile is built from.
+type Plugin interface {
+	Name() string
 }
 
 // Filter drops candidates that should not serve req. It may reorder or
@@ -41,19 +50,38 @@ type Request struct {
 // keeps the unfiltered set: filters express preferences strong enough to
 // override scores, never a reason to fail a request).
 type Filter interface {
-	Name() string
+	Plugin
 	Filter(req *Request, cands []Candidate) []Candidate
 }
 
 // Scorer writes into scores[i] (len(scores) == len(cands)) how well cands[i]
-// suits req, in [0,1], higher is better.
+// suits req, in [0,1], higher is better. Score must not allocate.
 type Scorer interface {
-	Name() string
+	Plugin
 	Score(req *Request, cands []Candidate, scores []float64)
 }
 
 // Picker chooses among scored candidates: out[0] is the pick, the rest are
 // ranked fallbacks (at most len(out)). It returns how many it wrote.
 type Picker interface {
+	Plugin
 	Pick(cands []Candidate, totals []float64, out []int) int
+}
+
+// Preparer adds per-pick data to every candidate before filters run.
+type Preparer interface {
+	Plugin
+	Prepare(req *Request, cands []Candidate, now time.Time)
+}
+
+// PostPicker learns which endpoint a pick chose.
+type PostPicker interface {
+	Plugin
+	PostPick(req *Request, picked *scrape.Endpoint, now time.Time)
+}
+
+// EndpointRemover forgets state about endpoints that left every pool.
+type EndpointRemover interface {
+	Plugin
+	EndpointsRemoved(eps []*scrape.Endpoint)
 }

@@ -34,6 +34,9 @@ var wanted = map[string]bool{
 	mCacheConfig: true, mPrefixQueries: true, mPrefixHits: true, mGPUPrefixQ: true, mGPUPrefixH: true,
 }
 
+// Wanted reports whether the picker reads the series named name.
+func Wanted(name string) bool { return wanted[name] }
+
 // Limits on what one page may put into a snapshot.
 const (
 	maxAdapters   = 64
@@ -46,7 +49,7 @@ var ErrIncomplete = errors.New("page lacks vllm:num_requests_running/waiting or 
 
 // Map parses a Prometheus text page and maps it to a Snapshot stamped now.
 //
-// Only sample lines of the series above reach the parser (selectLines): a
+// Only sample lines of the series above reach the parser (SelectLines): a
 // vLLM page is mostly histograms the picker never reads, and skipping them
 // before parsing is what keeps a 30 KiB page well under the CPU budget (see
 // docs/performance.md (picker-svc)). Comment lines are dropped too, so every kept
@@ -54,7 +57,7 @@ var ErrIncomplete = errors.New("page lacks vllm:num_requests_running/waiting or 
 func Map(page []byte, now time.Time) (Snapshot, error) {
 	buf := getBuf()
 	defer putBuf(buf)
-	*buf = selectLines((*buf)[:0], page)
+	*buf = SelectLines((*buf)[:0], page)
 	return mapSelected(*buf, now, len(page))
 }
 
@@ -252,9 +255,11 @@ func value(m *dto.Metric) float64 {
 	return math.NaN()
 }
 
-// selectLines appends to dst the sample lines of page whose metric name is
-// wanted. A line's name ends at '{', ' ' or '\t'; comments are dropped.
-func selectLines(dst, page []byte) []byte {
+// SelectLines appends to dst the sample lines of page whose metric name is
+// Wanted, each ending in '\n'. A line's name ends at '{', ' ' or '\t';
+// comments are dropped. Exported for parserbench, which times the parsers on
+// what it keeps.
+func SelectLines(dst, page []byte) []byte {
 	for len(page) > 0 {
 		line := page
 		if i := bytes.IndexByte(page, '\n'); i >= 0 {

@@ -29,9 +29,9 @@ func TestMapRealisticPage(t *testing.T) {
 		PrefixQueries: 4.812345e+06, PrefixHits: 2.101234e+06,
 		ScrapedAt: t0, PageBytes: len(page),
 	}, s)
-	require.Equal(t, 1, s.HasAdapter("sql-lora"))
-	require.Equal(t, 2, s.HasAdapter("tweet-summary-2"))
-	require.Equal(t, 0, s.HasAdapter("other"))
+	require.Equal(t, AdapterRunning, s.Adapter("sql-lora"))
+	require.Equal(t, AdapterWaiting, s.Adapter("tweet-summary-2"))
+	require.Equal(t, AdapterAbsent, s.Adapter("other"))
 	require.Equal(t, 3, s.ActiveAdapters())
 }
 
@@ -126,7 +126,7 @@ func adapterList(prefix string, n int) string {
 func TestSelectLines(t *testing.T) {
 	page := "# HELP vllm:num_requests_running x\n# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{a=\"b\"} 1\n" +
 		"vllm:num_requests_running_other 1\nvllm:time_to_first_token_seconds_bucket{le=\"1\"} 3\nprocess_open_fds 3\nvllm:kv_cache_usage_perc 0.5"
-	require.Equal(t, "vllm:num_requests_running{a=\"b\"} 1\nvllm:kv_cache_usage_perc 0.5\n", string(selectLines(nil, []byte(page))))
+	require.Equal(t, "vllm:num_requests_running{a=\"b\"} 1\nvllm:kv_cache_usage_perc 0.5\n", string(SelectLines(nil, []byte(page))))
 }
 
 func FuzzMap(f *testing.F) {

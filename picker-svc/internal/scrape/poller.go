@@ -11,17 +11,31 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshllm/meshllm/picker-svc/internal/capped"
 )
 
-// Config tunes every poller of a Manager.
+// What a zero Config field takes. They are the one place these defaults are
+// written: picker-svc's config starts from them.
+const (
+	DefaultInterval     = 50 * time.Millisecond
+	DefaultTimeout      = time.Second
+	DefaultMaxPageBytes = 1 << 20
+	DefaultStaleAfter   = 2 * time.Second
+	DefaultMaxFailures  = 3
+	DefaultPath         = "/metrics"
+	DefaultScheme       = "http"
+)
+
+// Config tunes every poller of a Manager. A zero field takes its Default*.
 type Config struct {
-	Interval     time.Duration // between scrapes of one endpoint; default 50ms
-	Timeout      time.Duration // per scrape request; default 1s
-	MaxPageBytes int64         // larger pages are refused; default 1 MiB
-	StaleAfter   time.Duration // a snapshot older than this is not eligible; default 2s
-	MaxFailures  int           // this many failures in a row make an endpoint ineligible; default 3
-	Path         string        // default /metrics
-	Scheme       string        // default http
+	Interval     time.Duration // between scrapes of one endpoint
+	Timeout      time.Duration // per scrape request
+	MaxPageBytes int64         // larger pages are refused
+	StaleAfter   time.Duration // a snapshot older than this is not eligible
+	MaxFailures  int           // this many failures in a row make an endpoint ineligible
+	Path         string
+	Scheme       string
 	// NewClient builds the HTTP client of one endpoint (tests inject one);
 	// default: a client with its own small transport, so that removing an
 	// endpoint closes its connections.
@@ -54,25 +68,25 @@ const (
 func (c *Config) withDefaults() Config {
 	d := *c
 	if d.Interval <= 0 {
-		d.Interval = 50 * time.Millisecond
+		d.Interval = DefaultInterval
 	}
 	if d.Timeout <= 0 {
-		d.Timeout = time.Second
+		d.Timeout = DefaultTimeout
 	}
 	if d.MaxPageBytes <= 0 {
-		d.MaxPageBytes = 1 << 20
+		d.MaxPageBytes = DefaultMaxPageBytes
 	}
 	if d.StaleAfter <= 0 {
-		d.StaleAfter = 2 * time.Second
+		d.StaleAfter = DefaultStaleAfter
 	}
 	if d.MaxFailures <= 0 {
-		d.MaxFailures = 3
+		d.MaxFailures = DefaultMaxFailures
 	}
 	if d.Path == "" {
-		d.Path = "/metrics"
+		d.Path = DefaultPath
 	}
 	if d.Scheme == "" {
-		d.Scheme = "http"
+		d.Scheme = DefaultScheme
 	}
 	if d.Now == nil {
 		d.Now = time.Now
@@ -216,6 +230,7 @@ func (e *Endpoint) fetch(ctx context.Context) (*Snapshot, Reason, error) {
 		return nil, ReasonConnect, err
 	}
 	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	requested := e.cfg.Now()
 	resp, err := e.hc.Do(req)
 	if err != nil {
 		var ne net.Error
@@ -234,10 +249,10 @@ func (e *Endpoint) fetch(ctx context.Context) (*Snapshot, Reason, error) {
 	}
 	buf := getBuf()
 	defer putBuf(buf)
-	b, err := readCapped((*buf)[:0], resp.Body, e.cfg.MaxPageBytes)
+	b, err := capped.ReadAll((*buf)[:0], resp.Body, e.cfg.MaxPageBytes)
 	*buf = b
 	switch {
-	case errors.Is(err, errTooBig):
+	case errors.Is(err, capped.ErrTooLarge):
 		return nil, ReasonTooBig, fmt.Errorf("%w: more than %d bytes", errTooBig, e.cfg.MaxPageBytes)
 	case err != nil && ctx.Err() != nil:
 		return nil, ReasonTimeout, fmt.Errorf("page not complete within %v", e.cfg.Timeout)
@@ -251,27 +266,8 @@ func (e *Endpoint) fetch(ctx context.Context) (*Snapshot, Reason, error) {
 	case err != nil:
 		return nil, ReasonParse, err
 	}
+	s.RequestedAt = requested
 	return &s, OK, nil
-}
-
-// readCapped reads r to EOF into dst, failing once more than limit bytes came.
-func readCapped(dst []byte, r io.Reader, limit int64) ([]byte, error) {
-	for {
-		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
-		}
-		n, err := r.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if int64(len(dst)) > limit {
-			return dst, errTooBig
-		}
-		if err == io.EOF {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, err
-		}
-	}
 }
 
 // Manager runs one poller per endpoint address. Several owners (pools) may

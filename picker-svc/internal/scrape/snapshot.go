@@ -4,6 +4,7 @@
 package scrape
 
 import (
+	"strconv"
 	"time"
 )
 
@@ -39,24 +40,49 @@ type Snapshot struct {
 
 	// ScrapedAt is when the page was read (the picker's clock).
 	ScrapedAt time.Time
+	// RequestedAt is when the scrape was sent: the page reflects requests
+	// the pod admitted before about then. Zero for snapshots not scraped.
+	RequestedAt time.Time
 	// PageBytes is the size of the page this snapshot came from.
 	PageBytes int
 }
 
-// HasAdapter reports whether name is running (1) or waiting (2) on the
-// endpoint, or neither (0).
-func (s *Snapshot) HasAdapter(name string) int {
+// AdapterState is where a LoRA adapter stands on an endpoint.
+type AdapterState uint8
+
+// The adapter states, as vllm:lora_requests_info reports them.
+const (
+	AdapterAbsent  AdapterState = iota // in neither list
+	AdapterRunning                     // in running_lora_adapters: resident and serving
+	AdapterWaiting                     // in waiting_lora_adapters: queued, being loaded
+)
+
+func (a AdapterState) String() string {
+	switch a {
+	case AdapterAbsent:
+		return "absent"
+	case AdapterRunning:
+		return "running"
+	case AdapterWaiting:
+		return "waiting"
+	}
+	return "AdapterState(" + strconv.Itoa(int(a)) + ")"
+}
+
+// Adapter reports where the adapter name stands on the endpoint; one both
+// running and waiting is running.
+func (s *Snapshot) Adapter(name string) AdapterState {
 	for _, a := range s.RunningAdapters {
 		if a == name {
-			return 1
+			return AdapterRunning
 		}
 	}
 	for _, a := range s.WaitingAdapters {
 		if a == name {
-			return 2
+			return AdapterWaiting
 		}
 	}
-	return 0
+	return AdapterAbsent
 }
 
 // ActiveAdapters is the number of distinct adapters running or waiting.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
@@ -35,17 +36,17 @@ func benchPickHTTP(b *testing.B, clients int) {
 	log := slog.New(slog.DiscardHandler)
 	mgr := scrape.NewManager(scrape.Config{Interval: time.Hour, Timeout: 10 * time.Millisecond, Logger: log})
 	defer mgr.Close()
-	store := datastore.New(mgr, scheduling.DefaultPrefixCapacity, log)
+	store := datastore.New(mgr, log, nil)
 	store.ReplaceObjects(inference.Objects{Pools: []inference.Pool{{Name: "p", TargetPort: 1, Strategy: pickapi.StrategyPrefixCache}}})
 	var addrs []string
 	for i := 1; i <= 100; i++ {
 		addrs = append(addrs, fmt.Sprintf("127.0.0.%d:1", i))
 	}
 	store.SetEndpoints("p", addrs)
-	for i, m := range store.View().Pools["p"].Members {
-		m.EP.Store(&scrape.Snapshot{Waiting: float64(i % 5), Running: float64(i % 17), KVCacheUsage: float64(i%10) / 20, ScrapedAt: time.Now().Add(time.Hour)})
+	for i, m := range store.View().Pools["p"].Endpoints {
+		m.Store(&scrape.Snapshot{Waiting: float64(i % 5), Running: float64(i % 17), KVCacheUsage: float64(i%10) / 20, ScrapedAt: time.Now().Add(time.Hour)})
 	}
-	srv := New(store, scheduling.New(scheduling.DefaultConfig()), NewMetrics(store), log)
+	srv := New(store, resolve.New(nil), mustScheduler(), NewMetrics(store), log)
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
 
@@ -128,26 +129,28 @@ func BenchmarkMemory1000Endpoints(b *testing.B) {
 
 		log := slog.New(slog.DiscardHandler)
 		mgr := scrape.NewManager(scrape.Config{Interval: time.Second, Logger: log})
-		store := datastore.New(mgr, scheduling.DefaultPrefixCapacity, log)
+		store := datastore.New(mgr, log, nil)
 		store.ReplaceObjects(inference.Objects{Pools: []inference.Pool{{Name: "p", TargetPort: int32(port), Strategy: pickapi.StrategyPrefixCache}}})
 		var addrs []string
 		for j := 0; j < 1000; j++ {
 			addrs = append(addrs, fmt.Sprintf("127.0.%d.%d:%d", j/250, j%250+1, port))
 		}
 		store.SetEndpoints("p", addrs)
-		ms := store.View().Pools["p"].Members
+		ms := store.View().Pools["p"].Endpoints
+		sched := mustScheduler()
+		prefix := sched.Plugin("prefix").(*scheduling.PrefixScorer)
 		fill := make([]uint64, scheduling.DefaultPrefixCapacity)
-		for j, m := range ms {
+		for j, ep := range ms {
 			for k := range fill {
 				fill[k] = uint64(j)<<32 | uint64(k)
 			}
-			m.Prefix.Add(fill)
+			prefix.PostPick(&scheduling.Request{PrefixHashes: fill}, ep, time.Now())
 		}
 		deadline := time.Now().Add(time.Minute)
 		for {
 			n := 0
 			for _, m := range ms {
-				if m.EP.Snapshot() != nil {
+				if m.Snapshot() != nil {
 					n++
 				}
 			}
@@ -167,6 +170,7 @@ func BenchmarkMemory1000Endpoints(b *testing.B) {
 		b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines")
 		runtime.KeepAlive(store) // measured while alive: the GC must not free it before ReadMemStats
 		runtime.KeepAlive(ms)
+		runtime.KeepAlive(sched)
 		mgr.Close()
 	}
 }

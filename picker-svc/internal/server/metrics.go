@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,17 +16,18 @@ type Metrics struct {
 	picks          *prometheus.CounterVec
 	scrapeDuration prometheus.Histogram
 	scrapeErrors   *prometheus.CounterVec
-	fallbacks      *prometheus.CounterVec
+	stalePicks     *prometheus.CounterVec
 }
 
-// Outcome labels of meshllm_picker_picks_total.
+// Outcome labels of meshllm_picker_picks_total: the scheduler's outcomes
+// and the server's own refusals.
 const (
-	OutcomePicked      = "picked"
-	OutcomeFallback    = "fallback_all"  // no eligible endpoint: picked among all
-	OutcomeShed        = "shed"          // 429
-	OutcomeUnknown     = "unknown_model" // 404
-	OutcomeNoEndpoints = "no_endpoints"  // 503
-	OutcomeBadRequest  = "bad_request"   // 400
+	OutcomePicked      = string(scheduling.Picked)
+	OutcomeStale       = string(scheduling.Stale)       // no eligible endpoint: picked among those with old metrics
+	OutcomeShed        = string(scheduling.Shed)        // 429
+	OutcomeNoEndpoints = string(scheduling.NoEndpoints) // 503
+	OutcomeUnknown     = "unknown_model"                // 404
+	OutcomeBadRequest  = "bad_request"                  // 400
 )
 
 // NewMetrics registers every series, including the per-endpoint state read
@@ -48,11 +50,11 @@ func NewMetrics(store *datastore.Store) *Metrics {
 		scrapeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshllm_picker_scrape_errors_total", Help: "Failed scrapes by reason (connect, timeout, status, too_large, read, parse, incomplete).",
 		}, []string{"reason"}),
-		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshllm_picker_fallback_all_total", Help: "Picks made among all endpoints because none was eligible (stale or failing metrics).",
+		stalePicks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshllm_picker_stale_picks_total", Help: "Picks made among endpoints with old metrics because none was eligible (stale or failing scrapes).",
 		}, []string{"pool"}),
 	}
-	m.Registry.MustRegister(m.pickLatency, m.picks, m.scrapeDuration, m.scrapeErrors, m.fallbacks,
+	m.Registry.MustRegister(m.pickLatency, m.picks, m.scrapeDuration, m.scrapeErrors, m.stalePicks,
 		&endpointCollector{store: store}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	for _, r := range []scrape.Reason{scrape.ReasonConnect, scrape.ReasonTimeout, scrape.ReasonStatus, scrape.ReasonTooBig,
 		scrape.ReasonRead, scrape.ReasonParse, scrape.ReasonPartial} {
@@ -91,8 +93,7 @@ func (c *endpointCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *endpointCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	for name, pv := range c.store.View().Pools {
-		for _, mem := range pv.Members {
-			ep := mem.EP
+		for _, ep := range pv.Endpoints {
 			snap, ok := ep.Eligible(now)
 			elig := 0.0
 			if ok {

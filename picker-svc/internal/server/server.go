@@ -6,15 +6,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshllm/meshllm/picker-svc/internal/capped"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,6 +25,7 @@ import (
 // Server is the picker's HTTP surface.
 type Server struct {
 	store   *datastore.Store
+	resolve *resolve.Resolver
 	sched   *scheduling.Scheduler
 	metrics *Metrics
 	log     *slog.Logger
@@ -33,8 +36,8 @@ type Server struct {
 }
 
 // New wires a server.
-func New(store *datastore.Store, sched *scheduling.Scheduler, metrics *Metrics, log *slog.Logger) *Server {
-	s := &Server{store: store, sched: sched, metrics: metrics, log: log, now: time.Now}
+func New(store *datastore.Store, res *resolve.Resolver, sched *scheduling.Scheduler, metrics *Metrics, log *slog.Logger) *Server {
+	s := &Server{store: store, resolve: res, sched: sched, metrics: metrics, log: log, now: time.Now}
 	s.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	return s
 }
@@ -54,8 +57,8 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) Ready() bool {
 	now := s.now()
 	for _, pv := range s.store.View().Pools {
-		for _, m := range pv.Members {
-			if _, ok := m.EP.Eligible(now); ok {
+		for _, ep := range pv.Endpoints {
+			if _, ok := ep.Eligible(now); ok {
 				return true
 			}
 		}
@@ -85,8 +88,12 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	}
 	bp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bp)
-	body, err := readBody((*bp)[:0], r.Body, pickapi.MaxRequestSize)
+	body, err := capped.ReadAll((*bp)[:0], r.Body, pickapi.MaxRequestSize)
 	*bp = body
+	if errors.Is(err, capped.ErrTooLarge) {
+		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, "pick request larger than "+strconv.Itoa(pickapi.MaxRequestSize)+" bytes")
+		return
+	}
 	if err != nil {
 		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, err.Error())
 		return
@@ -96,7 +103,7 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, err.Error())
 		return
 	}
-	res, err := s.store.View().Resolve(req.Pool, req.Model, req.Criticality)
+	res, err := s.resolve.Resolve(s.store.View(), req.Pool, req.Model, req.Criticality)
 	if err != nil {
 		outcome = OutcomeUnknown
 		s.refuseLogged(w, http.StatusNotFound, pickapi.ErrTypeNotFound, err.Error(), req.Pool+"|"+req.Model)
@@ -104,8 +111,9 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	}
 	pool := res.Pool.Pool.Name
 	strategy = res.Pool.Pool.Strategy
-	sreq := scheduling.Request{TargetModel: res.TargetModel, Criticality: res.Criticality, PrefixHashes: req.PrefixHashes}
-	result, err := s.sched.Pick(res.Pool.Members, strategy, &sreq, s.now())
+	sreq := scheduling.Request{TargetModel: res.TargetModel, Criticality: res.Criticality, PrefixHashes: req.PrefixHashes,
+		PromptTokens: req.PromptBytes / pickapi.BytesPerToken}
+	result, err := s.sched.Pick(res.Pool.Endpoints, strategy, &sreq, s.now())
 	switch {
 	case errors.Is(err, scheduling.ErrNoEndpoints):
 		outcome = OutcomeNoEndpoints
@@ -121,18 +129,18 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 		s.refuseLogged(w, http.StatusTooManyRequests, pickapi.ErrTypeRateLimited,
 			"every endpoint of pool "+quote(pool)+" is saturated; "+string(res.Criticality)+" requests are shed, retry later", pool+"|429|"+string(res.Criticality))
 		return
-	case result.Outcome == scheduling.FellBack:
-		outcome = OutcomeFallback
-		s.metrics.fallbacks.WithLabelValues(pool).Inc()
+	case result.Outcome == scheduling.Stale:
+		outcome = OutcomeStale
+		s.metrics.stalePicks.WithLabelValues(pool).Inc()
 		s.noteState(pool+"|fallback", slog.LevelWarn, "no eligible endpoint (metrics stale or failing); picking among all", "pool", pool)
 	default:
 		outcome = OutcomePicked
 		s.noteState("ok", slog.LevelInfo, "picks succeeding again")
 	}
-	resp := pickapi.PickResponse{Endpoint: result.Endpoints[0].EP.Addr, TargetModel: res.TargetModel, Strategy: strategy, Pool: pool}
+	resp := pickapi.PickResponse{Endpoint: result.Endpoints[0].Addr, TargetModel: res.TargetModel, Strategy: strategy, Pool: pool}
 	var fb [pickapi.MaxFallbacks]string
-	for i, m := range result.Endpoints[1:] {
-		fb[i] = m.EP.Addr
+	for i, ep := range result.Endpoints[1:] {
+		fb[i] = ep.Addr
 	}
 	resp.Fallbacks = fb[:len(result.Endpoints)-1]
 	out := resp.AppendJSON((*bp)[:0])
@@ -143,28 +151,6 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 }
 
 func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
-
-// readBody reads at most limit bytes; more is an error (never truncated).
-func readBody(dst []byte, r io.Reader, limit int) ([]byte, error) {
-	for {
-		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
-		}
-		n, err := r.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if len(dst) > limit {
-			return dst, errors.New("pick request larger than " + itoa(limit) + " bytes")
-		}
-		if err == io.EOF {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, err
-		}
-	}
-}
-
-func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 func (s *Server) refuse(w http.ResponseWriter, status int, typ, msg string) {
 	w.Header().Set("Content-Type", "application/json")
@@ -235,9 +221,9 @@ func (s *Server) debug(w http.ResponseWriter, _ *http.Request) {
 			dp.Models = append(dp.Models, dm)
 		}
 		sort.Slice(dp.Models, func(i, j int) bool { return dp.Models[i].ModelName < dp.Models[j].ModelName })
-		for _, mem := range pv.Members {
-			snap, ok := mem.EP.Eligible(now)
-			de := debugEndpoint{Address: mem.EP.Addr, Eligible: ok, Failures: mem.EP.Failures(), LastError: mem.EP.LastError()}
+		for _, ep := range pv.Endpoints {
+			snap, ok := ep.Eligible(now)
+			de := debugEndpoint{Address: ep.Addr, Eligible: ok, Failures: ep.Failures(), LastError: ep.LastError()}
 			if snap != nil {
 				age := now.Sub(snap.ScrapedAt).Milliseconds()
 				de.AgeMS = &age

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
@@ -85,14 +86,14 @@ func newFixture(t *testing.T) *fixture {
 		}
 	})})
 	t.Cleanup(mgr.Close)
-	store = datastore.New(mgr, 1024, log)
+	store = datastore.New(mgr, log, nil)
 	metrics = NewMetrics(store)
 	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "pool.yaml"))
 	require.NoError(t, err)
 	objs, err := inference.ParseYAML(b)
 	require.NoError(t, err)
 	store.ReplaceObjects(objs)
-	s := New(store, scheduling.New(scheduling.DefaultConfig()), metrics, log)
+	s := New(store, resolve.New(nil), mustScheduler(), metrics, log)
 	h := httptest.NewServer(s.Handler())
 	t.Cleanup(h.Close)
 	return &fixture{store: store, srv: s, http: h, logs: logs}
@@ -124,8 +125,8 @@ func (f *fixture) get(t *testing.T, path string) (int, string) {
 func (f *fixture) waitReady(t *testing.T, n int) {
 	require.Eventually(t, func() bool {
 		fresh := 0
-		for _, m := range f.store.View().Pools["sim-pool"].Members {
-			if _, ok := m.EP.Eligible(time.Now()); ok {
+		for _, m := range f.store.View().Pools["sim-pool"].Endpoints {
+			if _, ok := m.Eligible(time.Now()); ok {
 				fresh++
 			}
 		}
@@ -240,8 +241,8 @@ func TestSheddingOverHTTP(t *testing.T) {
 	b.kv.Store(0.2)
 	require.Eventually(t, func() bool {
 		s := b.addr()
-		for _, m := range f.store.View().Pools["sim-pool"].Members {
-			if snap := m.EP.Snapshot(); m.EP.Addr == s && snap != nil && snap.KVCacheUsage == 0.2 {
+		for _, m := range f.store.View().Pools["sim-pool"].Endpoints {
+			if snap := m.Snapshot(); m.Addr == s && snap != nil && snap.KVCacheUsage == 0.2 {
 				return true
 			}
 		}
@@ -266,8 +267,8 @@ func TestStaleFallbackIsCounted(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, v.addr(), resp.Endpoint)
 	_, metrics := f.get(t, "/metrics")
-	require.Contains(t, metrics, `meshllm_picker_fallback_all_total{pool="sim-pool"} 1`)
-	require.Contains(t, metrics, `meshllm_picker_picks_total{outcome="fallback_all",strategy="PREFIX_CACHE"} 1`)
+	require.Contains(t, metrics, `meshllm_picker_stale_picks_total{pool="sim-pool"} 1`)
+	require.Contains(t, metrics, `meshllm_picker_picks_total{outcome="stale",strategy="PREFIX_CACHE"} 1`)
 }
 
 func TestMetricsAndDebug(t *testing.T) {
@@ -317,4 +318,12 @@ func TestMetricsAndDebug(t *testing.T) {
 	f.store.SetEndpoints("sim-pool", nil)
 	_, m = f.get(t, "/metrics")
 	require.NotContains(t, m, v.addr())
+}
+
+func mustScheduler() *scheduling.Scheduler {
+	s, err := scheduling.New(scheduling.DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
+	return s
 }

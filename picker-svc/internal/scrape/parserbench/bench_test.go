@@ -2,6 +2,9 @@
 // page. It is a separate module so that prometheus/prometheus (a very large
 // dependency tree) stays out of meshllm's go.mod; the picker itself uses
 // prometheus/common/expfmt (see docs/performance.md (picker-svc) for the figures).
+// It requires meshllm through a replace of the checkout, so the series it
+// sums and the line selection it times are the picker's own
+// (scrape.Wanted, scrape.SelectLines), at the picker's prometheus/common.
 package parserbench
 
 import (
@@ -15,13 +18,9 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
-)
 
-var wanted = map[string]bool{
-	"vllm:num_requests_running": true, "vllm:num_requests_waiting": true, "vllm:num_requests_swapped": true,
-	"vllm:kv_cache_usage_perc": true, "vllm:gpu_cache_usage_perc": true, "vllm:lora_requests_info": true,
-	"vllm:cache_config_info": true, "vllm:prefix_cache_queries_total": true, "vllm:prefix_cache_hits_total": true,
-}
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
+)
 
 func page(b *testing.B) []byte {
 	p, err := os.ReadFile("../testdata/vllm-v1.txt")
@@ -29,28 +28,6 @@ func page(b *testing.B) []byte {
 		b.Fatal(err)
 	}
 	return p
-}
-
-// selectLines mirrors scrape.selectLines (kept in sync by hand: it is a
-// benchmark, not production code).
-func selectLines(dst, page []byte) []byte {
-	for len(page) > 0 {
-		line := page
-		if i := bytes.IndexByte(page, '\n'); i >= 0 {
-			line, page = page[:i+1], page[i+1:]
-		} else {
-			page = nil
-		}
-		if !bytes.HasPrefix(line, []byte("vllm:")) {
-			continue
-		}
-		end := bytes.IndexAny(line, "{ \t")
-		if end < 0 || !wanted[string(line[:end])] {
-			continue
-		}
-		dst = append(dst, line...)
-	}
-	return dst
 }
 
 func textparseSum(b *testing.B, p []byte, st *labels.SymbolTable) float64 {
@@ -70,7 +47,7 @@ func textparseSum(b *testing.B, p []byte, st *labels.SymbolTable) float64 {
 		}
 		_, _, v := tp.Series()
 		tp.Labels(&ls)
-		if wanted[ls.Get(model.MetricNameLabel)] {
+		if scrape.Wanted(ls.Get(model.MetricNameLabel)) {
 			sum += v
 		}
 	}
@@ -84,7 +61,7 @@ func expfmtSum(b *testing.B, p []byte) float64 {
 	}
 	var sum float64
 	for name, f := range fams {
-		if !wanted[name] {
+		if !scrape.Wanted(name) {
 			continue
 		}
 		for _, m := range f.Metric {
@@ -120,7 +97,7 @@ func BenchmarkTextparseSelected(b *testing.B) {
 	b.SetBytes(int64(len(p)))
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = selectLines(buf[:0], p)
+		buf = scrape.SelectLines(buf[:0], p)
 		textparseSum(b, buf, st)
 	}
 }
@@ -131,7 +108,7 @@ func BenchmarkExpfmtSelected(b *testing.B) {
 	b.SetBytes(int64(len(p)))
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = selectLines(buf[:0], p)
+		buf = scrape.SelectLines(buf[:0], p)
 		expfmtSum(b, buf)
 	}
 }

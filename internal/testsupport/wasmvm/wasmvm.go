@@ -18,6 +18,9 @@
 //
 // Access goes through reflection on unexported fields; if proxytest or
 // wazero change shape these functions return errors, never wrong answers.
+//
+// It is test support (see package testsupport): product tests such as
+// filter/harness_test.go import it; product code must not.
 package wasmvm
 
 import (

@@ -3,7 +3,8 @@
 // source/common/stats/tag_extractor_impl.cc and tag_producer_impl.cc) and the
 // Prometheus naming of /stats/prometheus (source/server/admin/prometheus_stats.cc).
 // Tests use it to prove which Prometheus series the filter's stats become; the
-// e2e gateway host uses it to serve /stats/prometheus.
+// e2e gateway host uses it to serve /stats/prometheus. It is test support
+// (see package testsupport): product code must not import it.
 package envoystats
 
 import (

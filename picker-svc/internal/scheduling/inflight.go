@@ -1,0 +1,126 @@
+package scheduling
+
+import (
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
+)
+
+// InFlightTracker counts, for every endpoint, the picks it answered that the
+// endpoint's last scrape cannot show yet, and writes them into each
+// candidate's InFlight. Without it every pick between two scrapes (50 ms)
+// sees the same snapshot, and a burst lands on whichever pod looked best.
+//
+// A pick made at t is taken as visible in a scrape sent after t + Grace:
+// Grace covers the request's way from the picker's answer to the pod's
+// queue (filter, Envoy, vLLM's tokenizer). Counting a pick a little too
+// long only makes its pod look one request busier for Grace.
+type InFlightTracker struct {
+	Grace time.Duration
+
+	mu   sync.Mutex
+	pods map[*scrape.Endpoint]*podPicks
+}
+
+type podPicks struct {
+	mu    sync.Mutex
+	picks []recentPick // in pick order
+}
+
+type recentPick struct {
+	at     time.Time
+	tokens int
+}
+
+// DefaultInFlightGrace is InFlightTracker's default Grace.
+const DefaultInFlightGrace = 50 * time.Millisecond
+
+// maxRecentPicks bounds what one endpoint remembers whatever its scrapes
+// do (an endpoint whose scrapes stop is not eligible long anyway).
+const maxRecentPicks = 4096
+
+func init() {
+	Register("in_flight", func(params json.RawMessage) (Plugin, error) {
+		p := struct {
+			GraceMS float64 `json:"graceMs"`
+		}{GraceMS: float64(DefaultInFlightGrace / time.Millisecond)}
+		if err := decodeParams(params, &p); err != nil {
+			return nil, err
+		}
+		if !(p.GraceMS >= 0 && p.GraceMS <= 60_000) {
+			return nil, errors.New("graceMs must be in [0, 60000]")
+		}
+		return NewInFlightTracker(time.Duration(p.GraceMS * float64(time.Millisecond))), nil
+	})
+}
+
+// NewInFlightTracker returns a tracker with the given grace.
+func NewInFlightTracker(grace time.Duration) *InFlightTracker {
+	return &InFlightTracker{Grace: grace, pods: map[*scrape.Endpoint]*podPicks{}}
+}
+
+// Name implements Plugin.
+func (*InFlightTracker) Name() string { return "in_flight" }
+
+func (t *InFlightTracker) pod(ep *scrape.Endpoint, create bool) *podPicks {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.pods[ep]
+	if p == nil && create {
+		p = &podPicks{}
+		t.pods[ep] = p
+	}
+	return p
+}
+
+// Prepare implements Preparer.
+func (t *InFlightTracker) Prepare(_ *Request, cands []Candidate, _ time.Time) {
+	for i := range cands {
+		c := &cands[i]
+		c.InFlight = InFlight{}
+		p := t.pod(c.EP, false)
+		if p == nil {
+			continue
+		}
+		seen := c.S.RequestedAt.Add(-t.Grace) // picks up to here are in the snapshot
+		if c.S.RequestedAt.IsZero() {
+			seen = c.S.ScrapedAt.Add(-t.Grace)
+		}
+		p.mu.Lock()
+		drop := 0
+		for drop < len(p.picks) && !p.picks[drop].at.After(seen) {
+			drop++
+		}
+		if drop > 0 {
+			p.picks = append(p.picks[:0], p.picks[drop:]...)
+		}
+		c.InFlight.Requests = len(p.picks)
+		for _, r := range p.picks {
+			c.InFlight.PromptTokens += r.tokens
+		}
+		p.mu.Unlock()
+	}
+}
+
+// PostPick implements PostPicker.
+func (t *InFlightTracker) PostPick(req *Request, picked *scrape.Endpoint, now time.Time) {
+	p := t.pod(picked, true)
+	p.mu.Lock()
+	if len(p.picks) == maxRecentPicks {
+		p.picks = append(p.picks[:0], p.picks[1:]...)
+	}
+	p.picks = append(p.picks, recentPick{at: now, tokens: req.PromptTokens})
+	p.mu.Unlock()
+}
+
+// EndpointsRemoved implements EndpointRemover.
+func (t *InFlightTracker) EndpointsRemoved(eps []*scrape.Endpoint) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ep := range eps {
+		delete(t.pods, ep)
+	}
+}
