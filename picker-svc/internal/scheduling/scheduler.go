@@ -95,7 +95,7 @@ type Scheduler struct {
 	profiles  map[pickapi.Strategy]*profile
 	instances map[string]Plugin
 	removers  []EndpointRemover
-	scratch  sync.Pool
+	scratch   sync.Pool
 }
 
 // Outcome of a pick, in the words of the picker's metrics.

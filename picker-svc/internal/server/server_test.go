@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
-	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
+	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
