@@ -297,7 +297,7 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		Date: time.Now().UTC().Format("20060102-150405"), Backend: o.Backend, Label: p.Name, ModelID: model,
 		NumPrompts: len(reqs), Metadata: o.Metadata, RequestRate: o.RequestRate, Burstiness: o.Burstiness,
 		MaxConcurrency: o.MaxConcurrency, DatasetName: o.DatasetName,
-	}, m, res.Outputs, dur, o.PercentileMetrics, false)
+	}, m, res.Outputs, dur, o.PercentileMetrics, o.SaveDetailed)
 	r := &Run{Policy: p.Name, Metrics: m, Samples: samples, Sims: s.Fleet.Stats(), WallSecs: wallSecs, Errors: countErrors(res.Outputs),
 		PrefixHitBound: sentPrefixBound(reqs, res, model, s.Fleet.Servers[0].Config().BlockSize)}
 	for _, out := range res.Outputs {
