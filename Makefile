@@ -83,6 +83,16 @@ picker:
 BENCH_SCALE ?= 1
 BENCH_SPEED ?= 10
 BENCH_PRESET ?= qwen2.5-7b-a10
+# Shared prefixes where prefill decides (docs/benchmarks/README.md): 64 system
+# prompts of 6,000 tokens (3x what one pod's KV cache holds, 0.6x the fleet's),
+# 12 short questions each, Poisson arrivals at 6 requests/s.
+.PHONY: bench-prefix
+bench-prefix: wasm
+	$(GO) run ./cmd/meshllm-compare --workload prefill-prefix --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
+	  --out docs/benchmarks/prefill-prefix -- --dataset-name shared_prefix --shared-prefix-num-groups 64 \
+	  --shared-prefix-prompts-per-group 12 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
+	  --shared-prefix-output-len 300 --num-prompts 768 --request-rate 6 --endpoint /v1/completions
+
 .PHONY: bench-seeds
 bench-seeds: wasm
 	$(GO) run ./cmd/meshllm-compare --workload seeds-random --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \

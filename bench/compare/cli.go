@@ -37,6 +37,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	speed := fs.Float64("speed", 10, "simulator speed factor (simulated seconds per wall second)")
 	interval := fs.Duration("sample-interval", 250*time.Millisecond, "wall time between two scrapes of every pod's /metrics")
 	pickTimeout := fs.Int("picker-timeout-ms", 2000, "the filter's picker_timeout_ms")
+	pickerConfig := fs.String("picker-config", "", "picker-svc config file (profiles, weights, shedding) for the LLM-aware policies; default: the picker's defaults")
 	out := fs.String("out", "", "report directory (default docs/benchmarks/<workload>)")
 	verbose := fs.Bool("v", false, "show the components' logs")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (simulators, picker, gateway, client) to this file")
@@ -103,7 +104,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := Config{
 		Workload: *workload, Bench: bo, Policies: pols, Repetitions: *reps, Preset: p, Speed: *speed,
-		SampleInterval: *interval, PickerTimeoutMS: *pickTimeout, Wasm: wasm, Log: stdout,
+		SampleInterval: *interval, PickerTimeoutMS: *pickTimeout, PickerConfig: *pickerConfig, Wasm: wasm, Log: stdout,
 	}
 	if *verbose {
 		cfg.Verbose = stderr

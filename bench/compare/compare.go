@@ -98,7 +98,10 @@ type Config struct {
 	// SampleInterval is the wall time between two scrapes.
 	SampleInterval  time.Duration
 	PickerTimeoutMS int
-	Wasm            []byte
+	// PickerConfig is a picker-svc config file (its --config) for the
+	// LLM-aware policies: profiles, weights, shedding; "" the defaults.
+	PickerConfig string
+	Wasm         []byte
 	// Cache holds the compiled filter across the runs (default: one for
 	// this comparison).
 	Cache wazero.CompilationCache
@@ -241,6 +244,13 @@ func pct(s bench.Stat, p float64) float64 {
 	return math.NaN()
 }
 
+func pickerArgs(config string) []string {
+	if config == "" {
+		return nil
+	}
+	return []string{"--config", config}
+}
+
 func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest) (*Run, error) {
 	logger := slog.New(slog.NewTextHandler(c.Verbose, nil))
 	sims := c.Preset.Sims
@@ -254,6 +264,7 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	s, err := stack.Start(ctx, stack.Config{
 		Wasm: c.Wasm, Sims: sims(c.Speed, logger), Objects: fmt.Sprintf(poolYAML, strategy), Pool: PoolName,
 		PluginConfig: pluginConfig(c.PickerTimeoutMS), Log: c.Verbose, Cache: c.Cache, ConnectTimeout: connectTimeout,
+		PickerArgs: pickerArgs(c.PickerConfig),
 	})
 	if err != nil {
 		return nil, err

@@ -89,7 +89,13 @@ type item struct {
 
 func workload() []item {
 	rng := rand.New(rand.NewSource(*seed))
-	system := "You are a support agent for a large online shop. " + loadgen.Words(rng, 1200)
+	// Six help desks, each with its own long system prompt: together more
+	// than a pod's prefix cache keeps beside its running requests, so round
+	// robin recomputes them and PREFIX_CACHE keeps each on its own pods.
+	var systems []string
+	for d := 0; d < 6; d++ {
+		systems = append(systems, fmt.Sprintf("You are support agent %d for a large online shop. ", d)+loadgen.Words(rng, 1200))
+	}
 	var out []item
 	for i := 0; i < *requests; i++ {
 		var virtual, concrete, prompt string
@@ -104,12 +110,12 @@ func workload() []item {
 				concrete = "sql-lora-2"
 			}
 			prompt, maxTokens = loadgen.Words(rng, loadgen.Uniform(rng, 300, 0.3)), loadgen.Uniform(rng, 80, 0.5)
-		case p < 0.85: // long generations on the base model
+		case p < 0.75: // long generations on the base model
 			virtual, concrete = "meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-7b-hf"
 			prompt, maxTokens = loadgen.Words(rng, loadgen.Uniform(rng, 1000, 0.2)), loadgen.Uniform(rng, 400, 0.2)
-		default: // a shared system prompt
+		default: // a help desk's system prompt and a short question
 			virtual, concrete = "meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-7b-hf"
-			prompt, maxTokens = system+loadgen.Words(rng, 60), loadgen.Uniform(rng, 60, 0.5)
+			prompt, maxTokens = systems[rng.Intn(len(systems))]+loadgen.Words(rng, 60), loadgen.Uniform(rng, 60, 0.5)
 		}
 		out = append(out, item{
 			aware: loadgen.Request{Tag: virtual, Body: loadgen.Completion(virtual, prompt, maxTokens, true)},

@@ -27,7 +27,15 @@ type InFlightTracker struct {
 
 type podPicks struct {
 	mu    sync.Mutex
-	picks []recentPick // in pick order
+	picks []recentPick // in pick order, not yet in a scrape
+	// all holds the last maxPrefillHistory (to twice that) picks, scraped
+	// or not, for BacklogTokens; compacted by halves, amortised O(1).
+	all []recentPick
+	// Picks ever made, and the pod's first-token count that matched none
+	// of them outstanding: picked - (firstTokens - base) is how many of
+	// them have no first token yet.
+	picked       float64
+	base, lastFT float64
 }
 
 type recentPick struct {
@@ -101,18 +109,66 @@ func (t *InFlightTracker) Prepare(_ *Request, cands []Candidate, _ time.Time) {
 		for _, r := range p.picks {
 			c.InFlight.PromptTokens += r.tokens
 		}
+		c.InFlight.BeforeFirstToken = p.beforeFirstToken(c.S, c.InFlight.Requests)
+		for i := len(p.all) - 1; i >= 0 && len(p.all)-i <= c.InFlight.BeforeFirstToken; i-- {
+			c.InFlight.BacklogTokens += p.all[i].tokens
+		}
 		p.mu.Unlock()
 	}
+}
+
+// maxPrefillHistory bounds the picks kept to sum BacklogTokens: at least
+// every pick that can be before its first token.
+const maxPrefillHistory = 1024
+
+// maxPrefilling bounds how many requests one pod prefills at once beyond
+// those it shows waiting: vLLM's per-step token budget
+// (max_num_batched_tokens) admits only a few prompts a step. It keeps a
+// pick that never reached the pod (the client went away, the gateway
+// failed open) from counting for ever.
+const maxPrefilling = 4
+
+// beforeFirstToken is how many of this picker's picks for the pod have no
+// first token yet (waiting, prefilling, or on their way), from the pod's
+// TTFT count. A count that runs ahead of the picks (other gateways' traffic,
+// a restarted pod) moves the base so that the answer never goes below what
+// the scrape cannot show yet; p.mu held.
+func (p *podPicks) beforeFirstToken(s *scrape.Snapshot, unscraped int) int {
+	if !s.HasFirstTokens {
+		return int(s.Waiting) + unscraped
+	}
+	if s.FirstTokens < p.lastFT { // counter reset
+		p.base = s.FirstTokens - (p.picked - float64(unscraped))
+	}
+	p.lastFT = s.FirstTokens
+	n := p.picked - (s.FirstTokens - p.base)
+	if n < float64(unscraped) {
+		p.base += float64(unscraped) - n
+		n = float64(unscraped)
+	}
+	return int(min(n, s.Waiting+float64(unscraped)+maxPrefilling))
 }
 
 // PostPick implements PostPicker.
 func (t *InFlightTracker) PostPick(req *Request, picked *scrape.Endpoint, now time.Time) {
 	p := t.pod(picked, true)
+	if s := picked.Snapshot(); s != nil {
+		p.mu.Lock()
+		if p.picked == 0 && p.base == 0 && s.HasFirstTokens {
+			p.base, p.lastFT = s.FirstTokens, s.FirstTokens // the pod's history before this picker
+		}
+		p.mu.Unlock()
+	}
 	p.mu.Lock()
 	if len(p.picks) == maxRecentPicks {
 		p.picks = append(p.picks[:0], p.picks[1:]...)
 	}
 	p.picks = append(p.picks, recentPick{at: now, tokens: req.PromptTokens})
+	if len(p.all) == 2*maxPrefillHistory {
+		p.all = append(p.all[:0], p.all[maxPrefillHistory:]...)
+	}
+	p.all = append(p.all, recentPick{at: now, tokens: req.PromptTokens})
+	p.picked++
 	p.mu.Unlock()
 }
 

@@ -3,6 +3,7 @@ package scheduling
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // ProfileSpec is a profile as data: plugin names in the order they run.
@@ -108,6 +109,9 @@ func (p ProfileSpec) resolve(instances map[string]Plugin) (*profile, error) {
 			return nil, fmt.Errorf("scorers: weight of %q is %v, want [0, 1e6)", ws.Name, ws.Weight)
 		}
 		if ws.Weight > 0 {
+			if pr, ok := s.(Preparer); ok && !slices.Contains(out.prepare, pr) {
+				return nil, fmt.Errorf("scorers: %q needs its data: list it under prepare too", ws.Name)
+			}
 			out.scorers = append(out.scorers, weighted{s, ws.Weight})
 			hook(s)
 		}

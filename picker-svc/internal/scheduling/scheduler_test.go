@@ -213,7 +213,13 @@ func TestInFlightPicksCountUntilAScrapeShowsThem(t *testing.T) {
 		ep.Store(&scrape.Snapshot{RequestedAt: requested, ScrapedAt: requested.Add(time.Millisecond)})
 		c := []Candidate{{EP: ep, S: ep.Snapshot()}}
 		tr.Prepare(&Request{}, c, requested)
-		return c[0].InFlight
+		f := c[0].InFlight
+		require.Equal(t, f.Requests, f.BeforeFirstToken, "no TTFT count exported: waiting (0) + unscraped")
+		if f.Requests <= maxPrefillHistory {
+			require.Equal(t, f.PromptTokens, f.BacklogTokens, "the newest picks' prompts")
+		}
+		f.BeforeFirstToken, f.BacklogTokens = 0, 0
+		return f
 	}
 	tr.PostPick(&Request{PromptTokens: 100}, ep, t0)
 	tr.PostPick(&Request{PromptTokens: 200}, ep, t0.Add(30*time.Millisecond))
@@ -232,6 +238,46 @@ func TestInFlightPicksCountUntilAScrapeShowsThem(t *testing.T) {
 		tr.PostPick(&Request{PromptTokens: 1}, ep, t0.Add(time.Hour))
 	}
 	require.Equal(t, maxRecentPicks, look(t0).Requests)
+}
+
+// A request being prefilled is running, not waiting, in vLLM's numbers;
+// the pod's TTFT count tells when its prefill is done.
+func TestPicksCountUntilTheirFirstToken(t *testing.T) {
+	tr := NewInFlightTracker(50 * time.Millisecond)
+	ep := endpoint(0, scrape.Snapshot{FirstTokens: 100, HasFirstTokens: true}) // history before this picker
+	at := t0
+	look := func(waiting, firstTokens float64) InFlight {
+		at = at.Add(time.Second) // every pick is in the scrape by now
+		ep.Store(&scrape.Snapshot{Waiting: waiting, FirstTokens: firstTokens, HasFirstTokens: true, RequestedAt: at, ScrapedAt: at})
+		c := []Candidate{{EP: ep, S: ep.Snapshot()}}
+		tr.Prepare(&Request{}, c, at)
+		return c[0].InFlight
+	}
+	for i := 0; i < 3; i++ {
+		tr.PostPick(&Request{}, ep, t0)
+	}
+	require.Equal(t, 3, look(1, 100).BeforeFirstToken, "one waiting, two being prefilled (running)")
+	require.Equal(t, 1, look(0, 102).BeforeFirstToken, "two have their first token")
+	require.Equal(t, 0, look(0, 103).BeforeFirstToken)
+	require.Equal(t, 0, look(0, 110).BeforeFirstToken, "other gateways' traffic moves the base, never below zero")
+	tr.PostPick(&Request{}, ep, at)
+	require.Equal(t, 1, look(0, 110).BeforeFirstToken, "the base moved: the new pick counts from there")
+	require.Equal(t, 0, look(0, 111).BeforeFirstToken)
+
+	// A pick that never reached the pod counts at most maxPrefilling more
+	// than the pod shows waiting.
+	for i := 0; i < 20; i++ {
+		tr.PostPick(&Request{}, ep, at)
+	}
+	require.Equal(t, 2+maxPrefilling, look(2, 111).BeforeFirstToken)
+	require.Equal(t, maxPrefilling, look(0, 111).BeforeFirstToken)
+
+	// A restarted pod (its counter went back) lost what it held; picks
+	// after the restart count from its new count.
+	require.Equal(t, 0, look(0, 3).BeforeFirstToken)
+	tr.PostPick(&Request{}, ep, at)
+	require.Equal(t, 1, look(1, 3).BeforeFirstToken)
+	require.Equal(t, 0, look(0, 4).BeforeFirstToken)
 }
 
 func TestProjectedKV(t *testing.T) {
@@ -267,6 +313,11 @@ func TestConfigValidate(t *testing.T) {
 			p.Filters = []string{"queue"}
 			c.Profiles[pickapi.StrategyDefault] = p
 		}, `"queue" is not a filter`},
+		{"a scorer without its data", func(c *Config) {
+			p := c.Profiles[pickapi.StrategyPrefixCache]
+			p.Prepare = []string{"in_flight"}
+			c.Profiles[pickapi.StrategyPrefixCache] = p
+		}, `"prefix" needs its data: list it under prepare too`},
 		{"bad parameters quoted", func(c *Config) { c.Plugins = map[string]json.RawMessage{"in_flight": []byte(`{"grace":5}`)} },
 			`unknown field "grace"`},
 		{"parameters nobody uses", func(c *Config) { c.Plugins = map[string]json.RawMessage{"running": nil} },

@@ -54,18 +54,29 @@ func (p *PrefixScorer) Index(ep *scrape.Endpoint) *PrefixLRU {
 	return p.indexes[ep]
 }
 
-// Score implements Scorer.
-func (p *PrefixScorer) Score(req *Request, cands []Candidate, scores []float64) {
-	n := len(req.PrefixHashes)
+// Prepare implements Preparer: each candidate's PrefixBlocks, for this
+// scorer and for others that weigh what a pod would have to prefill.
+func (p *PrefixScorer) Prepare(req *Request, cands []Candidate, _ time.Time) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	for i := range cands {
-		idx := p.indexes[cands[i].EP]
-		if n == 0 || idx == nil {
+		cands[i].PrefixBlocks = 0
+		if idx := p.indexes[cands[i].EP]; idx != nil && len(req.PrefixHashes) > 0 {
+			cands[i].PrefixBlocks = idx.Match(req.PrefixHashes)
+		}
+	}
+}
+
+// Score implements Scorer (PrefixBlocks comes from Prepare: a profile
+// that weighs prefix lists it under prepare too).
+func (p *PrefixScorer) Score(req *Request, cands []Candidate, scores []float64) {
+	n := len(req.PrefixHashes)
+	for i := range cands {
+		if n == 0 {
 			scores[i] = 0
 			continue
 		}
-		scores[i] = float64(idx.Match(req.PrefixHashes)) / float64(n)
+		scores[i] = float64(cands[i].PrefixBlocks) / float64(n)
 	}
 }
 

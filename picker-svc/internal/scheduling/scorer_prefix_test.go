@@ -32,7 +32,9 @@ func TestPrefixScorer(t *testing.T) {
 			for i, s := range tc.served {
 				ps.PostPick(&Request{PrefixHashes: s}, c[i].EP, t0)
 			}
-			require.InDeltaSlice(t, tc.want, score(ps, &Request{PrefixHashes: tc.req}, c), 1e-9)
+			req := &Request{PrefixHashes: tc.req}
+			ps.Prepare(req, c, t0)
+			require.InDeltaSlice(t, tc.want, score(ps, req, c), 1e-9)
 		})
 	}
 }

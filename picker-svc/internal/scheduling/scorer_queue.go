@@ -1,8 +1,11 @@
 package scheduling
 
-// QueueScorer prefers short waiting queues: a waiting request is latency the
-// client pays before its first token. The queue counts the picks the pod's
-// last scrape cannot show yet (Candidate.InFlight). Scores are min-max
+// QueueScorer prefers pods with fewer requests ahead of this one's prefill:
+// a waiting request is latency the client pays before its first token. The
+// queue is the pod's waiting requests plus the picks its last scrape cannot
+// show yet, or, with the in_flight plugin and a pod that exports its TTFT
+// count, the picks still before their first token (being prefilled ones
+// included, which vLLM counts as running) when that is more. Scores are min-max
 // normalised across the candidates (shortest queue 1, longest 0, all equal
 // 1), so the scorer ranks relative load whatever the absolute numbers.
 type QueueScorer struct{}
@@ -14,7 +17,12 @@ func (QueueScorer) Name() string { return "queue" }
 
 // Score implements Scorer.
 func (QueueScorer) Score(_ *Request, cands []Candidate, scores []float64) {
-	minMax(cands, scores, func(c *Candidate) float64 { return c.S.Waiting + float64(c.InFlight.Requests) })
+	minMax(cands, scores, func(c *Candidate) float64 { return QueueLength(c) })
+}
+
+// QueueLength is the queue QueueScorer ranks by.
+func QueueLength(c *Candidate) float64 {
+	return max(c.S.Waiting+float64(c.InFlight.Requests), float64(c.InFlight.BeforeFirstToken))
 }
 
 // minMax writes 1 - (v-min)/(max-min) for each candidate's value.

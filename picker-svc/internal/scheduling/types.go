@@ -22,12 +22,26 @@ type Candidate struct {
 	// InFlight is what this picker sent the endpoint that its snapshot does
 	// not show yet (written by the in_flight plugin; zero without it).
 	InFlight InFlight
+	// PrefixBlocks is how many of the request's leading prefix blocks the
+	// endpoint likely holds (written by the prefix plugin; 0 without it).
+	PrefixBlocks int
 }
 
-// InFlight counts picks an endpoint's last scrape cannot have seen.
+// InFlight is what the in_flight plugin knows beyond an endpoint's last
+// scrape.
 type InFlight struct {
+	// Requests and PromptTokens: picks the last scrape cannot have seen.
 	Requests     int
 	PromptTokens int
+	// BeforeFirstToken: this picker's picks for the endpoint that have no
+	// first token yet (waiting, prefilling, or on their way), at least
+	// Requests. A request being prefilled shows as running, not waiting;
+	// this counts it until the pod's TTFT count says its prefill is done.
+	BeforeFirstToken int
+	// BacklogTokens is the prompt tokens of those picks: the prefill work
+	// queued at the pod ahead of this request (the newest BeforeFirstToken
+	// picks; the oldest get their first token first).
+	BacklogTokens int
 }
 
 // Request is what plugins know about the request being placed.

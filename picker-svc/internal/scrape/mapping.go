@@ -27,11 +27,15 @@ const (
 	mPrefixHits    = "vllm:prefix_cache_hits_total"
 	mGPUPrefixQ    = "vllm:gpu_prefix_cache_queries_total"
 	mGPUPrefixH    = "vllm:gpu_prefix_cache_hits_total"
+	// The TTFT histogram's count: requests that have had their first
+	// token (their prefill is done).
+	mFirstTokens = "vllm:time_to_first_token_seconds_count"
 )
 
 var wanted = map[string]bool{
 	mRunning: true, mWaiting: true, mSwapped: true, mKVUsage: true, mGPUUsage: true, mLoRA: true,
 	mCacheConfig: true, mPrefixQueries: true, mPrefixHits: true, mGPUPrefixQ: true, mGPUPrefixH: true,
+	mFirstTokens: true,
 }
 
 // Wanted reports whether the picker reads the series named name.
@@ -111,6 +115,9 @@ func mapSelected(sel []byte, now time.Time, pageBytes int) (Snapshot, error) {
 				s.PrefixQueries += v
 			case mPrefixHits, mGPUPrefixH:
 				s.PrefixHits += v
+			case mFirstTokens:
+				s.FirstTokens += v
+				s.HasFirstTokens = true
 			case mLoRA:
 				switch {
 				case v > bestLoRA:
@@ -136,7 +143,7 @@ func mapSelected(sel []byte, now time.Time, pageBytes int) (Snapshot, error) {
 	if err := mapLoRA(&s, lora); err != nil {
 		return s, err
 	}
-	for _, v := range []float64{s.Running, s.Waiting, s.Swapped, s.PrefixQueries, s.PrefixHits} {
+	for _, v := range []float64{s.Running, s.Waiting, s.Swapped, s.PrefixQueries, s.PrefixHits, s.FirstTokens} {
 		if math.IsInf(v, 0) { // sums of huge values
 			return s, errors.New("counts overflow")
 		}

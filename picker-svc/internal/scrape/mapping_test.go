@@ -26,7 +26,7 @@ func TestMapRealisticPage(t *testing.T) {
 		Waiting: 4, Running: 27, KVCacheUsage: 0.6312, BaseModel: "meta-llama/Llama-3.1-8B-Instruct",
 		MaxLoRA: 4, RunningAdapters: []string{"sql-lora", "tweet-summary-1"}, WaitingAdapters: []string{"tweet-summary-2"},
 		BlockSize: 16, NumGPUBlocks: 27153,
-		PrefixQueries: 4.812345e+06, PrefixHits: 2.101234e+06,
+		PrefixQueries: 4.812345e+06, PrefixHits: 2.101234e+06, FirstTokens: 4314, HasFirstTokens: true,
 		ScrapedAt: t0, PageBytes: len(page),
 	}, s)
 	require.Equal(t, AdapterRunning, s.Adapter("sql-lora"))
@@ -89,6 +89,11 @@ func TestMapTable(t *testing.T) {
 			want: Snapshot{Running: 2, Waiting: 3, MaxLoRA: 1, RunningAdapters: strings.Split(adapterList("a", 40), ","), WaitingAdapters: []string{"w"}, BaseModel: "m"}},
 		{name: "0.8 prefix counters", page: core + "vllm:kv_cache_usage_perc 0\nvllm:gpu_prefix_cache_queries_total 10\nvllm:gpu_prefix_cache_hits_total 4\n",
 			want: Snapshot{Running: 2, Waiting: 3, PrefixQueries: 10, PrefixHits: 4, BaseModel: "m"}},
+		{name: "TTFT count summed over engines; buckets and sum ignored", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"# TYPE vllm:time_to_first_token_seconds histogram\n" +
+			"vllm:time_to_first_token_seconds_bucket{engine=\"0\",le=\"+Inf\"} 7\nvllm:time_to_first_token_seconds_sum{engine=\"0\"} 3.5\n" +
+			"vllm:time_to_first_token_seconds_count{engine=\"0\"} 7\nvllm:time_to_first_token_seconds_count{engine=\"1\"} 5\n",
+			want: Snapshot{Running: 2, Waiting: 3, FirstTokens: 12, HasFirstTokens: true, BaseModel: "m"}},
 		{name: "no trailing newline", page: core + "vllm:kv_cache_usage_perc 0.1", want: Snapshot{Running: 2, Waiting: 3, KVCacheUsage: 0.1, BaseModel: "m"}},
 		{name: "missing KV gauge (partial page)", page: core, err: ErrIncomplete.Error()},
 		{name: "missing waiting (truncated)", page: "vllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.1\n", err: ErrIncomplete.Error()},

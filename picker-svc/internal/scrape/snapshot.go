@@ -38,6 +38,12 @@ type Snapshot struct {
 	PrefixQueries float64
 	PrefixHits    float64
 
+	// FirstTokens counts requests that got their first token (the count of
+	// vllm:time_to_first_token_seconds); HasFirstTokens is false when the
+	// page lacks it.
+	FirstTokens    float64
+	HasFirstTokens bool
+
 	// ScrapedAt is when the page was read (the picker's clock).
 	ScrapedAt time.Time
 	// RequestedAt is when the scrape was sent: the page reflects requests
