@@ -35,7 +35,7 @@ scheduling:
 	sc, err := c.SchedulingConfig()
 	require.NoError(t, err)
 	require.Equal(t, 5.0, sc.Profiles["DEFAULT"].Weight("queue"), "weights overlay the default profile")
-	require.Equal(t, 2.0, sc.Profiles["DEFAULT"].Weight("kv_cache"), "and keep what they do not name")
+	require.Equal(t, 1.0, sc.Profiles["DEFAULT"].Weight("kv_cache"), "and keep what they do not name")
 	require.Equal(t, 1.0, sc.ShedSheddable.Queue)
 	require.JSONEq(t, `{"queue":1,"kv":0.5}`, string(sc.Plugins["capacity"]), "the capacity filter drops what Sheddable traffic would be shed at")
 
