@@ -7,6 +7,7 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/meshllm/meshllm/filter/config"
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // vmContext is the filter's VM; one per Envoy worker thread.
@@ -50,7 +51,7 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 	}
 	p.cfg = cfg
 	p.metrics = newHostMetrics(cfg)
-	p.hashBuf = make([]uint64, 0, 256)
+	p.hashBuf = make([]uint64, 0, pickapi.MaxBlocks)
 	if cfg.RouteOn == config.RouteBody {
 		// The watchdog's clock: a quarter of its limit, at most every 50 ms.
 		period := max(min(cfg.WatchdogMillis/4, 50), 5)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -85,11 +86,13 @@ func seriesValue(line string) (string, float64, bool) {
 }
 
 // gatewayPicks keeps the filter's pick counters (one entry per labelled
-// series) from the gateway's /stats/prometheus text.
+// series) and its pick latency's sum and count from the gateway's
+// /stats/prometheus text.
 func gatewayPicks(text string) map[string]float64 {
 	out := map[string]float64{}
 	for _, line := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(line, "asm_llm_proxy_picks_total") {
+		if !strings.HasPrefix(line, "asm_llm_proxy_picks_total") && !strings.HasPrefix(line, pickLatencySum) &&
+			!strings.HasPrefix(line, pickLatencyCount) {
 			continue
 		}
 		sp := strings.LastIndexByte(line, ' ')
@@ -101,6 +104,30 @@ func gatewayPicks(text string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// The filter's pick latency histogram (milliseconds of wall time).
+const (
+	pickLatencySum   = "asm_llm_proxy_pick_latency_ms_sum"
+	pickLatencyCount = "asm_llm_proxy_pick_latency_ms_count"
+)
+
+// meanPickMillis is the mean pick latency the gateway measured (wall ms),
+// NaN without picks.
+func meanPickMillis(g map[string]float64) float64 {
+	var sum, n float64
+	for k, v := range g {
+		switch {
+		case strings.HasPrefix(k, pickLatencySum):
+			sum += v
+		case strings.HasPrefix(k, pickLatencyCount):
+			n += v
+		}
+	}
+	if n == 0 {
+		return math.NaN()
+	}
+	return sum / n
 }
 
 // sampler scrapes every pod's /metrics and the gateway's stats each

@@ -16,8 +16,10 @@ package pickapi
 // BlockSize is the number of prompt bytes per prefix block.
 const BlockSize = 64
 
-// MaxBlocks bounds the hashes of one request (256 blocks = 16 KiB of prompt).
-const MaxBlocks = 256
+// MaxBlocks bounds the hashes of one request (1,024 blocks = 64 KiB of prompt,
+// about 16k tokens: long system prompts are common, and a match the hashes do
+// not reach is a saving the picker cannot weigh).
+const MaxBlocks = 1024
 
 const (
 	fnvOffset64 = 14695981039346656037

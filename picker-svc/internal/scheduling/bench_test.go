@@ -29,9 +29,9 @@ func benchPool(s *Scheduler, n int, warm bool, req []uint64) []*scrape.Endpoint 
 			for j := range fill {
 				fill[j] = r.Uint64()
 			}
-			prefixOf(s).PostPick(&Request{PrefixHashes: fill}, ep, now)
+			prefixOf(s).PostPick(&Request{PrefixHashes: fill}, &Candidate{EP: ep}, now)
 			if i%4 == 0 {
-				prefixOf(s).PostPick(&Request{PrefixHashes: req[:1+r.IntN(len(req))]}, ep, now)
+				prefixOf(s).PostPick(&Request{PrefixHashes: req[:1+r.IntN(len(req))]}, &Candidate{EP: ep}, now)
 			}
 		}
 	}

@@ -150,7 +150,10 @@ func (p *podPicks) beforeFirstToken(s *scrape.Snapshot, unscraped int) int {
 }
 
 // PostPick implements PostPicker.
-func (t *InFlightTracker) PostPick(req *Request, picked *scrape.Endpoint, now time.Time) {
+// A pick's prefill work is its prompt less the prefix the pod likely holds.
+func (t *InFlightTracker) PostPick(req *Request, c *Candidate, now time.Time) {
+	picked := c.EP
+	work := max(req.PromptTokens-c.PrefixBlocks*blockTokens, 0)
 	p := t.pod(picked, true)
 	if s := picked.Snapshot(); s != nil {
 		p.mu.Lock()
@@ -167,7 +170,7 @@ func (t *InFlightTracker) PostPick(req *Request, picked *scrape.Endpoint, now ti
 	if len(p.all) == 2*maxPrefillHistory {
 		p.all = append(p.all[:0], p.all[maxPrefillHistory:]...)
 	}
-	p.all = append(p.all, recentPick{at: now, tokens: req.PromptTokens})
+	p.all = append(p.all, recentPick{at: now, tokens: work})
 	p.picked++
 	p.mu.Unlock()
 }

@@ -266,7 +266,7 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 		res.Endpoints[i] = cands[sc.idx[i]].EP
 	}
 	for _, p := range prof.postPickers {
-		p.PostPick(req, res.Endpoints[0], now)
+		p.PostPick(req, &cands[sc.idx[0]], now)
 	}
 	return res, nil
 }

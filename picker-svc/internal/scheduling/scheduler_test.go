@@ -96,7 +96,7 @@ func TestCapacityFilterPrefersUnsaturated(t *testing.T) {
 	s := mustNew(DefaultConfig())
 	eps := endpoints(scrape.Snapshot{Waiting: 6, KVCacheUsage: 0.1}, scrape.Snapshot{Waiting: 0, KVCacheUsage: 0.1})
 	h := chain(1, 16)
-	prefixOf(s).PostPick(&Request{PrefixHashes: h}, eps[0], t0)
+	prefixOf(s).PostPick(&Request{PrefixHashes: h}, &Candidate{EP: eps[0]}, t0)
 	r, err := s.Pick(eps, pickapi.StrategyPrefixCache, &Request{Criticality: pickapi.Critical, PrefixHashes: h}, t0)
 	require.NoError(t, err)
 	require.Equal(t, eps[1].Addr, r.Endpoints[0].Addr)
@@ -221,21 +221,21 @@ func TestInFlightPicksCountUntilAScrapeShowsThem(t *testing.T) {
 		f.BeforeFirstToken, f.BacklogTokens = 0, 0
 		return f
 	}
-	tr.PostPick(&Request{PromptTokens: 100}, ep, t0)
-	tr.PostPick(&Request{PromptTokens: 200}, ep, t0.Add(30*time.Millisecond))
+	tr.PostPick(&Request{PromptTokens: 100}, &Candidate{EP: ep}, t0)
+	tr.PostPick(&Request{PromptTokens: 200}, &Candidate{EP: ep}, t0.Add(30*time.Millisecond))
 	require.Equal(t, InFlight{Requests: 2, PromptTokens: 300}, look(t0), "a scrape sent at the pick shows neither")
 	require.Equal(t, InFlight{Requests: 2, PromptTokens: 300}, look(t0.Add(49*time.Millisecond)), "within the grace, still counted")
 	require.Equal(t, InFlight{Requests: 1, PromptTokens: 200}, look(t0.Add(50*time.Millisecond)), "the first is in the pod's numbers now")
 	require.Equal(t, InFlight{}, look(t0.Add(time.Second)))
 
-	tr.PostPick(&Request{}, ep, t0.Add(2*time.Second))
+	tr.PostPick(&Request{}, &Candidate{EP: ep}, t0.Add(2*time.Second))
 	tr.EndpointsRemoved([]*scrape.Endpoint{ep})
 	require.Equal(t, InFlight{}, look(t0), "a removed endpoint's picks are forgotten")
 	require.Nil(t, tr.pod(ep, false))
 
 	// Bounded whatever the scrapes do.
 	for i := 0; i < maxRecentPicks+10; i++ {
-		tr.PostPick(&Request{PromptTokens: 1}, ep, t0.Add(time.Hour))
+		tr.PostPick(&Request{PromptTokens: 1}, &Candidate{EP: ep}, t0.Add(time.Hour))
 	}
 	require.Equal(t, maxRecentPicks, look(t0).Requests)
 }
@@ -254,20 +254,20 @@ func TestPicksCountUntilTheirFirstToken(t *testing.T) {
 		return c[0].InFlight
 	}
 	for i := 0; i < 3; i++ {
-		tr.PostPick(&Request{}, ep, t0)
+		tr.PostPick(&Request{}, &Candidate{EP: ep}, t0)
 	}
 	require.Equal(t, 3, look(1, 100).BeforeFirstToken, "one waiting, two being prefilled (running)")
 	require.Equal(t, 1, look(0, 102).BeforeFirstToken, "two have their first token")
 	require.Equal(t, 0, look(0, 103).BeforeFirstToken)
 	require.Equal(t, 0, look(0, 110).BeforeFirstToken, "other gateways' traffic moves the base, never below zero")
-	tr.PostPick(&Request{}, ep, at)
+	tr.PostPick(&Request{}, &Candidate{EP: ep}, at)
 	require.Equal(t, 1, look(0, 110).BeforeFirstToken, "the base moved: the new pick counts from there")
 	require.Equal(t, 0, look(0, 111).BeforeFirstToken)
 
 	// A pick that never reached the pod counts at most maxPrefilling more
 	// than the pod shows waiting.
 	for i := 0; i < 20; i++ {
-		tr.PostPick(&Request{}, ep, at)
+		tr.PostPick(&Request{}, &Candidate{EP: ep}, at)
 	}
 	require.Equal(t, 2+maxPrefilling, look(2, 111).BeforeFirstToken)
 	require.Equal(t, maxPrefilling, look(0, 111).BeforeFirstToken)
@@ -275,7 +275,7 @@ func TestPicksCountUntilTheirFirstToken(t *testing.T) {
 	// A restarted pod (its counter went back) lost what it held; picks
 	// after the restart count from its new count.
 	require.Equal(t, 0, look(0, 3).BeforeFirstToken)
-	tr.PostPick(&Request{}, ep, at)
+	tr.PostPick(&Request{}, &Candidate{EP: ep}, at)
 	require.Equal(t, 1, look(1, 3).BeforeFirstToken)
 	require.Equal(t, 0, look(0, 4).BeforeFirstToken)
 }

@@ -82,10 +82,11 @@ func (p *PrefixScorer) Score(req *Request, cands []Candidate, scores []float64) 
 
 // PostPick implements PostPicker: whatever was picked will hold this
 // prefix in its cache.
-func (p *PrefixScorer) PostPick(req *Request, picked *scrape.Endpoint, _ time.Time) {
+func (p *PrefixScorer) PostPick(req *Request, c *Candidate, _ time.Time) {
 	if len(req.PrefixHashes) == 0 {
 		return
 	}
+	picked := c.EP
 	idx := p.Index(picked)
 	if idx == nil {
 		p.mu.Lock()

@@ -30,7 +30,7 @@ func TestPrefixScorer(t *testing.T) {
 			c := cands(make([]scrape.Snapshot, len(tc.served))...)
 			ps := NewPrefixScorer(1024)
 			for i, s := range tc.served {
-				ps.PostPick(&Request{PrefixHashes: s}, c[i].EP, t0)
+				ps.PostPick(&Request{PrefixHashes: s}, &Candidate{EP: c[i].EP}, t0)
 			}
 			req := &Request{PrefixHashes: tc.req}
 			ps.Prepare(req, c, t0)

@@ -38,7 +38,8 @@ type InFlight struct {
 	// Requests. A request being prefilled shows as running, not waiting;
 	// this counts it until the pod's TTFT count says its prefill is done.
 	BeforeFirstToken int
-	// BacklogTokens is the prompt tokens of those picks: the prefill work
+	// BacklogTokens is the prefill work of those picks (each one's prompt
+	// less the prefix the pod likely held when it was picked): the work
 	// queued at the pod ahead of this request (the newest BeforeFirstToken
 	// picks; the oldest get their first token first).
 	BacklogTokens int
@@ -88,10 +89,11 @@ type Preparer interface {
 	Prepare(req *Request, cands []Candidate, now time.Time)
 }
 
-// PostPicker learns which endpoint a pick chose.
+// PostPicker learns which candidate a pick chose (with what Prepare wrote
+// for it).
 type PostPicker interface {
 	Plugin
-	PostPick(req *Request, picked *scrape.Endpoint, now time.Time)
+	PostPick(req *Request, picked *Candidate, now time.Time)
 }
 
 // EndpointRemover forgets state about endpoints that left every pool.

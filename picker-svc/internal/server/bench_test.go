@@ -144,7 +144,7 @@ func BenchmarkMemory1000Endpoints(b *testing.B) {
 			for k := range fill {
 				fill[k] = uint64(j)<<32 | uint64(k)
 			}
-			prefix.PostPick(&scheduling.Request{PrefixHashes: fill}, ep, time.Now())
+			prefix.PostPick(&scheduling.Request{PrefixHashes: fill}, &scheduling.Candidate{EP: ep}, time.Now())
 		}
 		deadline := time.Now().Add(time.Minute)
 		for {
