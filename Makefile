@@ -81,17 +81,17 @@ picker:
 # Qwen2.5-7B/A10 pods, vllm bench's random 1550/1800 +-20%, prefix 10,
 # concurrency 200, 3000 prompts x BENCH_SCALE, 3 repetitions of each policy.
 BENCH_SCALE ?= 1
-BENCH_SPEED ?= 10
+BENCH_SPEED ?= 4
 BENCH_PRESET ?= qwen2.5-7b-a10
-# Shared prefixes where prefill decides (docs/benchmarks/README.md): 64 system
-# prompts of 6,000 tokens (3x what one pod's KV cache holds, 0.6x the fleet's),
-# 12 short questions each, Poisson arrivals at 6 requests/s.
+# Shared prefixes where prefill decides (docs/benchmarks/README.md): 32 system
+# prompts of 6,000 tokens (1.5x what one pod's KV cache holds beside its
+# batch), 64 questions of 400 tokens each, 200 output tokens, concurrency 64.
 .PHONY: bench-prefix
 bench-prefix: wasm
 	$(GO) run ./cmd/meshllm-compare --workload prefill-prefix --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
-	  --out docs/benchmarks/prefill-prefix -- --dataset-name shared_prefix --shared-prefix-num-groups 64 \
-	  --shared-prefix-prompts-per-group 12 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
-	  --shared-prefix-output-len 300 --num-prompts 768 --request-rate 6 --endpoint /v1/completions
+	  --out docs/benchmarks/prefill-prefix -- --dataset-name shared_prefix --shared-prefix-num-groups 32 \
+	  --shared-prefix-prompts-per-group 64 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
+	  --shared-prefix-output-len 200 --num-prompts 2048 --max-concurrency 64 --endpoint /v1/completions
 
 .PHONY: bench-seeds
 bench-seeds: wasm

@@ -71,9 +71,9 @@ func DefaultConfig() Config {
 	return Config{
 		Profiles: map[pickapi.Strategy]ProfileSpec{
 			pickapi.StrategyDefault: {Prepare: prepare, Filters: filters, Scorers: []WeightedScorer{
-				{"queue", 3}, {"outstanding", 1}, {"kv_cache", 1}, {"lora", 3}}},
+				{"queue", 3}, {"outstanding", 1}, {"kv_cache", 1}, {"lora", 6}}},
 			pickapi.StrategyPrefixCache: {Prepare: []string{"in_flight", "prefix"}, Filters: filters, Scorers: []WeightedScorer{
-				{"prefill", 4}, {"prefix", 1}, {"queue", 1}, {"kv_cache", 1}, {"lora", 3}}},
+				{"prefix", 4}, {"prefill", 2}, {"queue", 1}, {"kv_cache", 1}, {"lora", 6}}},
 		},
 		ShedSheddable: Saturation{Queue: 5, KV: 0.8},
 		ShedStandard:  Saturation{Queue: 256, KV: math.Inf(1)},

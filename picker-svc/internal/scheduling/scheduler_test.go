@@ -133,9 +133,10 @@ func TestPrefixCacheAffinityAndLoad(t *testing.T) {
 	}
 	require.Len(t, seen, 4, "DEFAULT spreads equal pods")
 
-	// The prefix holder melts (long queue, full KV) while the others are
-	// idle: load outweighs the prefix (3 for prefix < 2 queue + 2 x 0.69
-	// KV lost).
+	// Busy but under the capacity filter's limits (queue 5, KV 0.79), the
+	// prefix holder keeps the prefix: recomputing 32 blocks elsewhere costs
+	// more than a short queue (prefix 4 against queue 1 + KV 1 + an equal
+	// prefill score). One more waiting request and the filter moves it.
 	now = now.Add(time.Second)
 	for _, ep := range eps {
 		ep.Store(&scrape.Snapshot{Waiting: 0, Running: 4, KVCacheUsage: 0.1, ScrapedAt: now, RequestedAt: now})
@@ -143,7 +144,15 @@ func TestPrefixCacheAffinityAndLoad(t *testing.T) {
 	hot.Store(&scrape.Snapshot{Waiting: 5, Running: 30, KVCacheUsage: 0.79, ScrapedAt: now, RequestedAt: now})
 	r, err := s.Pick(eps, pickapi.StrategyPrefixCache, req, now)
 	require.NoError(t, err)
-	require.NotEqual(t, hot, r.Endpoints[0])
+	require.Equal(t, hot, r.Endpoints[0])
+	now = now.Add(time.Second)
+	for _, ep := range eps {
+		ep.Store(&scrape.Snapshot{Waiting: 0, Running: 4, KVCacheUsage: 0.1, ScrapedAt: now, RequestedAt: now})
+	}
+	hot.Store(&scrape.Snapshot{Waiting: 6, Running: 30, KVCacheUsage: 0.79, ScrapedAt: now, RequestedAt: now})
+	r, err = s.Pick(eps, pickapi.StrategyPrefixCache, req, now)
+	require.NoError(t, err)
+	require.NotEqual(t, hot, r.Endpoints[0], "past the capacity filter's queue limit the prefix no longer holds it")
 }
 
 func TestLoRAAffinityInScheduler(t *testing.T) {
