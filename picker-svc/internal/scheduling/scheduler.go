@@ -71,7 +71,7 @@ func DefaultConfig() Config {
 	return Config{
 		Profiles: map[pickapi.Strategy]ProfileSpec{
 			pickapi.StrategyDefault: {Prepare: prepare, Filters: filters, Scorers: []WeightedScorer{
-				{"queue", 3}, {"outstanding", 1}, {"kv_cache", 1}, {"lora", 6}}},
+				{"queue", 2}, {"outstanding", 1}, {"kv_cache", 3}, {"lora", 6}}},
 			pickapi.StrategyPrefixCache: {Prepare: []string{"in_flight", "prefix"}, Filters: filters, Scorers: []WeightedScorer{
 				{"prefix", 4}, {"prefill", 2}, {"queue", 1}, {"kv_cache", 1}, {"lora", 6}}},
 		},

@@ -2,8 +2,7 @@ package scheduling
 
 // OutstandingScorer prefers pods holding fewer requests: waiting, running,
 // and this picker's picks the last scrape cannot show yet (InFlight).
-// Min-max normalised like QueueScorer, so one request more or less is
-// enough to rank two pods. In a closed loop (a client sends its next
+// Normalised like QueueScorer (minMaxCount). In a closed loop (a client sends its next
 // request when one ends) it sends the next request to the pod that just
 // finished one, whose KV cache and batch slot are free: every pod keeps
 // its share, and the request does not wait behind a pod whose batch is
@@ -17,7 +16,7 @@ func (OutstandingScorer) Name() string { return "outstanding" }
 
 // Score implements Scorer.
 func (OutstandingScorer) Score(_ *Request, cands []Candidate, scores []float64) {
-	minMax(cands, scores, func(c *Candidate) float64 {
+	minMaxCount(cands, scores, func(c *Candidate) float64 {
 		return c.S.Waiting + c.S.Running + float64(c.InFlight.Requests)
 	})
 }

@@ -5,9 +5,9 @@ package scheduling
 // queue is the pod's waiting requests plus the picks its last scrape cannot
 // show yet, or, with the in_flight plugin and a pod that exports its TTFT
 // count, the picks still before their first token (being prefilled ones
-// included, which vLLM counts as running) when that is more. Scores are min-max
-// normalised across the candidates (shortest queue 1, longest 0, all equal
-// 1), so the scorer ranks relative load whatever the absolute numbers.
+// included, which vLLM counts as running) when that is more. Scores are
+// normalised across the candidates by minMaxCount (shortest queue 1, all
+// equal 1), so the scorer ranks relative load whatever the absolute numbers.
 type QueueScorer struct{}
 
 func init() { Register(QueueScorer{}.Name(), noParams(QueueScorer{})) }
@@ -17,12 +17,30 @@ func (QueueScorer) Name() string { return "queue" }
 
 // Score implements Scorer.
 func (QueueScorer) Score(_ *Request, cands []Candidate, scores []float64) {
-	minMax(cands, scores, func(c *Candidate) float64 { return QueueLength(c) })
+	minMaxCount(cands, scores, func(c *Candidate) float64 { return QueueLength(c) })
 }
 
 // QueueLength is the queue QueueScorer ranks by.
 func QueueLength(c *Candidate) float64 {
 	return max(c.S.Waiting+float64(c.InFlight.Requests), float64(c.InFlight.BeforeFirstToken))
+}
+
+// minMaxCount is minMax for counts of requests: 1 - (v-min)/(max-min+1), so
+// that one request more is not the whole range (a pod's own pick of a few
+// milliseconds ago, still counted, must not outweigh a full KV cache
+// elsewhere), while ten more still nearly is.
+func minMaxCount(cands []Candidate, scores []float64, v func(*Candidate) float64) {
+	if len(cands) == 0 {
+		return
+	}
+	lo, hi := v(&cands[0]), v(&cands[0])
+	for i := range cands {
+		x := v(&cands[i])
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	for i := range cands {
+		scores[i] = 1 - (v(&cands[i])-lo)/(hi-lo+1)
+	}
 }
 
 // minMax writes 1 - (v-min)/(max-min) for each candidate's value.

@@ -13,7 +13,8 @@ func TestQueueScorer(t *testing.T) {
 		waiting []float64
 		want    []float64
 	}{
-		{"shortest wins", []float64{0, 5, 10}, []float64{1, 0.5, 0}},
+		{"shortest wins; one request is not the whole range", []float64{0, 5, 10}, []float64{1, 1 - 5.0/11, 1 - 10.0/11}},
+		{"one more request", []float64{0, 1}, []float64{1, 0.5}},
 		{"all equal", []float64{3, 3}, []float64{1, 1}},
 		{"one", []float64{7}, []float64{1}},
 		{"none", nil, []float64{}},
