@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 	"strings"
 	"testing"
 
@@ -34,6 +35,15 @@ func TestMain(m *testing.M) {
 func start(t *testing.T, cfg stack.Config) *stack.Stack {
 	t.Helper()
 	cfg.Wasm = wasm
+	if cfg.ConnectTimeout == 0 {
+		// envoy.yaml's picker cluster connects within 0.25 s; on a loaded
+		// 2-core machine a loopback dial has taken longer, and the filter
+		// then fails open to round robin, which these scenarios would
+		// count as the policy's. Loopback to a listener that is down still
+		// refuses at once, so a long timeout hides no failure (as
+		// routedConfig's pick timeout; timeouts have tests of their own).
+		cfg.ConnectTimeout = time.Minute
+	}
 	if os.Getenv("MESHLLM_E2E_VERBOSE") != "" {
 		cfg.Log, cfg.AccessLog = os.Stderr, os.Stderr
 	}
