@@ -9,9 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"time"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 

@@ -52,13 +52,14 @@ type Config struct {
 	Fallbacks int `json:"fallbacks"`
 }
 
-// DefaultConfig: queue and KV weighted 2 as in the Gateway API Inference
-// Extension's default profile, prefix 3; the in_flight plugin adds this
-// picker's own unscraped picks to both, so that the picks between two
-// scrapes do not all land on the pod that looked best at the last one.
-// LoRA affinity weighs 3: at 1 it barely moved picks under the e2e LoRA
-// scenario (adapter loads -24% against round robin), at 3 they fall by half,
-// and the capacity filter still keeps a saturated pod from winning on it.
+// DefaultConfig. DEFAULT: queue 2 as in the Gateway API Inference
+// Extension's default profile, outstanding 1, KV 3, LoRA 6; PREFIX_CACHE:
+// prefix 5, prefill 2, queue 1, KV 1, LoRA 6. The in_flight plugin adds
+// this picker's own picks the pods cannot show yet to every load signal, so
+// the picks between two scrapes do not all land on the pod that looked best
+// at the last one. The weights are what the e2e scenarios (queue and
+// full-KV avoidance, prefix affinity, adapter loads) and the seeds' shape
+// were measured with (docs/scheduling.md, docs/benchmarks/README.md).
 //
 // Sheddable requests are shed when every pod is past queue 5 or KV 0.8 (the
 // upstream's saturation). Standard ones only at a real overload: every pod
@@ -73,7 +74,7 @@ func DefaultConfig() Config {
 			pickapi.StrategyDefault: {Prepare: prepare, Filters: filters, Scorers: []WeightedScorer{
 				{"queue", 2}, {"outstanding", 1}, {"kv_cache", 3}, {"lora", 6}}},
 			pickapi.StrategyPrefixCache: {Prepare: []string{"in_flight", "prefix"}, Filters: filters, Scorers: []WeightedScorer{
-				{"prefix", 4}, {"prefill", 2}, {"queue", 1}, {"kv_cache", 1}, {"lora", 6}}},
+				{"prefix", 5}, {"prefill", 2}, {"queue", 1}, {"kv_cache", 1}, {"lora", 6}}},
 		},
 		ShedSheddable: Saturation{Queue: 5, KV: 0.8},
 		ShedStandard:  Saturation{Queue: 256, KV: math.Inf(1)},

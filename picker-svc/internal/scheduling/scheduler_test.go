@@ -135,7 +135,7 @@ func TestPrefixCacheAffinityAndLoad(t *testing.T) {
 
 	// Busy but under the capacity filter's limits (queue 5, KV 0.79), the
 	// prefix holder keeps the prefix: recomputing 32 blocks elsewhere costs
-	// more than a short queue (prefix 4 against queue 1 + KV 1 + an equal
+	// more than a short queue (prefix 5 against queue 1 + KV 1 + an equal
 	// prefill score). One more waiting request and the filter moves it.
 	now = now.Add(time.Second)
 	for _, ep := range eps {
