@@ -110,9 +110,11 @@ func objects(strategy string, models ...[3]string) string {
 
 // routedConfig's pick timeout is generous: these scenarios count where
 // requests went, and on a loaded 2-core machine a pick (a Go HTTP server
-// beside several VMs and simulators) has taken 200-350 ms. A timeout there
-// is the machine, not the filter; timeouts have tests of their own.
-const routedConfig = `{"route_on":"body","picker_cluster":"picker","picker_authority":"picker","pool":"sim-pool","picker_timeout_ms":2000%s}`
+// beside several VMs and simulators) has taken 200-350 ms, and under make
+// test's parallel packages over 2 s (a scenario then saw round robin: the
+// filter failed open). A timeout there is the machine, not the filter;
+// timeouts have tests of their own.
+const routedConfig = `{"route_on":"body","picker_cluster":"picker","picker_authority":"picker","pool":"sim-pool","picker_timeout_ms":10000%s}`
 
 func routed(extra string) string { return fmt.Sprintf(routedConfig, extra) }
 
