@@ -30,14 +30,7 @@ func QueueLength(c *Candidate) float64 {
 // milliseconds ago, still counted, must not outweigh a full KV cache
 // elsewhere), while ten more still nearly is.
 func minMaxCount(cands []Candidate, scores []float64, v func(*Candidate) float64) {
-	if len(cands) == 0 {
-		return
-	}
-	lo, hi := v(&cands[0]), v(&cands[0])
-	for i := range cands {
-		x := v(&cands[i])
-		lo, hi = min(lo, x), max(hi, x)
-	}
+	lo, hi := span(cands, v)
 	for i := range cands {
 		scores[i] = 1 - (v(&cands[i])-lo)/(hi-lo+1)
 	}
@@ -45,21 +38,24 @@ func minMaxCount(cands []Candidate, scores []float64, v func(*Candidate) float64
 
 // minMax writes 1 - (v-min)/(max-min) for each candidate's value.
 func minMax(cands []Candidate, scores []float64, v func(*Candidate) float64) {
-	if len(cands) == 0 {
-		return
+	lo, hi := span(cands, v)
+	for i := range cands {
+		if hi == lo {
+			scores[i] = 1
+		} else {
+			scores[i] = 1 - (v(&cands[i])-lo)/(hi-lo)
+		}
 	}
-	lo, hi := v(&cands[0]), v(&cands[0])
+}
+
+// span is the smallest and largest value over cands (0, 0 for none).
+func span(cands []Candidate, v func(*Candidate) float64) (lo, hi float64) {
 	for i := range cands {
 		x := v(&cands[i])
+		if i == 0 {
+			lo, hi = x, x
+		}
 		lo, hi = min(lo, x), max(hi, x)
 	}
-	if hi == lo {
-		for i := range scores {
-			scores[i] = 1
-		}
-		return
-	}
-	for i := range cands {
-		scores[i] = 1 - (v(&cands[i])-lo)/(hi-lo)
-	}
+	return lo, hi
 }
