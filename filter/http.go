@@ -74,6 +74,7 @@ type httpContext struct {
 
 	pausedTick int // plugin tick count when the headers were held for the body
 	pickStart  time.Time
+	pickID     uint64 // the picker's id for this request's pick, reported at its end
 	// copied counts body bytes this request copied into the VM.
 	copied int
 
@@ -316,6 +317,7 @@ func (h *httpContext) OnHttpStreamDone() {
 	if h.observing() {
 		h.finish()
 	}
+	h.plugin.ends.Add(h.pickID)
 	if h.copied >= gcAfterBytes {
 		// Linear memory never shrinks, and the Go heap grows rather than
 		// wait for a collection when the next large body comes: collect

@@ -7,6 +7,7 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/meshllm/meshllm/filter/config"
+	"github.com/meshllm/meshllm/filter/route"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
@@ -27,6 +28,8 @@ type pluginContext struct {
 	metrics *hostMetrics
 
 	hashBuf  []uint64                // reused for prefix hashes
+	ends     route.Ends              // ended requests' pick ids, for the next pick
+	doneBuf  []uint64                // reused for a pick request's done ids
 	rankedAt time.Time               // last fallback-cache write
 	rotation int                     // round robin over cached endpoints
 	waiting  map[uint32]*httpContext // paused for a body (watchdog)
@@ -52,6 +55,7 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 	p.cfg = cfg
 	p.metrics = newHostMetrics(cfg)
 	p.hashBuf = make([]uint64, 0, pickapi.MaxBlocks)
+	p.doneBuf = make([]uint64, 0, pickapi.MaxDone)
 	if cfg.RouteOn == config.RouteBody {
 		// The watchdog's clock: a quarter of its limit, at most every 50 ms.
 		period := max(min(cfg.WatchdogMillis/4, 50), 5)

@@ -22,7 +22,7 @@ import (
 // answered, and its phase says which).
 func (h *httpContext) startPick(model string, req *llmapi.Request) bool {
 	cfg := &h.plugin.cfg
-	pr := pickapi.PickRequest{Pool: cfg.Pool, Model: model}
+	pr := pickapi.PickRequest{Pool: cfg.Pool, Model: model, Done: h.plugin.ends.Take(h.plugin.doneBuf[:0])}
 	if req != nil {
 		pr.PrefixHashes = pickapi.PrefixHashes(h.plugin.hashBuf[:0], model, req.Prompt)
 		pr.PromptBytes = len(req.Prompt)
@@ -80,6 +80,7 @@ func (h *httpContext) onPickResponse(numHeaders, bodySize, _ int) {
 // applyPick sets the destination, rewrites the model when the picker chose
 // another target, and refreshes the fallback cache.
 func (h *httpContext) applyPick(p pickapi.PickResponse) {
+	h.pickID = p.PickID
 	_ = proxywasm.ReplaceHttpRequestHeader(pickapi.HeaderDestinationEndpoint, p.Endpoint)
 	if p.TargetModel != "" && p.TargetModel != h.model && h.reqBody != nil {
 		if nb, ok := h.req.RewriteModel(h.reqBody, p.TargetModel); ok {

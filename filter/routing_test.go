@@ -100,6 +100,44 @@ func TestRouteOnBodyPick(t *testing.T) {
 	})
 }
 
+// A request's end is reported on the VM's next pick with the id its pick
+// was given; a pick without an id (an older picker) is never reported,
+// and a refused request never had a pick to report.
+func TestRouteReportsEndsOnTheNextPick(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, bodyRouting)
+		req := fixture(t, "chat_request.json")
+		pickOnce := func(pickAnswer string) pickapi.PickRequest {
+			id, call := startRouted(t, host, llmRequest("/v1/chat/completions"), req)
+			pr, err := pickapi.ParsePickRequest(call.Body)
+			require.NoError(t, err, string(call.Body))
+			answer(host, call, 200, pickAnswer)
+			host.CallOnResponseHeaders(id, jsonResponse("200"), false)
+			host.CallOnResponseBody(id, fixture(t, "chat_response.json"), true)
+			host.CompleteHttpContext(id)
+			deleteContext(t, id)
+			return pr
+		}
+		require.Empty(t, pickOnce(`{"endpoint":"10.1.2.3:8000","pick_id":41}`).Done)
+		require.Equal(t, []uint64{41}, pickOnce(`{"endpoint":"10.1.2.3:8000","pick_id":9223372036854775807}`).Done)
+		require.Equal(t, []uint64{9223372036854775807}, pickOnce(`{"endpoint":"10.1.2.3:8000"}`).Done)
+
+		// Refused, then a client that goes away mid-response: only the
+		// second had a pick, and it is reported.
+		id, call := startRouted(t, host, llmRequest("/v1/chat/completions"), req)
+		answer(host, call, 429, string(pickapi.ErrorBody(429, pickapi.ErrTypeRateLimited, "busy")))
+		host.CompleteHttpContext(id)
+		id, call = startRouted(t, host, llmRequest("/v1/chat/completions"), req)
+		pr, err := pickapi.ParsePickRequest(call.Body)
+		require.NoError(t, err)
+		require.Empty(t, pr.Done, "the answer without an id and the refusal report nothing")
+		answer(host, call, 200, `{"endpoint":"10.1.2.3:8000","pick_id":7}`)
+		host.CallOnResponseHeaders(id, sseResponse(), false)
+		host.CompleteHttpContext(id)
+		require.Equal(t, []uint64{7}, pickOnce(`{"endpoint":"10.1.2.3:8000"}`).Done)
+	})
+}
+
 func TestRouteRefusalIsLocalReply(t *testing.T) {
 	bothVMs(t, func(t *testing.T, vm types.VMContext) {
 		host, _ := routedHost(t, vm, bodyRouting)

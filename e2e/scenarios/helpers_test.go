@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,4 +115,29 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+// logPicks logs how the filter's and the picker's picks ended, so that a
+// routing scenario that fails says whether the picker chose badly, saw old
+// numbers, or was never asked (the filter failed open).
+func logPicks(t *testing.T, s *stack.Stack) {
+	t.Helper()
+	var lines []string
+	for _, l := range splitLines(s.PrometheusText()) {
+		if strings.HasPrefix(l, "asm_llm_proxy_picks_total") {
+			lines = append(lines, l)
+		}
+	}
+	if resp, err := http.Get("http://" + s.PickerAddr() + "/metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range splitLines(string(b)) {
+			if strings.HasPrefix(l, "meshllm_picker_picks_total") || strings.HasPrefix(l, "meshllm_picker_stale_picks_total") || strings.HasPrefix(l, "meshllm_picker_request_ends_reported_total") ||
+				strings.HasPrefix(l, "meshllm_picker_endpoint_eligible") || strings.HasPrefix(l, "meshllm_picker_scrape_errors_total") ||
+				strings.HasPrefix(l, "meshllm_picker_pick_duration_seconds_sum") || strings.HasPrefix(l, "meshllm_picker_pick_duration_seconds_count") {
+				lines = append(lines, l)
+			}
+		}
+	}
+	t.Logf("picks:\n%s", strings.Join(lines, "\n"))
 }

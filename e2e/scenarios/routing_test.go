@@ -40,6 +40,7 @@ func TestQueueAndKVCacheAvoided(t *testing.T) {
 	after := s.Gateway.UpstreamCounts(stack.LLMCluster)
 	got := func(a string) int { return after[a] - before[a] }
 	t.Logf("new requests: queued pod %d, full-cache pod %d, free pod %d", got(queued), got(full), got(free))
+	logPicks(t, s)
 	require.LessOrEqual(t, got(queued)+got(full), 2)
 	require.GreaterOrEqual(t, got(free), 28)
 }

@@ -75,7 +75,20 @@ type PickRequest struct {
 	// from (all of it, not only the hashed blocks); 0 is unknown. The
 	// picker estimates the prompt's tokens from it (BytesPerToken).
 	PromptBytes int `json:"prompt_bytes,omitempty"`
+	// Done holds pick ids (PickResponse.PickID) of requests that have
+	// ended since the sender's last pick: the picker stops counting them
+	// as in flight before a scrape can show it. At most MaxDone; a sender
+	// only reports ids a picker gave it, so a picker that predates the
+	// field never receives it.
+	Done []uint64 `json:"done,omitempty"`
 }
+
+// MaxDone bounds the ids one pick request reports done.
+const MaxDone = 64
+
+// MaxPickID is the largest pick id (63 bits: exact in any JSON reader that
+// parses integers as int64).
+const MaxPickID = 1<<63 - 1
 
 // BytesPerToken is the picker's estimate of prompt bytes per token: about
 // what BPE tokenizers give on English text, and exactly vllmsim's.
@@ -108,6 +121,16 @@ func (r *PickRequest) AppendJSON(dst []byte) []byte {
 	if r.PromptBytes > 0 {
 		dst = append(dst, `,"prompt_bytes":`...)
 		dst = strconv.AppendInt(dst, int64(r.PromptBytes), 10)
+	}
+	if len(r.Done) > 0 {
+		dst = append(dst, `,"done":[`...)
+		for i, id := range r.Done {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = strconv.AppendUint(dst, id, 10)
+		}
+		dst = append(dst, ']')
 	}
 	return append(dst, '}')
 }
@@ -158,6 +181,8 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 			// ignored, so an older gateway keeps working with this picker.
 		case "prefix_hashes":
 			r.PrefixHashes, err = hashesField(v)
+		case "done":
+			r.Done, err = doneField(v)
 		case "prompt_bytes":
 			n, perr := strconv.ParseInt(v.Raw, 10, 64)
 			if v.Type != gjson.Number || perr != nil || n < 0 || n > MaxPromptBytes {
@@ -214,6 +239,37 @@ func hashesField(v gjson.Result) ([]uint64, error) {
 	return out, err
 }
 
+func doneField(v gjson.Result) ([]uint64, error) {
+	if !v.IsArray() {
+		return nil, fmt.Errorf("done must be an array, got %s", v.Raw)
+	}
+	var out []uint64
+	var err error
+	v.ForEach(func(_, h gjson.Result) bool {
+		if len(out) == MaxDone {
+			err = fmt.Errorf("done holds more than %d ids", MaxDone)
+			return false
+		}
+		id, ok := pickID(h)
+		if !ok {
+			err = fmt.Errorf("done holds %s, want pick ids in 1..%d", h.Raw, uint64(MaxPickID))
+			return false
+		}
+		out = append(out, id)
+		return true
+	})
+	return out, err
+}
+
+// pickID reads an integer in 1..MaxPickID.
+func pickID(v gjson.Result) (uint64, bool) {
+	n, err := strconv.ParseUint(v.Raw, 10, 63)
+	if v.Type != gjson.Number || err != nil || n == 0 {
+		return 0, false
+	}
+	return n, true
+}
+
 // PickResponse is a successful pick.
 type PickResponse struct {
 	// Endpoint is "ip:port" of the chosen pod.
@@ -226,6 +282,9 @@ type PickResponse struct {
 	// Fallbacks are further endpoints, best first, for retries and for the
 	// filter's fail-open cache.
 	Fallbacks []string `json:"fallbacks,omitempty"`
+	// PickID names this pick for the sender's report that its request
+	// ended (PickRequest.Done); 0: the picker wants no report.
+	PickID uint64 `json:"pick_id,omitempty"`
 }
 
 // AppendJSON appends the response's JSON encoding to dst without reflection.
@@ -248,6 +307,10 @@ func (p *PickResponse) AppendJSON(dst []byte) []byte {
 		}
 		dst = append(dst, ']')
 	}
+	if p.PickID != 0 {
+		dst = append(dst, `,"pick_id":`...)
+		dst = strconv.AppendUint(dst, p.PickID, 10)
+	}
 	return append(dst, '}')
 }
 
@@ -269,6 +332,8 @@ func ParsePickResponse(b []byte) (PickResponse, error) {
 	p.TargetModel = root.Get("target_model").Str
 	p.Strategy = Strategy(root.Get("strategy").Str)
 	p.Pool = root.Get("pool").Str
+	// A bad id costs only the early end report, never the pick.
+	p.PickID, _ = pickID(root.Get("pick_id"))
 	root.Get("fallbacks").ForEach(func(_, f gjson.Result) bool {
 		if len(p.Fallbacks) == MaxFallbacks {
 			return false

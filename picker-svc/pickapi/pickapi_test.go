@@ -11,7 +11,8 @@ import (
 )
 
 func TestPickRequestRoundTrip(t *testing.T) {
-	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, PrefixHashes: []uint64{1, 1<<64 - 1}, PromptBytes: 6200}
+	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, PrefixHashes: []uint64{1, 1<<64 - 1}, PromptBytes: 6200,
+		Done: []uint64{1, MaxPickID}}
 	b := in.AppendJSON(nil)
 	require.True(t, json.Valid(b), string(b))
 	out, err := ParsePickRequest(b)
@@ -38,6 +39,11 @@ func TestParsePickRequestErrors(t *testing.T) {
 		{`{"model":"m","prompt_bytes":1e3}`, "prompt_bytes is 1e3"},
 		{`{"model":"m","prompt_bytes":"9"}`, `prompt_bytes is "9"`},
 		{`{"model":"m","prompt_bytes":1073741825}`, "prompt_bytes is 1073741825"},
+		{`{"model":"m","done":5}`, "done must be an array, got 5"},
+		{`{"model":"m","done":[0]}`, "done holds 0"},
+		{`{"model":"m","done":[9223372036854775808]}`, "done holds 9223372036854775808"},
+		{`{"model":"m","done":["7"]}`, `done holds "7"`},
+		{`{"model":"m","done":[` + strings.Repeat("1,", MaxDone) + `1]}`, "more than 64 ids"},
 	} {
 		_, err := ParsePickRequest([]byte(tc.in))
 		require.ErrorContains(t, err, tc.want, tc.in)
@@ -53,10 +59,17 @@ func TestParsePickRequestErrors(t *testing.T) {
 
 func TestPickResponseRoundTrip(t *testing.T) {
 	in := PickResponse{Endpoint: "10.0.0.1:8000", TargetModel: "a", Strategy: StrategyPrefixCache, Pool: "p",
-		Fallbacks: []string{"10.0.0.2:8000", "[fd00::1]:8000"}}
+		Fallbacks: []string{"10.0.0.2:8000", "[fd00::1]:8000"}, PickID: MaxPickID}
 	out, err := ParsePickResponse(in.AppendJSON(nil))
 	require.NoError(t, err)
 	require.Equal(t, in, out)
+
+	// A bad pick id only loses the end report: the pick stands.
+	for _, id := range []string{`0`, `-3`, `1.5`, `"12"`, `9223372036854775808`, `[1]`} {
+		out, err = ParsePickResponse([]byte(`{"endpoint":"10.0.0.1:1","pick_id":` + id + `}`))
+		require.NoError(t, err, id)
+		require.Zero(t, out.PickID, id)
+	}
 
 	// Bad fallbacks are dropped, a bad endpoint fails the whole answer.
 	out, err = ParsePickResponse([]byte(`{"endpoint":"10.0.0.1:1","fallbacks":["evil.com:80","10.0.0.3:2"]}`))

@@ -18,11 +18,21 @@ import (
 // Grace covers the request's way from the picker's answer to the pod's
 // queue (filter, Envoy, vLLM's tokenizer). Counting a pick a little too
 // long only makes its pod look one request busier for Grace.
+//
+// A pick whose request has ended (the filter reports it on its next pick,
+// RequestsDone) stops counting at once: without that, a run of short
+// requests, each over before the next is picked, made their pod look as
+// busy as all of them together until its next scrape, and a pod with a
+// real queue then looked the better one.
+//
+// Locks: a podPicks' mu may be held while taking the tracker's, never the
+// other way round.
 type InFlightTracker struct {
 	Grace time.Duration
 
 	mu   sync.Mutex
 	pods map[*scrape.Endpoint]*podPicks
+	byID map[uint64]*podPicks // the picks in some pod's picks, by id
 }
 
 type podPicks struct {
@@ -36,9 +46,13 @@ type podPicks struct {
 	// them have no first token yet.
 	picked       float64
 	base, lastFT float64
+	// done counts picks reported ended while still in picks: picked - done
+	// bounds how many can be before their first token.
+	done float64
 }
 
 type recentPick struct {
+	id     uint64
 	at     time.Time
 	tokens int
 }
@@ -67,7 +81,7 @@ func init() {
 
 // NewInFlightTracker returns a tracker with the given grace.
 func NewInFlightTracker(grace time.Duration) *InFlightTracker {
-	return &InFlightTracker{Grace: grace, pods: map[*scrape.Endpoint]*podPicks{}}
+	return &InFlightTracker{Grace: grace, pods: map[*scrape.Endpoint]*podPicks{}, byID: map[uint64]*podPicks{}}
 }
 
 // Name implements Plugin.
@@ -103,6 +117,7 @@ func (t *InFlightTracker) Prepare(_ *Request, cands []Candidate, _ time.Time) {
 			drop++
 		}
 		if drop > 0 {
+			t.forget(p.picks[:drop])
 			p.picks = append(p.picks[:0], p.picks[drop:]...)
 		}
 		c.InFlight.Requests = len(p.picks)
@@ -146,7 +161,7 @@ func (p *podPicks) beforeFirstToken(s *scrape.Snapshot, unscraped int) int {
 		p.base += float64(unscraped) - n
 		n = float64(unscraped)
 	}
-	return int(min(n, s.Waiting+float64(unscraped)+maxPrefilling))
+	return int(min(n, p.picked-p.done, s.Waiting+float64(unscraped)+maxPrefilling))
 }
 
 // PostPick implements PostPicker.
@@ -164,9 +179,15 @@ func (t *InFlightTracker) PostPick(req *Request, c *Candidate, now time.Time) {
 	}
 	p.mu.Lock()
 	if len(p.picks) == maxRecentPicks {
+		t.forget(p.picks[:1])
 		p.picks = append(p.picks[:0], p.picks[1:]...)
 	}
-	p.picks = append(p.picks, recentPick{at: now, tokens: req.PromptTokens})
+	p.picks = append(p.picks, recentPick{id: req.PickID, at: now, tokens: req.PromptTokens})
+	if req.PickID != 0 {
+		t.mu.Lock()
+		t.byID[req.PickID] = p
+		t.mu.Unlock()
+	}
 	if len(p.all) == 2*maxPrefillHistory {
 		p.all = append(p.all[:0], p.all[maxPrefillHistory:]...)
 	}
@@ -175,11 +196,51 @@ func (t *InFlightTracker) PostPick(req *Request, c *Candidate, now time.Time) {
 	p.mu.Unlock()
 }
 
+// forget drops picks' ids from byID; their pod's mu held.
+func (t *InFlightTracker) forget(picks []recentPick) {
+	t.mu.Lock()
+	for _, r := range picks {
+		delete(t.byID, r.id)
+	}
+	t.mu.Unlock()
+}
+
+// RequestsDone implements RequestEnder: a pick whose request ended no
+// longer counts as in flight. Ids of picks a scrape already covers (or
+// that this tracker never made) change nothing.
+func (t *InFlightTracker) RequestsDone(ids []uint64, _ time.Time) {
+	for _, id := range ids {
+		t.mu.Lock()
+		p := t.byID[id]
+		delete(t.byID, id)
+		t.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		p.mu.Lock()
+		for i := range p.picks {
+			if p.picks[i].id == id {
+				p.picks = append(p.picks[:i], p.picks[i+1:]...)
+				p.done++
+				break
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
 // EndpointsRemoved implements EndpointRemover.
 func (t *InFlightTracker) EndpointsRemoved(eps []*scrape.Endpoint) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, ep := range eps {
+		if p := t.pods[ep]; p != nil {
+			for id, q := range t.byID {
+				if q == p {
+					delete(t.byID, id)
+				}
+			}
+		}
 		delete(t.pods, ep)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
@@ -96,7 +98,12 @@ type Scheduler struct {
 	profiles  map[pickapi.Strategy]*profile
 	instances map[string]Plugin
 	removers  []EndpointRemover
+	enders    []RequestEnder
 	scratch   sync.Pool
+	// lastID numbers picks (Result.PickID). It starts at random so that
+	// picker replicas, whose ids a filter may report to any of them, do
+	// not share ids.
+	lastID atomic.Uint64
 }
 
 // Outcome of a pick, in the words of the picker's metrics.
@@ -114,6 +121,8 @@ const (
 type Result struct {
 	Endpoints []*scrape.Endpoint
 	Outcome   Outcome
+	// PickID names the pick for RequestsDone (never 0).
+	PickID uint64
 }
 
 // ErrNoEndpoints means the pool has no endpoint with a snapshot.
@@ -186,7 +195,11 @@ func build1(c *Config) (*Scheduler, error) {
 		if r, ok := instances[n].(EndpointRemover); ok {
 			s.removers = append(s.removers, r)
 		}
+		if e, ok := instances[n].(RequestEnder); ok {
+			s.enders = append(s.enders, e)
+		}
 	}
+	s.lastID.Store(rand.Uint64N(pickapi.MaxPickID / 2))
 	s.scratch.New = func() any { return &scratch{idx: make([]int, 1+pickapi.MaxFallbacks)} }
 	return s, nil
 }
@@ -197,6 +210,26 @@ func New(cfg Config) (*Scheduler, error) { return build1(&cfg) }
 // Plugin returns the instance of the plugin called name (nil if no
 // profile uses it): one instance per name, shared by every profile.
 func (s *Scheduler) Plugin(name string) Plugin { return s.instances[name] }
+
+// nextID returns a pick id in 1..pickapi.MaxPickID.
+func (s *Scheduler) nextID() uint64 {
+	for {
+		if id := s.lastID.Add(1) & pickapi.MaxPickID; id != 0 {
+			return id
+		}
+	}
+}
+
+// RequestsDone tells stateful plugins that the requests of these picks
+// have ended (ids this scheduler never gave are ignored).
+func (s *Scheduler) RequestsDone(ids []uint64, now time.Time) {
+	if len(ids) == 0 {
+		return
+	}
+	for _, e := range s.enders {
+		e.RequestsDone(ids, now)
+	}
+}
 
 // EndpointsRemoved tells stateful plugins that eps left every pool.
 func (s *Scheduler) EndpointsRemoved(eps []*scrape.Endpoint) {
@@ -262,7 +295,8 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 		}
 	}
 	k := prof.picker.Pick(cands, totals, sc.idx[:min(1+s.cfg.Fallbacks, len(sc.idx))])
-	res := Result{Endpoints: make([]*scrape.Endpoint, k), Outcome: outcome}
+	req.PickID = s.nextID()
+	res := Result{Endpoints: make([]*scrape.Endpoint, k), Outcome: outcome, PickID: req.PickID}
 	for i := 0; i < k; i++ {
 		res.Endpoints[i] = cands[sc.idx[i]].EP
 	}

@@ -53,6 +53,8 @@ type Request struct {
 	PrefixHashes []uint64
 	// PromptTokens estimates the prompt's length (0: unknown).
 	PromptTokens int
+	// PickID is the pick's id, set once the pick is made (for PostPick).
+	PickID uint64
 }
 
 // Plugin is anything a profile is built from.
@@ -94,6 +96,13 @@ type Preparer interface {
 type PostPicker interface {
 	Plugin
 	PostPick(req *Request, picked *Candidate, now time.Time)
+}
+
+// RequestEnder learns that the requests of earlier picks have ended (the
+// filter reports them on its next pick): sooner than a scrape shows it.
+type RequestEnder interface {
+	Plugin
+	RequestsDone(ids []uint64, now time.Time)
 }
 
 // EndpointRemover forgets state about endpoints that left every pool.

@@ -17,6 +17,7 @@ type Metrics struct {
 	scrapeDuration prometheus.Histogram
 	scrapeErrors   *prometheus.CounterVec
 	stalePicks     *prometheus.CounterVec
+	endsReported   prometheus.Counter
 }
 
 // Outcome labels of meshllm_picker_picks_total: the scheduler's outcomes
@@ -53,8 +54,11 @@ func NewMetrics(store *datastore.Store) *Metrics {
 		stalePicks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshllm_picker_stale_picks_total", Help: "Picks made among endpoints with old metrics because none was eligible (stale or failing scrapes).",
 		}, []string{"pool"}),
+		endsReported: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshllm_picker_request_ends_reported_total", Help: "Pick ids that pick requests reported as ended (\"done\"), known or not.",
+		}),
 	}
-	m.Registry.MustRegister(m.pickLatency, m.picks, m.scrapeDuration, m.scrapeErrors, m.stalePicks,
+	m.Registry.MustRegister(m.pickLatency, m.picks, m.scrapeDuration, m.scrapeErrors, m.stalePicks, m.endsReported,
 		&endpointCollector{store: store}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	for _, r := range []scrape.Reason{scrape.ReasonConnect, scrape.ReasonTimeout, scrape.ReasonStatus, scrape.ReasonTooBig,
 		scrape.ReasonRead, scrape.ReasonParse, scrape.ReasonPartial} {

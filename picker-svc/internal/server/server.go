@@ -103,6 +103,11 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, err.Error())
 		return
 	}
+	if len(req.Done) > 0 {
+		// Before anything can refuse the pick: the ends are news either way.
+		s.metrics.endsReported.Add(float64(len(req.Done)))
+		s.sched.RequestsDone(req.Done, s.now())
+	}
 	res, err := s.resolve.Resolve(s.store.View(), req.Pool, req.Model, req.Criticality)
 	if err != nil {
 		outcome = OutcomeUnknown
@@ -137,7 +142,8 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 		outcome = OutcomePicked
 		s.noteState("ok", slog.LevelInfo, "picks succeeding again")
 	}
-	resp := pickapi.PickResponse{Endpoint: result.Endpoints[0].Addr, TargetModel: res.TargetModel, Strategy: strategy, Pool: pool}
+	resp := pickapi.PickResponse{Endpoint: result.Endpoints[0].Addr, TargetModel: res.TargetModel, Strategy: strategy, Pool: pool,
+		PickID: result.PickID}
 	var fb [pickapi.MaxFallbacks]string
 	for i, ep := range result.Endpoints[1:] {
 		fb[i] = ep.Addr

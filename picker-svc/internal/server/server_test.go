@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,6 +184,35 @@ func TestPickEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, busy.addr(), resp.Endpoint)
 	require.Equal(t, "base-model", resp.TargetModel)
+}
+
+// Each pick has its own id; ids reported done are taken even by a pick the
+// picker refuses.
+func TestPickIDsAndReportedEnds(t *testing.T) {
+	f := newFixture(t)
+	v := newVLLM(t, 0, 0.1)
+	f.store.SetEndpoints("sim-pool", []string{v.addr()})
+	f.waitReady(t, 1)
+	ids := map[uint64]bool{}
+	for i := 0; i < 3; i++ {
+		status, body := f.post(t, `{"model":"chat"}`)
+		require.Equal(t, http.StatusOK, status)
+		resp, err := pickapi.ParsePickResponse(body)
+		require.NoError(t, err)
+		require.NotZero(t, resp.PickID)
+		ids[resp.PickID] = true
+	}
+	require.Len(t, ids, 3)
+	var done []string
+	for id := range ids {
+		done = append(done, strconv.FormatUint(id, 10))
+	}
+	status, _ := f.post(t, `{"model":"nobody","done":[`+strings.Join(done, ",")+`]}`)
+	require.Equal(t, http.StatusNotFound, status)
+	status, _ = f.post(t, `{"model":"chat","done":[0]}`)
+	require.Equal(t, http.StatusBadRequest, status, "a bad id is a bad request")
+	_, m := f.get(t, "/metrics")
+	require.Contains(t, m, "meshllm_picker_request_ends_reported_total 3")
 }
 
 func TestRefusals(t *testing.T) {
