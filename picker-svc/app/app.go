@@ -14,15 +14,18 @@ import (
 	"strings"
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/meshllm/meshllm/picker-svc/internal/config"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/discovery"
+	"github.com/meshllm/meshllm/picker-svc/internal/extproc"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/internal/server"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -35,6 +38,9 @@ type Options struct {
 	Getenv func(string) string // environment (PICKER_*); nil: none
 	Log    io.Writer           // structured logs; nil: os.Stderr
 	Ready  func(addr net.Addr) // called once listening, with the bound address
+	// ExtProcReady is called once the ext_proc listener (if configured)
+	// is bound, before Ready.
+	ExtProcReady func(addr net.Addr)
 }
 
 // Run runs picker-svc until ctx ends, then shuts down gracefully.
@@ -100,10 +106,27 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	errc := make(chan error, 3)
+	var gs *grpc.Server
+	if cfg.ExtProc.Listen != "" {
+		mode, _ := extproc.ParseBodyMode(cfg.ExtProc.BodyMode) // validated with the config
+		gln, err := net.Listen("tcp", cfg.ExtProc.Listen)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		gs = grpc.NewServer()
+		extprocv3.RegisterExternalProcessorServer(gs, extproc.New(srv, extproc.Config{Pool: cfg.Discovery.Pool, Mode: mode,
+			MaxBodyBytes: cfg.ExtProc.MaxBodyBytes}, log))
+		if o.ExtProcReady != nil {
+			o.ExtProcReady(gln.Addr())
+		}
+		go func() { errc <- gs.Serve(gln) }()
+		log.Info("ext_proc endpoint picker listening", "listen", gln.Addr().String())
+	}
 	if o.Ready != nil {
 		o.Ready(ln.Addr())
 	}
-	errc := make(chan error, 2)
 	go func() { errc <- src.Run(ctx, store) }()
 	go func() {
 		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -125,6 +148,17 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	if serr := hs.Shutdown(shutCtx); serr != nil {
 		log.Warn("shutdown", "err", serr)
+	}
+	if gs != nil {
+		// A stream lives as long as its HTTP request; stop waiting for
+		// those at the same bound.
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-shutCtx.Done():
+			gs.Stop()
+		}
 	}
 	log.Info("picker-svc stopped")
 	return err

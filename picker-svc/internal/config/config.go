@@ -46,7 +46,15 @@ type Saturation struct {
 
 // Config is everything the picker can be told.
 type Config struct {
-	Listen    string   `json:"listen"`
+	Listen string `json:"listen"`
+	// ExtProc serves the endpoint-picker protocol (Envoy ext_proc gRPC)
+	// for gateways whose InferencePool names this picker; off unless
+	// Listen is set.
+	ExtProc struct {
+		Listen       string `json:"listen"`
+		BodyMode     string `json:"bodyMode"` // full-duplex (default) or buffered, when the gateway does not say
+		MaxBodyBytes int    `json:"maxBodyBytes"`
+	} `json:"extProc"`
 	LogLevel  string   `json:"logLevel"`
 	Objects   []string `json:"objects"` // YAML files with InferencePool / InferenceModel
 	Discovery struct {
@@ -165,6 +173,8 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	fs := flag.NewFlagSet("picker-svc", flag.ContinueOnError)
 	configFile := fs.String("config", getenv("PICKER_CONFIG"), "YAML config file (env PICKER_CONFIG)")
 	listen := fs.String("listen", "", "listen address (env PICKER_LISTEN; default :9002)")
+	extProcListen := fs.String("ext-proc-listen", "", "serve the endpoint-picker protocol (Envoy ext_proc gRPC) here, e.g. :9004 (env PICKER_EXT_PROC_LISTEN; default off)")
+	extProcMode := fs.String("ext-proc-body-mode", "", "request body mode of the gateway's ext_proc filter when it does not say: full-duplex or buffered (env PICKER_EXT_PROC_BODY_MODE; default full-duplex)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env PICKER_LOG_LEVEL)")
 	objects := fs.String("objects", "", "comma-separated YAML files with InferencePool/InferenceModel objects (env PICKER_OBJECTS)")
 	mode := fs.String("discovery", "", "static, dns or kubernetes (env PICKER_DISCOVERY; default static)")
@@ -222,6 +232,8 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 		return nil
 	}
 	pick("listen", "PICKER_LISTEN", *listen, &c.Listen)
+	pick("ext-proc-listen", "PICKER_EXT_PROC_LISTEN", *extProcListen, &c.ExtProc.Listen)
+	pick("ext-proc-body-mode", "PICKER_EXT_PROC_BODY_MODE", *extProcMode, &c.ExtProc.BodyMode)
 	pick("log-level", "PICKER_LOG_LEVEL", *logLevel, &c.LogLevel)
 	pickList("objects", "PICKER_OBJECTS", *objects, &c.Objects)
 	pick("discovery", "PICKER_DISCOVERY", *mode, &c.Discovery.Mode)
@@ -258,6 +270,14 @@ func splitList(s string) []string {
 
 func (c *Config) validate() error {
 	var errs []error
+	switch c.ExtProc.BodyMode {
+	case "", "full-duplex", "buffered":
+	default:
+		errs = append(errs, fmt.Errorf("extProc.bodyMode %q: want full-duplex or buffered", c.ExtProc.BodyMode))
+	}
+	if c.ExtProc.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("extProc.maxBodyBytes %d: must be >= 0 (0: 4 MiB)", c.ExtProc.MaxBodyBytes))
+	}
 	switch c.Discovery.Mode {
 	case "static":
 		if len(c.Discovery.Endpoints) == 0 {

@@ -74,3 +74,16 @@ func TestInvalid(t *testing.T) {
 	_, err = Load([]string{"--config", f}, env(nil))
 	require.ErrorContains(t, err, `unknown plugin "qeueu"`)
 }
+
+func TestExtProc(t *testing.T) {
+	c, err := Load([]string{"--endpoints", "10.0.0.1:8000"}, env(nil))
+	require.NoError(t, err)
+	require.Empty(t, c.ExtProc.Listen, "off by default")
+	c, err = Load([]string{"--endpoints", "10.0.0.1:8000", "--ext-proc-listen", ":9004"},
+		env(map[string]string{"PICKER_EXT_PROC_BODY_MODE": "buffered", "PICKER_EXT_PROC_LISTEN": ":1"}))
+	require.NoError(t, err)
+	require.Equal(t, ":9004", c.ExtProc.Listen, "the flag over the environment")
+	require.Equal(t, "buffered", c.ExtProc.BodyMode)
+	_, err = Load([]string{"--endpoints", "10.0.0.1:8000", "--ext-proc-body-mode", "streamed"}, env(nil))
+	require.ErrorContains(t, err, `extProc.bodyMode "streamed"`)
+}

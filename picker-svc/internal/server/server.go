@@ -18,6 +18,7 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -76,13 +77,9 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	strategy, outcome := pickapi.Strategy(""), OutcomeBadRequest
-	defer func() {
-		s.metrics.pickLatency.Observe(time.Since(start).Seconds())
-		s.metrics.picks.WithLabelValues(string(strategy), outcome).Inc()
-	}()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
+		s.observe(start, "", OutcomeBadRequest)
 		s.refuse(w, http.StatusMethodNotAllowed, pickapi.ErrTypeBadRequest, "use POST")
 		return
 	}
@@ -91,18 +88,47 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	body, err := capped.ReadAll((*bp)[:0], r.Body, pickapi.MaxRequestSize)
 	*bp = body
 	if errors.Is(err, capped.ErrTooLarge) {
-		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, "pick request larger than "+strconv.Itoa(pickapi.MaxRequestSize)+" bytes")
-		return
+		err = errors.New("pick request larger than " + strconv.Itoa(pickapi.MaxRequestSize) + " bytes")
+	}
+	var req pickapi.PickRequest
+	if err == nil {
+		req, err = pickapi.ParsePickRequest(body)
 	}
 	if err != nil {
+		s.observe(start, "", OutcomeBadRequest)
 		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, err.Error())
 		return
 	}
-	req, err := pickapi.ParsePickRequest(body)
-	if err != nil {
-		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, err.Error())
+	d := s.Decide(&req, nil, start)
+	if d.Status != http.StatusOK {
+		s.refuse(w, d.Status, d.ErrType, d.Message)
 		return
 	}
+	out := d.Pick.AppendJSON((*bp)[:0])
+	*bp = out
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	_, _ = w.Write(out)
+}
+
+// Decision is a pick's result whatever the transport (the HTTP pick API,
+// ext_proc): Status 200 with Pick, or a refusal in pickapi.ErrorBody's
+// terms.
+type Decision struct {
+	Status  int
+	Pick    pickapi.PickResponse
+	ErrType string
+	Message string
+}
+
+// Decide places req: it takes the request ends req reports, resolves the
+// model, and picks among the pool's endpoints, or among those of them
+// listed in subset when subset is not nil (the endpoint-picker protocol's
+// subset hint; none of them usable is a 503). It counts the pick in the
+// picker's metrics, with its latency since start.
+func (s *Server) Decide(req *pickapi.PickRequest, subset []string, start time.Time) (d Decision) {
+	strategy, outcome := pickapi.Strategy(""), OutcomePicked
+	defer func() { s.observe(start, strategy, outcome) }()
 	if len(req.Done) > 0 {
 		// Before anything can refuse the pick: the ends are news either way.
 		s.metrics.endsReported.Add(float64(len(req.Done)))
@@ -111,49 +137,76 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	res, err := s.resolve.Resolve(s.store.View(), req.Pool, req.Model, req.Criticality)
 	if err != nil {
 		outcome = OutcomeUnknown
-		s.refuseLogged(w, http.StatusNotFound, pickapi.ErrTypeNotFound, err.Error(), req.Pool+"|"+req.Model)
-		return
+		return s.refusal(http.StatusNotFound, pickapi.ErrTypeNotFound, err.Error(), req.Pool+"|"+req.Model)
 	}
 	pool := res.Pool.Pool.Name
 	strategy = res.Pool.Pool.Strategy
+	eps := res.Pool.Endpoints
+	if subset != nil {
+		eps = inSubset(eps, subset)
+		if len(eps) == 0 {
+			outcome = OutcomeNoEndpoints
+			return s.refusal(http.StatusServiceUnavailable, pickapi.ErrTypeUnavailable,
+				"none of the gateway's "+strconv.Itoa(len(subset))+" subset endpoints is in pool "+quote(pool), pool+"|subset")
+		}
+	}
 	sreq := scheduling.Request{TargetModel: res.TargetModel, Criticality: res.Criticality, PrefixHashes: req.PrefixHashes,
 		PromptTokens: req.PromptBytes / pickapi.BytesPerToken}
-	result, err := s.sched.Pick(res.Pool.Endpoints, strategy, &sreq, s.now())
+	result, err := s.sched.Pick(eps, strategy, &sreq, s.now())
 	switch {
 	case errors.Is(err, scheduling.ErrNoEndpoints):
 		outcome = OutcomeNoEndpoints
-		s.refuseLogged(w, http.StatusServiceUnavailable, pickapi.ErrTypeUnavailable,
+		return s.refusal(http.StatusServiceUnavailable, pickapi.ErrTypeUnavailable,
 			"pool "+quote(pool)+" has no endpoint with metrics yet", pool+"|503")
-		return
 	case err != nil:
 		outcome = "error"
-		s.refuse(w, http.StatusInternalServerError, pickapi.ErrTypeInternal, err.Error())
-		return
+		return Decision{Status: http.StatusInternalServerError, ErrType: pickapi.ErrTypeInternal, Message: err.Error()}
 	case result.Outcome == scheduling.Shed:
 		outcome = OutcomeShed
-		s.refuseLogged(w, http.StatusTooManyRequests, pickapi.ErrTypeRateLimited,
+		return s.refusal(http.StatusTooManyRequests, pickapi.ErrTypeRateLimited,
 			"every endpoint of pool "+quote(pool)+" is saturated; "+string(res.Criticality)+" requests are shed, retry later", pool+"|429|"+string(res.Criticality))
-		return
 	case result.Outcome == scheduling.Stale:
 		outcome = OutcomeStale
 		s.metrics.stalePicks.WithLabelValues(pool).Inc()
 		s.noteState(pool+"|fallback", slog.LevelWarn, "no eligible endpoint (metrics stale or failing); picking among all", "pool", pool)
 	default:
-		outcome = OutcomePicked
 		s.noteState("ok", slog.LevelInfo, "picks succeeding again")
 	}
-	resp := pickapi.PickResponse{Endpoint: result.Endpoints[0].Addr, TargetModel: res.TargetModel, Strategy: strategy, Pool: pool,
-		PickID: result.PickID}
-	var fb [pickapi.MaxFallbacks]string
-	for i, ep := range result.Endpoints[1:] {
-		fb[i] = ep.Addr
+	d = Decision{Status: http.StatusOK, Pick: pickapi.PickResponse{Endpoint: result.Endpoints[0].Addr, TargetModel: res.TargetModel,
+		Strategy: strategy, Pool: pool, PickID: result.PickID}}
+	if n := len(result.Endpoints) - 1; n > 0 {
+		d.Pick.Fallbacks = make([]string, n)
+		for i, ep := range result.Endpoints[1:] {
+			d.Pick.Fallbacks[i] = ep.Addr
+		}
 	}
-	resp.Fallbacks = fb[:len(result.Endpoints)-1]
-	out := resp.AppendJSON((*bp)[:0])
-	*bp = out
-	h := w.Header()
-	h["Content-Type"] = []string{"application/json"}
-	_, _ = w.Write(out)
+	return d
+}
+
+// RequestsDone takes request ends reported outside a pick (ext_proc sees
+// each request's end on its own stream).
+func (s *Server) RequestsDone(ids []uint64) {
+	s.metrics.endsReported.Add(float64(len(ids)))
+	s.sched.RequestsDone(ids, s.now())
+}
+
+// inSubset keeps the endpoints whose address is listed.
+func inSubset(eps []*scrape.Endpoint, subset []string) []*scrape.Endpoint {
+	var out []*scrape.Endpoint
+	for _, ep := range eps {
+		for _, a := range subset {
+			if ep.Addr == a {
+				out = append(out, ep)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func (s *Server) observe(start time.Time, strategy pickapi.Strategy, outcome string) {
+	s.metrics.pickLatency.Observe(time.Since(start).Seconds())
+	s.metrics.picks.WithLabelValues(string(strategy), outcome).Inc()
 }
 
 func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
@@ -164,11 +217,11 @@ func (s *Server) refuse(w http.ResponseWriter, status int, typ, msg string) {
 	_, _ = w.Write(pickapi.ErrorBody(status, typ, msg))
 }
 
-// refuseLogged refuses and logs once per change of refusal state, so an
-// unknown model asked for 10,000 times a second logs once.
-func (s *Server) refuseLogged(w http.ResponseWriter, status int, typ, msg, state string) {
+// refusal is a refused Decision, logged once per change of refusal state,
+// so an unknown model asked for 10,000 times a second logs once.
+func (s *Server) refusal(status int, typ, msg, state string) Decision {
 	s.noteState(state, slog.LevelWarn, "refusing picks", "status", status, "reason", msg)
-	s.refuse(w, status, typ, msg)
+	return Decision{Status: status, ErrType: typ, Message: msg}
 }
 
 func (s *Server) noteState(state string, level slog.Level, msg string, args ...any) {

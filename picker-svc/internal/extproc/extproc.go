@@ -1,0 +1,369 @@
+// Package extproc serves picker-svc as an endpoint picker over Envoy's
+// external processing gRPC API, following the Gateway API Inference
+// Extension's endpoint-picker protocol (docs/proposals/004-endpoint-picker-protocol,
+// v1.0.0): a gateway whose InferencePool names picker-svc sends each
+// request's headers and body; the answer names the endpoint in the
+// x-gateway-destination-endpoint header and in the envoy.lb dynamic
+// metadata, primary first, then fallbacks, comma separated.
+//
+// One gRPC stream is one HTTP request. The body is read with the filter's
+// own reader (filter/llmapi: as vLLM reads it), hashed as the filter hashes
+// it, and placed by the same Decide as the HTTP pick API. The stream's end
+// (the response's last byte, or the stream closing) is the request's end,
+// reported to the scheduler at once.
+package extproc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	procmode "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshllm/meshllm/filter/llmapi"
+	"github.com/meshllm/meshllm/picker-svc/internal/server"
+	"github.com/meshllm/meshllm/picker-svc/pickapi"
+)
+
+// The endpoint-picker protocol's names.
+const (
+	// MetadataNamespace holds the chosen endpoints in the response's
+	// dynamic metadata, and the served one in the data plane's.
+	MetadataNamespace = "envoy.lb"
+	// SubsetNamespace and SubsetKey: the data plane's hint of the
+	// endpoints the pick must come from.
+	SubsetNamespace = "envoy.lb.subset_hint"
+	SubsetKey       = "x-gateway-destination-endpoint-subset"
+)
+
+// chunkBytes bounds one streamed body mutation: some Envoy builds limit a
+// streamed chunk to 64 KiB (the upstream picker uses 62,000 bytes too).
+const chunkBytes = 62_000
+
+// BodyMode is how the gateway sends the request body.
+type BodyMode int
+
+// Body modes the server supports.
+const (
+	// FullDuplex: FULL_DUPLEX_STREAMED, as the upstream picker's
+	// deployments use. The headers wait for the server's answer, which
+	// comes once the body has been read.
+	FullDuplex BodyMode = iota
+	// Buffered: BUFFERED. The headers are answered at once; the one body
+	// message is answered with the destination and the rewritten body.
+	Buffered
+)
+
+// ParseBodyMode reads a --ext-proc-body-mode value.
+func ParseBodyMode(s string) (BodyMode, error) {
+	switch s {
+	case "", "full-duplex":
+		return FullDuplex, nil
+	case "buffered":
+		return Buffered, nil
+	}
+	return 0, fmt.Errorf("ext_proc body mode %q: want full-duplex or buffered", s)
+}
+
+// Decider places requests (server.Server).
+type Decider interface {
+	Decide(req *pickapi.PickRequest, subset []string, start time.Time) server.Decision
+	RequestsDone(ids []uint64)
+}
+
+// Config of the ext_proc server.
+type Config struct {
+	// Pool names the InferencePool the gateway routes to; empty resolves
+	// the pool by the request's model.
+	Pool string
+	// Mode is the request body mode assumed when the gateway does not say
+	// (Envoy sends protocol_config from v1.35; older ones do not).
+	Mode BodyMode
+	// MaxBodyBytes bounds a request body; a larger one is refused (413).
+	MaxBodyBytes int
+	// MaxJSONDepth bounds the body's nesting, as the filter's max_json_depth.
+	MaxJSONDepth int
+}
+
+// DefaultMaxBodyBytes is Config.MaxBodyBytes's default: the filter's
+// default body limit.
+const DefaultMaxBodyBytes = 4 << 20
+
+// Server implements extprocv3.ExternalProcessorServer.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	dec Decider
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns an ext_proc server placing requests with dec.
+func New(dec Decider, cfg Config, log *slog.Logger) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxJSONDepth <= 0 {
+		cfg.MaxJSONDepth = llmapi.DefaultMaxDepth
+	}
+	return &Server{dec: dec, cfg: cfg, log: log}
+}
+
+// exchange is one HTTP request's state on its stream.
+type exchange struct {
+	s          *Server
+	srv        extprocv3.ExternalProcessor_ProcessServer
+	reqMode    BodyMode
+	respStream bool // response body mode FULL_DUPLEX_STREAMED: echo each chunk
+	subset     []string
+	body       []byte
+	routed     bool // the request's destination has been answered
+	pickID     uint64
+	ended      bool
+}
+
+// Process implements extprocv3.ExternalProcessorServer.
+func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
+	x := &exchange{s: s, srv: srv, reqMode: s.cfg.Mode, respStream: s.cfg.Mode == FullDuplex}
+	defer x.end()
+	for {
+		req, err := srv.Recv()
+		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := x.handle(req); err != nil {
+			return err
+		}
+	}
+}
+
+// end reports the request's end once.
+func (x *exchange) end() {
+	if !x.ended {
+		x.ended = true
+		if x.pickID != 0 {
+			x.s.dec.RequestsDone([]uint64{x.pickID})
+		}
+	}
+}
+
+func (x *exchange) handle(req *extprocv3.ProcessingRequest) error {
+	if pc := req.GetProtocolConfig(); pc != nil {
+		switch pc.GetRequestBodyMode() {
+		case procmode.ProcessingMode_FULL_DUPLEX_STREAMED:
+			x.reqMode = FullDuplex
+		case procmode.ProcessingMode_BUFFERED:
+			x.reqMode = Buffered
+		}
+		x.respStream = pc.GetResponseBodyMode() == procmode.ProcessingMode_FULL_DUPLEX_STREAMED
+	}
+	switch r := req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		subset, err := subsetHint(req.GetMetadataContext())
+		if err != nil {
+			return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
+		}
+		x.subset = subset
+		if r.RequestHeaders.GetEndOfStream() {
+			// No body (a GET): a pool-level pick by load alone.
+			return x.route(nil, &pickapi.PickRequest{Pool: x.s.cfg.Pool})
+		}
+		if x.reqMode == Buffered {
+			return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+				RequestHeaders: &extprocv3.HeadersResponse{}}})
+		}
+		return nil // full duplex: the headers wait for the body
+	case *extprocv3.ProcessingRequest_RequestBody:
+		if x.routed {
+			return nil
+		}
+		if len(x.body)+len(r.RequestBody.GetBody()) > x.s.cfg.MaxBodyBytes {
+			return x.refuse(server.Decision{Status: http.StatusRequestEntityTooLarge, ErrType: pickapi.ErrTypeBadRequest,
+				Message: "request body larger than " + strconv.Itoa(x.s.cfg.MaxBodyBytes) + " bytes"})
+		}
+		x.body = append(x.body, r.RequestBody.GetBody()...)
+		if !r.RequestBody.GetEndOfStream() {
+			return nil
+		}
+		return x.placeBody()
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		if !x.routed {
+			if err := x.placeBody(); err != nil || !x.routed {
+				return err
+			}
+		}
+		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+			RequestTrailers: &extprocv3.TrailersResponse{}}})
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HeadersResponse{}}})
+		if r.ResponseHeaders.GetEndOfStream() {
+			x.end()
+		}
+		return err
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		b := r.ResponseBody
+		resp := &extprocv3.BodyResponse{}
+		if x.respStream {
+			// In full duplex every chunk must be sent back to be forwarded.
+			resp.Response = &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
+				Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: &extprocv3.StreamedBodyResponse{
+					Body: b.GetBody(), EndOfStream: b.GetEndOfStream()}}}}
+		}
+		err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: resp}})
+		if b.GetEndOfStream() {
+			x.end()
+		}
+		return err
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		x.end()
+		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+			ResponseTrailers: &extprocv3.TrailersResponse{}}})
+	}
+	return nil
+}
+
+// placeBody reads the whole body and routes the request. A body vLLM
+// would refuse (not JSON, no model) is refused here with 400: an endpoint
+// picker must name an endpoint or answer, and vLLM's answer would be the
+// same.
+func (x *exchange) placeBody() error {
+	r, err := llmapi.ParseRequest(x.body, x.s.cfg.MaxJSONDepth)
+	if err != nil {
+		return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
+	}
+	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model,
+		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt)}
+	if len(r.Model) > pickapi.MaxNameLen {
+		return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
+			Message: "model name longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
+	}
+	return x.route(&r, pr)
+}
+
+// route places pr and answers the data plane: the destination, and for a
+// request with a body the body (rewritten when the picker chose another
+// target model).
+func (x *exchange) route(r *llmapi.Request, pr *pickapi.PickRequest) error {
+	d := x.s.dec.Decide(pr, x.subset, time.Now())
+	if d.Status != http.StatusOK {
+		return x.refuse(d)
+	}
+	x.routed, x.pickID = true, d.Pick.PickID
+	dest := strings.Join(append([]string{d.Pick.Endpoint}, d.Pick.Fallbacks...), ",")
+	set := []*corev3.HeaderValueOption{header(pickapi.HeaderDestinationEndpoint, dest)}
+	body := x.body
+	if r != nil && d.Pick.TargetModel != "" && d.Pick.TargetModel != r.Model {
+		if nb, ok := r.RewriteModel(x.body, d.Pick.TargetModel); ok {
+			body = nb
+		}
+	}
+	if r != nil {
+		set = append(set, header("content-length", strconv.Itoa(len(body))))
+	}
+	mutation := &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: set}, ClearRouteCache: true}
+	meta := destinationMetadata(dest)
+	if r == nil {
+		return x.send(&extprocv3.ProcessingResponse{DynamicMetadata: meta,
+			Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: mutation}}})
+	}
+	if x.reqMode == Buffered {
+		mutation.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
+		return x.send(&extprocv3.ProcessingResponse{DynamicMetadata: meta,
+			Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: mutation}}})
+	}
+	if err := x.send(&extprocv3.ProcessingResponse{DynamicMetadata: meta,
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: mutation}}}); err != nil {
+		return err
+	}
+	for _, chunk := range chunks(body) {
+		if err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{
+			Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_StreamedResponse{
+				StreamedResponse: chunk}}}}}}); err != nil {
+			return err
+		}
+	}
+	x.body = nil
+	return nil
+}
+
+// refuse answers the client in the picker's name (the protocol's
+// ImmediateResponse: 429 for shedding, 503 with no endpoint, 404 for an
+// unknown model), with the same OpenAI-style body the HTTP pick API uses.
+func (x *exchange) refuse(d server.Decision) error {
+	x.routed = true
+	return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{header("content-type", "application/json")}},
+		Body:    pickapi.ErrorBody(d.Status, d.ErrType, d.Message),
+		Details: "meshllm_picker_" + strconv.Itoa(d.Status),
+	}}})
+}
+
+func (x *exchange) send(r *extprocv3.ProcessingResponse) error {
+	if err := x.srv.Send(r); err != nil {
+		return status.Errorf(codes.Unavailable, "sending to the data plane: %v", err)
+	}
+	return nil
+}
+
+func header(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, RawValue: []byte(v)},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
+}
+
+// destinationMetadata is {"envoy.lb": {"x-gateway-destination-endpoint": dest}}.
+func destinationMetadata(dest string) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			pickapi.HeaderDestinationEndpoint: structpb.NewStringValue(dest)}}),
+	}}
+}
+
+// subsetHint reads the data plane's subset hint: nil when absent, the
+// listed endpoints (each a literal ip:port) when present, even if none.
+func subsetHint(md *corev3.Metadata) ([]string, error) {
+	ns := md.GetFilterMetadata()[SubsetNamespace]
+	v, ok := ns.GetFields()[SubsetKey]
+	if !ok {
+		return nil, nil
+	}
+	list := v.GetListValue()
+	if list == nil {
+		return nil, fmt.Errorf("%s.%s must be a list of ip:port strings", SubsetNamespace, SubsetKey)
+	}
+	out := make([]string, 0, len(list.GetValues()))
+	for _, e := range list.GetValues() {
+		if err := pickapi.ValidateEndpoint(e.GetStringValue()); err != nil {
+			return nil, fmt.Errorf("%s.%s: %w", SubsetNamespace, SubsetKey, err)
+		}
+		out = append(out, e.GetStringValue())
+	}
+	return out, nil
+}
+
+// chunks splits body into streamed responses of at most chunkBytes, the
+// last one ending the stream (one empty one for an empty body).
+func chunks(body []byte) []*extprocv3.StreamedBodyResponse {
+	var out []*extprocv3.StreamedBodyResponse
+	for {
+		n := min(len(body), chunkBytes)
+		out = append(out, &extprocv3.StreamedBodyResponse{Body: body[:n], EndOfStream: n == len(body)})
+		if body = body[n:]; len(body) == 0 {
+			return out
+		}
+	}
+}
