@@ -63,6 +63,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if cfg.EPP != nil {
+		for _, n := range cfg.EPP.Notes {
+			log.Warn("EndpointPickerConfig: accepted, not applied", "what", n)
+		}
+	}
 	var objs inference.Objects
 	for _, f := range cfg.Objects {
 		b, err := os.ReadFile(f)

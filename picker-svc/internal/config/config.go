@@ -89,6 +89,10 @@ type Config struct {
 		Fallbacks      *int                              `json:"fallbacks"`
 		PrefixCapacity int                               `json:"prefixCapacity"`
 	} `json:"scheduling"`
+
+	// EPP is the upstream EndpointPickerConfig read from --epp-config
+	// (nil: none); Scheduling's keys refine what it sets.
+	EPP *EPPConfig `json:"-"`
 }
 
 // Defaults returns the built-in settings.
@@ -115,6 +119,22 @@ func Defaults() Config {
 // Scheduling returns the scheduler configuration (defaults overlaid).
 func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 	sc := scheduling.DefaultConfig()
+	sc.Plugins = map[string]json.RawMessage{}
+	shedSheddable := c.Scheduling.ShedSheddable
+	if e := c.EPP; e != nil {
+		for st, p := range e.Profiles {
+			sc.Profiles[st] = p
+		}
+		for n, raw := range e.Plugins {
+			sc.Plugins[n] = raw
+		}
+		if e.Fallbacks != nil {
+			sc.Fallbacks = *e.Fallbacks
+		}
+		if shedSheddable == nil && e.ShedSheddable != nil {
+			shedSheddable = &Saturation{Queue: e.ShedSheddable.Queue, KV: e.ShedSheddable.KV}
+		}
+	}
 	for st, p := range c.Scheduling.Profiles {
 		sc.Profiles[pickapi.Strategy(st)] = p
 	}
@@ -133,14 +153,13 @@ func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 		}
 		sc.Profiles[pickapi.Strategy(st)] = p
 	}
-	sc.Plugins = map[string]json.RawMessage{}
 	for n, raw := range c.Scheduling.Plugins {
 		sc.Plugins[n] = raw
 	}
 	if _, ok := sc.Plugins["prefix"]; !ok && uses(sc, "prefix") && c.Scheduling.PrefixCapacity != scheduling.DefaultPrefixCapacity && c.Scheduling.PrefixCapacity != 0 {
 		sc.Plugins["prefix"] = json.RawMessage(fmt.Sprintf(`{"capacity":%d}`, c.Scheduling.PrefixCapacity))
 	}
-	if s := c.Scheduling.ShedSheddable; s != nil {
+	if s := shedSheddable; s != nil {
 		sc.ShedSheddable = scheduling.Saturation{Queue: s.Queue, KV: s.KV}
 		// The capacity filter drops what Sheddable traffic would be shed at.
 		if _, ok := sc.Plugins["capacity"]; !ok && uses(sc, "capacity") {
@@ -172,6 +191,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	c := Defaults()
 	fs := flag.NewFlagSet("picker-svc", flag.ContinueOnError)
 	configFile := fs.String("config", getenv("PICKER_CONFIG"), "YAML config file (env PICKER_CONFIG)")
+	eppFile := fs.String("epp-config", getenv("PICKER_EPP_CONFIG"), "upstream EndpointPickerConfig file (YAML or JSON) for the scheduling profiles; the config file's scheduling keys refine it (env PICKER_EPP_CONFIG)")
 	listen := fs.String("listen", "", "listen address (env PICKER_LISTEN; default :9002)")
 	extProcListen := fs.String("ext-proc-listen", "", "serve the endpoint-picker protocol (Envoy ext_proc gRPC) here, e.g. :9004 (env PICKER_EXT_PROC_LISTEN; default off)")
 	extProcMode := fs.String("ext-proc-body-mode", "", "request body mode of the gateway's ext_proc filter when it does not say: full-duplex or buffered (env PICKER_EXT_PROC_BODY_MODE; default full-duplex)")
@@ -201,6 +221,17 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 		if err := yaml.UnmarshalStrict(b, &c); err != nil {
 			return c, fmt.Errorf("config file %s: %w", *configFile, err)
 		}
+	}
+	if *eppFile != "" {
+		b, err := os.ReadFile(*eppFile)
+		if err != nil {
+			return c, err
+		}
+		e, err := ParseEndpointPickerConfig(b)
+		if err != nil {
+			return c, fmt.Errorf("epp config %s: %w", *eppFile, err)
+		}
+		c.EPP = &e
 	}
 	// env, then flags: each set value overrides.
 	set := map[string]bool{}
