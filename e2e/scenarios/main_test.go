@@ -44,6 +44,8 @@ func start(t *testing.T, cfg stack.Config) *stack.Stack {
 		// routedConfig's pick timeout; timeouts have tests of their own).
 		cfg.ConnectTimeout = time.Minute
 	}
+	// Every stack serves both deployment paths (routePaths).
+	cfg.ExtProc = true
 	if os.Getenv("MESHLLM_E2E_VERBOSE") != "" {
 		cfg.Log, cfg.AccessLog = os.Stderr, os.Stderr
 	}
@@ -51,6 +53,22 @@ func start(t *testing.T, cfg stack.Config) *stack.Stack {
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return s
+}
+
+// routePath is one way a gateway asks the picker: the Wasm filter's
+// dispatch_http_call, or ext_proc as a gateway with an InferencePool
+// backendRef does.
+type routePath struct {
+	name   string
+	url    func(*stack.Stack) string
+	counts func(*stack.Stack) map[string]int
+}
+
+var routePaths = []routePath{
+	{"wasm", func(s *stack.Stack) string { return s.URL(stack.LLMListener) },
+		func(s *stack.Stack) map[string]int { return s.Gateway.UpstreamCounts(stack.LLMCluster) }},
+	{"ext_proc", func(s *stack.Stack) string { return s.ExtProcGateway.URL() },
+		func(s *stack.Stack) map[string]int { return s.ExtProcGateway.UpstreamCounts() }},
 }
 
 // sims returns n simulator configs serving base with adapters.

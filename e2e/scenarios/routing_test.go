@@ -18,66 +18,77 @@ import (
 )
 
 // A pod with a long queue and a pod with a nearly full KV cache get (almost)
-// none of the new requests while a third pod is free.
+// none of the new requests while a third pod is free: through the Wasm
+// filter and through a gateway that calls the picker over ext_proc.
 func TestQueueAndKVCacheAvoided(t *testing.T) {
-	cfgs := sims(3, "base", 10)
-	cfgs[0].MaxNumSeqs = 2                                // pod 0 queues quickly
-	cfgs[1].NumGPUBlocks, cfgs[1].MaxModelLen = 300, 4800 // pod 1 fills its KV cache (4,800 tokens)
-	s := start(t, stack.Config{Sims: cfgs, Objects: objects("DEFAULT"), Pool: "sim-pool", PluginConfig: routed("")})
-	queued, full, free := s.Fleet.Addrs[0], s.Fleet.Addrs[1], s.Fleet.Addrs[2]
+	for _, path := range routePaths {
+		t.Run(path.name, func(t *testing.T) {
+			cfgs := sims(3, "base", 10)
+			cfgs[0].MaxNumSeqs = 2                                // pod 0 queues quickly
+			cfgs[1].NumGPUBlocks, cfgs[1].MaxModelLen = 300, 4800 // pod 1 fills its KV cache (4,800 tokens)
+			s := start(t, stack.Config{Sims: cfgs, Objects: objects("DEFAULT"), Pool: "sim-pool", PluginConfig: routed("")})
+			queued, full, free := s.Fleet.Addrs[0], s.Fleet.Addrs[1], s.Fleet.Addrs[2]
 
-	loadDirect(t, queued, 10, loadgen.Completion("base", loadgen.Words(rand.New(rand.NewSource(1)), 50), 8000, true))
-	loadDirect(t, full, 3, loadgen.Completion("base", loadgen.Words(rand.New(rand.NewSource(2)), 1400), 3000, true))
-	eventually(t, 20*time.Second, "the picker to see the queue and the full cache", func() bool {
-		return endpointState(t, s, queued).Get("waiting").Float() >= 5 && endpointState(t, s, full).Get("kv_cache_usage").Float() > 0.85
-	})
+			loadDirect(t, queued, 10, loadgen.Completion("base", loadgen.Words(rand.New(rand.NewSource(1)), 50), 8000, true))
+			loadDirect(t, full, 3, loadgen.Completion("base", loadgen.Words(rand.New(rand.NewSource(2)), 1400), 3000, true))
+			eventually(t, 20*time.Second, "the picker to see the queue and the full cache", func() bool {
+				return endpointState(t, s, queued).Get("waiting").Float() >= 5 && endpointState(t, s, full).Get("kv_cache_usage").Float() > 0.85
+			})
 
-	before := s.Gateway.UpstreamCounts(stack.LLMCluster)
-	for i := 0; i < 30; i++ {
-		r := client.Do(context.Background(), s.URL(stack.LLMListener), loadgen.Request{Body: loadgen.Completion("base", "short question", 4, false)})
-		require.True(t, r.OK(), "%d %s %v", r.Status, r.Body, r.Err)
+			before := path.counts(s)
+			for i := 0; i < 30; i++ {
+				r := client.Do(context.Background(), path.url(s), loadgen.Request{Body: loadgen.Completion("base", "short question", 4, false)})
+				require.True(t, r.OK(), "%d %s %v", r.Status, r.Body, r.Err)
+			}
+			after := path.counts(s)
+			got := func(a string) int { return after[a] - before[a] }
+			t.Logf("new requests: queued pod %d, full-cache pod %d, free pod %d", got(queued), got(full), got(free))
+			logPicks(t, s)
+			require.LessOrEqual(t, got(queued)+got(full), 2)
+			require.GreaterOrEqual(t, got(free), 28)
+		})
 	}
-	after := s.Gateway.UpstreamCounts(stack.LLMCluster)
-	got := func(a string) int { return after[a] - before[a] }
-	t.Logf("new requests: queued pod %d, full-cache pod %d, free pod %d", got(queued), got(full), got(free))
-	logPicks(t, s)
-	require.LessOrEqual(t, got(queued)+got(full), 2)
-	require.GreaterOrEqual(t, got(free), 28)
 }
 
 // InferenceModel weights: 50/50 within 5% over 2,000 requests, and a 90/10
-// canary; the response's model names the adapter that served it.
+// canary; the response's model names the adapter that served it (so the
+// body was rewritten on the way: by the filter, or by the picker's
+// ext_proc body mutation).
 func TestInferenceModelWeights(t *testing.T) {
 	adapters := []string{"tweet-summary-1", "tweet-summary-2", "sql-lora-1", "sql-lora-2"}
-	s := start(t, stack.Config{
-		Sims: sims(2, "base", 200, adapters...),
-		Objects: objects("DEFAULT",
-			[3]string{"half", "Standard", "tweet-summary-1:50,tweet-summary-2:50"},
-			[3]string{"canary", "Standard", "sql-lora-1:90,sql-lora-2:10"}),
-		Pool: "sim-pool", PluginConfig: routed(""),
-	})
-	for _, tc := range []struct {
-		model string
-		want  map[string]float64
-		n     int
-	}{
-		{"half", map[string]float64{"tweet-summary-1": 0.5, "tweet-summary-2": 0.5}, 2000},
-		{"canary", map[string]float64{"sql-lora-1": 0.9, "sql-lora-2": 0.1}, 1000},
-	} {
-		reqs := make([]loadgen.Request, tc.n)
-		for i := range reqs {
-			reqs[i] = loadgen.Request{Body: loadgen.Completion(tc.model, "classify this", 1, i%2 == 0)}
-		}
-		counts := map[string]int{}
-		for _, r := range client.Run(context.Background(), s.URL(stack.LLMListener), reqs, 16, nil) {
-			require.True(t, r.OK(), "%d %s %v", r.Status, r.Body, r.Err)
-			counts[r.Model]++
-		}
-		t.Logf("%s: %v", tc.model, counts)
-		for adapter, share := range tc.want {
-			require.InDelta(t, share, float64(counts[adapter])/float64(tc.n), 0.05, "%s -> %s", tc.model, adapter)
-		}
-		require.Len(t, counts, len(tc.want), "only the InferenceModel's targets serve it")
+	for _, path := range routePaths {
+		t.Run(path.name, func(t *testing.T) {
+			s := start(t, stack.Config{
+				Sims: sims(2, "base", 200, adapters...),
+				Objects: objects("DEFAULT",
+					[3]string{"half", "Standard", "tweet-summary-1:50,tweet-summary-2:50"},
+					[3]string{"canary", "Standard", "sql-lora-1:90,sql-lora-2:10"}),
+				Pool: "sim-pool", PluginConfig: routed(""),
+			})
+			for _, tc := range []struct {
+				model string
+				want  map[string]float64
+				n     int
+			}{
+				{"half", map[string]float64{"tweet-summary-1": 0.5, "tweet-summary-2": 0.5}, 2000},
+				{"canary", map[string]float64{"sql-lora-1": 0.9, "sql-lora-2": 0.1}, 1000},
+			} {
+				reqs := make([]loadgen.Request, tc.n)
+				for i := range reqs {
+					reqs[i] = loadgen.Request{Body: loadgen.Completion(tc.model, "classify this", 1, i%2 == 0)}
+				}
+				counts := map[string]int{}
+				for _, r := range client.Run(context.Background(), path.url(s), reqs, 16, nil) {
+					require.True(t, r.OK(), "%d %s %v", r.Status, r.Body, r.Err)
+					counts[r.Model]++
+				}
+				t.Logf("%s: %v", tc.model, counts)
+				for adapter, share := range tc.want {
+					require.InDelta(t, share, float64(counts[adapter])/float64(tc.n), 0.05, "%s -> %s", tc.model, adapter)
+				}
+				require.Len(t, counts, len(tc.want), "only the InferenceModel's targets serve it")
+			}
+		})
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 
+	"github.com/meshllm/meshllm/e2e/extprocgw"
 	"github.com/meshllm/meshllm/e2e/gateway"
 	"github.com/meshllm/meshllm/e2e/vllmsim"
 	"github.com/meshllm/meshllm/picker-svc/app"
@@ -61,6 +62,11 @@ type Config struct {
 	Log       io.Writer // picker, gateway and simulator logs; default: discarded
 	// Fixed ports (the demo); zero values pick free ports.
 	PlainAddr, LLMAddr, AdminAddr, PickerAddr string
+	// ExtProc also serves picks over ext_proc and starts ExtProcGateway,
+	// the gateway path (an InferencePool naming the picker), beside the
+	// Wasm filter's; ExtProcFailOpen is its failure_mode_allow.
+	ExtProc         bool
+	ExtProcFailOpen bool
 }
 
 // Stack is a running system.
@@ -68,10 +74,13 @@ type Stack struct {
 	cfg     Config
 	Fleet   *vllmsim.Fleet
 	Gateway *gateway.Gateway
-	dir     string
+	// ExtProcGateway routes through the picker over ext_proc (Config.ExtProc).
+	ExtProcGateway *extprocgw.Gateway
+	dir            string
 
 	mu         sync.Mutex
 	pickerAddr string
+	extProc    string // the picker's ext_proc address (stable across restarts)
 	stopPicker context.CancelFunc
 	pickerDone chan error
 }
@@ -172,6 +181,12 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if s.Gateway, err = gateway.Start(ctx, opts); err != nil {
 		return nil, err
 	}
+	if cfg.ExtProc {
+		if s.ExtProcGateway, err = extprocgw.Start(extprocgw.Options{ExtProc: s.extProc, Endpoints: s.Fleet.Addrs,
+			FailOpen: cfg.ExtProcFailOpen}); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return s, nil
 }
@@ -195,12 +210,26 @@ func (s *Stack) startPicker(addr string) error {
 	if s.cfg.Pool != "" {
 		args = append(args, "--pool", s.cfg.Pool)
 	}
+	if s.cfg.ExtProc {
+		s.mu.Lock()
+		ep := s.extProc
+		s.mu.Unlock()
+		if ep == "" {
+			ep = "127.0.0.1:0"
+		}
+		args = append(args, "--ext-proc-listen", ep)
+	}
 	args = append(args, s.cfg.PickerArgs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, app.Options{Args: args, Log: s.cfg.Log, Ready: func(a net.Addr) { ready <- a }})
+		done <- app.Run(ctx, app.Options{Args: args, Log: s.cfg.Log, Ready: func(a net.Addr) { ready <- a },
+			ExtProcReady: func(a net.Addr) {
+				s.mu.Lock()
+				s.extProc = a.String()
+				s.mu.Unlock()
+			}})
 	}()
 	select {
 	case a := <-ready:
@@ -258,6 +287,9 @@ func (s *Stack) PrometheusText() string { return s.Gateway.PrometheusText() }
 
 // Close stops everything.
 func (s *Stack) Close() {
+	if s.ExtProcGateway != nil {
+		s.ExtProcGateway.Close()
+	}
 	if s.Gateway != nil {
 		s.Gateway.Close()
 	}
