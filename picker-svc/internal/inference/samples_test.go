@@ -52,3 +52,24 @@ func TestIstioSamples(t *testing.T) {
 	_, err = ParseYAML([]byte(strings.Replace(src, "criticality: Critical", "criticality: Urgent", 1)))
 	require.ErrorContains(t, err, "criticality")
 }
+
+// The gateway path's pool (gateway/inferencepool.yaml, InferencePool v1)
+// through the same parser: the picker reads the pods, port, strategy and
+// picker reference the gateway is told about.
+func TestGatewaySample(t *testing.T) {
+	raw, err := os.ReadFile("../../../gateway/inferencepool.yaml")
+	require.NoError(t, err)
+	objs, err := ParseYAML(raw)
+	require.NoError(t, err)
+	require.Len(t, objs.Pools, 1)
+	pool := objs.Pools[0]
+	require.Equal(t, "inference.networking.k8s.io/v1", pool.APIVersion)
+	require.Equal(t, "vllm-llama2-7b-pool", pool.Name)
+	require.Equal(t, int32(8000), pool.TargetPort)
+	require.Equal(t, map[string]string{"app": "vllm-llama2-7b-pool"}, pool.Selector)
+	require.Equal(t, pickapi.StrategyDefault, pool.Strategy)
+	require.Equal(t, "picker-epp", pool.ExtensionRef)
+
+	_, err = ParseYAML([]byte(strings.Replace(string(raw), "routing-strategy: DEFAULT", "routing-strategy: FASTEST", 1)))
+	require.ErrorContains(t, err, "routing strategy")
+}
