@@ -25,10 +25,10 @@ import (
 
 // API groups and kinds.
 const (
-	GroupXK8s  = "inference.networking.x-k8s.io"
-	GroupK8s   = "inference.networking.k8s.io"
-	KindPool   = "InferencePool"
-	KindModel  = "InferenceModel"
+	GroupXK8s = "inference.networking.x-k8s.io"
+	GroupK8s  = "inference.networking.k8s.io"
+	KindPool  = "InferencePool"
+	KindModel = "InferenceModel"
 	// GroupLLMD is where llm-d's router now serves InferenceObjective and
 	// InferenceModelRewrite (llm-d/llm-d-router
 	// config/crd/bases/llm-d.ai_inferenceobjectives.yaml); its reconcilers
@@ -36,8 +36,8 @@ const (
 	GroupLLMD     = "llm-d.ai"
 	KindObjective = "InferenceObjective"
 	KindRewrite   = "InferenceModelRewrite"
-	MaxWeight  = 1000000
-	MaxTargets = 64
+	MaxWeight     = 1000000
+	MaxTargets    = 64
 )
 
 // Pool is an InferencePool: which pods (selector, port) serve a set of models
