@@ -56,15 +56,15 @@ type Store struct {
 	log       *slog.Logger
 	onRemoved func([]*scrape.Endpoint)
 
-	mu        sync.Mutex
+	mu         sync.Mutex
 	pools      map[string]inference.Pool
-	models     map[string]inference.Model     // by namespace/name
-	objectives map[string]inference.Objective // by namespace/name
-	rewrites   map[string]inference.Rewrite   // by namespace/name
-	warned     map[string]bool                // conflicts logged (forgotten once gone)
-	endpoints map[string][]string                    // pool -> addrs
-	members   map[string]map[string]*scrape.Endpoint // pool -> addr -> endpoint
-	cur       atomic.Pointer[View]
+	models     map[string]inference.Model             // by namespace/name
+	objectives map[string]inference.Objective         // by namespace/name
+	rewrites   map[string]inference.Rewrite           // by namespace/name
+	warned     map[string]bool                        // conflicts logged (forgotten once gone)
+	endpoints  map[string][]string                    // pool -> addrs
+	members    map[string]map[string]*scrape.Endpoint // pool -> addr -> endpoint
+	cur        atomic.Pointer[View]
 }
 
 // New returns an empty store whose endpoints mgr scrapes. onRemoved, if
