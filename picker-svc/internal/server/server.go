@@ -134,7 +134,7 @@ func (s *Server) Decide(req *pickapi.PickRequest, subset []string, start time.Ti
 		s.metrics.endsReported.Add(float64(len(req.Done)))
 		s.sched.RequestsDone(req.Done, s.now())
 	}
-	res, err := s.resolve.Resolve(s.store.View(), req.Pool, req.Model, req.Criticality)
+	res, err := s.resolve.Resolve(s.store.View(), req.Pool, req.Model, req.Objective, req.Criticality)
 	if err != nil {
 		outcome = OutcomeUnknown
 		return s.refusal(http.StatusNotFound, pickapi.ErrTypeNotFound, err.Error(), req.Pool+"|"+req.Model)
