@@ -73,9 +73,9 @@ type Config struct {
 		ObjectiveAPI string `json:"objectiveAPI"`
 		RewriteAPI   string `json:"rewriteAPI"`
 		// ReadOnly: write no status conditions.
-		ReadOnly bool `json:"readOnly"`
-		Kubeconfig  string   `json:"kubeconfig"`
-		Resync      Duration `json:"resync"`
+		ReadOnly   bool     `json:"readOnly"`
+		Kubeconfig string   `json:"kubeconfig"`
+		Resync     Duration `json:"resync"`
 	} `json:"discovery"`
 	Scrape struct {
 		Interval     Duration `json:"interval"`
