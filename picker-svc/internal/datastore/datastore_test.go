@@ -87,10 +87,10 @@ func TestRewritePrecedenceAndConflicts(t *testing.T) {
 	s.ReplaceObjects(objs)
 
 	pv := s.View().Pools["sim-pool"]
-	require.Equal(t, &RewriteRule{Rewrite: "/older", Rule: 0, Targets: []inference.Target{{"older-target", 1}}}, pv.Rewrites["summarize"],
+	require.Equal(t, &RewriteRule{Rewrite: "/older", Rule: 0, Targets: []inference.Target{{Name: "older-target", Weight: 1}}}, pv.Rewrites["summarize"],
 		"the oldest object wins, and in it the first rule naming the model")
 	require.Equal(t, "/older", pv.Rewrites["chat"].Rewrite, "a rewrite wins over the InferenceModel of the same name")
-	require.Equal(t, &RewriteRule{Rewrite: "/older", Rule: 2, Targets: []inference.Target{{"older-generic", 1}}}, pv.GenericRewrite)
+	require.Equal(t, &RewriteRule{Rewrite: "/older", Rule: 2, Targets: []inference.Target{{Name: "older-generic", Weight: 1}}}, pv.GenericRewrite)
 	require.True(t, pv.Targets["newer-target"] && pv.Targets["older-target"], "rewrite targets are served names")
 	require.Equal(t, int32(10), pv.Objectives["premium"].Priority)
 	require.Equal(t, []*PoolView{pv}, s.View().PoolsServing("summarize"), "an exact match names the pool")
@@ -128,7 +128,7 @@ func TestDuplicateModelNameIsAConflict(t *testing.T) {
 	t.Cleanup(m.Close)
 	s := New(m, quiet(), nil)
 	s.ReplaceObjects(examples(t))
-	s.SetModel(inference.Model{Name: "zz-chat", ModelName: "chat", PoolName: "sim-pool", Targets: []inference.Target{{"x", 1}}})
+	s.SetModel(inference.Model{Name: "zz-chat", ModelName: "chat", PoolName: "sim-pool", Targets: []inference.Target{{Name: "x", Weight: 1}}})
 	pv := s.View().Pools["sim-pool"]
 	require.Equal(t, "chat", pv.Models["chat"].Name, "the alphabetically first object keeps the name")
 	require.Equal(t, []string{`pool "sim-pool": InferenceModel "/zz-chat" ignored: modelName "chat" is already served by InferenceModel "/chat"`}, pv.Conflicts)
