@@ -118,17 +118,25 @@ func checkPicker(objs []any, pool string, serverSource string) error {
 	if len(rb.Subjects) != 1 || rb.Subjects[0].Name != sa.Name || rb.RoleRef.Name != role.Name || rb.RoleRef.Kind != "Role" {
 		fail("RoleBinding must bind Role %s to ServiceAccount %s", role.Name, sa.Name)
 	}
-	grants := map[string]bool{}
+	grants, writes := map[string]bool{}, map[string]bool{}
 	for _, r := range role.Rules {
 		for _, res := range r.Resources {
 			if slices.Contains(r.Verbs, "list") && slices.Contains(r.Verbs, "watch") {
 				grants[res] = true
 			}
+			if slices.Contains(r.Verbs, "update") {
+				writes[res] = true
+			}
 		}
 	}
-	for _, res := range []string{"pods", "inferencepools", "inferencemodels"} {
+	for _, res := range []string{"pods", "inferencepools", "inferencemodels", "inferenceobjectives", "inferencemodelrewrites"} {
 		if !grants[res] {
 			fail("Role does not let the picker list and watch %s", res)
+		}
+	}
+	for _, res := range []string{"inferenceobjectives/status", "inferencemodelrewrites/status"} {
+		if !writes[res] {
+			fail("Role does not let the picker update %s (its Accepted condition)", res)
 		}
 	}
 	if len(pod.Spec.Containers) != 1 {

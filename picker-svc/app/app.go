@@ -80,6 +80,8 @@ func Run(ctx context.Context, o Options) error {
 		}
 		objs.Pools = append(objs.Pools, o.Pools...)
 		objs.Models = append(objs.Models, o.Models...)
+		objs.Objectives = append(objs.Objectives, o.Objectives...)
+		objs.Rewrites = append(objs.Rewrites, o.Rewrites...)
 	}
 
 	var metrics *server.Metrics
@@ -229,24 +231,46 @@ func kubeSource(cfg *config.Config, log *slog.Logger) (discovery.Source, error) 
 	if err != nil {
 		return nil, err
 	}
-	pg, err := gvr(d.PoolAPI, "inferencepools")
-	if err != nil {
+	k := &discovery.Kubernetes{Client: kc, Dynamic: dc, Namespace: d.Namespace, OnlyPool: d.Pool, Resync: d.Resync.Duration,
+		ReadOnly: d.ReadOnly, Logger: log}
+	if err := kubeResources(cfg, k); err != nil {
 		return nil, err
-	}
-	k := &discovery.Kubernetes{Client: kc, Dynamic: dc, Namespace: d.Namespace, PoolGVR: pg, OnlyPool: d.Pool, Resync: d.Resync.Duration, Logger: log}
-	if d.ModelAPI != "" && d.ModelAPI != "none" {
-		mg, err := gvr(d.ModelAPI, "inferencemodels")
-		if err != nil {
-			return nil, err
-		}
-		k.ModelGVR = &mg
 	}
 	return k, nil
 }
 
+// kubeResources sets the resources k watches from the configured API
+// versions ("" or "none" leaves an optional one unwatched).
+func kubeResources(cfg *config.Config, k *discovery.Kubernetes) error {
+	d := &cfg.Discovery
+	pg, err := gvr(d.PoolAPI, "inferencepools")
+	if err != nil {
+		return fmt.Errorf("poolAPI: %w", err)
+	}
+	k.PoolGVR = pg
+	for _, opt := range []struct {
+		key, apiVersion, resource string
+		dst                       **schema.GroupVersionResource
+	}{
+		{"modelAPI", d.ModelAPI, "inferencemodels", &k.ModelGVR},
+		{"objectiveAPI", d.ObjectiveAPI, "inferenceobjectives", &k.ObjectiveGVR},
+		{"rewriteAPI", d.RewriteAPI, "inferencemodelrewrites", &k.RewriteGVR},
+	} {
+		if opt.apiVersion == "" || opt.apiVersion == "none" {
+			continue
+		}
+		g, err := gvr(opt.apiVersion, opt.resource)
+		if err != nil {
+			return fmt.Errorf("%s: %w", opt.key, err)
+		}
+		*opt.dst = &g
+	}
+	return nil
+}
+
 func gvr(apiVersion, resource string) (schema.GroupVersionResource, error) {
 	g, v, ok := strings.Cut(apiVersion, "/")
-	if !ok {
+	if !ok || g == "" || v == "" || strings.Contains(v, "/") {
 		return schema.GroupVersionResource{}, fmt.Errorf("api version %q: want group/version", apiVersion)
 	}
 	return schema.GroupVersionResource{Group: g, Version: v, Resource: resource}, nil

@@ -57,6 +57,21 @@ const (
 // RoutingStrategyAnnotation selects a pool's Strategy.
 const RoutingStrategyAnnotation = "inference.networking.x-k8s.io/routing-strategy"
 
+// ObjectiveHeaders are the request headers that name an InferenceObjective
+// (by its metadata.name), in the order a filter should read them: the
+// first present wins. The upstream endpoint picker reads its current name
+// first, then the deprecated aliases (llm-d/llm-d-router
+// pkg/epp/metadata/consts.go ObjectiveKey / OldObjectiveKey; PR #1161
+// named it x-llm-d-inference-objective before the x-llm-d-router- prefix).
+// x-gateway-inference-objective is the Gateway API Inference Extension's
+// original name (site-src/api-types/inferenceobjective.md) and what most
+// clients still send.
+var ObjectiveHeaders = []string{
+	"x-llm-d-router-inference-objective",
+	"x-llm-d-inference-objective",
+	"x-gateway-inference-objective",
+}
+
 // PickRequest asks which endpoint should serve one LLM request.
 type PickRequest struct {
 	// Pool names the InferencePool; empty lets the picker resolve it by Model.
@@ -69,6 +84,12 @@ type PickRequest struct {
 	// does carries its own). The filter never sends it: criticality is the
 	// operator's to declare, not the client's to claim. Empty is Standard.
 	Criticality Criticality `json:"criticality,omitempty"`
+	// Objective names an InferenceObjective of the pool (the value of the
+	// first ObjectiveHeaders header the request carries); its priority
+	// then decides whether the request is shed. Empty, or naming no
+	// objective of the pool: no objective (the InferenceModel's
+	// criticality, else Criticality, applies).
+	Objective string `json:"objective,omitempty"`
 	// PrefixHashes is the hash chain of the prompt's blocks (see PrefixHashes).
 	PrefixHashes []uint64 `json:"prefix_hashes,omitempty"`
 	// PromptBytes is the length of the prompt text the hashes were taken
@@ -107,6 +128,10 @@ func (r *PickRequest) AppendJSON(dst []byte) []byte {
 	if r.Criticality != "" {
 		dst = append(dst, `,"criticality":`...)
 		dst = jsonenc.AppendString(dst, string(r.Criticality))
+	}
+	if r.Objective != "" {
+		dst = append(dst, `,"objective":`...)
+		dst = jsonenc.AppendString(dst, r.Objective)
 	}
 	if len(r.PrefixHashes) > 0 {
 		dst = append(dst, `,"prefix_hashes":[`...)
@@ -170,6 +195,9 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 			r.Pool, err = nameField("pool", v)
 		case "model":
 			r.Model, err = nameField("model", v)
+		case "objective":
+			// An object name: the same bound as pool and model.
+			r.Objective, err = nameField("objective", v)
 		case "criticality":
 			if v.Type != gjson.String {
 				err = fmt.Errorf("criticality must be a string, got %s", v.Raw)

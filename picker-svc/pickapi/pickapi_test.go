@@ -11,7 +11,7 @@ import (
 )
 
 func TestPickRequestRoundTrip(t *testing.T) {
-	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, PrefixHashes: []uint64{1, 1<<64 - 1}, PromptBytes: 6200,
+	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, Objective: "batch\u00e9\"", PrefixHashes: []uint64{1, 1<<64 - 1}, PromptBytes: 6200,
 		Done: []uint64{1, MaxPickID}}
 	b := in.AppendJSON(nil)
 	require.True(t, json.Valid(b), string(b))
@@ -35,6 +35,8 @@ func TestParsePickRequestErrors(t *testing.T) {
 		{`{"model":"m","prefix_hashes":[-1]}`, "prefix_hashes holds -1"},
 		{`{"model":"m","prefix_hashes":[1.5]}`, "prefix_hashes holds 1.5"},
 		{`{"model":"m","bogus":1}`, `unknown field "bogus"`},
+		{`{"model":"m","objective":7}`, "objective must be a string, got 7"},
+		{`{"model":"m","objective":"` + strings.Repeat("o", MaxNameLen+1) + `"}`, "objective is 254 bytes long, the limit is 253"},
 		{`{"model":"m","prompt_bytes":-1}`, "prompt_bytes is -1"},
 		{`{"model":"m","prompt_bytes":1e3}`, "prompt_bytes is 1e3"},
 		{`{"model":"m","prompt_bytes":"9"}`, `prompt_bytes is "9"`},
@@ -55,6 +57,12 @@ func TestParsePickRequestErrors(t *testing.T) {
 	r, err = ParsePickRequest([]byte(`{"model":"m","stream":true}`))
 	require.NoError(t, err)
 	require.Equal(t, PickRequest{Model: "m", Criticality: Standard}, r)
+	// No objective: nothing on the wire, so a picker older than the field
+	// keeps accepting this filter's picks.
+	require.NotContains(t, string((&PickRequest{Model: "m"}).AppendJSON(nil)), "objective")
+	r, err = ParsePickRequest([]byte(`{"model":"m","objective":"premium"}`))
+	require.NoError(t, err)
+	require.Equal(t, "premium", r.Objective)
 }
 
 func TestPickResponseRoundTrip(t *testing.T) {

@@ -67,8 +67,15 @@ type Config struct {
 		Namespace   string   `json:"namespace"`
 		PoolAPI     string   `json:"poolAPI"`
 		ModelAPI    string   `json:"modelAPI"`
-		Kubeconfig  string   `json:"kubeconfig"`
-		Resync      Duration `json:"resync"`
+		// ObjectiveAPI and RewriteAPI: the group/version of
+		// InferenceObjective and InferenceModelRewrite ("none": not
+		// watched; one the API server does not serve is skipped).
+		ObjectiveAPI string `json:"objectiveAPI"`
+		RewriteAPI   string `json:"rewriteAPI"`
+		// ReadOnly: write no status conditions.
+		ReadOnly   bool     `json:"readOnly"`
+		Kubeconfig string   `json:"kubeconfig"`
+		Resync     Duration `json:"resync"`
 	} `json:"discovery"`
 	Scrape struct {
 		Interval     Duration `json:"interval"`
@@ -105,6 +112,8 @@ func Defaults() Config {
 	c.Discovery.DNSInterval.Duration = 5 * time.Second
 	c.Discovery.PoolAPI = "inference.networking.x-k8s.io/v1alpha2"
 	c.Discovery.ModelAPI = "inference.networking.x-k8s.io/v1alpha2"
+	c.Discovery.ObjectiveAPI = "inference.networking.x-k8s.io/v1alpha2"
+	c.Discovery.RewriteAPI = "inference.networking.x-k8s.io/v1alpha2"
 	c.Discovery.Resync.Duration = 30 * time.Second
 	c.Scrape.Interval.Duration = scrape.DefaultInterval
 	c.Scrape.Timeout.Duration = scrape.DefaultTimeout

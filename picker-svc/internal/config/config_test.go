@@ -50,6 +50,22 @@ scheduling:
 	require.Equal(t, []string{"10.0.0.9:1", "10.0.0.8:2"}, c.Discovery.Endpoints)
 }
 
+func TestKubernetesObjectAPIs(t *testing.T) {
+	c, err := Load([]string{"--discovery", "kubernetes", "--namespace", "ns"}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, "inference.networking.x-k8s.io/v1alpha2", c.Discovery.ObjectiveAPI)
+	require.Equal(t, "inference.networking.x-k8s.io/v1alpha2", c.Discovery.RewriteAPI)
+	require.False(t, c.Discovery.ReadOnly, "status conditions are written by default")
+
+	f := filepath.Join(t.TempDir(), "k.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("discovery: {mode: kubernetes, namespace: ns, objectiveAPI: llm-d.ai/v1alpha2, rewriteAPI: none, readOnly: true}\n"), 0o600))
+	c, err = Load([]string{"--config", f}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, "llm-d.ai/v1alpha2", c.Discovery.ObjectiveAPI)
+	require.Equal(t, "none", c.Discovery.RewriteAPI)
+	require.True(t, c.Discovery.ReadOnly)
+}
+
 func TestInvalid(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

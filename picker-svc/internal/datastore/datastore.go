@@ -6,6 +6,7 @@
 package datastore
 
 import (
+	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
@@ -18,10 +19,29 @@ import (
 
 // PoolView is one pool as a pick sees it. Immutable.
 type PoolView struct {
-	Pool      inference.Pool
-	Models    map[string]*inference.Model // by modelName
-	Targets   map[string]bool             // every target model name of Models
+	Pool    inference.Pool
+	Models  map[string]*inference.Model // by modelName
+	Targets map[string]bool             // every target model name of Models and Rewrites
+	// Rewrites holds, by exact model name, the InferenceModelRewrite rule
+	// that wins for it: the oldest object's (creationTimestamp, then
+	// namespace/name), and in it the first rule naming the model.
+	Rewrites map[string]*RewriteRule
+	// GenericRewrite is the winning rule with no matches (it applies to
+	// every model nothing matches exactly); nil if there is none.
+	GenericRewrite *RewriteRule
+	// Objectives by object name: what a request's objective names.
+	Objectives map[string]*inference.Objective
+	// Conflicts describe objects that another object overrides, in words
+	// for /debug/state and the log.
+	Conflicts []string
 	Endpoints []*scrape.Endpoint
+}
+
+// RewriteRule is one InferenceModelRewrite rule as a pick applies it.
+type RewriteRule struct {
+	Rewrite string // object name (namespace/name)
+	Rule    int    // index in spec.rules
+	Targets []inference.Target
 }
 
 // View is the whole state at one moment. Immutable.
@@ -36,12 +56,15 @@ type Store struct {
 	log       *slog.Logger
 	onRemoved func([]*scrape.Endpoint)
 
-	mu        sync.Mutex
-	pools     map[string]inference.Pool
-	models    map[string]inference.Model             // by namespace/name
-	endpoints map[string][]string                    // pool -> addrs
-	members   map[string]map[string]*scrape.Endpoint // pool -> addr -> endpoint
-	cur       atomic.Pointer[View]
+	mu         sync.Mutex
+	pools      map[string]inference.Pool
+	models     map[string]inference.Model             // by namespace/name
+	objectives map[string]inference.Objective         // by namespace/name
+	rewrites   map[string]inference.Rewrite           // by namespace/name
+	warned     map[string]bool                        // conflicts logged (forgotten once gone)
+	endpoints  map[string][]string                    // pool -> addrs
+	members    map[string]map[string]*scrape.Endpoint // pool -> addr -> endpoint
+	cur        atomic.Pointer[View]
 }
 
 // New returns an empty store whose endpoints mgr scrapes. onRemoved, if
@@ -49,7 +72,8 @@ type Store struct {
 // plugins forget them); it is called with the store's lock held.
 func New(mgr *scrape.Manager, log *slog.Logger, onRemoved func([]*scrape.Endpoint)) *Store {
 	s := &Store{mgr: mgr, log: log, onRemoved: onRemoved, pools: map[string]inference.Pool{},
-		models: map[string]inference.Model{}, endpoints: map[string][]string{}, members: map[string]map[string]*scrape.Endpoint{}}
+		models: map[string]inference.Model{}, objectives: map[string]inference.Objective{}, rewrites: map[string]inference.Rewrite{},
+		warned: map[string]bool{}, endpoints: map[string][]string{}, members: map[string]map[string]*scrape.Endpoint{}}
 	s.cur.Store(&View{Pools: map[string]*PoolView{}, byModel: map[string][]*PoolView{}})
 	return s
 }
@@ -57,18 +81,59 @@ func New(mgr *scrape.Manager, log *slog.Logger, onRemoved func([]*scrape.Endpoin
 // View returns the current state.
 func (s *Store) View() *View { return s.cur.Load() }
 
-// ReplaceObjects makes objs the complete set of pools and models (file mode).
+// ReplaceObjects makes objs the complete set of pools, models, objectives
+// and rewrites (file mode).
 func (s *Store) ReplaceObjects(objs inference.Objects) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pools = map[string]inference.Pool{}
 	s.models = map[string]inference.Model{}
+	s.objectives = map[string]inference.Objective{}
+	s.rewrites = map[string]inference.Rewrite{}
 	for _, p := range objs.Pools {
 		s.pools[p.Name] = p
 	}
 	for _, m := range objs.Models {
 		s.models[m.Namespace+"/"+m.Name] = m
 	}
+	for _, o := range objs.Objectives {
+		s.objectives[o.Namespace+"/"+o.Name] = o
+	}
+	for _, r := range objs.Rewrites {
+		s.rewrites[r.Namespace+"/"+r.Name] = r
+	}
+	s.rebuildLocked()
+}
+
+// SetObjective adds or replaces an InferenceObjective.
+func (s *Store) SetObjective(o inference.Objective) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.objectives[o.Namespace+"/"+o.Name] = o
+	s.rebuildLocked()
+}
+
+// DeleteObjective removes an InferenceObjective by object name.
+func (s *Store) DeleteObjective(namespace, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.objectives, namespace+"/"+name)
+	s.rebuildLocked()
+}
+
+// SetRewrite adds or replaces an InferenceModelRewrite.
+func (s *Store) SetRewrite(r inference.Rewrite) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rewrites[r.Namespace+"/"+r.Name] = r
+	s.rebuildLocked()
+}
+
+// DeleteRewrite removes an InferenceModelRewrite by object name.
+func (s *Store) DeleteRewrite(namespace, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.rewrites, namespace+"/"+name)
 	s.rebuildLocked()
 }
 
@@ -162,7 +227,8 @@ func (s *Store) heldLocked(ep *scrape.Endpoint) bool {
 func (s *Store) rebuildLocked() {
 	v := &View{Pools: map[string]*PoolView{}, byModel: map[string][]*PoolView{}}
 	for name, p := range s.pools {
-		pv := &PoolView{Pool: p, Models: map[string]*inference.Model{}, Targets: map[string]bool{}}
+		pv := &PoolView{Pool: p, Models: map[string]*inference.Model{}, Targets: map[string]bool{},
+			Rewrites: map[string]*RewriteRule{}, Objectives: map[string]*inference.Objective{}}
 		addrs := s.endpoints[name]
 		pv.Endpoints = make([]*scrape.Endpoint, 0, len(addrs))
 		for _, a := range addrs {
@@ -170,21 +236,19 @@ func (s *Store) rebuildLocked() {
 		}
 		v.Pools[name] = pv
 	}
-	// Models in stable order so that a duplicate modelName resolves the same
-	// way every time (the oldest name wins alphabetically) and is logged.
-	keys := make([]string, 0, len(s.models))
-	for k := range s.models {
-		keys = append(keys, k)
+	conflict := func(pv *PoolView, format string, a ...any) {
+		pv.Conflicts = append(pv.Conflicts, fmt.Sprintf("pool %q: ", pv.Pool.Name)+fmt.Sprintf(format, a...))
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	// Models in stable order so that a duplicate modelName resolves the same
+	// way every time (the alphabetically first object wins).
+	for _, k := range sortedKeys(s.models) {
 		m := s.models[k]
 		pv := v.Pools[m.PoolName]
 		if pv == nil {
 			continue // its pool is not (yet) known
 		}
-		if _, dup := pv.Models[m.ModelName]; dup {
-			s.log.Warn("two InferenceModels claim one modelName; ignoring the later", "model", m.ModelName, "ignored", k)
+		if other, dup := pv.Models[m.ModelName]; dup {
+			conflict(pv, "InferenceModel %q ignored: modelName %q is already served by InferenceModel %q", k, m.ModelName, other.Namespace+"/"+other.Name)
 			continue
 		}
 		pv.Models[m.ModelName] = &m
@@ -193,8 +257,91 @@ func (s *Store) rebuildLocked() {
 		}
 		v.byModel[m.ModelName] = append(v.byModel[m.ModelName], pv)
 	}
+	// Rewrites oldest first (the type's precedence rule), then by name
+	// (objects from files usually carry no creationTimestamp).
+	rws := sortedKeys(s.rewrites)
+	sort.SliceStable(rws, func(i, j int) bool { return s.rewrites[rws[i]].Created.Before(s.rewrites[rws[j]].Created) })
+	for _, k := range rws {
+		rw := s.rewrites[k]
+		pv := v.Pools[rw.PoolName]
+		if pv == nil {
+			continue
+		}
+		for i, r := range rw.Rules {
+			rule := &RewriteRule{Rewrite: k, Rule: i, Targets: r.Targets}
+			for _, t := range r.Targets {
+				pv.Targets[t.Name] = true
+			}
+			if r.Generic() {
+				if pv.GenericRewrite == nil {
+					pv.GenericRewrite = rule
+				} else if pv.GenericRewrite.Rewrite != k {
+					conflict(pv, "InferenceModelRewrite %q rule %d ignored: the generic rule of the older %q applies", k, i, pv.GenericRewrite.Rewrite)
+				}
+				continue
+			}
+			for _, model := range r.Models {
+				if won := pv.Rewrites[model]; won != nil {
+					if won.Rewrite != k {
+						conflict(pv, "InferenceModelRewrite %q rule %d ignored for model %q: the older %q rewrites it", k, i, model, won.Rewrite)
+					}
+					continue
+				}
+				pv.Rewrites[model] = rule
+				if m := pv.Models[model]; m != nil {
+					// The newer object wins: InferenceModel is deprecated
+					// upstream in favour of InferenceModelRewrite.
+					conflict(pv, "InferenceModel %q ignored for model %q: InferenceModelRewrite %q rewrites it", m.Namespace+"/"+m.Name, model, k)
+				} else {
+					v.byModel[model] = append(v.byModel[model], pv)
+				}
+			}
+		}
+	}
+	for _, k := range sortedKeys(s.objectives) {
+		o := s.objectives[k]
+		for _, pool := range o.Pools {
+			pv := v.Pools[pool]
+			if pv == nil {
+				continue
+			}
+			if other := pv.Objectives[o.Name]; other != nil {
+				conflict(pv, "InferenceObjective %q ignored: %q has its name", k, other.Namespace+"/"+other.Name)
+				continue
+			}
+			pv.Objectives[o.Name] = &o
+		}
+	}
+	seen := map[string]bool{}
+	for _, name := range sortedKeys(v.Pools) {
+		pv := v.Pools[name]
+		if len(pv.Objectives) > 0 {
+			for _, mn := range sortedKeys(pv.Models) {
+				if m := pv.Models[mn]; m.CriticalitySet && pv.Rewrites[mn] == nil {
+					conflict(pv, "InferenceModel %q criticality %s applies only to requests naming no InferenceObjective of the pool; an objective's priority wins", m.Namespace+"/"+m.Name, m.Criticality)
+				}
+			}
+		}
+		for _, c := range pv.Conflicts {
+			seen[c] = true
+			if !s.warned[c] {
+				s.log.Warn("conflicting inference objects", "conflict", c)
+			}
+		}
+	}
+	s.warned = seen
 	s.cur.Store(v)
 }
 
-// PoolsServing returns the pools whose InferenceModels name model.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// PoolsServing returns the pools whose InferenceModels or
+// InferenceModelRewrites name model exactly.
 func (v *View) PoolsServing(model string) []*PoolView { return v.byModel[model] }

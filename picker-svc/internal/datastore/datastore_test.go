@@ -1,9 +1,11 @@
 package datastore
 
 import (
+	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
@@ -54,4 +56,92 @@ func TestEndpointsKeepIdentityAndRemovalsAreReported(t *testing.T) {
 	require.Empty(t, s.View().Pools["sim-pool"].Endpoints)
 	require.Len(t, old.Pools["sim-pool"].Endpoints, 2, "an old view is never mutated")
 	require.Empty(t, s.mgr.All(), "no scraper left behind")
+}
+
+func parse(t *testing.T, y string) inference.Objects {
+	t.Helper()
+	o, err := inference.ParseYAML([]byte(y))
+	require.NoError(t, err)
+	return o
+}
+
+func rewriteYAML(name, created, rules string) string {
+	return "---\napiVersion: llm-d.ai/v1alpha2\nkind: InferenceModelRewrite\nmetadata: {name: " + name + ", creationTimestamp: '" + created + "'}\n" +
+		"spec: {poolRef: {name: sim-pool}, rules: [" + rules + "]}\n"
+}
+
+func TestRewritePrecedenceAndConflicts(t *testing.T) {
+	m := scrape.NewManager(scrape.Config{Logger: quiet()})
+	t.Cleanup(m.Close)
+	var logs bytes.Buffer
+	s := New(m, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	objs := examples(t)
+	more := parse(t, rewriteYAML("newer", "2026-02-01T00:00:00Z",
+		"{matches: [{model: {value: summarize}}], targets: [{modelRewrite: newer-target}]}, {targets: [{modelRewrite: newer-generic}]}")+
+		rewriteYAML("older", "2026-01-01T00:00:00Z",
+			"{matches: [{model: {value: summarize}}, {model: {value: chat}}], targets: [{modelRewrite: older-target}]},"+
+				"{matches: [{model: {value: summarize}}], targets: [{modelRewrite: shadowed-by-own-first-rule}]},"+
+				"{targets: [{modelRewrite: older-generic}]}")+
+		"---\napiVersion: inference.networking.x-k8s.io/v1alpha2\nkind: InferenceObjective\nmetadata: {name: premium}\nspec: {priority: 10, poolRefs: [{name: sim-pool}, {name: elsewhere}]}\n")
+	objs.Rewrites, objs.Objectives = more.Rewrites, more.Objectives
+	s.ReplaceObjects(objs)
+
+	pv := s.View().Pools["sim-pool"]
+	require.Equal(t, &RewriteRule{Rewrite: "/older", Rule: 0, Targets: []inference.Target{{Name: "older-target", Weight: 1}}}, pv.Rewrites["summarize"],
+		"the oldest object wins, and in it the first rule naming the model")
+	require.Equal(t, "/older", pv.Rewrites["chat"].Rewrite, "a rewrite wins over the InferenceModel of the same name")
+	require.Equal(t, &RewriteRule{Rewrite: "/older", Rule: 2, Targets: []inference.Target{{Name: "older-generic", Weight: 1}}}, pv.GenericRewrite)
+	require.True(t, pv.Targets["newer-target"] && pv.Targets["older-target"], "rewrite targets are served names")
+	require.Equal(t, int32(10), pv.Objectives["premium"].Priority)
+	require.Equal(t, []*PoolView{pv}, s.View().PoolsServing("summarize"), "an exact match names the pool")
+	require.Equal(t, []*PoolView{pv}, s.View().PoolsServing("chat"), "once, though two objects name it")
+	require.ElementsMatch(t, []string{
+		`pool "sim-pool": InferenceModel "/chat" ignored for model "chat": InferenceModelRewrite "/older" rewrites it`,
+		`pool "sim-pool": InferenceModelRewrite "/newer" rule 0 ignored for model "summarize": the older "/older" rewrites it`,
+		`pool "sim-pool": InferenceModelRewrite "/newer" rule 1 ignored: the generic rule of the older "/older" applies`,
+		`pool "sim-pool": InferenceModel "/batch" criticality Sheddable applies only to requests naming no InferenceObjective of the pool; an objective's priority wins`,
+		`pool "sim-pool": InferenceModel "/base" criticality Critical applies only to requests naming no InferenceObjective of the pool; an objective's priority wins`,
+	}, pv.Conflicts)
+
+	// Each conflict is logged once, not on every rebuild (endpoint changes
+	// rebuild the view too); one that goes away and comes back is logged again.
+	require.Equal(t, 5, strings.Count(logs.String(), "conflicting inference objects"))
+	s.SetEndpoints("sim-pool", []string{"127.0.0.1:1"})
+	require.Equal(t, 5, strings.Count(logs.String(), "conflicting inference objects"))
+	s.DeleteObjective("", "premium")
+	require.Len(t, s.View().Pools["sim-pool"].Conflicts, 3)
+	require.Nil(t, s.View().Pools["sim-pool"].Objectives["premium"])
+	s.SetObjective(objs.Objectives[0])
+	require.Equal(t, 7, strings.Count(logs.String(), "conflicting inference objects"))
+
+	s.DeleteRewrite("", "older")
+	pv = s.View().Pools["sim-pool"]
+	require.Equal(t, "/newer", pv.Rewrites["summarize"].Rewrite)
+	require.Nil(t, pv.Rewrites["chat"], "the InferenceModel serves chat again")
+	require.Equal(t, "newer-generic", pv.GenericRewrite.Targets[0].Name)
+	s.SetRewrite(objs.Rewrites[1])
+	require.Equal(t, "/older", s.View().Pools["sim-pool"].Rewrites["summarize"].Rewrite)
+}
+
+func TestDuplicateModelNameIsAConflict(t *testing.T) {
+	m := scrape.NewManager(scrape.Config{Logger: quiet()})
+	t.Cleanup(m.Close)
+	s := New(m, quiet(), nil)
+	s.ReplaceObjects(examples(t))
+	s.SetModel(inference.Model{Name: "zz-chat", ModelName: "chat", PoolName: "sim-pool", Targets: []inference.Target{{Name: "x", Weight: 1}}})
+	pv := s.View().Pools["sim-pool"]
+	require.Equal(t, "chat", pv.Models["chat"].Name, "the alphabetically first object keeps the name")
+	require.Equal(t, []string{`pool "sim-pool": InferenceModel "/zz-chat" ignored: modelName "chat" is already served by InferenceModel "/chat"`}, pv.Conflicts)
+}
+
+func TestObjectiveNameClashAcrossNamespaces(t *testing.T) {
+	m := scrape.NewManager(scrape.Config{Logger: quiet()})
+	t.Cleanup(m.Close)
+	s := New(m, quiet(), nil)
+	s.ReplaceObjects(examples(t))
+	s.SetObjective(inference.Objective{Name: "o", Namespace: "b", Priority: 5, Pools: []string{"sim-pool"}})
+	s.SetObjective(inference.Objective{Name: "o", Namespace: "a", Priority: -5, Pools: []string{"sim-pool"}})
+	pv := s.View().Pools["sim-pool"]
+	require.Equal(t, int32(-5), pv.Objectives["o"].Priority)
+	require.Contains(t, pv.Conflicts, `pool "sim-pool": InferenceObjective "b/o" ignored: "a/o" has its name`)
 }

@@ -18,6 +18,10 @@ type Sink interface {
 	DeletePool(name string)
 	SetModel(m inference.Model)
 	DeleteModel(namespace, name string)
+	SetObjective(o inference.Objective)
+	DeleteObjective(namespace, name string)
+	SetRewrite(r inference.Rewrite)
+	DeleteRewrite(namespace, name string)
 }
 
 // Source runs until ctx ends, reporting to sink.

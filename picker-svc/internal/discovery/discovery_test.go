@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -16,21 +17,59 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	fakediscovery "k8s.io/client-go/discovery/fake"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // recorder is a Sink that forwards endpoint updates on a channel and keeps
 // pools and models.
 type recorder struct {
-	mu     sync.Mutex
-	eps    chan []string
-	pools  map[string]inference.Pool
-	models map[string]inference.Model
+	mu         sync.Mutex
+	eps        chan []string
+	pools      map[string]inference.Pool
+	models     map[string]inference.Model
+	objectives map[string]inference.Objective
+	rewrites   map[string]inference.Rewrite
 }
 
 func newRecorder() *recorder {
-	return &recorder{eps: make(chan []string, 100), pools: map[string]inference.Pool{}, models: map[string]inference.Model{}}
+	return &recorder{eps: make(chan []string, 100), pools: map[string]inference.Pool{}, models: map[string]inference.Model{},
+		objectives: map[string]inference.Objective{}, rewrites: map[string]inference.Rewrite{}}
+}
+
+func (r *recorder) SetObjective(o inference.Objective) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.objectives[o.Name] = o
+}
+func (r *recorder) DeleteObjective(_, name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.objectives, name)
+}
+func (r *recorder) SetRewrite(rw inference.Rewrite) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rewrites[rw.Name] = rw
+}
+func (r *recorder) DeleteRewrite(_, name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.rewrites, name)
+}
+func (r *recorder) objective(name string) (inference.Objective, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.objectives[name]
+	return o, ok
+}
+func (r *recorder) rewrite(name string) (inference.Rewrite, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.rewrites[name]
+	return o, ok
 }
 
 func (r *recorder) SetEndpoints(pool string, addrs []string) {
@@ -245,4 +284,162 @@ func TestKubernetes(t *testing.T) {
 	r.next(t, "deleted:pool")
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// served makes the fake API server's discovery list these resources.
+func served(client *fake.Clientset, gvrs ...schema.GroupVersionResource) {
+	d := client.Discovery().(*fakediscovery.FakeDiscovery)
+	byGV := map[string]*metav1.APIResourceList{}
+	for _, g := range gvrs {
+		gv := g.GroupVersion().String()
+		if byGV[gv] == nil {
+			byGV[gv] = &metav1.APIResourceList{GroupVersion: gv}
+			d.Resources = append(d.Resources, byGV[gv])
+		}
+		byGV[gv].APIResources = append(byGV[gv].APIResources, metav1.APIResource{Name: g.Resource, Namespaced: true})
+	}
+}
+
+func accepted(t *testing.T, dyn *dynfake.FakeDynamicClient, gvr schema.GroupVersionResource, name string) (metav1.Condition, bool) {
+	t.Helper()
+	u, err := dyn.Resource(gvr).Namespace("ns").Get(context.Background(), name, metav1.GetOptions{})
+	require.NoError(t, err)
+	raw, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	b, err := json.Marshal(raw)
+	require.NoError(t, err)
+	var conds []metav1.Condition
+	require.NoError(t, json.Unmarshal(b, &conds))
+	for _, c := range conds {
+		if c.Type == ConditionAccepted {
+			return c, true
+		}
+	}
+	return metav1.Condition{}, false
+}
+
+func TestKubernetesObjectivesRewritesAndStatus(t *testing.T) {
+	client := fake.NewSimpleClientset(pod("a", "10.1.0.1", true, map[string]string{"app": "vllm"}))
+	served(client, PoolsV1alpha2, ObjectivesLLMDV1alpha2, RewritesLLMDV1alpha2)
+	gv := "llm-d.ai/v1alpha2"
+	pool := obj(t, "inference.networking.x-k8s.io/v1alpha2", "InferencePool", "pool", map[string]any{"targetPortNumber": int64(8000), "selector": map[string]any{"app": "vllm"}}, nil)
+	premium := obj(t, gv, "InferenceObjective", "premium", map[string]any{"priority": int64(10), "poolRef": map[string]any{"name": "pool"}}, nil)
+	premium.SetGeneration(2)
+	broken := obj(t, gv, "InferenceObjective", "broken", map[string]any{"priority": "high", "poolRef": map[string]any{"name": "pool"}}, nil)
+	elsewhere := obj(t, gv, "InferenceObjective", "elsewhere", map[string]any{"priority": int64(1), "poolRef": map[string]any{"name": "other-pool"}}, nil)
+	alias := obj(t, gv, "InferenceModelRewrite", "alias", map[string]any{"poolRef": map[string]any{"name": "pool"},
+		"rules": []any{map[string]any{"matches": []any{map[string]any{"model": map[string]any{"value": "a"}}},
+			"targets": []any{map[string]any{"modelRewrite": "b"}}}}}, nil)
+	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		PoolsV1alpha2: "InferencePoolList", ObjectivesLLMDV1alpha2: "InferenceObjectiveList", RewritesLLMDV1alpha2: "InferenceModelRewriteList",
+		ModelsV1alpha2: "InferenceModelList"}, pool, premium, broken, elsewhere, alias)
+
+	og, rg, mg := ObjectivesLLMDV1alpha2, RewritesLLMDV1alpha2, ModelsV1alpha2
+	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	k := &Kubernetes{Client: client, Dynamic: dyn, Namespace: "ns", PoolGVR: PoolsV1alpha2, ModelGVR: &mg, ObjectiveGVR: &og, RewriteGVR: &rg,
+		OnlyPool: "pool", Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := newRecorder()
+	done := make(chan error)
+	go func() { done <- k.Run(ctx, r) }()
+	r.next(t, "pool", "10.1.0.1:8000")
+
+	require.Eventually(t, func() bool { o, ok := r.objective("premium"); return ok && o.Priority == 10 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { rw, ok := r.rewrite("alias"); return ok && rw.Rules[0].Targets[0].Name == "b" }, 10*time.Second, time.Millisecond)
+	_, ok := r.objective("broken")
+	require.False(t, ok, "an invalid object never reaches the sink")
+	_, ok = r.objective("elsewhere")
+	require.False(t, ok, "another pool's objective is another picker's")
+
+	// Status: Accepted True on the valid ones, False with the error on the
+	// invalid one, nothing on another picker's.
+	var c metav1.Condition
+	require.Eventually(t, func() bool { c, ok = accepted(t, dyn, og, "premium"); return ok }, 10*time.Second, time.Millisecond)
+	require.Equal(t, metav1.ConditionTrue, c.Status)
+	require.Equal(t, ReasonAccepted, c.Reason)
+	require.Equal(t, int64(2), c.ObservedGeneration)
+	require.True(t, c.LastTransitionTime.Time.Equal(now))
+	require.Eventually(t, func() bool { c, ok = accepted(t, dyn, og, "broken"); return ok }, 10*time.Second, time.Millisecond)
+	require.Equal(t, metav1.ConditionFalse, c.Status)
+	require.Equal(t, ReasonInvalid, c.Reason)
+	require.Contains(t, c.Message, `InferenceObjective "broken": spec.priority: "high" is not a 32-bit integer`)
+	require.Eventually(t, func() bool { _, ok = accepted(t, dyn, rg, "alias"); return ok }, 10*time.Second, time.Millisecond)
+	_, ok = accepted(t, dyn, og, "elsewhere")
+	require.False(t, ok)
+
+	// Fixing the broken object flips its condition (a new transition time)
+	// and lets it through; its status write does not loop: the event it
+	// causes finds the condition already there.
+	objectives := dyn.Resource(og).Namespace("ns")
+	cur, err := objectives.Get(ctx, "broken", metav1.GetOptions{})
+	require.NoError(t, err)
+	cur.Object["spec"].(map[string]any)["priority"] = int64(-4)
+	cur.SetGeneration(3)
+	now = now.Add(time.Minute)
+	_, err = objectives.Update(ctx, cur, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { o, ok := r.objective("broken"); return ok && o.Priority == -4 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { c, _ = accepted(t, dyn, og, "broken"); return c.Status == metav1.ConditionTrue }, 10*time.Second, time.Millisecond)
+	require.Equal(t, int64(3), c.ObservedGeneration)
+	require.True(t, c.LastTransitionTime.Time.Equal(now))
+	writes := func() int {
+		n := 0
+		for _, a := range dyn.Actions() {
+			if a.GetVerb() == "update" && a.GetSubresource() == "status" {
+				n++
+			}
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return writes() == 4 }, 10*time.Second, time.Millisecond, "premium, broken twice, alias")
+	// A resync-like no-op update of a settled object writes nothing.
+	cur, err = objectives.Get(ctx, "premium", metav1.GetOptions{})
+	require.NoError(t, err)
+	cur.SetLabels(map[string]string{"touched": "yes"})
+	_, err = objectives.Update(ctx, cur, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	// The objective moving to another pool leaves this picker.
+	cur, err = objectives.Get(ctx, "premium", metav1.GetOptions{})
+	require.NoError(t, err)
+	cur.Object["spec"].(map[string]any)["poolRef"] = map[string]any{"name": "other-pool"}
+	_, err = objectives.Update(ctx, cur, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, ok := r.objective("premium"); return !ok }, 10*time.Second, time.Millisecond)
+	require.Equal(t, 4, writes(), "neither the label change nor another pool's object is written")
+
+	require.NoError(t, dyn.Resource(rg).Namespace("ns").Delete(ctx, "alias", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool { _, ok := r.rewrite("alias"); return !ok }, 10*time.Second, time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+}
+
+func TestKubernetesSkipsUnservedResourcesAndCanBeReadOnly(t *testing.T) {
+	client := fake.NewSimpleClientset()
+	served(client, ObjectivesV1alpha2) // no rewrites CRD
+	pool := obj(t, "inference.networking.x-k8s.io/v1alpha2", "InferencePool", "pool", map[string]any{"targetPortNumber": int64(8000), "selector": map[string]any{"app": "vllm"}}, nil)
+	o := obj(t, "inference.networking.x-k8s.io/v1alpha2", "InferenceObjective", "o", map[string]any{"poolRef": map[string]any{"name": "pool"}}, nil)
+	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		PoolsV1alpha2: "InferencePoolList", ObjectivesV1alpha2: "InferenceObjectiveList"}, pool, o)
+	og, rg := ObjectivesV1alpha2, RewritesV1alpha2
+	k := &Kubernetes{Client: client, Dynamic: dyn, Namespace: "ns", PoolGVR: PoolsV1alpha2, ObjectiveGVR: &og, RewriteGVR: &rg,
+		ReadOnly: true, Logger: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := newRecorder()
+	done := make(chan error)
+	go func() { done <- k.Run(ctx, r) }()
+	r.next(t, "pool")
+	require.Eventually(t, func() bool { _, ok := r.objective("o"); return ok }, 10*time.Second, time.Millisecond)
+	for _, a := range dyn.Actions() {
+		require.NotEqual(t, "inferencemodelrewrites", a.GetResource().Resource, "an unserved resource is not even listed")
+		require.NotEqual(t, "status", a.GetSubresource(), "read-only: no status writes")
+	}
+	cancel()
+	require.NoError(t, <-done)
+
+	// Discovery failing for another reason stops the picker.
+	client = fake.NewSimpleClientset()
+	client.Discovery().(*fakediscovery.FakeDiscovery).PrependReactor("get", "resource", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("connection refused")
+	})
+	k = &Kubernetes{Client: client, Dynamic: dyn, Namespace: "ns", PoolGVR: PoolsV1alpha2, ObjectiveGVR: &og, Logger: slog.New(slog.DiscardHandler)}
+	require.ErrorContains(t, k.Run(context.Background(), newRecorder()), "connection refused")
 }

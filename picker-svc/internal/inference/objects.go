@@ -1,9 +1,12 @@
-// Package inference reads InferencePool and InferenceModel objects, the same
-// YAML from files and (as unstructured JSON) from the Kubernetes API, and
-// turns them into the picker's plain Pool and Model types.
+// Package inference reads InferencePool, InferenceModel, InferenceObjective
+// and InferenceModelRewrite objects, the same YAML from files and (as
+// unstructured JSON) from the Kubernetes API, and turns them into the
+// picker's plain Pool, Model, Objective and Rewrite types.
 //
 // Accepted: inference.networking.x-k8s.io v1alpha1 and v1alpha2 (InferencePool
-// and InferenceModel) and inference.networking.k8s.io/v1 (InferencePool).
+// and InferenceModel), inference.networking.k8s.io/v1 (InferencePool), and
+// InferenceObjective / InferenceModelRewrite v1alpha2 in either
+// inference.networking.x-k8s.io or llm-d.ai (objectives.go).
 // Every error names the object and the field.
 package inference
 
@@ -14,6 +17,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"sigs.k8s.io/yaml"
@@ -21,12 +25,19 @@ import (
 
 // API groups and kinds.
 const (
-	GroupXK8s  = "inference.networking.x-k8s.io"
-	GroupK8s   = "inference.networking.k8s.io"
-	KindPool   = "InferencePool"
-	KindModel  = "InferenceModel"
-	MaxWeight  = 1000000
-	MaxTargets = 64
+	GroupXK8s = "inference.networking.x-k8s.io"
+	GroupK8s  = "inference.networking.k8s.io"
+	KindPool  = "InferencePool"
+	KindModel = "InferenceModel"
+	// GroupLLMD is where llm-d's router now serves InferenceObjective and
+	// InferenceModelRewrite (llm-d/llm-d-router
+	// config/crd/bases/llm-d.ai_inferenceobjectives.yaml); its reconcilers
+	// still read the x-k8s.io group, logging it as deprecated.
+	GroupLLMD     = "llm-d.ai"
+	KindObjective = "InferenceObjective"
+	KindRewrite   = "InferenceModelRewrite"
+	MaxWeight     = 1000000
+	MaxTargets    = 64
 )
 
 // Pool is an InferencePool: which pods (selector, port) serve a set of models
@@ -56,14 +67,20 @@ type Model struct {
 	Namespace   string
 	ModelName   string // what clients put in "model"
 	Criticality pickapi.Criticality
-	PoolName    string
-	Targets     []Target
+	// CriticalitySet: the object declares its criticality (else Standard
+	// by default), so an InferenceObjective's priority overriding it is a
+	// conflict worth reporting.
+	CriticalitySet bool
+	PoolName       string
+	Targets        []Target
 }
 
 // Objects is what one or more YAML documents declare.
 type Objects struct {
-	Pools  []Pool
-	Models []Model
+	Pools      []Pool
+	Models     []Model
+	Objectives []Objective
+	Rewrites   []Rewrite
 }
 
 // wire shapes: a superset of every accepted version's fields.
@@ -74,6 +91,10 @@ type object struct {
 		Name        string            `json:"name"`
 		Namespace   string            `json:"namespace"`
 		Annotations map[string]string `json:"annotations"`
+		// CreationTimestamp orders InferenceModelRewrites (the oldest
+		// wins a tie); RFC 3339 as the API server writes it.
+		CreationTimestamp string `json:"creationTimestamp"`
+		Generation        int64  `json:"generation"`
 	} `json:"metadata"`
 	Spec json.RawMessage `json:"spec"`
 }
@@ -185,6 +206,18 @@ func (o *Objects) addJSON(j []byte) error {
 			return err
 		}
 		o.Models = append(o.Models, m)
+	case KindObjective:
+		ob, err := parseObjective(&obj)
+		if err != nil {
+			return err
+		}
+		o.Objectives = append(o.Objectives, ob)
+	case KindRewrite:
+		rw, err := parseRewrite(&obj)
+		if err != nil {
+			return err
+		}
+		o.Rewrites = append(o.Rewrites, rw)
 	}
 	return nil
 }
@@ -207,6 +240,19 @@ func (o *Objects) check() error {
 				fmt.Sprintf("%q is already served in pool %q by InferenceModel %q", m.ModelName, m.PoolName, other)}
 		}
 		models[k] = m.Name
+	}
+	for _, set := range []struct {
+		kind  string
+		names []string
+	}{{KindObjective, objectiveKeys(o.Objectives)}, {KindRewrite, rewriteKeys(o.Rewrites)}} {
+		seen := map[string]bool{}
+		for _, k := range set.names {
+			if seen[k] {
+				_, name, _ := strings.Cut(k, "/")
+				return &ObjectError{set.kind, name, "metadata.name", "declared twice"}
+			}
+			seen[k] = true
+		}
 	}
 	return nil
 }
@@ -340,7 +386,7 @@ func parseModel(obj *object) (Model, error) {
 		if err != nil || *s.Criticality == "" {
 			return fail("spec.criticality", "%q is not Critical, Standard or Sheddable", *s.Criticality)
 		}
-		m.Criticality = c
+		m.Criticality, m.CriticalitySet = c, true
 	}
 	if s.PoolRef.Name == "" {
 		return fail("spec.poolRef.name", "is required")

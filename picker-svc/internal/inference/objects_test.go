@@ -22,7 +22,7 @@ func TestParseExamples(t *testing.T) {
 	require.Equal(t, pickapi.StrategyPrefixCache, p.Strategy)
 	require.Equal(t, "meshllm-picker", p.ExtensionRef)
 	require.Len(t, o.Models, 3)
-	require.Equal(t, Model{Name: "chat", ModelName: "chat", Criticality: pickapi.Standard, PoolName: "sim-pool",
+	require.Equal(t, Model{Name: "chat", ModelName: "chat", Criticality: pickapi.Standard, CriticalitySet: true, PoolName: "sim-pool",
 		Targets: []Target{{"chat-lora-stable", 90}, {"chat-lora-canary", 10}}}, o.Models[0])
 	require.Equal(t, pickapi.Sheddable, o.Models[1].Criticality)
 	require.Equal(t, []Target{{"batch", 1}}, o.Models[1].Targets, "no targets: the model name serves itself")

@@ -1,7 +1,9 @@
-// Package resolve turns a pick request's pool and model into the pool to
-// schedule in and the target model to serve: the InferenceModel lookup and
-// its weighted draw among target models (canary splits). The draw takes an
-// injected *rand.Rand so that a test, or a replay, fixes it.
+// Package resolve turns a pick request's pool, model and objective into the
+// pool to schedule in, the target model to serve and the shedding class:
+// the InferenceModelRewrite and InferenceModel lookups, their weighted draw
+// among target models (canary splits), and the InferenceObjective's
+// priority. The draw takes an injected *rand.Rand so that a test, or a
+// replay, fixes it.
 package resolve
 
 import (
@@ -12,6 +14,7 @@ import (
 
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
+	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
@@ -25,7 +28,17 @@ var (
 type Resolved struct {
 	Pool        *datastore.PoolView
 	TargetModel string
+	// Criticality is the class the scheduler sheds by: the objective's
+	// priority mapped (scheduling.PriorityCriticality) when the request
+	// names an objective of the pool, else the InferenceModel's, else the
+	// request's.
 	Criticality pickapi.Criticality
+	// Objective is the InferenceObjective that set Criticality, "" if none.
+	Objective string
+	Priority  int32
+	// Rewrite names the InferenceModelRewrite (namespace/name) that chose
+	// TargetModel, "" if none did.
+	Rewrite string
 }
 
 // Resolver resolves requests; safe for concurrent use.
@@ -43,15 +56,28 @@ func New(rng *rand.Rand) *Resolver {
 	return &Resolver{rng: rng}
 }
 
-// Resolve finds the pool and target model for a request in v.
+// Resolve finds the pool, target model and class for a request in v.
 //
-// The pool: the request's, or else the one pool whose InferenceModels name
-// the model, or else the only pool there is. The model: an InferenceModel's
-// modelName (weighted target choice, the object's criticality wins); else a
-// target model name or any model at all in a pool without InferenceModels
-// (passed through with the request's criticality); else ErrUnknownModel.
-// An empty model is a pool-level pick: no target model.
-func (r *Resolver) Resolve(v *datastore.View, pool, model string, crit pickapi.Criticality) (Resolved, error) {
+// The pool: the request's, or else the one pool whose InferenceModels or
+// InferenceModelRewrites name the model exactly, or else the only pool
+// there is. The model, in this order (what the upstream's precedence and
+// ours make of the old and new objects together):
+//  1. an InferenceModelRewrite rule matching the model exactly (weighted
+//     target; it wins over an InferenceModel of the same name, the newer
+//     object over the deprecated one);
+//  2. an InferenceModel's modelName (weighted target, the object's
+//     criticality);
+//  3. a rewrite rule with no matches (it applies to every model no exact
+//     rule or InferenceModel names, as upstream);
+//  4. a target model name, or any model at all in a pool without
+//     InferenceModels (passed through);
+//  5. else ErrUnknownModel.
+//
+// An empty model is a pool-level pick: no target model. The objective, if
+// the pool has one of that name, decides the class whatever the model
+// said; an unknown name counts as none (the upstream falls back to its
+// default priority, 0, likewise without refusing).
+func (r *Resolver) Resolve(v *datastore.View, pool, model, objective string, crit pickapi.Criticality) (Resolved, error) {
 	var pv *datastore.PoolView
 	serving := v.PoolsServing(model)
 	switch {
@@ -71,18 +97,27 @@ func (r *Resolver) Resolve(v *datastore.View, pool, model string, crit pickapi.C
 	default:
 		return Resolved{}, fmt.Errorf("%w %q: no pool serves it", ErrUnknownModel, model)
 	}
-	if model == "" {
+	res := Resolved{Pool: pv, Criticality: crit}
+	switch rule, m := pv.Rewrites[model], pv.Models[model]; {
+	case model == "":
 		// A pool-level pick (the filter routing at header time, before it
 		// has read the body): load only, no target model.
-		return Resolved{Pool: pv, Criticality: crit}, nil
+	case rule != nil:
+		res.TargetModel, res.Rewrite = r.ChooseTarget(rule.Targets), rule.Rewrite
+	case m != nil:
+		res.TargetModel, res.Criticality = r.ChooseTarget(m.Targets), m.Criticality
+	case pv.GenericRewrite != nil:
+		res.TargetModel, res.Rewrite = r.ChooseTarget(pv.GenericRewrite.Targets), pv.GenericRewrite.Rewrite
+	case len(pv.Models) == 0 || pv.Targets[model]:
+		res.TargetModel = model
+	default:
+		return Resolved{}, fmt.Errorf("%w %q in pool %q", ErrUnknownModel, model, pv.Pool.Name)
 	}
-	if m := pv.Models[model]; m != nil {
-		return Resolved{Pool: pv, TargetModel: r.ChooseTarget(m.Targets), Criticality: m.Criticality}, nil
+	if o := pv.Objectives[objective]; objective != "" && o != nil {
+		res.Objective, res.Priority = o.Name, o.Priority
+		res.Criticality = scheduling.PriorityCriticality(o.Priority)
 	}
-	if len(pv.Models) == 0 || pv.Targets[model] {
-		return Resolved{Pool: pv, TargetModel: model, Criticality: crit}, nil
-	}
-	return Resolved{}, fmt.Errorf("%w %q in pool %q", ErrUnknownModel, model, pv.Pool.Name)
+	return res, nil
 }
 
 // ChooseTarget picks one of an InferenceModel's target models with

@@ -89,6 +89,37 @@ func TestShedding(t *testing.T) {
 	}
 }
 
+func TestPriorityShedsLikeCriticality(t *testing.T) {
+	for _, tc := range []struct {
+		p    int32
+		want pickapi.Criticality
+	}{
+		{math.MinInt32, pickapi.Sheddable}, {-100, pickapi.Sheddable}, {-1, pickapi.Sheddable},
+		{0, pickapi.Standard},
+		{1, pickapi.Critical}, {math.MaxInt32, pickapi.Critical},
+	} {
+		require.Equal(t, tc.want, PriorityCriticality(tc.p), "priority %d", tc.p)
+	}
+	// And the classes shed in that order: with every pod busy (past
+	// Sheddable's threshold, not Standard's) only the negative priority is
+	// refused; at a real overload 0 is too, a positive one never.
+	s := mustNew(DefaultConfig())
+	busy := endpoints(scrape.Snapshot{Waiting: 10}, scrape.Snapshot{Waiting: 10})
+	overloaded := endpoints(scrape.Snapshot{Waiting: 300}, scrape.Snapshot{Waiting: 300})
+	for _, tc := range []struct {
+		eps  []*scrape.Endpoint
+		p    int32
+		want Outcome
+	}{
+		{busy, -1, Shed}, {busy, 0, Picked}, {busy, 1, Picked},
+		{overloaded, -1, Shed}, {overloaded, 0, Shed}, {overloaded, 1, Picked},
+	} {
+		r, err := s.Pick(tc.eps, pickapi.StrategyDefault, &Request{Criticality: PriorityCriticality(tc.p)}, t0)
+		require.NoError(t, err)
+		require.Equal(t, tc.want, r.Outcome, "priority %d", tc.p)
+	}
+}
+
 func TestCapacityFilterPrefersUnsaturated(t *testing.T) {
 	// The saturated pod holds the whole prefix; the other has room. With
 	// PREFIX_CACHE weights the prefix would win on score; the capacity

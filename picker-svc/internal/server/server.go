@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshllm/meshllm/picker-svc/internal/capped"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
@@ -134,7 +135,7 @@ func (s *Server) Decide(req *pickapi.PickRequest, subset []string, start time.Ti
 		s.metrics.endsReported.Add(float64(len(req.Done)))
 		s.sched.RequestsDone(req.Done, s.now())
 	}
-	res, err := s.resolve.Resolve(s.store.View(), req.Pool, req.Model, req.Criticality)
+	res, err := s.resolve.Resolve(s.store.View(), req.Pool, req.Model, req.Objective, req.Criticality)
 	if err != nil {
 		outcome = OutcomeUnknown
 		return s.refusal(http.StatusNotFound, pickapi.ErrTypeNotFound, err.Error(), req.Pool+"|"+req.Model)
@@ -163,8 +164,12 @@ func (s *Server) Decide(req *pickapi.PickRequest, subset []string, start time.Ti
 		return Decision{Status: http.StatusInternalServerError, ErrType: pickapi.ErrTypeInternal, Message: err.Error()}
 	case result.Outcome == scheduling.Shed:
 		outcome = OutcomeShed
+		class := string(res.Criticality)
+		if res.Objective != "" {
+			class += " (InferenceObjective " + quote(res.Objective) + ", priority " + strconv.Itoa(int(res.Priority)) + ")"
+		}
 		return s.refusal(http.StatusTooManyRequests, pickapi.ErrTypeRateLimited,
-			"every endpoint of pool "+quote(pool)+" is saturated; "+string(res.Criticality)+" requests are shed, retry later", pool+"|429|"+string(res.Criticality))
+			"every endpoint of pool "+quote(pool)+" is saturated; "+class+" requests are shed, retry later", pool+"|429|"+string(res.Criticality))
 	case result.Outcome == scheduling.Stale:
 		outcome = OutcomeStale
 		s.metrics.stalePicks.WithLabelValues(pool).Inc()
@@ -258,13 +263,38 @@ type debugModel struct {
 	Targets     map[string]int32 `json:"targets"`
 }
 
+type debugRewrite struct {
+	// Model is the exact model name the rule matches, "*" for a generic rule.
+	Model   string           `json:"model"`
+	Rewrite string           `json:"rewrite"` // namespace/name
+	Rule    int              `json:"rule"`
+	Targets map[string]int32 `json:"targets"`
+}
+
+type debugObjective struct {
+	Name        string `json:"name"`
+	Priority    int32  `json:"priority"`
+	Criticality string `json:"criticality"` // the shedding class the priority maps to
+}
+
 type debugPool struct {
-	Name      string          `json:"name"`
-	Strategy  string          `json:"strategy"`
-	Port      int32           `json:"target_port"`
-	Selector  string          `json:"selector"`
-	Models    []debugModel    `json:"models"`
-	Endpoints []debugEndpoint `json:"endpoints"`
+	Name       string           `json:"name"`
+	Strategy   string           `json:"strategy"`
+	Port       int32            `json:"target_port"`
+	Selector   string           `json:"selector"`
+	Models     []debugModel     `json:"models"`
+	Rewrites   []debugRewrite   `json:"rewrites,omitempty"`
+	Objectives []debugObjective `json:"objectives,omitempty"`
+	Conflicts  []string         `json:"conflicts,omitempty"`
+	Endpoints  []debugEndpoint  `json:"endpoints"`
+}
+
+func weights(ts []inference.Target) map[string]int32 {
+	out := make(map[string]int32, len(ts))
+	for _, t := range ts {
+		out[t.Name] = t.Weight
+	}
+	return out
 }
 
 func (s *Server) debug(w http.ResponseWriter, _ *http.Request) {
@@ -280,6 +310,19 @@ func (s *Server) debug(w http.ResponseWriter, _ *http.Request) {
 			dp.Models = append(dp.Models, dm)
 		}
 		sort.Slice(dp.Models, func(i, j int) bool { return dp.Models[i].ModelName < dp.Models[j].ModelName })
+		for model, r := range pv.Rewrites {
+			dp.Rewrites = append(dp.Rewrites, debugRewrite{Model: model, Rewrite: r.Rewrite, Rule: r.Rule, Targets: weights(r.Targets)})
+		}
+		sort.Slice(dp.Rewrites, func(i, j int) bool { return dp.Rewrites[i].Model < dp.Rewrites[j].Model })
+		if g := pv.GenericRewrite; g != nil {
+			dp.Rewrites = append(dp.Rewrites, debugRewrite{Model: "*", Rewrite: g.Rewrite, Rule: g.Rule, Targets: weights(g.Targets)})
+		}
+		for _, o := range pv.Objectives {
+			dp.Objectives = append(dp.Objectives, debugObjective{Name: o.Name, Priority: o.Priority,
+				Criticality: string(scheduling.PriorityCriticality(o.Priority))})
+		}
+		sort.Slice(dp.Objectives, func(i, j int) bool { return dp.Objectives[i].Name < dp.Objectives[j].Name })
+		dp.Conflicts = pv.Conflicts
 		for _, ep := range pv.Endpoints {
 			snap, ok := ep.Eligible(now)
 			de := debugEndpoint{Address: ep.Addr, Eligible: ok, Failures: ep.Failures(), LastError: ep.LastError()}

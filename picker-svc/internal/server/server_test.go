@@ -350,6 +350,69 @@ func TestMetricsAndDebug(t *testing.T) {
 	require.NotContains(t, m, v.addr())
 }
 
+func TestObjectivesRewritesAndConflictsInPicksAndDebug(t *testing.T) {
+	f := newFixture(t)
+	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "objectives.yaml"))
+	require.NoError(t, err)
+	extra, err := inference.ParseYAML(b)
+	require.NoError(t, err)
+	for _, o := range extra.Objectives {
+		f.store.SetObjective(o)
+	}
+	for _, r := range extra.Rewrites {
+		f.store.SetRewrite(r)
+	}
+	v := newVLLM(t, 10, 0.2) // busy: past Sheddable's queue 5
+	f.store.SetEndpoints("sim-pool", []string{v.addr()})
+	f.waitReady(t, 1)
+
+	status, body := f.post(t, `{"model":"legacy-chat"}`)
+	require.Equal(t, 200, status, string(body))
+	resp, err := pickapi.ParsePickResponse(body)
+	require.NoError(t, err)
+	require.Equal(t, "chat-lora-stable", resp.TargetModel)
+
+	status, body = f.post(t, `{"model":"base-model","objective":"batch-sheddable"}`)
+	require.Equal(t, 429, status, "the objective's priority -1 beats the InferenceModel's Critical")
+	var refusal struct {
+		Error struct{ Message string } `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(body, &refusal))
+	require.Contains(t, refusal.Error.Message, `Sheddable (InferenceObjective "batch-sheddable", priority -1) requests are shed`)
+	status, _ = f.post(t, `{"model":"batch","objective":"premium"}`)
+	require.Equal(t, 200, status, "and priority 100 beats Sheddable")
+	status, _ = f.post(t, `{"model":"batch"}`)
+	require.Equal(t, 429, status)
+
+	_, d := f.get(t, "/debug/state")
+	var state struct {
+		Pools []struct {
+			Rewrites []struct {
+				Model   string           `json:"model"`
+				Rewrite string           `json:"rewrite"`
+				Targets map[string]int32 `json:"targets"`
+			} `json:"rewrites"`
+			Objectives []struct {
+				Name        string `json:"name"`
+				Priority    int32  `json:"priority"`
+				Criticality string `json:"criticality"`
+			} `json:"objectives"`
+			Conflicts []string `json:"conflicts"`
+		} `json:"pools"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(d), &state))
+	p := state.Pools[0]
+	require.Len(t, p.Rewrites, 2)
+	require.Equal(t, "legacy-chat", p.Rewrites[0].Model)
+	require.Equal(t, map[string]int32{"summarize-lora-v1": 90, "summarize-lora-v2": 10}, p.Rewrites[1].Targets)
+	require.Len(t, p.Objectives, 2)
+	require.Equal(t, "batch-sheddable", p.Objectives[0].Name)
+	require.Equal(t, "Sheddable", p.Objectives[0].Criticality)
+	require.Equal(t, "Critical", p.Objectives[1].Criticality)
+	require.Len(t, p.Conflicts, 3, "the three InferenceModels declaring a criticality yield to objectives")
+	require.Contains(t, p.Conflicts[0], "an objective's priority wins")
+}
+
 func mustScheduler() *scheduling.Scheduler {
 	s, err := scheduling.New(scheduling.DefaultConfig())
 	if err != nil {
