@@ -126,6 +126,7 @@ type exchange struct {
 	reqMode    BodyMode
 	respStream bool // response body mode FULL_DUPLEX_STREAMED: echo each chunk
 	subset     []string
+	objective  string // the first pickapi.ObjectiveHeaders header's value
 	body       []byte
 	routed     bool // the request's destination has been answered
 	pickID     uint64
@@ -177,9 +178,14 @@ func (x *exchange) handle(req *extprocv3.ProcessingRequest) error {
 			return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
 		}
 		x.subset = subset
+		x.objective = objective(r.RequestHeaders.GetHeaders())
+		if len(x.objective) > pickapi.MaxNameLen {
+			return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
+				Message: "objective header longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
+		}
 		if r.RequestHeaders.GetEndOfStream() {
 			// No body (a GET): a pool-level pick by load alone.
-			return x.route(nil, &pickapi.PickRequest{Pool: x.s.cfg.Pool})
+			return x.route(nil, &pickapi.PickRequest{Pool: x.s.cfg.Pool, Objective: x.objective})
 		}
 		if x.reqMode == Buffered {
 			return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
@@ -245,7 +251,7 @@ func (x *exchange) placeBody() error {
 	if err != nil {
 		return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
 	}
-	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model,
+	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model, Objective: x.objective,
 		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt)}
 	if len(r.Model) > pickapi.MaxNameLen {
 		return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
@@ -331,6 +337,24 @@ func destinationMetadata(dest string) *structpb.Struct {
 		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
 			pickapi.HeaderDestinationEndpoint: structpb.NewStringValue(dest)}}),
 	}}
+}
+
+// objective is the value of the first of pickapi.ObjectiveHeaders the
+// request carries ("" for none). As upstream, a client may name any
+// objective of the pool: a gateway that does not trust its clients with
+// priorities sets or strips these headers before ext_proc.
+func objective(hm *corev3.HeaderMap) string {
+	for _, name := range pickapi.ObjectiveHeaders {
+		for _, h := range hm.GetHeaders() {
+			if strings.EqualFold(h.GetKey(), name) {
+				if len(h.GetRawValue()) > 0 {
+					return string(h.GetRawValue())
+				}
+				return h.GetValue()
+			}
+		}
+	}
+	return ""
 }
 
 // subsetHint reads the data plane's subset hint: nil when absent, the

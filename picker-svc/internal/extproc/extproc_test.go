@@ -292,6 +292,31 @@ func TestCancelledStreamEndsThePick(t *testing.T) {
 	require.Eventually(t, func() bool { return len(dec.ended()) == 1 }, 5*time.Second, time.Millisecond)
 }
 
+// The objective comes from the first of the headers upstream reads.
+func TestObjectiveHeader(t *testing.T) {
+	for _, tc := range []struct {
+		headers [][2]string
+		want    string
+	}{
+		{nil, ""},
+		{[][2]string{{"x-gateway-inference-objective", "batch"}}, "batch"},
+		{[][2]string{{"x-gateway-inference-objective", "old"}, {"x-llm-d-router-inference-objective", "new"}}, "new"},
+		{[][2]string{{"X-LLM-D-Inference-Objective", "mid"}, {"x-gateway-inference-objective", "old"}}, "mid"},
+	} {
+		dec := &fakeDecider{next: picked}
+		st := open(t, dec, Config{})
+		req := requestHeaders(true, nil, nil)
+		for _, h := range tc.headers {
+			hm := req.GetRequestHeaders().GetHeaders()
+			hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: h[0], RawValue: []byte(h[1])})
+		}
+		require.NoError(t, st.Send(req))
+		_, err := st.Recv()
+		require.NoError(t, err)
+		require.Equal(t, tc.want, dec.asked[0].Objective, "%v", tc.headers)
+	}
+}
+
 func TestChunks(t *testing.T) {
 	require.Len(t, chunks(nil), 1)
 	require.True(t, chunks(nil)[0].GetEndOfStream())
