@@ -136,6 +136,9 @@ func TestSelectLines(t *testing.T) {
 
 func FuzzMap(f *testing.F) {
 	f.Add(realisticPage(f))
+	f.Add(fixture(f, "sglang.txt"))
+	f.Add(fixture(f, "triton-trtllm.txt"))
+	f.Add([]byte("sglang:num_running_reqs{dp_rank=\"0\"} 1\nsglang:num_queue_reqs{dp_rank=\"1\"} 2\nsglang:token_usage 0.5\nsglang:max_total_num_tokens 9e18\n"))
 	f.Add([]byte("vllm:num_requests_running 1\nvllm:num_requests_waiting 2\nvllm:kv_cache_usage_perc 0.5\n"))
 	f.Add([]byte("vllm:num_requests_running 1\nvllm:num_requests_waiting 2\nvllm:gpu_cache_usage_perc 7\nvllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a,b\",waiting_lora_adapters=\",c,\"} 1e9\n"))
 	f.Add([]byte("vllm:num_requests_running{x=\"\\\"\"} 1\nvllm:num_requests_waiting +Inf\n"))
