@@ -134,6 +134,12 @@ func (d OutputLen) sample(r *rand.Rand) int {
 	return int(v)
 }
 
+// The metrics dialects Config.Engine accepts.
+const (
+	EngineVLLM   = "vllm"
+	EngineSGLang = "sglang"
+)
+
 // Config describes one simulated vLLM server. The zero value of every field
 // means its default, so Config{} is a usable single server.
 type Config struct {
@@ -174,6 +180,10 @@ type Config struct {
 	// defaults it to the server's index + 1).
 	Seed uint64
 
+	// Engine is the server whose /metrics dialect the simulator speaks:
+	// "vllm" (default) or "sglang" (SGLang's sglang:* names; the serving
+	// API stays the same OpenAI-compatible one). See metrics.go.
+	Engine string
 	// MetricsV0 exposes the v0 engine's metric names (model_name label
 	// only, gpu_cache_usage_perc, num_requests_swapped) instead of v1's.
 	MetricsV0 bool
@@ -238,7 +248,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Engine == "" {
+		c.Engine = EngineVLLM
+	}
 	switch {
+	case c.Engine != EngineVLLM && c.Engine != EngineSGLang:
+		return c, fmt.Errorf("engine %q: want %s or %s", c.Engine, EngineVLLM, EngineSGLang)
+	case c.Engine == EngineSGLang && c.MetricsV0:
+		return c, fmt.Errorf("metrics v0 is a vLLM dialect; engine %q has none", c.Engine)
 	case c.Speed < 0 || math.IsNaN(c.Speed) || math.IsInf(c.Speed, 0):
 		return c, fmt.Errorf("speed must be > 0, got %v", c.Speed)
 	case c.MaxLoRAs < 0 || c.BlockSize < 0 || c.NumGPUBlocks < 0 || c.MaxNumSeqs < 0 || c.MaxNumBatchedTokens < 0 || c.MaxModelLen < 0:

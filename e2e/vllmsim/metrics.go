@@ -63,6 +63,14 @@ type engineMetrics struct {
 	promptLen, genLen, maxGen, maxTokens, paramsN, iterationTokens histogram
 }
 
+// Histogram buckets as SGLang's TokenizerMetricsCollector declares them
+// (sgl-project/sglang python/sglang/srt/metrics/collector.py defaults).
+var (
+	bucketsSGLangTTFT = []float64{0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400}
+	bucketsSGLangE2E  = []float64{0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400,
+		600, 1200, 1800, 2400}
+)
+
 func (m *engineMetrics) init(cfg Config) {
 	m.success = map[string]uint64{}
 	if !cfg.MetricsV0 {
@@ -83,6 +91,10 @@ func (m *engineMetrics) init(cfg Config) {
 	}
 	m.paramsN = newHistogram(bucketsN)
 	m.iterationTokens = newHistogram(bucketsIteration)
+	if cfg.Engine == EngineSGLang {
+		m.ttft = newHistogram(bucketsSGLangTTFT)
+		m.e2e = newHistogram(bucketsSGLangE2E)
+	}
 }
 
 // formatFloat renders a value as Python's prometheus_client does (repr,
@@ -212,11 +224,14 @@ func (x *expo) histogram(name, help string, h *histogram) {
 	x.value(h.sum)
 }
 
-// writeMetrics renders /metrics in v1 (default) or v0 naming.
+// writeMetrics renders /metrics in v1 (default) or v0 naming, or SGLang's.
 func (e *Engine) writeMetrics() []byte {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cfg := e.cfg
+	if cfg.Engine == EngineSGLang {
+		return e.writeSGLangMetricsLocked()
+	}
 	x := &expo{buf: make([]byte, 0, e.lastSize+1024), labels: []string{"model_name=" + quoteLabel(cfg.Model)}}
 	if !cfg.MetricsV0 {
 		x.labels = append(x.labels, `engine="0"`)
@@ -317,6 +332,45 @@ func (e *Engine) writeMetrics() []byte {
 	x.labels = nil
 	x.family("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig")
 	x.sample("vllm:cache_config_info", 1, info...)
+	e.lastSize = len(x.buf)
+	return x.buf
+}
+
+// writeSGLangMetricsLocked renders the SGLang series the picker reads and a
+// few neighbours, named, typed and labelled as SGLang's collectors declare
+// them (sgl-project/sglang python/sglang/srt/metrics/collector.py:
+// SchedulerMetricsCollector gauges labelled model_name, engine_type,
+// tp_rank, pp_rank as scheduler_metrics_mixin.py init_metrics sets them;
+// TokenizerMetricsCollector counters and histograms labelled model_name).
+// Unlike SGLang, which sets its scheduler gauges when it logs a batch
+// (every --decode-log-interval decode batches), the simulator reports the
+// current state at every scrape.
+func (e *Engine) writeSGLangMetricsLocked() []byte {
+	cfg := e.cfg
+	m := &e.m
+	x := &expo{buf: make([]byte, 0, e.lastSize+1024), labels: []string{"model_name=" + quoteLabel(cfg.Model),
+		`engine_type="unified"`, `pp_rank="0"`, `tp_rank="0"`}}
+	total := cfg.NumGPUBlocks * cfg.BlockSize
+	usage := e.kv.usage()
+	x.gauge("sglang:num_running_reqs", "The number of running requests.", float64(len(e.running)))
+	x.gauge("sglang:num_used_tokens", "The number of used tokens.", math.Round(usage*float64(total)))
+	x.gauge("sglang:token_usage", "The token usage.", usage)
+	x.gauge("sglang:num_queue_reqs", "The number of requests in the waiting queue.", float64(len(e.waiting)))
+	x.gauge("sglang:max_total_num_tokens", "Maximum total number of tokens in the KV cache pool.", float64(total))
+
+	x.labels = []string{"model_name=" + quoteLabel(cfg.Model)}
+	x.counter("sglang:prompt_tokens_total", "Number of prefill tokens processed.", m.promptTokens)
+	x.counter("sglang:generation_tokens_total", "Number of generation tokens processed.", m.generationTokens)
+	if m.prefixHits > 0 { // SGLang increments it only by positive amounts
+		x.counter("sglang:cached_tokens_total", "Number of cached prompt tokens.", m.prefixHits)
+	}
+	var finished uint64
+	for _, v := range m.success {
+		finished += v
+	}
+	x.counter("sglang:num_requests_total", "Number of requests processed.", finished)
+	x.histogram("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", &m.ttft)
+	x.histogram("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds", &m.e2e)
 	e.lastSize = len(x.buf)
 	return x.buf
 }

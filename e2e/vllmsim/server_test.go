@@ -547,3 +547,44 @@ func TestClientDisconnectAborts(t *testing.T) {
 	f.Servers[0].Engine().WaitIdle()
 	assert.Equal(t, uint64(1), f.Servers[0].Stats().Finished[FinishAbort])
 }
+
+func TestMetricsExpositionSGLang(t *testing.T) {
+	f := startFleet(t, Config{Speed: 1000, Model: "m", Engine: EngineSGLang})
+	code, _ := post(t, f.URLs()[0]+"/v1/completions", `{"prompt":"hello","max_tokens":2,"ignore_eos":true}`)
+	require.Equal(t, 200, code)
+	fams := scrape(t, f.URLs()[0])
+	got := map[string]dto.MetricType{}
+	for name, fam := range fams {
+		got[name] = fam.GetType()
+	}
+	assert.Equal(t, map[string]dto.MetricType{
+		"sglang:num_running_reqs":            dto.MetricType_GAUGE,
+		"sglang:num_used_tokens":             dto.MetricType_GAUGE,
+		"sglang:token_usage":                 dto.MetricType_GAUGE,
+		"sglang:num_queue_reqs":              dto.MetricType_GAUGE,
+		"sglang:max_total_num_tokens":        dto.MetricType_GAUGE,
+		"sglang:prompt_tokens_total":         dto.MetricType_COUNTER,
+		"sglang:generation_tokens_total":     dto.MetricType_COUNTER,
+		"sglang:num_requests_total":          dto.MetricType_COUNTER,
+		"sglang:time_to_first_token_seconds": dto.MetricType_HISTOGRAM,
+		"sglang:e2e_request_latency_seconds": dto.MetricType_HISTOGRAM,
+	}, got, "SGLang's names only (no cached tokens yet: SGLang adds them only when > 0), no vllm: series")
+	sched := labels(fams["sglang:num_queue_reqs"].GetMetric()[0])
+	assert.Equal(t, map[string]string{"model_name": "m", "engine_type": "unified", "tp_rank": "0", "pp_rank": "0"}, sched)
+	assert.Equal(t, map[string]string{"model_name": "m"}, labels(fams["sglang:prompt_tokens_total"].GetMetric()[0]))
+	assert.Equal(t, float64(6144*16), value(t, fams, "sglang:max_total_num_tokens"))
+	assert.Equal(t, 2.0, value(t, fams, "sglang:generation_tokens_total"))
+	ttft := fams["sglang:time_to_first_token_seconds"].GetMetric()[0].GetHistogram()
+	assert.Equal(t, uint64(1), ttft.GetSampleCount())
+	assert.Equal(t, 0.1, ttft.GetBucket()[0].GetUpperBound(), "SGLang's TTFT buckets")
+}
+
+func TestConfigEngine(t *testing.T) {
+	c, err := Config{}.withDefaults()
+	require.NoError(t, err)
+	require.Equal(t, EngineVLLM, c.Engine, "vLLM by default")
+	_, err = Config{Engine: "tgi"}.withDefaults()
+	require.ErrorContains(t, err, `engine "tgi": want vllm or sglang`)
+	_, err = Config{Engine: EngineSGLang, MetricsV0: true}.withDefaults()
+	require.ErrorContains(t, err, "metrics v0 is a vLLM dialect")
+}

@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options) error {
 	var metrics *server.Metrics
 	mgr := scrape.NewManager(scrape.Config{
 		Interval: cfg.Scrape.Interval.Duration, Timeout: cfg.Scrape.Timeout.Duration, MaxPageBytes: cfg.Scrape.MaxPageBytes,
-		StaleAfter: cfg.Scrape.StaleAfter.Duration, MaxFailures: cfg.Scrape.MaxFailures, Path: cfg.Scrape.Path,
+		StaleAfter: cfg.Scrape.StaleAfter.Duration, MaxFailures: cfg.Scrape.MaxFailures, Path: cfg.Scrape.Path, Engine: cfg.ScrapeEngine(),
 		Logger: log, Observer: observer{&metrics},
 	})
 	defer mgr.Close()

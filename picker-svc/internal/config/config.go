@@ -84,6 +84,10 @@ type Config struct {
 		StaleAfter   Duration `json:"staleAfter"`
 		MaxFailures  int      `json:"maxFailures"`
 		Path         string   `json:"path"`
+		// Engine is the metrics dialect of pools whose InferencePool has no
+		// meshllm.io/engine annotation: auto (detect per page), vllm,
+		// sglang or triton-trtllm.
+		Engine string `json:"engine"`
 	} `json:"scrape"`
 	Scheduling struct {
 		// Profiles replace a strategy's whole profile; Weights then
@@ -121,6 +125,7 @@ func Defaults() Config {
 	c.Scrape.StaleAfter.Duration = scrape.DefaultStaleAfter
 	c.Scrape.MaxFailures = scrape.DefaultMaxFailures
 	c.Scrape.Path = scrape.DefaultPath
+	c.Scrape.Engine = string(scrape.EngineAuto)
 	c.Scheduling.PrefixCapacity = scheduling.DefaultPrefixCapacity
 	return c
 }
@@ -215,6 +220,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	kubeconfig := fs.String("kubeconfig", "", "kubernetes mode: kubeconfig file; empty means in-cluster (env KUBECONFIG)")
 	interval := fs.Duration("scrape-interval", 0, "time between scrapes of one endpoint (env PICKER_SCRAPE_INTERVAL; default "+scrape.DefaultInterval.String()+")")
 	timeout := fs.Duration("scrape-timeout", 0, "timeout of one scrape (env PICKER_SCRAPE_TIMEOUT; default "+scrape.DefaultTimeout.String()+")")
+	engine := fs.String("engine", "", "metrics dialect of pools without a meshllm.io/engine annotation: auto, vllm, sglang or triton-trtllm (env PICKER_ENGINE; default auto)")
 	stale := fs.Duration("stale-after", 0, "metrics older than this make an endpoint ineligible (env PICKER_STALE_AFTER; default "+scrape.DefaultStaleAfter.String()+")")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -286,6 +292,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 		c.Discovery.Namespace = getenv("POD_NAMESPACE")
 	}
 	pick("kubeconfig", "KUBECONFIG", *kubeconfig, &c.Discovery.Kubeconfig)
+	pick("engine", "PICKER_ENGINE", *engine, &c.Scrape.Engine)
 	for _, e := range []error{
 		pickDur("scrape-interval", "PICKER_SCRAPE_INTERVAL", *interval, &c.Scrape.Interval),
 		pickDur("scrape-timeout", "PICKER_SCRAPE_TIMEOUT", *timeout, &c.Scrape.Timeout),
@@ -345,6 +352,9 @@ func (c *Config) validate() error {
 	if c.Scrape.MaxPageBytes < 4096 || c.Scrape.MaxFailures < 1 {
 		errs = append(errs, errors.New("scrape.maxPageBytes must be >= 4096 and scrape.maxFailures >= 1"))
 	}
+	if _, err := scrape.ParseEngine(c.Scrape.Engine); err != nil {
+		errs = append(errs, fmt.Errorf("scrape: %w", err))
+	}
 	if c.Scheduling.PrefixCapacity < 1 || c.Scheduling.PrefixCapacity > 1<<22 {
 		errs = append(errs, errors.New("scheduling.prefixCapacity must be in 1..4194304"))
 	}
@@ -357,6 +367,12 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("log level %q: want debug, info, warn or error", c.LogLevel))
 	}
 	return errors.Join(errs...)
+}
+
+// ScrapeEngine is the validated scrape.engine (Load has checked it).
+func (c *Config) ScrapeEngine() scrape.Engine {
+	e, _ := scrape.ParseEngine(c.Scrape.Engine)
+	return e
 }
 
 // Port extracts the port of an "ip:port" (for a synthesised pool).

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/stretchr/testify/require"
 )
 
@@ -66,6 +67,34 @@ func TestKubernetesObjectAPIs(t *testing.T) {
 	require.True(t, c.Discovery.ReadOnly)
 }
 
+func TestEngine(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "picker.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("discovery: {endpoints: [\"10.0.0.1:1\"]}\nscrape: {engine: triton-trtllm}\n"), 0o600))
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want scrape.Engine
+	}{
+		{name: "default", args: []string{"--endpoints", "10.0.0.1:1"}, want: scrape.EngineAuto},
+		{name: "flag", args: []string{"--endpoints", "10.0.0.1:1", "--engine", "sglang"}, want: scrape.EngineSGLang},
+		{name: "env", args: []string{"--endpoints", "10.0.0.1:1"}, env: map[string]string{"PICKER_ENGINE": "vllm"}, want: scrape.EngineVLLM},
+		{name: "flag beats env", args: []string{"--endpoints", "10.0.0.1:1", "--engine", "auto"}, env: map[string]string{"PICKER_ENGINE": "sglang"}, want: scrape.EngineAuto},
+		{name: "file", args: []string{"--config", f}, want: scrape.EngineTritonTRTLLM},
+		{name: "env beats file", args: []string{"--config", f}, env: map[string]string{"PICKER_ENGINE": "sglang"}, want: scrape.EngineSGLang},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(tc.args, env(tc.env))
+			require.NoError(t, err)
+			require.Equal(t, tc.want, c.ScrapeEngine())
+		})
+	}
+	require.NoError(t, os.WriteFile(f, []byte("discovery: {endpoints: [\"10.0.0.1:1\"]}\nscrape: {engine: VLLM}\n"), 0o600))
+	_, err := Load([]string{"--config", f}, env(nil))
+	require.ErrorContains(t, err, `engine "VLLM"`, "names are exact: a typo in the file is an error, not auto")
+}
+
 func TestInvalid(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -77,6 +106,8 @@ func TestInvalid(t *testing.T) {
 		{[]string{"--endpoints", "10.0.0.1:1", "--strategy", "FAST"}, `strategy "FAST"`},
 		{[]string{"--endpoints", "10.0.0.1:1", "--scrape-interval", "-1s"}, "must be positive"},
 		{[]string{"--endpoints", "10.0.0.1:1", "extra"}, "unexpected arguments"},
+		{[]string{"--endpoints", "10.0.0.1:1", "--engine", "tgi"}, `scrape: engine "tgi": want auto, vllm, sglang, triton-trtllm`},
+		{[]string{"--endpoints", "10.0.0.1:1", "--engine", ""}, `scrape: engine ""`},
 	} {
 		_, err := Load(tc.args, env(nil))
 		require.ErrorContains(t, err, tc.want, tc.args)

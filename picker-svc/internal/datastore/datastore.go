@@ -64,7 +64,10 @@ type Store struct {
 	warned     map[string]bool                        // conflicts logged (forgotten once gone)
 	endpoints  map[string][]string                    // pool -> addrs
 	members    map[string]map[string]*scrape.Endpoint // pool -> addr -> endpoint
-	cur        atomic.Pointer[View]
+	// engineConflict is, per address in pools naming different engines,
+	// the conflict last logged (logged once, not at every rebuild).
+	engineConflict map[string]string
+	cur            atomic.Pointer[View]
 }
 
 // New returns an empty store whose endpoints mgr scrapes. onRemoved, if
@@ -73,7 +76,8 @@ type Store struct {
 func New(mgr *scrape.Manager, log *slog.Logger, onRemoved func([]*scrape.Endpoint)) *Store {
 	s := &Store{mgr: mgr, log: log, onRemoved: onRemoved, pools: map[string]inference.Pool{},
 		models: map[string]inference.Model{}, objectives: map[string]inference.Objective{}, rewrites: map[string]inference.Rewrite{},
-		warned: map[string]bool{}, endpoints: map[string][]string{}, members: map[string]map[string]*scrape.Endpoint{}}
+		warned: map[string]bool{}, endpoints: map[string][]string{}, members: map[string]map[string]*scrape.Endpoint{},
+		engineConflict: map[string]string{}}
 	s.cur.Store(&View{Pools: map[string]*PoolView{}, byModel: map[string][]*PoolView{}})
 	return s
 }
@@ -224,7 +228,44 @@ func (s *Store) heldLocked(ep *scrape.Endpoint) bool {
 	return false
 }
 
+// applyEnginesLocked gives every endpoint the metrics dialect its pool's
+// meshllm.io/engine annotation names, or "" (the scrape Manager's default,
+// --engine) when its pools name none. An address in several pools that
+// name different engines reads the first such pool's, by pool name, and
+// the conflict is logged once.
+func (s *Store) applyEnginesLocked() {
+	pools := make([]string, 0, len(s.members))
+	for p := range s.members {
+		pools = append(pools, p)
+	}
+	sort.Strings(pools)
+	engine := map[*scrape.Endpoint]scrape.Engine{}
+	from := map[*scrape.Endpoint]string{}
+	conflicts := map[string]string{}
+	for _, pool := range pools {
+		e := s.pools[pool].Engine // "" for a pool not (yet) known
+		for _, ep := range s.members[pool] {
+			switch cur, seen := engine[ep]; {
+			case !seen || (cur == "" && e != ""):
+				engine[ep], from[ep] = e, pool
+			case e != "" && e != cur:
+				conflicts[ep.Addr] = fmt.Sprintf("pool %q names %q, pool %q names %q", from[ep], cur, pool, e)
+			}
+		}
+	}
+	for ep, e := range engine {
+		ep.SetEngine(e)
+	}
+	for addr, c := range conflicts {
+		if s.engineConflict[addr] != c {
+			s.log.Warn("endpoint in pools naming different engines; the first pool's applies", "endpoint", addr, "conflict", c)
+		}
+	}
+	s.engineConflict = conflicts
+}
+
 func (s *Store) rebuildLocked() {
+	s.applyEnginesLocked()
 	v := &View{Pools: map[string]*PoolView{}, byModel: map[string][]*PoolView{}}
 	for name, p := range s.pools {
 		pv := &PoolView{Pool: p, Models: map[string]*inference.Model{}, Targets: map[string]bool{},

@@ -145,3 +145,48 @@ func TestObjectiveNameClashAcrossNamespaces(t *testing.T) {
 	require.Equal(t, int32(-5), pv.Objectives["o"].Priority)
 	require.Contains(t, pv.Conflicts, `pool "sim-pool": InferenceObjective "b/o" ignored: "a/o" has its name`)
 }
+
+func TestPoolEngineReachesItsEndpoints(t *testing.T) {
+	m := scrape.NewManager(scrape.Config{Logger: quiet(), Engine: scrape.EngineVLLM}) // --engine vllm
+	t.Cleanup(m.Close)
+	s := New(m, quiet(), nil)
+	pool := func(name string, e scrape.Engine) inference.Pool {
+		return inference.Pool{Name: name, TargetPort: 8000, Selector: map[string]string{"a": name}, Strategy: pickapi.StrategyDefault, Engine: e}
+	}
+	engineOf := func(pool, addr string) scrape.Engine {
+		for _, ep := range s.View().Pools[pool].Endpoints {
+			if ep.Addr == addr {
+				return ep.Engine()
+			}
+		}
+		t.Fatalf("%s not in pool %s", addr, pool)
+		return ""
+	}
+	// Endpoints may arrive before their pool object (kubernetes mode).
+	s.SetEndpoints("sg", []string{"127.0.0.1:1"})
+	s.SetPool(pool("plain", ""))
+	s.SetEndpoints("plain", []string{"127.0.0.1:2"})
+	require.Equal(t, scrape.EngineVLLM, engineOf("plain", "127.0.0.1:2"), "no annotation: the picker's --engine")
+
+	s.SetPool(pool("sg", scrape.EngineSGLang))
+	require.Equal(t, scrape.EngineSGLang, engineOf("sg", "127.0.0.1:1"), "the annotation applies once the pool is known")
+	s.SetEndpoints("sg", []string{"127.0.0.1:1", "127.0.0.1:3"})
+	require.Equal(t, scrape.EngineSGLang, engineOf("sg", "127.0.0.1:3"), "and to endpoints added later")
+
+	s.SetPool(pool("sg", scrape.EngineAuto))
+	require.Equal(t, scrape.EngineAuto, engineOf("sg", "127.0.0.1:1"), "an annotation change applies without an endpoint change")
+	s.SetPool(pool("sg", ""))
+	require.Equal(t, scrape.EngineVLLM, engineOf("sg", "127.0.0.1:1"), "annotation removed: back to --engine")
+
+	// One address in two pools: an annotated pool beats one without; of
+	// two annotated pools the first by name wins.
+	s.SetEndpoints("plain", []string{"127.0.0.1:2", "127.0.0.1:1"})
+	s.SetPool(pool("sg", scrape.EngineSGLang))
+	require.Equal(t, scrape.EngineSGLang, engineOf("plain", "127.0.0.1:1"))
+	s.SetPool(pool("plain", scrape.EngineTritonTRTLLM))
+	require.Equal(t, scrape.EngineTritonTRTLLM, engineOf("sg", "127.0.0.1:1"), `"plain" sorts before "sg"`)
+	require.Contains(t, s.engineConflict["127.0.0.1:1"], `pool "plain" names "triton-trtllm", pool "sg" names "sglang"`)
+	s.DeletePool("plain")
+	require.Equal(t, scrape.EngineSGLang, engineOf("sg", "127.0.0.1:1"))
+	require.Empty(t, s.engineConflict)
+}

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"sigs.k8s.io/yaml"
 )
@@ -40,6 +41,11 @@ const (
 	MaxTargets    = 64
 )
 
+// EngineAnnotation on an InferencePool names its pods' metrics dialect
+// (scrape.Engine: auto, vllm, sglang, triton-trtllm); absent, the picker's
+// --engine applies.
+const EngineAnnotation = "meshllm.io/engine"
+
 // Pool is an InferencePool: which pods (selector, port) serve a set of models
 // and how the picker routes among them.
 type Pool struct {
@@ -49,6 +55,8 @@ type Pool struct {
 	TargetPort int32
 	Selector   map[string]string
 	Strategy   pickapi.Strategy
+	// Engine is the EngineAnnotation's value, "" when absent.
+	Engine scrape.Engine
 	// ExtensionRef names the endpoint picker service the pool expects
 	// (informational: the picker does not check it is itself).
 	ExtensionRef string
@@ -273,6 +281,13 @@ func parsePool(obj *object) (Pool, error) {
 			return fail("metadata.annotations["+pickapi.RoutingStrategyAnnotation+"]",
 				"%q is not a routing strategy (want DEFAULT or PREFIX_CACHE)", s)
 		}
+	}
+	if s, ok := obj.Metadata.Annotations[EngineAnnotation]; ok {
+		e, err := scrape.ParseEngine(s)
+		if err != nil {
+			return fail("metadata.annotations["+EngineAnnotation+"]", "%v", err)
+		}
+		p.Engine = e
 	}
 	if len(obj.Spec) == 0 {
 		return fail("spec", "is required")

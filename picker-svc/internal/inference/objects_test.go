@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"github.com/stretchr/testify/require"
 )
@@ -68,6 +69,10 @@ func TestParseErrorsNameObjectAndField(t *testing.T) {
 		{pool("{}", "{targetPortNumber: 80, selector: {app: a}}"), `InferencePool "<unnamed>": metadata.name: is required`},
 		{pool("{name: p, annotations: {inference.networking.x-k8s.io/routing-strategy: FASTEST}}", "{targetPortNumber: 80, selector: {app: a}}"),
 			`InferencePool "p": metadata.annotations[inference.networking.x-k8s.io/routing-strategy]: "FASTEST" is not a routing strategy`},
+		{pool("{name: p, annotations: {meshllm.io/engine: tgi}}", "{targetPortNumber: 80, selector: {app: a}}"),
+			`InferencePool "p": metadata.annotations[meshllm.io/engine]: engine "tgi": want auto, vllm, sglang, triton-trtllm`},
+		{pool("{name: p, annotations: {meshllm.io/engine: \"\"}}", "{targetPortNumber: 80, selector: {app: a}}"),
+			`InferencePool "p": metadata.annotations[meshllm.io/engine]: engine ""`},
 		{"apiVersion: inference.networking.x-k8s.io/v9\nkind: InferencePool\nmetadata: {name: p}\nspec: {}\n", `InferencePool "p": apiVersion: "inference.networking.x-k8s.io/v9" is not supported`},
 		{"apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {name: g}\nspec: {selector: {matchLabels: {a: b}}}\n", `InferencePool "g": spec.targetPorts: must hold one port`},
 		{model("{poolRef: {name: p}}"), `InferenceModel "m1": spec.modelName: is required`},
@@ -85,6 +90,34 @@ func TestParseErrorsNameObjectAndField(t *testing.T) {
 		_, err := ParseYAML([]byte(tc.in))
 		require.ErrorContains(t, err, tc.want, tc.in)
 	}
+}
+
+func TestParseEngineAnnotation(t *testing.T) {
+	pool := func(annotations string) string {
+		return "apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {name: p" + annotations +
+			"}\nspec: {targetPorts: [{number: 30000}], selector: {matchLabels: {app: a}}}\n"
+	}
+	for _, tc := range []struct {
+		name, annotations string
+		want              scrape.Engine
+	}{
+		{name: "absent: the picker's --engine", annotations: "", want: ""},
+		{name: "sglang", annotations: ", annotations: {meshllm.io/engine: sglang}", want: scrape.EngineSGLang},
+		{name: "vllm", annotations: ", annotations: {meshllm.io/engine: vllm}", want: scrape.EngineVLLM},
+		{name: "triton", annotations: ", annotations: {meshllm.io/engine: triton-trtllm}", want: scrape.EngineTritonTRTLLM},
+		{name: "auto overrides a pinned --engine", annotations: ", annotations: {meshllm.io/engine: auto}", want: scrape.EngineAuto},
+		{name: "beside a routing strategy", annotations: ", annotations: {meshllm.io/engine: sglang, inference.networking.x-k8s.io/routing-strategy: PREFIX_CACHE}", want: scrape.EngineSGLang},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := ParseYAML([]byte(pool(tc.annotations)))
+			require.NoError(t, err)
+			require.Equal(t, tc.want, o.Pools[0].Engine)
+		})
+	}
+	j := `{"apiVersion":"inference.networking.k8s.io/v1","kind":"InferencePool","metadata":{"name":"p","annotations":{"meshllm.io/engine":"sglang"}},"spec":{"targetPorts":[{"number":30000}],"selector":{"matchLabels":{"app":"a"}}}}`
+	o, err := ParseJSON([]byte(j))
+	require.NoError(t, err)
+	require.Equal(t, scrape.EngineSGLang, o.Pools[0].Engine, "cluster objects carry it the same way")
 }
 
 func TestParseIgnoresOtherKinds(t *testing.T) {

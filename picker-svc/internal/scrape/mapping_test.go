@@ -20,10 +20,10 @@ func realisticPage(tb testing.TB) []byte {
 
 func TestMapRealisticPage(t *testing.T) {
 	page := realisticPage(t)
-	s, err := Map(page, t0)
+	s, err := Map(page, EngineVLLM, t0)
 	require.NoError(t, err)
 	require.Equal(t, Snapshot{
-		Waiting: 4, Running: 27, KVCacheUsage: 0.6312, BaseModel: "meta-llama/Llama-3.1-8B-Instruct",
+		Engine: EngineVLLM, Waiting: 4, Running: 27, KVCacheUsage: 0.6312, BaseModel: "meta-llama/Llama-3.1-8B-Instruct",
 		MaxLoRA: 4, RunningAdapters: []string{"sql-lora", "tweet-summary-1"}, WaitingAdapters: []string{"tweet-summary-2"},
 		BlockSize: 16, NumGPUBlocks: 27153,
 		PrefixQueries: 4.812345e+06, PrefixHits: 2.101234e+06, FirstTokens: 4314, HasFirstTokens: true,
@@ -107,13 +107,13 @@ func TestMapTable(t *testing.T) {
 		{name: "too many adapters", page: core + "vllm:kv_cache_usage_perc 0\nvllm:lora_requests_info{max_lora=\"1\",running_lora_adapters=\"" + strings.Repeat("a,", 70) + "\"} 1\n", err: "the limit is 64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := Map([]byte(tc.page), t0)
+			s, err := Map([]byte(tc.page), EngineVLLM, t0)
 			if tc.err != "" {
 				require.ErrorContains(t, err, tc.err)
 				return
 			}
 			require.NoError(t, err)
-			tc.want.ScrapedAt, tc.want.PageBytes = t0, len(tc.page)
+			tc.want.Engine, tc.want.ScrapedAt, tc.want.PageBytes = EngineVLLM, t0, len(tc.page)
 			require.Equal(t, tc.want, s)
 		})
 	}
@@ -136,6 +136,9 @@ func TestSelectLines(t *testing.T) {
 
 func FuzzMap(f *testing.F) {
 	f.Add(realisticPage(f))
+	f.Add(fixture(f, "sglang.txt"))
+	f.Add(fixture(f, "triton-trtllm.txt"))
+	f.Add([]byte("sglang:num_running_reqs{dp_rank=\"0\"} 1\nsglang:num_queue_reqs{dp_rank=\"1\"} 2\nsglang:token_usage 0.5\nsglang:max_total_num_tokens 9e18\n"))
 	f.Add([]byte("vllm:num_requests_running 1\nvllm:num_requests_waiting 2\nvllm:kv_cache_usage_perc 0.5\n"))
 	f.Add([]byte("vllm:num_requests_running 1\nvllm:num_requests_waiting 2\nvllm:gpu_cache_usage_perc 7\nvllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a,b\",waiting_lora_adapters=\",c,\"} 1e9\n"))
 	f.Add([]byte("vllm:num_requests_running{x=\"\\\"\"} 1\nvllm:num_requests_waiting +Inf\n"))
@@ -143,7 +146,7 @@ func FuzzMap(f *testing.F) {
 		"vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} 1751234567\n" +
 		"vllm:lora_requests_info{max_lora=\"3\",running_lora_adapters=\"a,b\",waiting_lora_adapters=\"a\"} 1751234567\n"))
 	f.Fuzz(func(t *testing.T, page []byte) {
-		s, err := Map(page, t0)
+		s, err := Map(page, EngineAuto, t0)
 		if err != nil {
 			return
 		}
@@ -176,7 +179,7 @@ func BenchmarkMap(b *testing.B) {
 	b.SetBytes(int64(len(page)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Map(page, t0); err != nil {
+		if _, err := Map(page, EngineVLLM, t0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -189,7 +192,7 @@ func BenchmarkMapFullParse(b *testing.B) {
 	b.SetBytes(int64(len(page)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := mapSelected(page, t0, len(page)); err != nil {
+		if _, err := mapSelected(page, EngineVLLM, t0, len(page)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -208,7 +211,7 @@ func BenchmarkMapTiedLoRA(b *testing.B) {
 	page := []byte(sb.String())
 	b.SetBytes(int64(len(page)))
 	for b.Loop() {
-		if _, err := Map(page, t0); err != nil {
+		if _, err := Map(page, EngineVLLM, t0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -36,6 +36,9 @@ type Config struct {
 	MaxFailures  int           // this many failures in a row make an endpoint ineligible
 	Path         string
 	Scheme       string
+	// Engine is the metrics dialect of endpoints whose owner sets none
+	// (Endpoint.SetEngine); zero means EngineAuto.
+	Engine Engine
 	// NewClient builds the HTTP client of one endpoint (tests inject one);
 	// default: a client with its own small transport, so that removing an
 	// endpoint closes its connections.
@@ -88,6 +91,9 @@ func (c *Config) withDefaults() Config {
 	if d.Scheme == "" {
 		d.Scheme = DefaultScheme
 	}
+	if d.Engine == "" {
+		d.Engine = EngineAuto
+	}
 	if d.Now == nil {
 		d.Now = time.Now
 	}
@@ -108,7 +114,7 @@ func (c *Config) withDefaults() Config {
 	return d
 }
 
-// Endpoint is one scraped vLLM server. Its methods are safe for concurrent
+// Endpoint is one scraped model server. Its methods are safe for concurrent
 // use; the scheduler reads it without locks.
 type Endpoint struct {
 	Addr string
@@ -117,6 +123,7 @@ type Endpoint struct {
 	hc   *http.Client
 
 	snap     atomic.Pointer[Snapshot]
+	engine   atomic.Pointer[Engine] // nil: cfg.Engine
 	failures atomic.Int32
 	lastErr  atomic.Pointer[string]
 	scrapes  atomic.Uint64
@@ -134,6 +141,25 @@ func newEndpoint(addr string, cfg *Config) *Endpoint {
 
 // Snapshot returns the last good snapshot, or nil before the first one.
 func (e *Endpoint) Snapshot() *Snapshot { return e.snap.Load() }
+
+// SetEngine sets the metrics dialect the endpoint's pages are read as, from
+// the next scrape on; "" restores the Manager's Config.Engine.
+func (e *Endpoint) SetEngine(engine Engine) {
+	if engine == "" {
+		e.engine.Store(nil)
+		return
+	}
+	e.engine.Store(&engine)
+}
+
+// Engine is the dialect the endpoint's pages are read as (EngineAuto:
+// detected on each page; the snapshot's Engine says what was found).
+func (e *Endpoint) Engine() Engine {
+	if p := e.engine.Load(); p != nil {
+		return *p
+	}
+	return e.cfg.Engine
+}
 
 // Failures is the number of failed scrapes since the last good one.
 func (e *Endpoint) Failures() int { return int(e.failures.Load()) }
@@ -259,7 +285,7 @@ func (e *Endpoint) fetch(ctx context.Context) (*Snapshot, Reason, error) {
 	case err != nil:
 		return nil, ReasonRead, fmt.Errorf("reading page: %w", err)
 	}
-	s, err := Map(b, e.cfg.Now())
+	s, err := Map(b, e.Engine(), e.cfg.Now())
 	switch {
 	case errors.Is(err, ErrIncomplete):
 		return nil, ReasonPartial, err

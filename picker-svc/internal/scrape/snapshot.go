@@ -1,5 +1,5 @@
-// Package scrape polls each vLLM endpoint's /metrics, maps the page to one
-// Snapshot and publishes it with an atomic pointer swap, so the scheduler
+// Package scrape polls each model server's /metrics (vLLM, SGLang or Triton
+// TensorRT-LLM; see Engine), maps the page to one Snapshot and publishes it with an atomic pointer swap, so the scheduler
 // reads state without ever blocking a scraper (or being blocked by one).
 package scrape
 
@@ -8,9 +8,14 @@ import (
 	"time"
 )
 
-// Snapshot is the state of one vLLM endpoint as of one good scrape. It is
-// immutable once published.
+// Snapshot is the state of one endpoint as of one good scrape, in vLLM's
+// terms whatever the engine (mapping.go says what each engine fills in). It
+// is immutable once published.
 type Snapshot struct {
+	// Engine is the dialect the page was read as (detected when the
+	// endpoint's engine is EngineAuto).
+	Engine Engine
+
 	// Queue and batch: sums over engines (data-parallel ranks).
 	Waiting float64
 	Running float64

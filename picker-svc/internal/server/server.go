@@ -248,6 +248,8 @@ type debugEndpoint struct {
 	Eligible  bool     `json:"eligible"`
 	Failures  int      `json:"consecutive_failures"`
 	LastError string   `json:"last_error,omitempty"`
+	Engine    string   `json:"engine"`               // the dialect pages are read as (auto: detected)
+	ScrapedAs string   `json:"scraped_as,omitempty"` // the dialect of the last good page
 	AgeMS     *int64   `json:"snapshot_age_ms,omitempty"`
 	Waiting   float64  `json:"waiting"`
 	Running   float64  `json:"running"`
@@ -325,8 +327,9 @@ func (s *Server) debug(w http.ResponseWriter, _ *http.Request) {
 		dp.Conflicts = pv.Conflicts
 		for _, ep := range pv.Endpoints {
 			snap, ok := ep.Eligible(now)
-			de := debugEndpoint{Address: ep.Addr, Eligible: ok, Failures: ep.Failures(), LastError: ep.LastError()}
+			de := debugEndpoint{Address: ep.Addr, Eligible: ok, Failures: ep.Failures(), LastError: ep.LastError(), Engine: string(ep.Engine())}
 			if snap != nil {
+				de.ScrapedAs = string(snap.Engine)
 				age := now.Sub(snap.ScrapedAt).Milliseconds()
 				de.AgeMS = &age
 				de.Waiting, de.Running, de.KVCache = snap.Waiting, snap.Running, snap.KVCacheUsage

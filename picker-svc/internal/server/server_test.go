@@ -329,8 +329,10 @@ func TestMetricsAndDebug(t *testing.T) {
 			Name      string `json:"name"`
 			Strategy  string `json:"strategy"`
 			Endpoints []struct {
-				Address string  `json:"address"`
-				Waiting float64 `json:"waiting"`
+				Address   string  `json:"address"`
+				Waiting   float64 `json:"waiting"`
+				Engine    string  `json:"engine"`
+				ScrapedAs string  `json:"scraped_as"`
 			} `json:"endpoints"`
 			Models []struct {
 				ModelName string `json:"model_name"`
@@ -342,6 +344,8 @@ func TestMetricsAndDebug(t *testing.T) {
 	require.Equal(t, "sim-pool", state.Pools[0].Name)
 	require.Equal(t, v.addr(), state.Pools[0].Endpoints[0].Address)
 	require.Equal(t, 3.0, state.Pools[0].Endpoints[0].Waiting)
+	require.Equal(t, "auto", state.Pools[0].Endpoints[0].Engine, "no annotation, no --engine: detected")
+	require.Equal(t, "vllm", state.Pools[0].Endpoints[0].ScrapedAs)
 	require.Len(t, state.Pools[0].Models, 3)
 
 	// Endpoint gauges follow the endpoint set: gone endpoints disappear.

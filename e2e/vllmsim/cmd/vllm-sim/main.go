@@ -74,6 +74,7 @@ func run(args []string) error {
 		prefix    = fs.Bool("enable-prefix-caching", true, "automatic prefix caching (false = off)")
 		outLen    = fs.String("output-len", "lognormal:200:1", "natural stop lengths: max | fixed:N | uniform:MIN:MAX | exp:MEAN | lognormal:MEDIAN:SIGMA")
 		seed      = fs.Uint64("seed", 1, "random seed (stop lengths, ids); server i uses seed+i")
+		engine    = fs.String("engine", "vllm", "metrics dialect of /metrics: vllm or sglang (SGLang's sglang:* names)")
 		v0        = fs.Bool("metrics-v0", false, "expose v0-engine metric names (gpu_cache_usage_perc, num_requests_swapped, no engine label)")
 		legacyErr = fs.Bool("legacy-errors", false, `flat {"object":"error",...} error bodies (vLLM < 0.10.1)`)
 		tolerance = fs.Float64("behind-tolerance", 0.1, "simulated seconds the engine may trail its clock before a step counts as behind")
@@ -116,7 +117,7 @@ func run(args []string) error {
 			Speed: *speed, BlockSize: *blockSize, NumGPUBlocks: *blocks, MaxNumSeqs: *maxSeqs,
 			MaxNumBatchedTokens: *maxBatch, MaxModelLen: *maxLen, DisablePrefixCaching: *noPrefix || !*prefix,
 			Step:      vllmsim.StepModel{DecodeBase: *decBase, DecodeKV: *decKV, DecodeBatch: *decBatch, PrefillBase: *preBase, PrefillPerToken: *preTok, PrefillMin: *preMin},
-			OutputLen: dist, Seed: *seed + uint64(i), MetricsV0: *v0, LegacyErrors: *legacyErr,
+			OutputLen: dist, Seed: *seed + uint64(i), Engine: *engine, MetricsV0: *v0, LegacyErrors: *legacyErr,
 			BehindTolerance: *tolerance, Logger: logger.With("server", i),
 		}
 	}
