@@ -75,6 +75,7 @@ type httpContext struct {
 	pausedTick int // plugin tick count when the headers were held for the body
 	pickStart  time.Time
 	pickID     uint64 // the picker's id for this request's pick, reported at its end
+	objective  string // the InferenceObjective the request names (pickapi.ObjectiveHeaders)
 	// copied counts body bytes this request copied into the VM.
 	copied int
 
@@ -111,6 +112,9 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	}
 	h.start = time.Now()
 	cfg := &h.plugin.cfg
+	if cfg.RouteOn != config.RouteNone {
+		h.objective = objectiveHeader()
+	}
 	switch cfg.RouteOn {
 	case config.RouteBody:
 		// Hold the headers until the body is read and the pick is made.
@@ -135,6 +139,22 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 		h.phase = phaseSent
 		return types.ActionContinue
 	}
+}
+
+// objectiveHeader is the first of pickapi.ObjectiveHeaders the request
+// carries. A value longer than a Kubernetes name names no object: it
+// counts as none (the picker would refuse the pick, and the request would
+// lose its routing over a header).
+func objectiveHeader() string {
+	for _, name := range pickapi.ObjectiveHeaders {
+		if v, err := proxywasm.GetHttpRequestHeader(name); err == nil && v != "" {
+			if len(v) > pickapi.MaxNameLen {
+				return ""
+			}
+			return v
+		}
+	}
+	return ""
 }
 
 // freeLength drops Content-Length when the headers will leave before the

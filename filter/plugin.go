@@ -27,13 +27,16 @@ type pluginContext struct {
 	cfg     config.Config
 	metrics *hostMetrics
 
-	hashBuf  []uint64                // reused for prefix hashes
-	ends     route.Ends              // ended requests' pick ids, for the next pick
-	doneBuf  []uint64                // reused for a pick request's done ids
-	rankedAt time.Time               // last fallback-cache write
-	rotation int                     // round robin over cached endpoints
-	waiting  map[uint32]*httpContext // paused for a body (watchdog)
-	logged   map[string]bool         // logOnce
+	hashBuf []uint64   // reused for prefix hashes
+	ends    route.Ends // ended requests' pick ids, for the next pick
+	doneBuf []uint64   // reused for a pick request's done ids
+	// pickerKnowsObjectives: the picker has answered with a pick_id, so
+	// it is new enough to read the pick request's "objective".
+	pickerKnowsObjectives bool
+	rankedAt              time.Time               // last fallback-cache write
+	rotation              int                     // round robin over cached endpoints
+	waiting               map[uint32]*httpContext // paused for a body (watchdog)
+	logged                map[string]bool         // logOnce
 
 	ticks         int // ticks seen
 	watchdogTicks int // ticks a paused request may wait for its body

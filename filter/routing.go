@@ -23,6 +23,9 @@ import (
 func (h *httpContext) startPick(model string, req *llmapi.Request) bool {
 	cfg := &h.plugin.cfg
 	pr := pickapi.PickRequest{Pool: cfg.Pool, Model: model, Done: h.plugin.ends.Take(h.plugin.doneBuf[:0])}
+	if h.objective != "" && h.plugin.knowsObjectives() {
+		pr.Objective = h.objective
+	}
 	if req != nil {
 		pr.PrefixHashes = pickapi.PrefixHashes(h.plugin.hashBuf[:0], model, req.Prompt)
 		pr.PromptBytes = len(req.Prompt)
@@ -81,6 +84,13 @@ func (h *httpContext) onPickResponse(numHeaders, bodySize, _ int) {
 // another target, and refreshes the fallback cache.
 func (h *httpContext) applyPick(p pickapi.PickResponse) {
 	h.pickID = p.PickID
+	if p.PickID != 0 && !h.plugin.pickerKnowsObjectives {
+		// A picker that numbers picks also reads "objective"; an older
+		// one would refuse the field (400), so it is sent only from now,
+		// by every worker's VM (shared data).
+		h.plugin.pickerKnowsObjectives = true
+		_ = proxywasm.SetSharedData(route.ObjectivesKey, []byte{1}, 0)
+	}
 	_ = proxywasm.ReplaceHttpRequestHeader(pickapi.HeaderDestinationEndpoint, p.Endpoint)
 	if p.TargetModel != "" && p.TargetModel != h.model && h.reqBody != nil {
 		if nb, ok := h.req.RewriteModel(h.reqBody, p.TargetModel); ok {
@@ -172,6 +182,17 @@ func (h *httpContext) replaceRequestBody(nb []byte) bool {
 		}
 	}
 	return true
+}
+
+// knowsObjectives reports whether the picker reads "objective": this VM
+// saw a pick_id, or another worker's VM did.
+func (p *pluginContext) knowsObjectives() bool {
+	if !p.pickerKnowsObjectives {
+		if b, _, err := proxywasm.GetSharedData(route.ObjectivesKey); err == nil && len(b) == 1 && b[0] == 1 {
+			p.pickerKnowsObjectives = true
+		}
+	}
+	return p.pickerKnowsObjectives
 }
 
 // storeRanked keeps the pick's ranked endpoints in shared data, at most

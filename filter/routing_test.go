@@ -138,6 +138,32 @@ func TestRouteReportsEndsOnTheNextPick(t *testing.T) {
 	})
 }
 
+// The objective header is forwarded once the picker has shown (with a
+// pick_id) that it reads the field; the first of the upstream's names wins.
+func TestRouteForwardsObjective(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, bodyRouting)
+		req := fixture(t, "chat_request.json")
+		pickWith := func(headers [][2]string, pickAnswer string) pickapi.PickRequest {
+			id, call := startRouted(t, host, llmRequest("/v1/chat/completions", headers...), req)
+			pr, err := pickapi.ParsePickRequest(call.Body)
+			require.NoError(t, err, string(call.Body))
+			answer(host, call, 200, pickAnswer)
+			host.CompleteHttpContext(id)
+			return pr
+		}
+		batch := [][2]string{{"x-gateway-inference-objective", "batch"}}
+		require.Empty(t, pickWith(batch, `{"endpoint":"10.1.2.3:8000"}`).Objective, "an older picker would refuse the field")
+		require.Empty(t, pickWith(batch, `{"endpoint":"10.1.2.3:8000","pick_id":5}`).Objective, "still unknown when this pick was sent")
+		require.Equal(t, "batch", pickWith(batch, `{"endpoint":"10.1.2.3:8000","pick_id":6}`).Objective)
+		require.Equal(t, "new", pickWith([][2]string{{"x-gateway-inference-objective", "old"},
+			{"x-llm-d-router-inference-objective", "new"}}, `{"endpoint":"10.1.2.3:8000"}`).Objective)
+		require.Empty(t, pickWith([][2]string{{"x-gateway-inference-objective", strings.Repeat("o", pickapi.MaxNameLen+1)}},
+			`{"endpoint":"10.1.2.3:8000"}`).Objective, "too long to name an object: none")
+		require.Empty(t, pickWith(nil, `{"endpoint":"10.1.2.3:8000"}`).Objective)
+	})
+}
+
 func TestRouteRefusalIsLocalReply(t *testing.T) {
 	bothVMs(t, func(t *testing.T, vm types.VMContext) {
 		host, _ := routedHost(t, vm, bodyRouting)

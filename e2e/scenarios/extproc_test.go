@@ -143,3 +143,54 @@ func TestExtProcPickerKilled(t *testing.T) {
 		require.Equal(t, 3, sumUpstream(s.ExtProcGateway.UpstreamCounts()), "nothing was sent while the picker was down")
 	})
 }
+
+const objectivesYAML = `---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: batch}
+spec: {priority: -1, poolRef: {name: sim-pool}}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: premium}
+spec: {priority: 10, poolRef: {name: sim-pool}}
+`
+
+// InferenceObjective priorities over both paths: with every pod
+// saturated, a request naming a negative-priority objective (by the
+// upstream's header) is shed, one naming a positive one is routed.
+func TestObjectivePriorityShedding(t *testing.T) {
+	for _, path := range routePaths {
+		t.Run(path.name, func(t *testing.T) {
+			cfgs := sims(2, "base", 10)
+			for i := range cfgs {
+				cfgs[i].MaxNumSeqs = 1
+			}
+			s := start(t, stack.Config{Sims: cfgs, Pool: "sim-pool", PluginConfig: routed(""), Objects: objects("DEFAULT") + objectivesYAML})
+			// One pick first: the filter forwards objectives once the picker
+			// has shown it reads them (a pick_id).
+			r := client.Do(context.Background(), path.url(s), loadgen.Request{Body: loadgen.Completion("base", "warm up", 1, false)})
+			require.True(t, r.OK(), "%d %s %v", r.Status, r.Body, r.Err)
+			for _, a := range s.Fleet.Addrs {
+				loadDirect(t, a, 9, loadgen.Completion("base", "keep busy", 8000, true))
+			}
+			eventually(t, 20*time.Second, "every pod saturated in the picker's view", func() bool {
+				return endpointState(t, s, s.Fleet.Addrs[0]).Get("waiting").Float() > 5 && endpointState(t, s, s.Fleet.Addrs[1]).Get("waiting").Float() > 5
+			})
+			r = client.Do(context.Background(), path.url(s), loadgen.Request{Headers: map[string]string{"x-gateway-inference-objective": "batch"},
+				Body: loadgen.Completion("base", "later", 2, false)})
+			require.NoError(t, r.Err)
+			require.Equal(t, 429, r.Status, string(r.Body))
+			require.Contains(t, string(r.Body), "batch", "the refusal names the objective")
+
+			before := sumUpstream(path.counts(s))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go client.Do(ctx, path.url(s), loadgen.Request{Headers: map[string]string{"x-llm-d-router-inference-objective": "premium"},
+				Body: loadgen.Completion("base", "now", 1, false)})
+			eventually(t, 10*time.Second, "the premium request to be routed", func() bool {
+				return sumUpstream(path.counts(s)) == before+1
+			})
+		})
+	}
+}

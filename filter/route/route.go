@@ -160,6 +160,10 @@ func FailClosedBody() []byte {
 // Fallback cache: the last ranked endpoints of a pool, kept in Envoy shared
 // data (shared by every worker's VM) as "unix_millis,ep1,ep2,...".
 
+// ObjectivesKey is the shared-data key that says the picker reads the pick
+// request's "objective" (it answered with a pick_id): set once by any VM.
+const ObjectivesKey = "meshllm/picker_reads_objectives"
+
 // CacheKey is the shared-data key of a pool's cache.
 func CacheKey(pool string) string { return "meshllm/ranked/" + pool }
 
