@@ -29,6 +29,7 @@ package extprocgw
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,7 @@ import (
 	procmode "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -55,6 +57,9 @@ type Options struct {
 	// FailOpen is ext_proc's failure_mode_allow (the InferencePool's
 	// endpointPickerRef failureMode FailOpen).
 	FailOpen bool
+	// TLS dials the picker over TLS accepting any certificate, as Envoy
+	// AI Gateway and kgateway do.
+	TLS bool
 	// MessageTimeout bounds each wait for the picker (Envoy's
 	// message_timeout; default 10 s here, generous for loaded CI hosts).
 	MessageTimeout time.Duration
@@ -79,7 +84,11 @@ func Start(o Options) (*Gateway, error) {
 	if o.MessageTimeout <= 0 {
 		o.MessageTimeout = 10 * time.Second
 	}
-	conn, err := grpc.NewClient(o.ExtProc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if o.TLS {
+		creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // as the gateways named above do
+	}
+	conn, err := grpc.NewClient(o.ExtProc, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
 	}

@@ -194,3 +194,15 @@ func TestObjectivePriorityShedding(t *testing.T) {
 		})
 	}
 }
+
+// Over TLS (a self-signed certificate), as gateways that dial their
+// endpoint picker over TLS expect: requests are picked and routed.
+func TestExtProcOverTLS(t *testing.T) {
+	s := start(t, stack.Config{Sims: sims(2, "base", 100), Objects: objects("DEFAULT"), Pool: "sim-pool",
+		PluginConfig: routed(""), ExtProcTLS: true})
+	for i := 0; i < 10; i++ {
+		r := client.Do(context.Background(), s.ExtProcGateway.URL(), loadgen.Request{Body: loadgen.Completion("base", "q", 2, i%2 == 0)})
+		require.True(t, r.OK(), "%d %s %v", r.Status, r.Body, r.Err)
+	}
+	require.Equal(t, float64(10), counterValue(pickerMetrics(t, s), `meshllm_picker_picks_total{outcome="picked",strategy="DEFAULT"}`))
+}

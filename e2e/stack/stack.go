@@ -67,6 +67,9 @@ type Config struct {
 	// Wasm filter's; ExtProcFailOpen is its failure_mode_allow.
 	ExtProc         bool
 	ExtProcFailOpen bool
+	// ExtProcTLS serves ext_proc with a self-signed certificate, and the
+	// gateway dials it over TLS.
+	ExtProcTLS bool
 }
 
 // Stack is a running system.
@@ -183,7 +186,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	if cfg.ExtProc {
 		if s.ExtProcGateway, err = extprocgw.Start(extprocgw.Options{ExtProc: s.extProc, Endpoints: s.Fleet.Addrs,
-			FailOpen: cfg.ExtProcFailOpen}); err != nil {
+			FailOpen: cfg.ExtProcFailOpen, TLS: cfg.ExtProcTLS}); err != nil {
 			return nil, err
 		}
 	}
@@ -218,6 +221,9 @@ func (s *Stack) startPicker(addr string) error {
 			ep = "127.0.0.1:0"
 		}
 		args = append(args, "--ext-proc-listen", ep)
+		if s.cfg.ExtProcTLS {
+			args = append(args, "--ext-proc-tls", "self-signed")
+		}
 	}
 	args = append(args, s.cfg.PickerArgs...)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -26,6 +26,7 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/internal/server"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -122,14 +123,24 @@ func Run(ctx context.Context, o Options) error {
 			ln.Close()
 			return err
 		}
-		gs = grpc.NewServer()
+		tlsCfg, err := extproc.ServerTLS(extproc.TLSMode(cfg.ExtProc.TLS), cfg.ExtProc.CertPath)
+		if err != nil {
+			ln.Close()
+			gln.Close()
+			return err
+		}
+		var opts []grpc.ServerOption
+		if tlsCfg != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		}
+		gs = grpc.NewServer(opts...)
 		extprocv3.RegisterExternalProcessorServer(gs, extproc.New(srv, extproc.Config{Pool: cfg.Discovery.Pool, Mode: mode,
 			MaxBodyBytes: cfg.ExtProc.MaxBodyBytes}, log))
 		if o.ExtProcReady != nil {
 			o.ExtProcReady(gln.Addr())
 		}
 		go func() { errc <- gs.Serve(gln) }()
-		log.Info("ext_proc endpoint picker listening", "listen", gln.Addr().String())
+		log.Info("ext_proc endpoint picker listening", "listen", gln.Addr().String(), "tls", cfg.ExtProc.TLS)
 	}
 	if o.Ready != nil {
 		o.Ready(ln.Addr())

@@ -54,6 +54,10 @@ type Config struct {
 		Listen       string `json:"listen"`
 		BodyMode     string `json:"bodyMode"` // full-duplex (default) or buffered, when the gateway does not say
 		MaxBodyBytes int    `json:"maxBodyBytes"`
+		// TLS: off (default), self-signed, or files (tls.crt and tls.key
+		// in CertPath, re-read when rotated); a CertPath alone means files.
+		TLS      string `json:"tls"`
+		CertPath string `json:"certPath"`
 	} `json:"extProc"`
 	LogLevel  string   `json:"logLevel"`
 	Objects   []string `json:"objects"` // YAML files with InferencePool / InferenceModel
@@ -209,6 +213,8 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	listen := fs.String("listen", "", "listen address (env PICKER_LISTEN; default :9002)")
 	extProcListen := fs.String("ext-proc-listen", "", "serve the endpoint-picker protocol (Envoy ext_proc gRPC) here, e.g. :9004 (env PICKER_EXT_PROC_LISTEN; default off)")
 	extProcMode := fs.String("ext-proc-body-mode", "", "request body mode of the gateway's ext_proc filter when it does not say: full-duplex or buffered (env PICKER_EXT_PROC_BODY_MODE; default full-duplex)")
+	extProcTLS := fs.String("ext-proc-tls", "", "ext_proc listener TLS: off, self-signed, or files (env PICKER_EXT_PROC_TLS; default off, or files with --ext-proc-cert-path)")
+	extProcCerts := fs.String("ext-proc-cert-path", "", "directory holding tls.crt and tls.key for the ext_proc listener, re-read when they change (env PICKER_EXT_PROC_CERT_PATH)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env PICKER_LOG_LEVEL)")
 	objects := fs.String("objects", "", "comma-separated YAML files with InferencePool/InferenceModel objects (env PICKER_OBJECTS)")
 	mode := fs.String("discovery", "", "static, dns or kubernetes (env PICKER_DISCOVERY; default static)")
@@ -280,6 +286,11 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	pick("listen", "PICKER_LISTEN", *listen, &c.Listen)
 	pick("ext-proc-listen", "PICKER_EXT_PROC_LISTEN", *extProcListen, &c.ExtProc.Listen)
 	pick("ext-proc-body-mode", "PICKER_EXT_PROC_BODY_MODE", *extProcMode, &c.ExtProc.BodyMode)
+	pick("ext-proc-tls", "PICKER_EXT_PROC_TLS", *extProcTLS, &c.ExtProc.TLS)
+	pick("ext-proc-cert-path", "PICKER_EXT_PROC_CERT_PATH", *extProcCerts, &c.ExtProc.CertPath)
+	if c.ExtProc.TLS == "" && c.ExtProc.CertPath != "" {
+		c.ExtProc.TLS = "files"
+	}
 	pick("log-level", "PICKER_LOG_LEVEL", *logLevel, &c.LogLevel)
 	pickList("objects", "PICKER_OBJECTS", *objects, &c.Objects)
 	pick("discovery", "PICKER_DISCOVERY", *mode, &c.Discovery.Mode)
@@ -321,6 +332,15 @@ func (c *Config) validate() error {
 	case "", "full-duplex", "buffered":
 	default:
 		errs = append(errs, fmt.Errorf("extProc.bodyMode %q: want full-duplex or buffered", c.ExtProc.BodyMode))
+	}
+	switch c.ExtProc.TLS {
+	case "", "off", "self-signed":
+	case "files":
+		if c.ExtProc.CertPath == "" {
+			errs = append(errs, errors.New("extProc.tls files needs extProc.certPath (--ext-proc-cert-path)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("extProc.tls %q: want off, self-signed or files", c.ExtProc.TLS))
 	}
 	if c.ExtProc.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("extProc.maxBodyBytes %d: must be >= 0 (0: 4 MiB)", c.ExtProc.MaxBodyBytes))

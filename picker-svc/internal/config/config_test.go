@@ -133,4 +133,15 @@ func TestExtProc(t *testing.T) {
 	require.Equal(t, "buffered", c.ExtProc.BodyMode)
 	_, err = Load([]string{"--endpoints", "10.0.0.1:8000", "--ext-proc-body-mode", "streamed"}, env(nil))
 	require.ErrorContains(t, err, `extProc.bodyMode "streamed"`)
+
+	c, err = Load([]string{"--endpoints", "10.0.0.1:8000", "--ext-proc-cert-path", "/etc/epp"}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, "files", c.ExtProc.TLS, "a cert path alone means TLS from its files")
+	c, err = Load([]string{"--endpoints", "10.0.0.1:8000"}, env(map[string]string{"PICKER_EXT_PROC_TLS": "self-signed"}))
+	require.NoError(t, err)
+	require.Equal(t, "self-signed", c.ExtProc.TLS)
+	_, err = Load([]string{"--endpoints", "10.0.0.1:8000", "--ext-proc-tls", "files"}, env(nil))
+	require.ErrorContains(t, err, "needs extProc.certPath")
+	_, err = Load([]string{"--endpoints", "10.0.0.1:8000", "--ext-proc-tls", "mtls"}, env(nil))
+	require.ErrorContains(t, err, `extProc.tls "mtls"`)
 }
