@@ -246,8 +246,8 @@ func extprocExchange(ctx context.Context, c extprocv3.ExternalProcessorClient, m
 
 // startExtproc serves dec over ext_proc on a loopback TCP port, as
 // picker-svc's app does (grpc.NewServer with no options), and returns a
-// client on one connection: Envoy's gRPC client multiplexes its streams to
-// a cluster host over one HTTP/2 connection per worker.
+// client on one connection, over which its streams are multiplexed (HTTP/2)
+// as a gRPC client does.
 func startExtproc(tb testing.TB, dec Decider) extprocv3.ExternalProcessorClient {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -387,8 +387,7 @@ func BenchmarkPickExtProc(b *testing.B) {
 // concurrency as BenchmarkPickExtProc, asked as the Wasm filter asks:
 // one POST /v1/pick per request with the body's prefix hashes (hashed by
 // the filter, outside the timed part, as inside Envoy), over keep-alive
-// HTTP/1.1 connections, one per goroutine (Envoy's HTTP/1.1 pool to the
-// picker cluster). The pick part is the POST's round trip; there is no
+// HTTP/1.1 connections, one per goroutine. The pick part is the POST's round trip; there is no
 // response phase (the filter reports the request's end in its next pick).
 func BenchmarkPickHTTPLikeExtProc(b *testing.B) {
 	for _, p := range benchParallelism {
