@@ -387,8 +387,9 @@ func BenchmarkPickExtProc(b *testing.B) {
 // concurrency as BenchmarkPickExtProc, asked as the Wasm filter asks:
 // one POST /v1/pick per request with the body's prefix hashes (hashed by
 // the filter, outside the timed part, as inside Envoy), over keep-alive
-// HTTP/1.1 connections, one per goroutine. The pick part is the POST's round trip; there is no
-// response phase (the filter reports the request's end in its next pick).
+// HTTP/1.1 connections, one per goroutine. The pick part is the POST's
+// round trip; there is no response phase (the filter reports the
+// request's end in its next pick).
 func BenchmarkPickHTTPLikeExtProc(b *testing.B) {
 	for _, p := range benchParallelism {
 		clients := p * runtime.GOMAXPROCS(0)
