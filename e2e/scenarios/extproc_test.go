@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/tidwall/gjson"
 
 	"github.com/meshllm/meshllm/e2e/loadgen"
 	"github.com/meshllm/meshllm/e2e/stack"
@@ -18,8 +17,8 @@ import (
 
 // The gateway path (an InferencePool whose endpoint picker is picker-svc,
 // over ext_proc): the scenarios whose checks differ from the Wasm path's.
-// Queue and KV avoidance and InferenceModel weights run over both paths in
-// routing_test.go.
+// Queue and KV avoidance, InferenceModel weights and criticality shedding
+// run over both paths in routing_test.go.
 
 func pickerMetrics(t *testing.T, s *stack.Stack) string {
 	t.Helper()
@@ -29,38 +28,6 @@ func pickerMetrics(t *testing.T, s *stack.Stack) string {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return string(b)
-}
-
-// Under saturation a Sheddable request gets the picker's 429, as an
-// ImmediateResponse with an OpenAI-style body; a Critical one is routed.
-func TestExtProcShedding(t *testing.T) {
-	cfgs := sims(2, "base", 10)
-	for i := range cfgs {
-		cfgs[i].MaxNumSeqs = 1
-	}
-	s := start(t, stack.Config{Sims: cfgs, Pool: "sim-pool", PluginConfig: routed(""),
-		Objects: objects("DEFAULT", [3]string{"batch", "Sheddable", "base:1"}, [3]string{"urgent", "Critical", "base:1"})})
-	for _, a := range s.Fleet.Addrs {
-		loadDirect(t, a, 9, loadgen.Completion("base", "keep busy", 8000, true))
-	}
-	eventually(t, 20*time.Second, "every pod saturated in the picker's view", func() bool {
-		return endpointState(t, s, s.Fleet.Addrs[0]).Get("waiting").Float() > 5 && endpointState(t, s, s.Fleet.Addrs[1]).Get("waiting").Float() > 5
-	})
-	r := client.Do(context.Background(), s.ExtProcGateway.URL(), loadgen.Request{Body: loadgen.Completion("batch", "later", 2, false)})
-	require.NoError(t, r.Err)
-	require.Equal(t, 429, r.Status, string(r.Body))
-	require.Equal(t, float64(429), gjson.GetBytes(r.Body, "error.code").Num, string(r.Body))
-	require.Equal(t, "RateLimitError", gjson.GetBytes(r.Body, "error.type").Str)
-	require.Zero(t, sumUpstream(s.ExtProcGateway.UpstreamCounts()), "a shed request goes nowhere")
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go client.Do(ctx, s.ExtProcGateway.URL(), loadgen.Request{Body: loadgen.Completion("urgent", "now", 1, false)})
-	eventually(t, 10*time.Second, "the critical request to be routed", func() bool {
-		return sumUpstream(s.ExtProcGateway.UpstreamCounts()) == 1
-	})
-	m := pickerMetrics(t, s)
-	require.Equal(t, float64(1), counterValue(m, `meshllm_picker_picks_total{outcome="shed",strategy="DEFAULT"}`), m)
 }
 
 func sumUpstream(c map[string]int) int {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tidwall/gjson"
 
 	"github.com/meshllm/meshllm/e2e/loadgen"
 	"github.com/meshllm/meshllm/e2e/stack"
@@ -175,33 +176,45 @@ func TestPrefixCacheRouting(t *testing.T) {
 	require.GreaterOrEqual(t, rrPods, 2.5)
 }
 
-// Under saturation Sheddable requests get 429 while Critical ones are served.
+// Under saturation Sheddable requests get the picker's 429 (an OpenAI-style
+// body, through the filter's local reply or ext_proc's immediate response)
+// and go nowhere, while Critical ones are routed: over both paths.
 func TestCriticalityShedding(t *testing.T) {
-	cfgs := sims(2, "base", 10)
-	for i := range cfgs {
-		cfgs[i].MaxNumSeqs = 1
-	}
-	s := start(t, stack.Config{Sims: cfgs, Pool: "sim-pool", PluginConfig: routed(""),
-		Objects: objects("DEFAULT", [3]string{"batch", "Sheddable", "base:1"}, [3]string{"urgent", "Critical", "base:1"})})
-	for _, a := range s.Fleet.Addrs {
-		loadDirect(t, a, 9, loadgen.Completion("base", "keep busy", 8000, true))
-	}
-	eventually(t, 20*time.Second, "every pod saturated in the picker's view", func() bool {
-		return endpointState(t, s, s.Fleet.Addrs[0]).Get("waiting").Float() > 5 && endpointState(t, s, s.Fleet.Addrs[1]).Get("waiting").Float() > 5
-	})
-	r := client.Do(context.Background(), s.URL(stack.LLMListener), loadgen.Request{Body: loadgen.Completion("batch", "later", 2, false)})
-	require.NoError(t, r.Err)
-	require.Equal(t, 429, r.Status, string(r.Body))
-	require.Contains(t, string(r.Body), `"error"`)
+	for _, path := range routePaths {
+		t.Run(path.name, func(t *testing.T) {
+			cfgs := sims(2, "base", 10)
+			for i := range cfgs {
+				cfgs[i].MaxNumSeqs = 1
+			}
+			s := start(t, stack.Config{Sims: cfgs, Pool: "sim-pool", PluginConfig: routed(""),
+				Objects: objects("DEFAULT", [3]string{"batch", "Sheddable", "base:1"}, [3]string{"urgent", "Critical", "base:1"})})
+			for _, a := range s.Fleet.Addrs {
+				loadDirect(t, a, 9, loadgen.Completion("base", "keep busy", 8000, true))
+			}
+			eventually(t, 20*time.Second, "every pod saturated in the picker's view", func() bool {
+				return endpointState(t, s, s.Fleet.Addrs[0]).Get("waiting").Float() > 5 && endpointState(t, s, s.Fleet.Addrs[1]).Get("waiting").Float() > 5
+			})
+			r := client.Do(context.Background(), path.url(s), loadgen.Request{Body: loadgen.Completion("batch", "later", 2, false)})
+			require.NoError(t, r.Err)
+			require.Equal(t, 429, r.Status, string(r.Body))
+			require.Equal(t, float64(429), gjson.GetBytes(r.Body, "error.code").Num, string(r.Body))
+			require.Equal(t, "RateLimitError", gjson.GetBytes(r.Body, "error.type").Str)
+			require.Zero(t, sumUpstream(path.counts(s)), "a shed request goes nowhere")
 
-	// Critical is never shed: it is routed (and queued) even now.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go client.Do(ctx, s.URL(stack.LLMListener), loadgen.Request{Body: loadgen.Completion("urgent", "now", 1, false)})
-	eventually(t, 10*time.Second, "the critical request to be routed", func() bool {
-		return counterValue(s.PrometheusText(), `asm_llm_proxy_picks_total{outcome="picked"}`) == 1
-	})
-	require.Equal(t, float64(1), counterValue(s.PrometheusText(), `asm_llm_proxy_picks_total{outcome="refused"}`))
+			// Critical is never shed: it is routed (and queued) even now.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go client.Do(ctx, path.url(s), loadgen.Request{Body: loadgen.Completion("urgent", "now", 1, false)})
+			eventually(t, 10*time.Second, "the critical request to be routed", func() bool {
+				return sumUpstream(path.counts(s)) == 1
+			})
+			m := pickerMetrics(t, s)
+			require.Equal(t, float64(1), counterValue(m, `meshllm_picker_picks_total{outcome="shed",strategy="DEFAULT"}`), m)
+			if path.name == "wasm" {
+				require.Equal(t, float64(1), counterValue(s.PrometheusText(), `asm_llm_proxy_picks_total{outcome="refused"}`))
+			}
+		})
+	}
 }
 
 // The picker dies mid-run: no request fails (the filter fails open, using
