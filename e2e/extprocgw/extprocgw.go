@@ -35,6 +35,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -299,10 +300,23 @@ func (g *Gateway) respond(w http.ResponseWriter, st extprocv3.ExternalProcessor_
 		w.Header()[k] = vs
 	}
 	if st != nil {
+		hm := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":status", RawValue: []byte(strconv.Itoa(resp.StatusCode))}}}
+		for k, vs := range resp.Header {
+			for _, v := range vs {
+				hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: strings.ToLower(k), RawValue: []byte(v)})
+			}
+		}
 		_ = st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-			ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{}}}})
-		if _, err := g.recv(st); err != nil {
+			ResponseHeaders: &extprocv3.HttpHeaders{Headers: hm}}})
+		r, err := g.recv(st)
+		if err != nil {
 			st = nil // the picker is gone: the response goes on untouched
+		}
+		for _, h := range r.GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+			w.Header().Set(h.GetHeader().GetKey(), value(h.GetHeader()))
+		}
+		for _, k := range r.GetResponseHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders() {
+			w.Header().Del(k)
 		}
 	}
 	w.WriteHeader(resp.StatusCode)

@@ -12,11 +12,18 @@ import (
 	"github.com/meshllm/meshllm/e2e/stack"
 )
 
-// Token metrics at the gateway equal the simulator's own counters exactly,
-// for streaming requests with and without the client's include_usage (the
-// filter injects it and hides the extra chunk) and non-streaming ones, chat
-// and completions.
+// Token metrics equal the simulator's own counters exactly, for streaming
+// requests with and without the client's include_usage (the filter, or the
+// picker over ext_proc, injects it and hides the extra chunk) and
+// non-streaming ones, chat and completions: at the gateway (the filter's
+// asm_llm_proxy_*), and at the picker on the ext_proc path.
 func TestTokenMetricsMatchSimulator(t *testing.T) {
+	for _, path := range routePaths {
+		t.Run(path.name, func(t *testing.T) { tokenMetricsMatch(t, path) })
+	}
+}
+
+func tokenMetricsMatch(t *testing.T, path routePath) {
 	s := start(t, stack.Config{Sims: sims(3, "base", 100, "a1"), Objects: objects("DEFAULT"), Pool: "sim-pool", PluginConfig: routed("")})
 	rng := rand.New(rand.NewSource(11))
 	var reqs []loadgen.Request
@@ -36,7 +43,7 @@ func TestTokenMetricsMatchSimulator(t *testing.T) {
 				Body: []byte(fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":%q}],"max_completion_tokens":%d,"ignore_eos":true,"stream":true}`, model, prompt, n))})
 		}
 	}
-	results := client.Run(context.Background(), s.URL(stack.LLMListener), reqs, 8, nil)
+	results := client.Run(context.Background(), path.url(s), reqs, 8, nil)
 	for i, r := range results {
 		require.True(t, r.OK(), "%d: %d %s %v", i, r.Status, r.Body, r.Err)
 		if i%4 == 1 || i%4 == 3 {
@@ -51,9 +58,21 @@ func TestTokenMetricsMatchSimulator(t *testing.T) {
 		prompt += st.PromptTokens
 		gen += st.GenerationTokens
 	}
-	prom := s.PrometheusText()
-	require.Equal(t, float64(prompt), sumSeries(prom, "asm_llm_proxy_prompt_tokens"))
-	require.Equal(t, float64(gen), sumSeries(prom, "asm_llm_proxy_completion_tokens"))
-	require.Zero(t, sumSeries(prom, "asm_llm_proxy_usage_missing_total"))
-	t.Logf("prompt tokens %d, completion tokens %d: gateway and simulators agree", prompt, gen)
+	prom, metric := s.PrometheusText(), "asm_llm_proxy_"
+	if path.name == "ext_proc" {
+		prom, metric = pickerMetrics(t, s), "meshllm_picker_"
+	}
+	require.Equal(t, float64(prompt), sumSeries(prom, metric+"prompt_tokens"+suffix(path)))
+	require.Equal(t, float64(gen), sumSeries(prom, metric+"completion_tokens"+suffix(path)))
+	require.Zero(t, sumSeries(prom, metric+"usage_missing_total"))
+	t.Logf("%s: prompt tokens %d, completion tokens %d: metrics and simulators agree", path.name, prompt, gen)
+}
+
+// suffix: Envoy's counters have none on /stats/prometheus; the picker's
+// Prometheus counters end in _total.
+func suffix(path routePath) string {
+	if path.name == "ext_proc" {
+		return "_total"
+	}
+	return ""
 }

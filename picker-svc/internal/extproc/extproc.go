@@ -14,6 +14,7 @@
 package extproc
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -80,6 +81,8 @@ func ParseBodyMode(s string) (BodyMode, error) {
 type Decider interface {
 	Decide(req *pickapi.PickRequest, subset []string, start time.Time) server.Decision
 	RequestsDone(ids []uint64)
+	// RecordUsage counts a finished response's token usage.
+	RecordUsage(model, target string, oc llmapi.Outcome)
 }
 
 // Config of the ext_proc server.
@@ -103,9 +106,10 @@ const DefaultMaxBodyBytes = 4 << 20
 // Server implements extprocv3.ExternalProcessorServer.
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
-	dec Decider
-	cfg Config
-	log *slog.Logger
+	dec    Decider
+	cfg    Config
+	limits llmapi.ObserverLimits
+	log    *slog.Logger
 }
 
 // New returns an ext_proc server placing requests with dec.
@@ -116,7 +120,10 @@ func New(dec Decider, cfg Config, log *slog.Logger) *Server {
 	if cfg.MaxJSONDepth <= 0 {
 		cfg.MaxJSONDepth = llmapi.DefaultMaxDepth
 	}
-	return &Server{dec: dec, cfg: cfg, log: log}
+	// The filter's defaults: a JSON response copy of 4 MiB, SSE events of
+	// 1 MiB, gzip read.
+	limits := llmapi.ObserverLimits{MaxBody: 4 << 20, MaxEvent: 1 << 20, DecodeGzip: true, MaxDepth: cfg.MaxJSONDepth}
+	return &Server{dec: dec, cfg: cfg, limits: limits, log: log}
 }
 
 // exchange is one HTTP request's state on its stream.
@@ -131,6 +138,12 @@ type exchange struct {
 	routed     bool // the request's destination has been answered
 	pickID     uint64
 	ended      bool
+	// Usage: the request's model and the picker's target, whether the
+	// picker added include_usage to a stream (the usage-only chunk is then
+	// taken out again), and the response's observer.
+	model, target string
+	injected      bool
+	obs           *llmapi.ResponseObserver
 }
 
 // Process implements extprocv3.ExternalProcessorServer.
@@ -151,13 +164,22 @@ func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	}
 }
 
-// end reports the request's end once.
+// end reports the request's end, and its usage, once.
 func (x *exchange) end() {
-	if !x.ended {
-		x.ended = true
-		if x.pickID != 0 {
-			x.s.dec.RequestsDone([]uint64{x.pickID})
-		}
+	if x.ended {
+		return
+	}
+	x.ended = true
+	if x.pickID != 0 {
+		x.s.dec.RequestsDone([]uint64{x.pickID})
+	}
+	switch {
+	case x.obs != nil:
+		x.s.dec.RecordUsage(x.model, x.target, x.obs.Finish())
+	case x.model != "":
+		// Routed, and over before a response came (the client left, the
+		// upstream failed): counted as the filter counts it.
+		x.s.dec.RecordUsage(x.model, x.target, llmapi.Outcome{Missing: llmapi.MissingNoBody})
 	}
 }
 
@@ -214,26 +236,39 @@ func (x *exchange) handle(req *extprocv3.ProcessingRequest) error {
 		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
 			RequestTrailers: &extprocv3.TrailersResponse{}}})
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
-			ResponseHeaders: &extprocv3.HeadersResponse{}}})
-		if r.ResponseHeaders.GetEndOfStream() {
-			x.end()
+		hr := &extprocv3.HeadersResponse{}
+		if x.model != "" {
+			hm := r.ResponseHeaders.GetHeaders()
+			x.obs = llmapi.NewResponseObserver(headerValue(hm, "content-type"), headerValue(hm, "content-encoding"),
+				x.injected && x.respStream, x.s.limits)
+			if x.obs.StripActive() {
+				// The stream loses the chunk the client did not ask for.
+				hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}}
+			}
 		}
-		return err
+		if r.ResponseHeaders.GetEndOfStream() {
+			x.end() // before the answer: counted by the time the client has it
+		}
+		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}})
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		b := r.ResponseBody
+		out := b.GetBody()
+		if x.obs != nil {
+			if nb, replace := x.obs.Chunk(out, b.GetEndOfStream()); replace {
+				out = bytes.Clone(nb)
+			}
+		}
 		resp := &extprocv3.BodyResponse{}
 		if x.respStream {
 			// In full duplex every chunk must be sent back to be forwarded.
 			resp.Response = &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
 				Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: &extprocv3.StreamedBodyResponse{
-					Body: b.GetBody(), EndOfStream: b.GetEndOfStream()}}}}
+					Body: out, EndOfStream: b.GetEndOfStream()}}}}
 		}
-		err := x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: resp}})
 		if b.GetEndOfStream() {
-			x.end()
+			x.end() // before the last chunk goes on: counted by the time the client has it
 		}
-		return err
+		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: resp}})
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
 		x.end()
 		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
@@ -251,11 +286,19 @@ func (x *exchange) placeBody() error {
 	if err != nil {
 		return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
 	}
-	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model, Objective: x.objective,
-		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt)}
 	if len(r.Model) > pickapi.MaxNameLen {
 		return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
 			Message: "model name longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
+	}
+	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model, Objective: x.objective,
+		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt)}
+	if x.respStream && r.NeedsUsageInjection() {
+		// As the filter does: a stream without include_usage reports no
+		// tokens. Only where every response chunk comes back through here,
+		// so that the usage-only chunk can be taken out again.
+		if nb, ok := r.InjectIncludeUsage(x.body); ok {
+			x.body, x.injected = nb, true
+		}
 	}
 	return x.route(&r, pr)
 }
@@ -269,6 +312,12 @@ func (x *exchange) route(r *llmapi.Request, pr *pickapi.PickRequest) error {
 		return x.refuse(d)
 	}
 	x.routed, x.pickID = true, d.Pick.PickID
+	if r != nil {
+		x.model, x.target = r.Model, d.Pick.TargetModel
+		if x.target == "" {
+			x.target = r.Model
+		}
+	}
 	dest := strings.Join(append([]string{d.Pick.Endpoint}, d.Pick.Fallbacks...), ",")
 	set := []*corev3.HeaderValueOption{header(pickapi.HeaderDestinationEndpoint, dest)}
 	body := x.body
@@ -339,19 +388,27 @@ func destinationMetadata(dest string) *structpb.Struct {
 	}}
 }
 
+// headerValue is the first value of header name (lower case) in hm.
+func headerValue(hm *corev3.HeaderMap, name string) string {
+	for _, h := range hm.GetHeaders() {
+		if strings.EqualFold(h.GetKey(), name) {
+			if len(h.GetRawValue()) > 0 {
+				return string(h.GetRawValue())
+			}
+			return h.GetValue()
+		}
+	}
+	return ""
+}
+
 // objective is the value of the first of pickapi.ObjectiveHeaders the
 // request carries ("" for none). As upstream, a client may name any
 // objective of the pool: a gateway that does not trust its clients with
 // priorities sets or strips these headers before ext_proc.
 func objective(hm *corev3.HeaderMap) string {
 	for _, name := range pickapi.ObjectiveHeaders {
-		for _, h := range hm.GetHeaders() {
-			if strings.EqualFold(h.GetKey(), name) {
-				if len(h.GetRawValue()) > 0 {
-					return string(h.GetRawValue())
-				}
-				return h.GetValue()
-			}
+		if v := headerValue(hm, name); v != "" {
+			return v
 		}
 	}
 	return ""

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshllm/meshllm/filter/llmapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/server"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
@@ -30,6 +31,24 @@ type fakeDecider struct {
 	asked   []pickapi.PickRequest
 	subsets [][]string
 	done    []uint64
+	usage   []usageCall
+}
+
+type usageCall struct {
+	model, target string
+	oc            llmapi.Outcome
+}
+
+func (f *fakeDecider) RecordUsage(model, target string, oc llmapi.Outcome) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.usage = append(f.usage, usageCall{model, target, oc})
+}
+
+func (f *fakeDecider) usageCalls() []usageCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]usageCall(nil), f.usage...)
 }
 
 func (f *fakeDecider) Decide(req *pickapi.PickRequest, subset []string, _ time.Time) server.Decision {
@@ -315,6 +334,109 @@ func TestObjectiveHeader(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tc.want, dec.asked[0].Objective, "%v", tc.headers)
 	}
+}
+
+func responseHeaders(ctype string) *extprocv3.ProcessingRequest {
+	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+		Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":status", RawValue: []byte("200")}, {Key: "content-type", RawValue: []byte(ctype)}}}}}}
+}
+
+func responseBody(b string, eos bool) *extprocv3.ProcessingRequest {
+	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+		ResponseBody: &extprocv3.HttpBody{Body: []byte(b), EndOfStream: eos}}}
+}
+
+// Usage on the gateway path, as the filter reads it: from a JSON body; and
+// from a stream the client asked without include_usage, which the picker
+// asks for and then takes the usage-only chunk out of (the client sees the
+// stream it asked for).
+func TestUsage(t *testing.T) {
+	t.Run("json", func(t *testing.T) {
+		dec := &fakeDecider{next: picked}
+		st := open(t, dec, Config{})
+		require.NoError(t, st.Send(requestHeaders(false, nil, nil)))
+		require.NoError(t, st.Send(requestBody(body, true)))
+		for range 2 {
+			_, err := st.Recv()
+			require.NoError(t, err)
+		}
+		require.NoError(t, st.Send(responseHeaders("application/json")))
+		r, err := st.Recv()
+		require.NoError(t, err)
+		require.Empty(t, r.GetResponseHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders())
+		resp := `{"model":"lora-b","choices":[{"text":"x"}],"usage":{"prompt_tokens":7,"completion_tokens":5,"total_tokens":12}}`
+		require.NoError(t, st.Send(responseBody(resp[:30], false)))
+		_, err = st.Recv()
+		require.NoError(t, err)
+		require.NoError(t, st.Send(responseBody(resp[30:], true)))
+		_, err = st.Recv()
+		require.NoError(t, err)
+		u := dec.usageCalls()
+		require.Len(t, u, 1)
+		require.Equal(t, "lora", u[0].model)
+		require.Equal(t, "lora-b", u[0].target)
+		require.Equal(t, llmapi.Usage{PromptTokens: 7, CompletionTokens: 5, HasPrompt: true, HasCompletion: true}, u[0].oc.Usage)
+	})
+	t.Run("stream without include_usage", func(t *testing.T) {
+		dec := &fakeDecider{next: picked}
+		st := open(t, dec, Config{})
+		require.NoError(t, st.Send(requestHeaders(false, nil, nil)))
+		require.NoError(t, st.Send(requestBody(`{"model":"lora","prompt":"hi","stream":true}`, true)))
+		_, err := st.Recv()
+		require.NoError(t, err)
+		br, err := st.Recv()
+		require.NoError(t, err)
+		sent := br.GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse().GetBody()
+		require.True(t, gjson.GetBytes(sent, "stream_options.include_usage").Bool(), string(sent))
+		require.Equal(t, "lora-b", gjson.GetBytes(sent, "model").Str, "the rewrite follows the injection")
+
+		require.NoError(t, st.Send(responseHeaders("text/event-stream")))
+		r, err := st.Recv()
+		require.NoError(t, err)
+		require.Equal(t, []string{"content-length"}, r.GetResponseHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders())
+		stream := `data: {"choices":[{"text":"a"}],"usage":null}` + "\n\n" +
+			`data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}` + "\n\n" +
+			"data: [DONE]\n\n"
+		var echoed []byte
+		for i, chunk := range []string{stream[:25], stream[25:70], stream[70:]} {
+			require.NoError(t, st.Send(responseBody(chunk, i == 2)))
+			r, err := st.Recv()
+			require.NoError(t, err)
+			echoed = append(echoed, r.GetResponseBody().GetResponse().GetBodyMutation().GetStreamedResponse().GetBody()...)
+		}
+		require.NotContains(t, string(echoed), "prompt_tokens", "the usage-only chunk is gone")
+		require.Contains(t, string(echoed), `"text":"a"`)
+		require.Contains(t, string(echoed), "[DONE]")
+		u := dec.usageCalls()
+		require.Len(t, u, 1)
+		require.Equal(t, int64(3), u[0].oc.Usage.PromptTokens)
+		require.Equal(t, int64(1), u[0].oc.Usage.CompletionTokens)
+	})
+	t.Run("buffered: no injection", func(t *testing.T) {
+		dec := &fakeDecider{next: picked}
+		st := open(t, dec, Config{Mode: Buffered})
+		require.NoError(t, st.Send(requestHeaders(false, nil, nil)))
+		_, err := st.Recv()
+		require.NoError(t, err)
+		require.NoError(t, st.Send(requestBody(`{"model":"lora","prompt":"hi","stream":true}`, true)))
+		r, err := st.Recv()
+		require.NoError(t, err)
+		require.False(t, gjson.GetBytes(r.GetRequestBody().GetResponse().GetBodyMutation().GetBody(), "stream_options").Exists(),
+			"responses do not come back through the picker: it could not take the chunk out")
+	})
+	t.Run("no response", func(t *testing.T) {
+		dec := &fakeDecider{next: picked}
+		st := open(t, dec, Config{})
+		require.NoError(t, st.Send(requestHeaders(false, nil, nil)))
+		require.NoError(t, st.Send(requestBody(body, true)))
+		for range 2 {
+			_, err := st.Recv()
+			require.NoError(t, err)
+		}
+		require.NoError(t, st.CloseSend())
+		require.Eventually(t, func() bool { return len(dec.usageCalls()) == 1 }, 5*time.Second, time.Millisecond)
+		require.Equal(t, llmapi.MissingNoBody, dec.usageCalls()[0].oc.Missing)
+	})
 }
 
 func TestChunks(t *testing.T) {

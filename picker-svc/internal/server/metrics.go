@@ -18,6 +18,7 @@ type Metrics struct {
 	scrapeErrors   *prometheus.CounterVec
 	stalePicks     *prometheus.CounterVec
 	endsReported   prometheus.Counter
+	usage          *usageMetrics
 }
 
 // Outcome labels of meshllm_picker_picks_total: the scheduler's outcomes
@@ -58,7 +59,9 @@ func NewMetrics(store *datastore.Store) *Metrics {
 			Name: "meshllm_picker_request_ends_reported_total", Help: "Pick ids that pick requests reported as ended (\"done\"), known or not.",
 		}),
 	}
+	m.usage = newUsageMetrics()
 	m.Registry.MustRegister(m.pickLatency, m.picks, m.scrapeDuration, m.scrapeErrors, m.stalePicks, m.endsReported,
+		m.usage.prompt, m.usage.completion, m.usage.missing,
 		&endpointCollector{store: store}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	for _, r := range []scrape.Reason{scrape.ReasonConnect, scrape.ReasonTimeout, scrape.ReasonStatus, scrape.ReasonTooBig,
 		scrape.ReasonRead, scrape.ReasonParse, scrape.ReasonPartial} {

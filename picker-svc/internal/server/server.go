@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshllm/meshllm/filter/llmapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/capped"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
@@ -193,6 +194,11 @@ func (s *Server) Decide(req *pickapi.PickRequest, subset []string, start time.Ti
 func (s *Server) RequestsDone(ids []uint64) {
 	s.metrics.endsReported.Add(float64(len(ids)))
 	s.sched.RequestsDone(ids, s.now())
+}
+
+// RecordUsage counts a response's token usage seen over ext_proc.
+func (s *Server) RecordUsage(model, target string, oc llmapi.Outcome) {
+	s.metrics.RecordUsage(model, target, oc)
 }
 
 // inSubset keeps the endpoints whose address is listed.

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshllm/meshllm/filter/llmapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
@@ -423,4 +424,26 @@ func mustScheduler() *scheduling.Scheduler {
 		panic(err)
 	}
 	return s
+}
+
+// Usage seen over ext_proc is counted under the filter's labels, bounded
+// by the same guard: random model names cannot grow the series.
+func TestRecordUsageBounded(t *testing.T) {
+	f := newFixture(t)
+	oc := llmapi.Outcome{Response: llmapi.Response{Usage: llmapi.Usage{PromptTokens: 3, CompletionTokens: 2, HasPrompt: true, HasCompletion: true}}}
+	for i := 0; i < 150; i++ {
+		f.srv.RecordUsage(fmt.Sprintf("random-%d", i), "t", oc)
+	}
+	f.srv.RecordUsage("m", "t", llmapi.Outcome{Missing: llmapi.MissingNotReported})
+	_, m := f.get(t, "/metrics")
+	series := 0
+	for _, l := range strings.Split(m, "\n") {
+		if strings.HasPrefix(l, "meshllm_picker_prompt_tokens_total{") {
+			series++
+		}
+	}
+	require.Equal(t, ModelLabelLimit+1, series, "the limit, then other")
+	require.Contains(t, m, `meshllm_picker_prompt_tokens_total{model="other",target_model="other"} 150`)
+	require.Contains(t, m, `meshllm_picker_completion_tokens_total{model="random-0",target_model="t"} 2`)
+	require.Contains(t, m, `meshllm_picker_usage_missing_total{reason="not_reported"} 1`)
 }
