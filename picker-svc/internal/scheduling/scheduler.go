@@ -130,7 +130,6 @@ var ErrNoEndpoints = errors.New("pool has no endpoints")
 
 type scratch struct {
 	cands  []Candidate
-	all    []Candidate
 	scores []float64
 	totals []float64
 	idx    []int
@@ -251,26 +250,28 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	}
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
-	cands, all := sc.cands[:0], sc.all[:0]
+	cands := sc.cands[:0]
 	for _, ep := range eps {
-		snap, ok := ep.Eligible(now)
-		if snap == nil {
-			continue
-		}
-		if ok {
+		if snap, ok := ep.Eligible(now); ok {
 			cands = append(cands, Candidate{EP: ep, S: snap})
 		}
-		all = append(all, Candidate{EP: ep, S: snap})
 	}
-	sc.cands, sc.all = cands, all
 	outcome := Picked
 	if len(cands) == 0 {
-		if len(all) == 0 {
+		// Better a pod with old numbers than refusing every request. This
+		// second pass is rare, so the common one appends each endpoint once.
+		for _, ep := range eps {
+			if snap, _ := ep.Eligible(now); snap != nil {
+				cands = append(cands, Candidate{EP: ep, S: snap})
+			}
+		}
+		if len(cands) == 0 {
+			sc.cands = cands
 			return Result{Outcome: NoEndpoints}, ErrNoEndpoints
 		}
-		// Better a pod with old numbers than refusing every request.
-		cands, outcome = all, Stale
+		outcome = Stale
 	}
+	sc.cands = cands
 	for _, p := range prof.prepare {
 		p.Prepare(req, cands, now)
 	}

@@ -30,28 +30,30 @@ func QueueLength(c *Candidate) float64 {
 // milliseconds ago, still counted, must not outweigh a full KV cache
 // elsewhere), while ten more still nearly is.
 func minMaxCount(cands []Candidate, scores []float64, v func(*Candidate) float64) {
-	lo, hi := span(cands, v)
-	for i := range cands {
-		scores[i] = 1 - (v(&cands[i])-lo)/(hi-lo+1)
+	lo, hi := values(cands, scores, v)
+	for i, x := range scores[:len(cands)] {
+		scores[i] = 1 - (x-lo)/(hi-lo+1)
 	}
 }
 
 // minMax writes 1 - (v-min)/(max-min) for each candidate's value.
 func minMax(cands []Candidate, scores []float64, v func(*Candidate) float64) {
-	lo, hi := span(cands, v)
-	for i := range cands {
+	lo, hi := values(cands, scores, v)
+	for i, x := range scores[:len(cands)] {
 		if hi == lo {
 			scores[i] = 1
 		} else {
-			scores[i] = 1 - (v(&cands[i])-lo)/(hi-lo)
+			scores[i] = 1 - (x-lo)/(hi-lo)
 		}
 	}
 }
 
-// span is the smallest and largest value over cands (0, 0 for none).
-func span(cands []Candidate, v func(*Candidate) float64) (lo, hi float64) {
+// values writes each candidate's value into scores (v is called once per
+// candidate) and returns the smallest and largest (0, 0 for none).
+func values(cands []Candidate, scores []float64, v func(*Candidate) float64) (lo, hi float64) {
 	for i := range cands {
 		x := v(&cands[i])
+		scores[i] = x
 		if i == 0 {
 			lo, hi = x, x
 		}
