@@ -14,12 +14,16 @@ const DefaultPrefixCapacity = 8192
 const probe = 8
 
 // PrefixLRU remembers which prefix blocks one endpoint recently served: the
-// hashes among its last Capacity block insertions (a touch re-inserts). It
+// last Capacity distinct blocks, least recently used out first. A block
+// served again (a cache hit) moves to the front without taking room, as in
+// the pod's own cache: only new blocks age the others. (Counting touches
+// as insertions made a pod that served one 6,000-token prefix twenty times
+// forget it, and the prefix-affinity shape lost one hit in twenty.) It
 // approximates the pod's real prefix cache at no scraping cost.
 //
 // It is a fixed table of Capacity slots (rounded up to a power of two) with
-// bounded linear probing and no deletions: a slot is live while its
-// insertion is among the last Capacity ones, and an insert that finds its
+// bounded linear probing and no deletions: a slot is live while fewer than
+// Capacity new blocks were inserted after its last use, and an insert that finds its
 // probe window full of live slots overwrites the oldest. Memory is fixed at
 // 16 bytes a slot, lookups touch at most two cache lines, and there are no
 // tombstones to slow misses down (a Go map with constant deletes did).
@@ -27,7 +31,7 @@ type PrefixLRU struct {
 	mu    sync.Mutex
 	slots []prefixSlot
 	shift uint8
-	seq   uint64 // insertions so far; slot.seq == 0 means empty
+	seq   uint64 // new blocks inserted so far; slot.seq == 0 means empty
 	cap   uint64
 }
 
@@ -70,14 +74,13 @@ func (p *PrefixLRU) Add(hashes []uint64) {
 	defer p.mu.Unlock()
 	mask := p.cap - 1
 	for _, h := range hashes {
-		p.seq++
 		i := p.home(h)
-		victim := i
+		victim, touch := i, false
 		for k := uint64(0); k < probe; k++ {
 			j := (i + k) & mask
 			s := &p.slots[j]
-			if s.seq != 0 && s.hash == h { // touch
-				victim = j
+			if s.hash == h && p.live(s) { // touch
+				victim, touch = j, true
 				break
 			}
 			if !p.live(s) { // empty or expired: take it unless h sits further on
@@ -89,6 +92,9 @@ func (p *PrefixLRU) Add(hashes []uint64) {
 			if p.live(&p.slots[victim]) && s.seq < p.slots[victim].seq {
 				victim = j // oldest live slot so far
 			}
+		}
+		if !touch {
+			p.seq++
 		}
 		p.slots[victim] = prefixSlot{hash: h, seq: p.seq}
 	}

@@ -70,3 +70,28 @@ func TestPrefixLRUConcurrent(t *testing.T) {
 	wg.Wait()
 	require.LessOrEqual(t, p.Len(), 512)
 }
+
+// A block served again takes no room: a pod that serves one long prefix
+// over and over still holds the other prefixes it cached, as a real LRU
+// cache does. (When touches counted as insertions, twenty hits on one
+// 400-block prefix aged out everything else in an 8,192-block index.)
+func TestPrefixLRUHitsDoNotAgeOthers(t *testing.T) {
+	p := NewPrefixLRU(1024)
+	other := chain(1, 300)
+	hot := chain(10000, 400)
+	p.Add(other)
+	p.Add(hot)
+	for range 100 {
+		p.Add(hot)
+	}
+	require.Equal(t, 300, p.Match(other), "hits on hot must not push other out")
+	require.Equal(t, 400, p.Match(hot))
+
+	require.Equal(t, 700, p.Len(), "100 hits took no room")
+
+	// New blocks still age the least recently used: 400 of them push the
+	// head of other out (its chain no longer matches) and keep hot.
+	p.Add(chain(50000, 400))
+	require.Equal(t, 0, p.Match(other))
+	require.Equal(t, 400, p.Match(hot))
+}
