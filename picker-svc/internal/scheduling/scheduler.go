@@ -75,8 +75,11 @@ func DefaultConfig() Config {
 		Profiles: map[pickapi.Strategy]ProfileSpec{
 			pickapi.StrategyDefault: {Prepare: prepare, Filters: filters, Scorers: []WeightedScorer{
 				{"queue", 2}, {"outstanding", 1}, {"kv_cache", 3}, {"lora", 6}}},
+			// PREFIX_CACHE is DEFAULT plus prefix affinity: where no pod
+			// holds the prompt's prefix it ranks as DEFAULT does, so it
+			// cannot lose to DEFAULT on traffic without shared prefixes.
 			pickapi.StrategyPrefixCache: {Prepare: []string{"in_flight", "prefix"}, Filters: filters, Scorers: []WeightedScorer{
-				{"prefix", 5}, {"prefill", 2}, {"queue", 1}, {"kv_cache", 1}, {"lora", 6}}},
+				{"prefix", 5}, {"queue", 2}, {"outstanding", 1}, {"kv_cache", 3}, {"lora", 6}}},
 		},
 		ShedSheddable: Saturation{Queue: 5, KV: 0.8},
 		ShedStandard:  Saturation{Queue: 256, KV: math.Inf(1)},
