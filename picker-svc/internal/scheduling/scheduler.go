@@ -56,7 +56,7 @@ type Config struct {
 
 // DefaultConfig. DEFAULT: queue 2 as in the Gateway API Inference
 // Extension's default profile, outstanding 1, KV 3, LoRA 6; PREFIX_CACHE:
-// prefix 5, prefill 2, queue 1, KV 1, LoRA 6. The in_flight plugin adds
+// the same plus prefix 5. The in_flight plugin adds
 // this picker's own picks the pods cannot show yet to every load signal, so
 // the picks between two scrapes do not all land on the pod that looked best
 // at the last one. The weights are what the e2e scenarios (queue and
