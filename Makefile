@@ -93,6 +93,15 @@ bench-prefix: wasm
 	  --shared-prefix-prompts-per-group 64 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
 	  --shared-prefix-output-len 200 --num-prompts 2048 --max-concurrency 64 --endpoint /v1/completions
 
+# The seeds' shape at 225 concurrent requests, where round robin saturates:
+# its output throughput peaks there and its TTFT tail leaves the prefill
+# floor (docs/benchmarks/README.md, "Where round robin saturates").
+.PHONY: bench-seeds-saturated
+bench-seeds-saturated: wasm
+	$(GO) run ./cmd/meshllm-compare --workload seeds-saturated --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
+	  --out docs/benchmarks/seeds-saturated -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
+	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 225 --endpoint /v1/completions
+
 .PHONY: bench-seeds
 bench-seeds: wasm
 	$(GO) run ./cmd/meshllm-compare --workload seeds-random --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
