@@ -95,7 +95,7 @@ bench-prefix: wasm
 
 # The seeds' shape at 225 concurrent requests, where round robin saturates:
 # its output throughput peaks there and its TTFT tail leaves the prefill
-# floor (docs/benchmarks/README.md, "Where round robin saturates").
+# floor (docs/benchmarks/seeds-sweep/README.md).
 .PHONY: bench-seeds-saturated
 bench-seeds-saturated: wasm
 	$(GO) run ./cmd/meshllm-compare --workload seeds-saturated --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \

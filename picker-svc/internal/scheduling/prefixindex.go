@@ -16,15 +16,15 @@ const probe = 8
 // PrefixLRU remembers which prefix blocks one endpoint recently served: the
 // last Capacity distinct blocks, least recently used out first. A block
 // served again (a cache hit) moves to the front without taking room, as in
-// the pod's own cache: only new blocks age the others. (Counting touches
-// as insertions made a pod that served one 6,000-token prefix twenty times
-// forget it, and the prefix-affinity shape lost one hit in twenty.) It
-// approximates the pod's real prefix cache at no scraping cost.
+// the pod's own cache: only new blocks age the others (counting hits as
+// insertions made a pod that served one long prefix twenty times forget
+// every other one). It approximates the pod's real prefix cache at no
+// scraping cost.
 //
 // It is a fixed table of Capacity slots (rounded up to a power of two) with
 // bounded linear probing and no deletions: a slot is live while fewer than
-// Capacity new blocks were inserted after its last use, and an insert that finds its
-// probe window full of live slots overwrites the oldest. Memory is fixed at
+// Capacity new blocks were inserted after its last use, and an insert that
+// finds its probe window full of live slots overwrites the oldest. Memory is fixed at
 // 16 bytes a slot, lookups touch at most two cache lines, and there are no
 // tombstones to slow misses down (a Go map with constant deletes did).
 type PrefixLRU struct {

@@ -268,13 +268,12 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 				cands = append(cands, Candidate{EP: ep, S: snap})
 			}
 		}
-		if len(cands) == 0 {
-			sc.cands = cands
-			return Result{Outcome: NoEndpoints}, ErrNoEndpoints
-		}
 		outcome = Stale
 	}
 	sc.cands = cands
+	if len(cands) == 0 {
+		return Result{Outcome: NoEndpoints}, ErrNoEndpoints
+	}
 	for _, p := range prof.prepare {
 		p.Prepare(req, cands, now)
 	}
