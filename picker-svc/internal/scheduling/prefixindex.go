@@ -68,12 +68,17 @@ func (p *PrefixLRU) Len() int {
 	return n
 }
 
-// Add records that the endpoint served hashes (a chain, in order).
+// Add records that the endpoint served hashes (a chain, in order). The
+// chain goes in tail first, so that its first blocks are the most recent
+// and age out last: vLLM frees a request's blocks in reverse order for the
+// same reason (the tail is the part no other prompt shares), and the
+// index then forgets a chain from its end, as the pod does.
 func (p *PrefixLRU) Add(hashes []uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	mask := p.cap - 1
-	for _, h := range hashes {
+	for i := len(hashes) - 1; i >= 0; i-- {
+		h := hashes[i]
 		i := p.home(h)
 		victim, touch := i, false
 		for k := uint64(0); k < probe; k++ {
@@ -114,9 +119,10 @@ func (p *PrefixLRU) contains(h uint64) bool {
 }
 
 // Match returns the length of the longest prefix of hashes held. Hashes
-// chain, so holding hash i means blocks 0..i were served together; blocks are
-// inserted in order and age out oldest first, so presence is (nearly)
-// monotone along the chain and a binary search finds the boundary.
+// chain, so holding hash i means blocks 0..i were served together; a chain
+// ages out from its tail (see Add), so presence is monotone along it, up
+// to bounded probing's rare early losses, and a binary search finds the
+// boundary.
 func (p *PrefixLRU) Match(hashes []uint64) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
