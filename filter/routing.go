@@ -29,7 +29,6 @@ func (h *httpContext) startPick(model string, req *llmapi.Request) bool {
 	if req != nil {
 		pr.PrefixHashes = pickapi.PrefixHashes(h.plugin.hashBuf[:0], model, req.Prompt)
 		pr.PromptBytes = len(req.Prompt)
-		pr.MaxTokens = int(min(max(req.MaxTokens, 0), pickapi.MaxOutputTokens))
 	}
 	headers := [][2]string{
 		{":method", "POST"}, {":path", cfg.PickerPath}, {":authority", cfg.PickerAuthority},

@@ -347,31 +347,3 @@ func TestRouteInjectAndRewrite(t *testing.T) {
 		deleteContext(t, id)
 	})
 }
-
-// The pick carries the output limit vLLM will apply (the picker counts
-// prompt + limit against the pod until the request ends), clamped to what
-// the pick API accepts, and nothing when the client set none or a bad one.
-func TestPickCarriesMaxTokens(t *testing.T) {
-	for _, tc := range []struct {
-		limits string
-		want   int
-	}{
-		{`"max_tokens":1800`, 1800},
-		{`"max_tokens":1800,"max_completion_tokens":64`, 64},
-		{`"max_tokens":1000000000000`, pickapi.MaxOutputTokens},
-		{`"max_tokens":-5`, 0},
-		{`"max_tokens":"many"`, 0},
-		{`"stream":false`, 0},
-	} {
-		t.Run(tc.limits, func(t *testing.T) {
-			bothVMs(t, func(t *testing.T, vm types.VMContext) {
-				host, _ := routedHost(t, vm, bodyRouting)
-				req := []byte(`{"model":"tweet-summary","prompt":"hello",` + tc.limits + `}`)
-				_, call := startRouted(t, host, llmRequest("/v1/completions", [2]string{"content-length", fmt.Sprint(len(req))}), req)
-				pr, err := pickapi.ParsePickRequest(call.Body)
-				require.NoError(t, err, string(call.Body))
-				require.Equal(t, tc.want, pr.MaxTokens)
-			})
-		})
-	}
-}

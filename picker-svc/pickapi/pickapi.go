@@ -96,12 +96,6 @@ type PickRequest struct {
 	// from (all of it, not only the hashed blocks); 0 is unknown. The
 	// picker estimates the prompt's tokens from it (BytesPerToken).
 	PromptBytes int `json:"prompt_bytes,omitempty"`
-	// MaxTokens is the request's output limit (max_completion_tokens,
-	// max_tokens or max_output_tokens), at most MaxOutputTokens; 0 is
-	// unknown. The picker counts prompt + MaxTokens against the pod until
-	// the request ends (the kv_demand plugin). A picker older than the
-	// field refuses it as unknown: upgrade picker-svc before the filter.
-	MaxTokens int `json:"max_tokens,omitempty"`
 	// Done holds pick ids (PickResponse.PickID) of requests that have
 	// ended since the sender's last pick: the picker stops counting them
 	// as in flight before a scrape can show it. At most MaxDone; a sender
@@ -153,10 +147,6 @@ func (r *PickRequest) AppendJSON(dst []byte) []byte {
 		dst = append(dst, `,"prompt_bytes":`...)
 		dst = strconv.AppendInt(dst, int64(r.PromptBytes), 10)
 	}
-	if r.MaxTokens > 0 {
-		dst = append(dst, `,"max_tokens":`...)
-		dst = strconv.AppendInt(dst, int64(r.MaxTokens), 10)
-	}
 	if len(r.Done) > 0 {
 		dst = append(dst, `,"done":[`...)
 		for i, id := range r.Done {
@@ -181,9 +171,6 @@ const (
 	// MaxPromptBytes bounds prompt_bytes (1 GiB: far past any body a
 	// gateway buffers).
 	MaxPromptBytes = 1 << 30
-	// MaxOutputTokens bounds max_tokens (16 Mi tokens: past any model's
-	// context); a sender clamps a larger limit to it.
-	MaxOutputTokens = 1 << 24
 	// Both messages are flat objects holding one array at most.
 	maxDepth = 4
 )
@@ -225,9 +212,12 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 		case "done":
 			r.Done, err = doneField(v)
 		case "prompt_bytes":
-			r.PromptBytes, err = intField("prompt_bytes", v, MaxPromptBytes)
-		case "max_tokens":
-			r.MaxTokens, err = intField("max_tokens", v, MaxOutputTokens)
+			n, perr := strconv.ParseInt(v.Raw, 10, 64)
+			if v.Type != gjson.Number || perr != nil || n < 0 || n > MaxPromptBytes {
+				err = fmt.Errorf("prompt_bytes is %s, want an integer in 0..%d", v.Raw, MaxPromptBytes)
+				break
+			}
+			r.PromptBytes = int(n)
 		default:
 			err = fmt.Errorf("unknown field %q", k.Str)
 		}
@@ -243,14 +233,6 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 		r.Criticality = Standard
 	}
 	return r, nil
-}
-
-func intField(name string, v gjson.Result, limit int64) (int, error) {
-	n, err := strconv.ParseInt(v.Raw, 10, 64)
-	if v.Type != gjson.Number || err != nil || n < 0 || n > limit {
-		return 0, fmt.Errorf("%s is %s, want an integer in 0..%d", name, v.Raw, limit)
-	}
-	return int(n), nil
 }
 
 func nameField(name string, v gjson.Result) (string, error) {

@@ -12,7 +12,7 @@ import (
 
 func TestPickRequestRoundTrip(t *testing.T) {
 	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, Objective: "batch\u00e9\"", PrefixHashes: []uint64{1, 1<<64 - 1}, PromptBytes: 6200,
-		MaxTokens: 1800, Done: []uint64{1, MaxPickID}}
+		Done: []uint64{1, MaxPickID}}
 	b := in.AppendJSON(nil)
 	require.True(t, json.Valid(b), string(b))
 	out, err := ParsePickRequest(b)
@@ -41,9 +41,6 @@ func TestParsePickRequestErrors(t *testing.T) {
 		{`{"model":"m","prompt_bytes":1e3}`, "prompt_bytes is 1e3"},
 		{`{"model":"m","prompt_bytes":"9"}`, `prompt_bytes is "9"`},
 		{`{"model":"m","prompt_bytes":1073741825}`, "prompt_bytes is 1073741825"},
-		{`{"model":"m","max_tokens":-1}`, "max_tokens is -1"},
-		{`{"model":"m","max_tokens":16777217}`, "max_tokens is 16777217, want an integer in 0..16777216"},
-		{`{"model":"m","max_tokens":null}`, "max_tokens is null"},
 		{`{"model":"m","done":5}`, "done must be an array, got 5"},
 		{`{"model":"m","done":[0]}`, "done holds 0"},
 		{`{"model":"m","done":[9223372036854775808]}`, "done holds 9223372036854775808"},
@@ -137,7 +134,7 @@ func TestErrorBody(t *testing.T) {
 func FuzzParsePickRequest(f *testing.F) {
 	f.Add([]byte(`{"pool":"p","model":"m","criticality":"Critical","stream":true,"prefix_hashes":[1,2]}`))
 	f.Add([]byte(`{"model":""}`))
-	f.Add([]byte(`{"model":"m","done":[1,9223372036854775807],"objective":"o","prompt_bytes":12,"max_tokens":7}`))
+	f.Add([]byte(`{"model":"m","done":[1,9223372036854775807],"objective":"o","prompt_bytes":12}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParsePickRequest(b)
 		if err != nil {

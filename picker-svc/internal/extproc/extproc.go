@@ -291,8 +291,7 @@ func (x *exchange) placeBody() error {
 			Message: "model name longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
 	}
 	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model, Objective: x.objective,
-		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt),
-		MaxTokens: int(min(max(r.MaxTokens, 0), pickapi.MaxOutputTokens))}
+		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt)}
 	if x.respStream && r.NeedsUsageInjection() {
 		// As the filter does: a stream without include_usage reports no
 		// tokens. Only where every response chunk comes back through here,

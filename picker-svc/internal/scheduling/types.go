@@ -25,10 +25,6 @@ type Candidate struct {
 	// PrefixBlocks is how many of the request's leading prefix blocks the
 	// endpoint likely holds (written by the prefix plugin; 0 without it).
 	PrefixBlocks int
-	// KVDemand is the peak KV cache this picker's open picks for the
-	// endpoint will need, as a fraction of its cache (written by the
-	// kv_demand plugin; 0 without it).
-	KVDemand float64
 }
 
 // InFlight is what the in_flight plugin knows beyond an endpoint's last
@@ -57,8 +53,6 @@ type Request struct {
 	PrefixHashes []uint64
 	// PromptTokens estimates the prompt's length (0: unknown).
 	PromptTokens int
-	// MaxTokens is the request's output limit (0: unknown).
-	MaxTokens int
 	// PickID is the pick's id, set once the pick is made (for PostPick).
 	PickID uint64
 }

@@ -153,7 +153,7 @@ func (s *Server) Decide(req *pickapi.PickRequest, subset []string, start time.Ti
 		}
 	}
 	sreq := scheduling.Request{TargetModel: res.TargetModel, Criticality: res.Criticality, PrefixHashes: req.PrefixHashes,
-		PromptTokens: req.PromptBytes / pickapi.BytesPerToken, MaxTokens: req.MaxTokens}
+		PromptTokens: req.PromptBytes / pickapi.BytesPerToken}
 	result, err := s.sched.Pick(eps, strategy, &sreq, s.now())
 	switch {
 	case errors.Is(err, scheduling.ErrNoEndpoints):
