@@ -78,7 +78,7 @@ func (h *prefixHolders) live(s *holderSlot) bool {
 // or expired one in the probe window, else the window's oldest.
 func (h *prefixHolders) find(hash uint64) *holderSlot {
 	mask := uint64(len(h.slots) - 1)
-	i := (hash * 0x9e3779b97f4a7c15) >> h.shift
+	i := homeSlot(hash, h.shift)
 	var victim *holderSlot
 	for k := uint64(0); k < probe; k++ {
 		s := &h.slots[(i+k)&mask]

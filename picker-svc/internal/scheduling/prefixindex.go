@@ -2,6 +2,7 @@ package scheduling
 
 import (
 	"math/bits"
+	"slices"
 	"sync"
 )
 
@@ -47,9 +48,11 @@ func NewPrefixLRU(capacity int) *PrefixLRU {
 	return &PrefixLRU{slots: make([]prefixSlot, size), shift: uint8(64 - bits.Len(uint(size-1))), cap: uint64(size)}
 }
 
-func (p *PrefixLRU) home(h uint64) uint64 {
-	return (h * 0x9e3779b97f4a7c15) >> p.shift // Fibonacci hashing: high bits, well mixed
-}
+func (p *PrefixLRU) home(h uint64) uint64 { return homeSlot(h, p.shift) }
+
+// homeSlot is h's first slot in a table of 1<<(64-shift) slots: Fibonacci
+// hashing, whose high bits are well mixed.
+func homeSlot(h uint64, shift uint8) uint64 { return (h * 0x9e3779b97f4a7c15) >> shift }
 
 func (p *PrefixLRU) live(s *prefixSlot) bool {
 	return s.seq != 0 && p.seq-s.seq < p.cap
@@ -77,8 +80,7 @@ func (p *PrefixLRU) Add(hashes []uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	mask := p.cap - 1
-	for i := len(hashes) - 1; i >= 0; i-- {
-		h := hashes[i]
+	for _, h := range slices.Backward(hashes) {
 		i := p.home(h)
 		victim, touch := i, false
 		for k := uint64(0); k < probe; k++ {
