@@ -164,6 +164,13 @@ func (c *Client) Do(ctx context.Context, url string, body []byte, header http.He
 		out.Error = err.Error()
 		out.GeneratedText = text.String()
 		return out
+	} else if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, maxLine)); err != nil {
+		// vllm bench reads the stream to its end, past [DONE]; so does
+		// this, and the connection goes back to the pool as aiohttp's
+		// does, rather than being closed before the server's last bytes.
+		out.Error = err.Error()
+		out.GeneratedText = text.String()
+		return out
 	}
 	out.GeneratedText = text.String()
 	if first && streamErr != "" {

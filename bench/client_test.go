@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -142,4 +143,45 @@ func TestDoFailures(t *testing.T) {
 	assert.False(t, out.Success)
 	assert.Equal(t, 0, out.Status)
 	assert.NotEmpty(t, out.Error)
+}
+
+// A stream is read to its end, past [DONE], as vllm bench does: the
+// connection goes back to the pool rather than being closed while the
+// server (or a proxy in front of it) is still finishing the response.
+func TestDoReadsPastDoneAndReusesTheConnection(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"choices":[{"index":0,"text":" a"}]}`+"\n\n")
+		io.WriteString(w, "data: [DONE]\n\n")
+		w.(http.Flusher).Flush()
+		// More than the transport buffers: a client that stops at [DONE]
+		// closes the body before its end, and with it the connection.
+		io.WriteString(w, strings.Repeat(": trailing comment after [DONE]\n", 8<<10)+"\n")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := NewClient(1)
+	for range 5 {
+		out := c.Do(context.Background(), srv.URL+"/v1/completions", []byte(`{}`), nil, 1, time.Now())
+		require.True(t, out.Success, out.Error)
+		assert.Equal(t, " a", out.GeneratedText)
+	}
+	assert.Equal(t, int32(1), conns.Load(), "five sequential requests on one kept-alive connection")
+
+	// Bytes after [DONE] that cannot be read fail the request, as the
+	// aiohttp reader in vllm bench would.
+	cut := sseServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Content-Length", "1000")
+		io.WriteString(w, `data: {"choices":[{"text":" a"}]}`+"\n\ndata: [DONE]\n\n")
+	})
+	out := c.Do(context.Background(), cut+"/v1/completions", []byte(`{}`), nil, 1, time.Now())
+	assert.False(t, out.Success)
+	assert.Contains(t, out.Error, "unexpected EOF")
 }

@@ -62,6 +62,12 @@ func roundRobin(t *testing.T, fleet *vllmsim.Fleet) string {
 		proxies = append(proxies, p)
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Go's HTTP/1 server drains and closes a request body once the
+		// response headers go out; the proxy's transport may still make
+		// its last read of that body then, fail the write, and cut the
+		// upstream stream (golang/go#40747). Full duplex leaves the body
+		// to the proxy, as a gateway keeps it.
+		_ = http.NewResponseController(w).EnableFullDuplex()
 		proxies[next.Add(1)%uint64(len(proxies))].ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
