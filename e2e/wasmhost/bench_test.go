@@ -51,3 +51,31 @@ func BenchmarkCycle(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTokenChunk: one op is one streamed token, the SSE chunk vLLM's
+// completions endpoint writes for it, through the compiled filter on a
+// stream that stays open (observability only). A stream of 1,800 tokens
+// pays this 1,800 times.
+func BenchmarkTokenChunk(b *testing.B) {
+	vm, err := New(context.Background(), Config{Wasm: filterWasm(b), PluginConfig: []byte(`{}`), Cache: testCache})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vm.Close()
+	s, _ := vm.NewStream()
+	_, _ = s.RequestHeaders([][2]string{{":method", "POST"}, {":path", "/v1/completions"}, {":authority", "gw"}, {"content-type", "application/json"}}, false)
+	_, _, _ = s.RequestBody([]byte(`{"model":"Qwen/Qwen2.5-7B-Instruct","prompt":"hello there","max_tokens":100000,"stream":true}`), true)
+	_, _ = s.ResponseHeaders([][2]string{{":status", "200"}, {"content-type", "text/event-stream; charset=utf-8"}}, false)
+	chunk := []byte(`data: {"id":"cmpl-8d3c1f0e2b7a4c9d","object":"text_completion","created":1764700000,"model":"Qwen/Qwen2.5-7B-Instruct","choices":[{"index":0,"text":" the","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":null}` + "\n\n")
+	b.SetBytes(int64(len(chunk)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := s.ResponseBody(chunk, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	_, _, _ = s.ResponseBody([]byte("data: [DONE]\n\n"), true)
+	s.Done()
+}

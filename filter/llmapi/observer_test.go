@@ -3,9 +3,13 @@ package llmapi
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tidwall/gjson"
+
+	"github.com/meshllm/meshllm/internal/jsonscan"
 )
 
 var testLimits = ObserverLimits{MaxBody: 1 << 20, MaxEvent: 64 << 10, DecodeGzip: true}
@@ -254,5 +258,48 @@ func FuzzParseResponse(f *testing.F) {
 		}
 		var s StreamState
 		s.ObserveData(body)
+	})
+}
+
+// FuzzReadTopMatchesGjson: the one-pass read (jsonscan.Members) gives what
+// checking and then walking the object with gjson gives, error for error.
+func FuzzReadTopMatchesGjson(f *testing.F) {
+	for _, name := range []string{"chat_response.json", "embeddings_response.json", "error_new.json", "error_old.json"} {
+		f.Add(fixture(f, name))
+	}
+	f.Add([]byte(`{"response":{"model":"m","usage":{"input_tokens":3,"output_tokens":4}},"model":"x","choices":[],"choices":[1]}`))
+	f.Add([]byte(`{"object":"error","type":"BadRequestError","u\u0073age":{"prompt_tokens":1}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var got Response
+		choices, err := readTop(body, 16, &got)
+		var want Response
+		var wantErr error
+		switch cerr := jsonscan.Check(body, 16); {
+		case errors.Is(cerr, jsonscan.ErrTooDeep):
+			wantErr = ErrTooDeep
+		case cerr != nil:
+			wantErr = ErrNotJSON
+		case !gjson.ParseBytes(body).IsObject():
+			wantErr = ErrNotObject
+		}
+		if err != wantErr {
+			t.Fatalf("%q: readTop %v, want %v", body, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		var fields objectFields
+		root := gjson.ParseBytes(body)
+		root.ForEach(func(k, v gjson.Result) bool {
+			fields.read(&want, k.Str, v.Raw, true)
+			return true
+		})
+		fields.finish(&want)
+		if got != want {
+			t.Fatalf("%q: readTop %+v, gjson walk %+v", body, got, want)
+		}
+		if c := root.Get("choices"); c.Raw != choices.Raw {
+			t.Fatalf("%q: choices %q, gjson %q", body, choices.Raw, c.Raw)
+		}
 	})
 }

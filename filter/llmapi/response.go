@@ -67,72 +67,93 @@ type Response struct {
 // deep. It fails with ErrTooDeep, ErrNotJSON or ErrNotObject.
 func ParseResponse(body []byte, maxDepth int) (Response, error) {
 	var r Response
-	root, err := parseObject(body, maxDepth)
-	if err != nil {
-		return r, err
+	if _, err := readTop(body, maxDepth, &r); err != nil {
+		return Response{}, err
 	}
-	readObject(root, &r, true)
 	r.Model = strings.Clone(r.Model)
 	r.ErrorType = strings.Clone(r.ErrorType)
 	return r, nil
 }
 
-// parseObject checks b (one pass, no recursion) and parses it as an object.
-func parseObject(b []byte, maxDepth int) (gjson.Result, error) {
+// readTop checks b and reads the object it must be into r in the same pass
+// (jsonscan.Members), with no recursion. It returns the first "choices"
+// member's value. r's strings alias b.
+func readTop(b []byte, maxDepth int, r *Response) (choices gjson.Result, err error) {
 	if maxDepth <= 0 {
 		maxDepth = DefaultMaxDepth
 	}
-	if err := jsonscan.Check(b, maxDepth); err != nil {
-		if errors.Is(err, jsonscan.ErrTooDeep) {
-			return gjson.Result{}, ErrTooDeep
+	var fields objectFields
+	err = jsonscan.Members(b, maxDepth, func(key, value []byte) {
+		k := unsafeString(key[1 : len(key)-1])
+		if bytes.IndexByte(key, '\\') >= 0 {
+			k = gjson.Parse(string(key)).Str // an escaped key, as gjson reads it
 		}
+		if k == "choices" && !choices.Exists() {
+			choices = gjson.Parse(unsafeString(value))
+		}
+		fields.read(r, k, unsafeString(value), true)
+	})
+	switch {
+	case errors.Is(err, jsonscan.ErrTooDeep):
+		return gjson.Result{}, ErrTooDeep
+	case err != nil:
 		return gjson.Result{}, ErrNotJSON
+	case bytes.TrimLeft(b, " \t\r\n")[0] != '{': // Members refuses empty input
+		return gjson.Result{}, ErrNotObject
 	}
-	root := gjson.Parse(unsafeString(b))
-	if !root.IsObject() {
-		return root, ErrNotObject
-	}
-	return root, nil
+	fields.finish(r)
+	return choices, nil
 }
 
-// readObject fills r from one response object or stream chunk. It descends
-// into "response" (the Responses API's envelope) once, never further: no
-// read recurses in proportion to the input.
-func readObject(root gjson.Result, r *Response, envelope bool) {
-	var object string
-	var errType string
-	root.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "usage":
-			if u := UsageOf(v); u.Reported() {
-				r.Usage = u
-			}
-		case "model":
-			if v.Type == gjson.String {
-				r.Model = v.Str
-			}
-		case "object":
-			object = v.Str
-		case "type":
-			errType = v.Str
-		case "error":
-			if v.IsObject() {
-				r.IsError = true
-				r.ErrorType = v.Get("type").Str
-				if r.ErrorType == "" {
-					r.ErrorType = "error"
-				}
-			}
-		case "response": // Responses API: usage and model sit in "response"
-			if envelope && v.IsObject() {
-				readObject(v, r, false)
+// objectFields is what reading one object's members has seen so far.
+type objectFields struct {
+	kind    string // "object"
+	errType string // "type"
+}
+
+// read takes one member of a response object or stream chunk, its value
+// raw: only the members read are parsed. It descends into "response" (the
+// Responses API's envelope) once, never further: no read recurses in
+// proportion to the input.
+func (f *objectFields) read(r *Response, key, raw string, envelope bool) {
+	switch key {
+	case "usage":
+		if u := UsageOf(gjson.Parse(raw)); u.Reported() {
+			r.Usage = u
+		}
+	case "model":
+		if v := gjson.Parse(raw); v.Type == gjson.String {
+			r.Model = v.Str
+		}
+	case "object":
+		f.kind = gjson.Parse(raw).Str
+	case "type":
+		f.errType = gjson.Parse(raw).Str
+	case "error":
+		if v := gjson.Parse(raw); v.IsObject() {
+			r.IsError = true
+			r.ErrorType = v.Get("type").Str
+			if r.ErrorType == "" {
+				r.ErrorType = "error"
 			}
 		}
-		return true
-	})
-	if object == "error" {
+	case "response": // Responses API: usage and model sit in "response"
+		if v := gjson.Parse(raw); envelope && v.IsObject() {
+			var inner objectFields
+			v.ForEach(func(k, v gjson.Result) bool {
+				inner.read(r, k.Str, v.Raw, false)
+				return true
+			})
+			inner.finish(r)
+		}
+	}
+}
+
+// finish applies what only the whole object says: {"object":"error"}.
+func (f *objectFields) finish(r *Response) {
+	if f.kind == "error" {
 		r.IsError = true
-		r.ErrorType = errType
+		r.ErrorType = f.errType
 		if r.ErrorType == "" {
 			r.ErrorType = "error"
 		}
@@ -168,7 +189,8 @@ func (s *StreamState) ObserveData(data []byte) (usageOnly bool) {
 		s.Done = true
 		return false
 	}
-	root, err := parseObject(data, s.MaxDepth)
+	var chunk Response
+	choices, err := readTop(data, s.MaxDepth, &chunk)
 	switch {
 	case errors.Is(err, ErrTooDeep):
 		s.DeepEvents++
@@ -178,8 +200,6 @@ func (s *StreamState) ObserveData(data []byte) (usageOnly bool) {
 		return false
 	}
 	s.Events++
-	var chunk Response
-	readObject(root, &chunk, true)
 	if chunk.Usage.Reported() {
 		s.Usage = chunk.Usage // the last report is the total
 	}
@@ -192,7 +212,6 @@ func (s *StreamState) ObserveData(data []byte) (usageOnly bool) {
 	if !chunk.Usage.Reported() {
 		return false
 	}
-	choices := root.Get("choices")
 	return choices.IsArray() && len(choices.Raw) > 0 && isEmptyArray(choices.Raw)
 }
 

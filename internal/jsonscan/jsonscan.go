@@ -33,7 +33,20 @@ var ErrInvalid = errors.New("not valid JSON")
 // Check reports whether b is exactly one JSON value (surrounded by optional
 // whitespace) nested at most maxDepth containers deep. Errors wrap
 // ErrTooDeep or ErrInvalid and say at which byte offset.
-func Check(b []byte, maxDepth int) error {
+func Check(b []byte, maxDepth int) error { return check(b, maxDepth, nil) }
+
+// Members is Check that also calls member for each member of a top-level
+// object, in order, with its key (quotes and escapes included) and its
+// value's bytes; for any other top-level value it calls nothing. It lets a
+// caller read an object's members in the same pass that checks it. member
+// may be called before an error further on is found: when Members returns
+// an error, discard what member saw.
+func Members(b []byte, maxDepth int, member func(key, value []byte)) error {
+	return check(b, maxDepth, member)
+}
+
+func check(b []byte, maxDepth int, member func(key, value []byte)) error {
+	var m span // the top-level member being read
 	var small [32]byte
 	stack := small[:0] // '{' or '[' per open container
 	i := skipSpace(b, 0)
@@ -58,7 +71,7 @@ func Check(b []byte, maxDepth int) error {
 			}
 			if c == '{' {
 				var err error
-				if i, err = key(b, i); err != nil {
+				if i, err = m.key(b, i, member != nil && len(stack) == 1); err != nil {
 					return err
 				}
 			}
@@ -81,6 +94,10 @@ func Check(b []byte, maxDepth int) error {
 		}
 		// After a complete value: close containers, or go on to the next.
 		for {
+			if m.open && len(stack) == 1 {
+				member(b[m.key0:m.key1], b[m.value:i])
+				m.open = false
+			}
 			i = skipSpace(b, i)
 			if len(stack) == 0 {
 				if i != len(b) {
@@ -97,7 +114,7 @@ func Check(b []byte, maxDepth int) error {
 				i = skipSpace(b, i+1)
 				if top == '{' {
 					var err error
-					if i, err = key(b, i); err != nil {
+					if i, err = m.key(b, i, member != nil && len(stack) == 1); err != nil {
 						return err
 					}
 				}
@@ -124,20 +141,36 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// key reads `"name" :` and the space after it.
-func key(b []byte, i int) (int, error) {
+// span is where a top-level member's key and value start.
+type span struct {
+	key0, key1, value int
+	open              bool // its value has not ended yet
+}
+
+// key reads a key at i and, if top, marks where its member starts.
+func (m *span) key(b []byte, i int, top bool) (int, error) {
+	next, end, err := key(b, i)
+	if err == nil && top {
+		*m = span{key0: i, key1: end, value: next, open: true}
+	}
+	return next, err
+}
+
+// key reads `"name" :` and the space after it; end is just past the
+// name's closing quote.
+func key(b []byte, i int) (next, end int, err error) {
 	if i >= len(b) || b[i] != '"' {
-		return i, invalid(i, "want a string key")
+		return i, i, invalid(i, "want a string key")
 	}
-	i, err := str(b, i)
-	if err != nil {
-		return i, err
+	if i, err = str(b, i); err != nil {
+		return i, i, err
 	}
+	end = i
 	i = skipSpace(b, i)
 	if i >= len(b) || b[i] != ':' {
-		return i, invalid(i, "want ':'")
+		return i, end, invalid(i, "want ':'")
 	}
-	return skipSpace(b, i+1), nil
+	return skipSpace(b, i+1), end, nil
 }
 
 // plain marks the bytes a string holds with no further look: everything

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tidwall/gjson"
 )
 
 func TestCheck(t *testing.T) {
@@ -140,4 +141,66 @@ func TestPlainWord(t *testing.T) {
 			require.Equal(t, plain[c], plainWord(x), "byte %#x at %d", c, pos)
 		}
 	}
+}
+
+func members(t *testing.T, in string) (got [][2]string, err error) {
+	t.Helper()
+	err = Members([]byte(in), 8, func(k, v []byte) { got = append(got, [2]string{string(k), string(v)}) })
+	return got, err
+}
+
+func TestMembers(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want [][2]string
+	}{
+		{`{}`, nil},
+		{` { "a" : 1 , "b":[1,{"c":2}],"d" :{} ,"e":[], "f":"x\"y", "g":null } `, [][2]string{
+			{`"a"`, `1`}, {`"b"`, `[1,{"c":2}]`}, {`"d"`, `{}`}, {`"e"`, `[]`}, {`"f"`, `"x\"y"`}, {`"g"`, `null`}}},
+		{`{"u\u0073age":{"prompt_tokens":3},"usage":null}`, [][2]string{{`"u\u0073age"`, `{"prompt_tokens":3}`}, {`"usage"`, `null`}}},
+		{`{"a":{"b":{"c":[[]]}}}`, [][2]string{{`"a"`, `{"b":{"c":[[]]}}`}}},
+		{`[{"a":1}]`, nil}, // not an object: no members
+		{`"s"`, nil},
+	} {
+		got, err := members(t, tc.in)
+		require.NoError(t, err, tc.in)
+		require.Equal(t, tc.want, got, tc.in)
+	}
+	// The error is Check's; what member saw before it is to be discarded.
+	_, err := members(t, `{"a":1,"b":}`)
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = members(t, `{"a":[[[[[[[[[]]]]]]]]]}`)
+	require.ErrorIs(t, err, ErrTooDeep)
+}
+
+// FuzzMembers: Members fails exactly when Check does, and on a valid object
+// sees the members gjson's ForEach walks, byte for byte.
+func FuzzMembers(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1,"b":[{"c":null}],"d":"\u00e9"}`, ` {"a" : { } } `, `[1]`, `{"a":1,}`, `{"a"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got [][2]string
+		err := Members(b, 64, func(k, v []byte) { got = append(got, [2]string{string(k), string(v)}) })
+		if ref := Check(b, 64); (err == nil) != (ref == nil) {
+			t.Fatalf("Members %v, Check %v on %q", err, ref, b)
+		}
+		root := gjson.ParseBytes(b)
+		if err != nil || !root.IsObject() {
+			return
+		}
+		var want [][2]string
+		root.ForEach(func(k, v gjson.Result) bool {
+			want = append(want, [2]string{k.Raw, v.Raw})
+			return true
+		})
+		if len(got) != len(want) {
+			t.Fatalf("%q: members %q, gjson %q", b, got, want)
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%q: member %d is %q, gjson %q", b, i, got[i], want[i])
+			}
+		}
+	})
 }
