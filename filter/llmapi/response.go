@@ -98,7 +98,7 @@ func readTop(b []byte, maxDepth int, r *Response) (choices gjson.Result, err err
 		return gjson.Result{}, ErrTooDeep
 	case err != nil:
 		return gjson.Result{}, ErrNotJSON
-	case bytes.TrimLeft(b, " \t\r\n")[0] != '{': // Members refuses empty input
+	case b[firstNonSpace(b)] != '{': // valid JSON: not all space
 		return gjson.Result{}, ErrNotObject
 	}
 	fields.finish(r)
