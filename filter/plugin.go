@@ -30,6 +30,11 @@ type pluginContext struct {
 	hashBuf []uint64   // reused for prefix hashes
 	ends    route.Ends // ended requests' pick ids, for the next pick
 	doneBuf []uint64   // reused for a pick request's done ids
+	// pickBuf is reused for the pick request's JSON: the host copies a
+	// call's body before DispatchHttpCall returns (the ABI hands it a
+	// pointer into guest memory, valid only during the call), and growing
+	// a fresh buffer cost more in wasm than writing it.
+	pickBuf []byte
 	// pickerKnowsObjectives: the picker has answered with a pick_id, so
 	// it is new enough to read the pick request's "objective".
 	pickerKnowsObjectives bool

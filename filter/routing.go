@@ -34,8 +34,9 @@ func (h *httpContext) startPick(model string, req *llmapi.Request) bool {
 		{":method", "POST"}, {":path", cfg.PickerPath}, {":authority", cfg.PickerAuthority},
 		{"content-type", "application/json"},
 	}
+	h.plugin.pickBuf = pr.AppendJSON(h.plugin.pickBuf[:0])
 	h.pickStart = time.Now()
-	if _, err := proxywasm.DispatchHttpCall(cfg.PickerCluster, headers, pr.AppendJSON(nil), nil,
+	if _, err := proxywasm.DispatchHttpCall(cfg.PickerCluster, headers, h.plugin.pickBuf, nil,
 		uint32(cfg.PickerTimeoutMillis), h.onPickResponse); err != nil {
 		h.plugin.logOnce("dispatch", "meshllm: cannot call the picker through cluster %q: %v (is the cluster configured?)", cfg.PickerCluster, err)
 		h.pickFailed(route.ReasonDispatch, false)

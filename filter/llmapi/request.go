@@ -60,14 +60,16 @@ var (
 var utf8BOM = []byte{0xef, 0xbb, 0xbf}
 
 // ParseRequest checks that body is one JSON object nested at most maxDepth
-// deep (one pass, no recursion), then reads its top-level keys.
+// deep and reads its top-level members in the same pass (jsonscan.Members,
+// no recursion). Only the members read are parsed: the prompt, most of a
+// request's bytes, is kept as raw text and never scanned a second time.
 //
 // A leading UTF-8 byte-order mark is skipped, as Python's json.loads does
 // for bytes. Bodies in UTF-16 or UTF-32 (which Python would also decode)
 // are read as not JSON: they pass on unrouted and their usage, if any, is
 // counted as missing.
 func ParseRequest(body []byte, maxDepth int) (Request, error) {
-	r := Request{MaxTokens: -1, modelAt: -1, includeUsageAt: -1, streamOptionsNullAt: -1}
+	empty := Request{MaxTokens: -1, modelAt: -1, includeUsageAt: -1, streamOptionsNullAt: -1}
 	base := 0
 	if bytes.HasPrefix(body, utf8BOM) {
 		base = len(utf8BOM)
@@ -76,96 +78,110 @@ func ParseRequest(body []byte, maxDepth int) (Request, error) {
 	if maxDepth <= 0 {
 		maxDepth = DefaultMaxDepth
 	}
-	if err := jsonscan.Check(b, maxDepth); err != nil {
-		if errors.Is(err, jsonscan.ErrTooDeep) {
-			return r, ErrTooDeep
+	r := empty
+	f := requestFields{maxTokens: -1, maxCompletion: -1, maxOutput: -1}
+	err := jsonscan.Members(b, maxDepth, func(key, value []byte) {
+		k := unsafeString(key[1 : len(key)-1])
+		if bytes.IndexByte(key, '\\') >= 0 {
+			k = gjson.Parse(string(key)).Str // an escaped key, as Python reads it
 		}
-		return r, ErrNotJSON
-	}
-	first, last := firstNonSpace(b), lastNonSpace(b)
-	if b[first] != '{' {
-		return r, ErrNotObject
-	}
-	root := gjson.Parse(unsafeString(b))
-	var maxTokens, maxCompletion, maxOutput int64 = -1, -1, -1
-	var messages, prompt, input []byte
-	streamOK, optionsOK := true, true // per key: the last occurrence decides
-	root.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "model":
-			r.Model, r.modelAt, r.modelLen = "", -1, 0
-			if v.Type == gjson.String {
-				r.Model = strings.Clone(v.Str) // v.Str may alias body
-				r.modelAt, r.modelLen = base+v.Index, len(v.Raw)
-			}
-		case "stream":
-			r.Stream, streamOK = laxBool(v)
-		case "stream_options":
-			r.IncludeUsage, r.includeUsageAt, r.includeUsageLen, r.streamOptionsNullAt = false, -1, 0, -1
-			optionsOK = true
-			switch {
-			case v.IsObject():
-				r.IncludeUsage = true // vLLM's default for include_usage
-				v.ForEach(func(k, iu gjson.Result) bool {
-					if k.Str == "include_usage" {
-						var ok bool
-						r.IncludeUsage, ok = laxBool(iu)
-						optionsOK = ok // the last include_usage is the one read
-						r.includeUsageAt, r.includeUsageLen = base+iu.Index, len(iu.Raw)
-					}
-					return true
-				})
-			case v.Type == gjson.Null:
-				r.streamOptionsNullAt = base + v.Index
-			default: // vLLM refuses the request (400)
-				optionsOK = false
-			}
-		case "max_tokens":
-			maxTokens = laxInt(v)
-		case "max_completion_tokens":
-			maxCompletion = laxInt(v)
-		case "max_output_tokens":
-			maxOutput = laxInt(v)
-		case "messages":
-			messages = rawOf(body, base, v)
-		case "prompt":
-			prompt = rawOf(body, base, v)
-		case "input":
-			input = rawOf(body, base, v)
-		}
-		return true
+		// value is b[at:at+len(value)]: its offset in the body is what
+		// the rewrites splice at.
+		f.read(&r, body, k, value, base+cap(b)-cap(value))
 	})
 	switch {
-	case maxCompletion >= 0:
-		r.MaxTokens = maxCompletion
-	case maxTokens >= 0:
-		r.MaxTokens = maxTokens
-	case maxOutput >= 0:
-		r.MaxTokens = maxOutput
+	case errors.Is(err, jsonscan.ErrTooDeep):
+		return empty, ErrTooDeep
+	case err != nil:
+		return empty, ErrNotJSON
+	case b[firstNonSpace(b)] != '{': // valid JSON: not all space
+		return empty, ErrNotObject
 	}
-	switch {
-	case messages != nil:
-		r.Prompt = messages
-	case prompt != nil:
-		r.Prompt = prompt
-	default:
-		r.Prompt = input
-	}
-	r.closeAt = base + last
-	r.refused = !streamOK || !optionsOK
+	f.finish(&r)
+	r.closeAt = base + lastNonSpace(b)
 	if r.Model == "" {
 		return r, ErrModelMissed
 	}
 	return r, nil
 }
 
-// rawOf is v's raw text as a slice of body (b = body[base:] was parsed).
-func rawOf(body []byte, base int, v gjson.Result) []byte {
-	at := base + v.Index
-	if v.Index <= 0 || at+len(v.Raw) > len(body) {
-		return nil
+// requestFields is what reading a request's members has seen so far; of
+// keys that repeat, the last one wins, as in Python's json.
+type requestFields struct {
+	maxTokens, maxCompletion, maxOutput int64
+	messages, prompt, input             []byte
+	streamRefused, optionsRefused       bool
+}
+
+// read takes one top-level member: its key (unescaped), its value's raw
+// bytes and their offset in body.
+func (f *requestFields) read(r *Request, body []byte, key string, value []byte, at int) {
+	raw := unsafeString(value)
+	switch key {
+	case "model":
+		r.Model, r.modelAt, r.modelLen = "", -1, 0
+		if v := gjson.Parse(raw); v.Type == gjson.String {
+			r.Model = strings.Clone(v.Str) // v.Str may alias body
+			r.modelAt, r.modelLen = at, len(value)
+		}
+	case "stream":
+		var ok bool
+		r.Stream, ok = laxBool(gjson.Parse(raw))
+		f.streamRefused = !ok
+	case "stream_options":
+		r.IncludeUsage, r.includeUsageAt, r.includeUsageLen, r.streamOptionsNullAt = false, -1, 0, -1
+		f.optionsRefused = false
+		switch v := gjson.Parse(raw); {
+		case v.IsObject():
+			r.IncludeUsage = true // vLLM's default for include_usage
+			v.ForEach(func(k, iu gjson.Result) bool {
+				if k.Str == "include_usage" {
+					var ok bool
+					r.IncludeUsage, ok = laxBool(iu)
+					f.optionsRefused = !ok // the last include_usage is the one read
+					r.includeUsageAt, r.includeUsageLen = at+iu.Index, len(iu.Raw)
+				}
+				return true
+			})
+		case v.Type == gjson.Null:
+			r.streamOptionsNullAt = at
+		default: // vLLM refuses the request (400)
+			f.optionsRefused = true
+		}
+	case "max_tokens":
+		f.maxTokens = laxInt(gjson.Parse(raw))
+	case "max_completion_tokens":
+		f.maxCompletion = laxInt(gjson.Parse(raw))
+	case "max_output_tokens":
+		f.maxOutput = laxInt(gjson.Parse(raw))
+	case "messages":
+		f.messages = body[at : at+len(value)]
+	case "prompt":
+		f.prompt = body[at : at+len(value)]
+	case "input":
+		f.input = body[at : at+len(value)]
 	}
-	return body[at : at+len(v.Raw)]
+}
+
+// finish sets what depends on several members.
+func (f *requestFields) finish(r *Request) {
+	switch {
+	case f.maxCompletion >= 0:
+		r.MaxTokens = f.maxCompletion
+	case f.maxTokens >= 0:
+		r.MaxTokens = f.maxTokens
+	case f.maxOutput >= 0:
+		r.MaxTokens = f.maxOutput
+	}
+	switch {
+	case f.messages != nil:
+		r.Prompt = f.messages
+	case f.prompt != nil:
+		r.Prompt = f.prompt
+	default:
+		r.Prompt = f.input
+	}
+	r.refused = f.streamRefused || f.optionsRefused
 }
 
 // laxBool reads v as a pydantic bool field in lax mode does (pydantic-core

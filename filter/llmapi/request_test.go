@@ -1,12 +1,17 @@
 package llmapi
 
 import (
+	"bytes"
+	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"github.com/tidwall/gjson"
+
+	"github.com/meshllm/meshllm/internal/jsonscan"
 )
 
 func fixture(t testing.TB, name string) []byte {
@@ -197,4 +202,132 @@ func TestInjectThenRewrite(t *testing.T) {
 		_, ok = r.InjectIncludeUsage(injected)
 		require.False(t, ok, "nothing left to inject")
 	}
+}
+
+// parseRequestGjson is ParseRequest as it was before the one-pass read
+// (commit 2bc678d, verbatim): check the whole body, then walk its top-level
+// members with gjson. FuzzParseRequestMatchesGjson compares with it.
+func parseRequestGjson(body []byte, maxDepth int) (Request, error) {
+	r := Request{MaxTokens: -1, modelAt: -1, includeUsageAt: -1, streamOptionsNullAt: -1}
+	base := 0
+	if bytes.HasPrefix(body, utf8BOM) {
+		base = len(utf8BOM)
+	}
+	b := body[base:]
+	if maxDepth <= 0 {
+		maxDepth = DefaultMaxDepth
+	}
+	if err := jsonscan.Check(b, maxDepth); err != nil {
+		if errors.Is(err, jsonscan.ErrTooDeep) {
+			return r, ErrTooDeep
+		}
+		return r, ErrNotJSON
+	}
+	first, last := firstNonSpace(b), lastNonSpace(b)
+	if b[first] != '{' {
+		return r, ErrNotObject
+	}
+	root := gjson.Parse(unsafeString(b))
+	var maxTokens, maxCompletion, maxOutput int64 = -1, -1, -1
+	var messages, prompt, input []byte
+	streamOK, optionsOK := true, true // per key: the last occurrence decides
+	root.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "model":
+			r.Model, r.modelAt, r.modelLen = "", -1, 0
+			if v.Type == gjson.String {
+				r.Model = strings.Clone(v.Str) // v.Str may alias body
+				r.modelAt, r.modelLen = base+v.Index, len(v.Raw)
+			}
+		case "stream":
+			r.Stream, streamOK = laxBool(v)
+		case "stream_options":
+			r.IncludeUsage, r.includeUsageAt, r.includeUsageLen, r.streamOptionsNullAt = false, -1, 0, -1
+			optionsOK = true
+			switch {
+			case v.IsObject():
+				r.IncludeUsage = true // vLLM's default for include_usage
+				v.ForEach(func(k, iu gjson.Result) bool {
+					if k.Str == "include_usage" {
+						var ok bool
+						r.IncludeUsage, ok = laxBool(iu)
+						optionsOK = ok // the last include_usage is the one read
+						r.includeUsageAt, r.includeUsageLen = base+iu.Index, len(iu.Raw)
+					}
+					return true
+				})
+			case v.Type == gjson.Null:
+				r.streamOptionsNullAt = base + v.Index
+			default: // vLLM refuses the request (400)
+				optionsOK = false
+			}
+		case "max_tokens":
+			maxTokens = laxInt(v)
+		case "max_completion_tokens":
+			maxCompletion = laxInt(v)
+		case "max_output_tokens":
+			maxOutput = laxInt(v)
+		case "messages":
+			messages = rawOfGjson(body, base, v)
+		case "prompt":
+			prompt = rawOfGjson(body, base, v)
+		case "input":
+			input = rawOfGjson(body, base, v)
+		}
+		return true
+	})
+	switch {
+	case maxCompletion >= 0:
+		r.MaxTokens = maxCompletion
+	case maxTokens >= 0:
+		r.MaxTokens = maxTokens
+	case maxOutput >= 0:
+		r.MaxTokens = maxOutput
+	}
+	switch {
+	case messages != nil:
+		r.Prompt = messages
+	case prompt != nil:
+		r.Prompt = prompt
+	default:
+		r.Prompt = input
+	}
+	r.closeAt = base + last
+	r.refused = !streamOK || !optionsOK
+	if r.Model == "" {
+		return r, ErrModelMissed
+	}
+	return r, nil
+}
+
+// rawOf is v's raw text as a slice of body (b = body[base:] was parsed).
+func rawOfGjson(body []byte, base int, v gjson.Result) []byte {
+	at := base + v.Index
+	if v.Index <= 0 || at+len(v.Raw) > len(body) {
+		return nil
+	}
+	return body[at : at+len(v.Raw)]
+}
+
+// FuzzParseRequestMatchesGjson: the one-pass read (jsonscan.Members) gives
+// what checking and then walking the body with gjson gives, field for
+// field, offsets included, and error for error.
+func FuzzParseRequestMatchesGjson(f *testing.F) {
+	for _, name := range []string{"chat_request.json", "chat_stream_request.json", "chat_stream_usage_request.json",
+		"completions_stream_request.json", "embeddings_request.json"} {
+		f.Add(fixture(f, name))
+	}
+	f.Add([]byte("\xef\xbb\xbf" + `{"model":"m","stream":"yes","stream_options":{"include_usage":0,"include_usage":true},"max_tokens":"12","prompt":[1,2]}`))
+	f.Add([]byte(`{"m\u006fdel":"a","model":1,"max_completion_tokens":3.0,"messages":[],"input":"x","stream_options":null}`))
+	f.Add([]byte(` {"model":"m","stream":true,"stream_options":[]} `))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, err := ParseRequest(body, 16)
+		want, wantErr := parseRequestGjson(body, 16)
+		if err != wantErr {
+			t.Fatalf("%q: ParseRequest %v, want %v", body, err, wantErr)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\n one pass %+v\n gjson    %+v", body, got, want)
+		}
+	})
 }
