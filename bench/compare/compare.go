@@ -118,8 +118,9 @@ type Run struct {
 	// Result is vllm bench's saved result (simulated time).
 	Result  bench.Object
 	Metrics bench.Metrics
-	// TTFTs of successful requests, simulated seconds.
-	TTFTs []float64
+	// TTFTs of successful requests, simulated seconds, and when each was
+	// sent (Starts[i] belongs to TTFTs[i]).
+	TTFTs, Starts []float64
 	// RequestsPerPod counts the requests the gateway sent to each pod.
 	RequestsPerPod []int
 	Samples        []Sample
@@ -314,6 +315,7 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	for _, out := range res.Outputs {
 		if out.Success {
 			r.TTFTs = append(r.TTFTs, out.TTFT)
+			r.Starts = append(r.Starts, out.StartTime)
 		}
 	}
 	result.Set("speed_factor", c.Speed)

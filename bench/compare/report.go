@@ -1,6 +1,7 @@
 package compare
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,6 +39,9 @@ var metrics = []metric{
 	{"median_ttft_ms", "TTFT p50 (ms)", resultKey("median_ttft_ms")},
 	{"p90_ttft_ms", "TTFT p90 (ms)", resultKey("p90_ttft_ms")},
 	{"p99_ttft_ms", "TTFT p99 (ms)", resultKey("p99_ttft_ms")},
+	{"p90_ttft_after_wave_ms", "TTFT p90 after the first wave (ms)", func(r *Run) float64 {
+		return afterFirstWaveP90(r.Starts, r.TTFTs, r.maxConcurrency())
+	}},
 	{"mean_ttft_ms", "TTFT mean (ms)", resultKey("mean_ttft_ms")},
 	{"median_tpot_ms", "TPOT p50 (ms)", resultKey("median_tpot_ms")},
 	{"median_e2el_ms", "E2EL p50 (ms)", resultKey("median_e2el_ms")},
@@ -75,6 +79,48 @@ var metrics = []metric{
 		return m
 	}},
 	{"failed", "failed requests", resultKey("failed")},
+}
+
+// afterFirstWaveP90 is the TTFT p90 (ms) of the requests sent after every
+// request of the first wave had its first token. The first wave is the
+// first concurrency requests sent: with a concurrency limit they start
+// together and queue for their prefills under any policy, so they and the
+// requests sent while they wait set the tails of short runs. What is left
+// is the steady state a policy is responsible for. NaN without a
+// concurrency limit or when no request was sent after the wave.
+func afterFirstWaveP90(starts, ttfts []float64, concurrency int) float64 {
+	if concurrency <= 0 || len(starts) <= concurrency {
+		return math.NaN()
+	}
+	order := make([]int, len(starts))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(starts[a], starts[b]) })
+	end := math.Inf(-1)
+	for _, i := range order[:concurrency] {
+		end = max(end, starts[i]+ttfts[i])
+	}
+	var after []float64
+	for i, st := range starts {
+		if st > end {
+			after = append(after, ttfts[i])
+		}
+	}
+	if len(after) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(after)
+	return bench.PercentileLinear(after, 90) * 1000
+}
+
+// maxConcurrency is the run's --max-concurrency (0: none).
+func (r *Run) maxConcurrency() int {
+	c := resultKey("max_concurrency")(r)
+	if math.IsNaN(c) {
+		return 0
+	}
+	return int(c)
 }
 
 // prefixHitRate is the fleet's prefix-cache hit rate (%): hit tokens over
@@ -319,6 +365,9 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 		"chained, per model or adapter; the last token always recomputed). It is an upper bound: it ignores eviction and load "+
 		"(a group spread over pods computes its prefix once per pod). vllmsim counts a preempted request's queries again when it is "+
 		"readmitted, so with preemptions a measured rate can pass it. \"Below the bound\" is the bound minus the measured rate, in points.\n", BlockSize)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "\"After the first wave\" counts only the requests sent once every request of the first wave (the first max-concurrency sent, which start together) had its first token. "+
+		"The first wave queues for its prefills under any policy, and it and the requests sent while it waits set the tails of a short run; what is left is the steady state.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "## Requests per pod (gateway upstream counts)")
 	fmt.Fprintln(w)
