@@ -300,7 +300,7 @@ func parseRequestGjson(body []byte, maxDepth int) (Request, error) {
 	return r, nil
 }
 
-// rawOf is v's raw text as a slice of body (b = body[base:] was parsed).
+// rawOfGjson is v's raw text as a slice of body (b = body[base:] was parsed).
 func rawOfGjson(body []byte, base int, v gjson.Result) []byte {
 	at := base + v.Index
 	if v.Index <= 0 || at+len(v.Raw) > len(body) {
