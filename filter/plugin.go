@@ -32,8 +32,10 @@ type pluginContext struct {
 	doneBuf []uint64   // reused for a pick request's done ids
 	// pickBuf is reused for the pick request's JSON: the host copies a
 	// call's body before DispatchHttpCall returns (the ABI hands it a
-	// pointer into guest memory, valid only during the call), and growing
-	// a fresh buffer cost more in wasm than writing it.
+	// pointer into guest memory, valid only during the call; Envoy's
+	// Context::httpCall, source/extensions/common/wasm/context.cc, adds it
+	// to the message's own buffer), and growing a fresh buffer cost more
+	// in wasm than writing it.
 	pickBuf []byte
 	// pickerKnowsObjectives: the picker has answered with a pick_id, so
 	// it is new enough to read the pick request's "objective".
