@@ -42,6 +42,9 @@ var metrics = []metric{
 	{"p90_ttft_after_wave_ms", "TTFT p90 after the first wave (ms)", func(r *Run) float64 {
 		return afterFirstWaveP90(r.Starts, r.TTFTs, r.maxConcurrency())
 	}},
+	{"p90_tail_first_wave", "first-wave share of the TTFTs above p90 (%)", func(r *Run) float64 {
+		return firstWaveShareAboveP90(r.Starts, r.TTFTs, r.maxConcurrency())
+	}},
 	{"mean_ttft_ms", "TTFT mean (ms)", resultKey("mean_ttft_ms")},
 	{"median_tpot_ms", "TPOT p50 (ms)", resultKey("median_tpot_ms")},
 	{"median_e2el_ms", "E2EL p50 (ms)", resultKey("median_e2el_ms")},
@@ -114,6 +117,37 @@ func afterFirstWaveP90(starts, ttfts []float64, concurrency int) float64 {
 	return bench.PercentileLinear(after, 90) * 1000
 }
 
+// firstWaveShareAboveP90 is the share (%) of the requests whose TTFT is
+// above the run's p90 that belong to the first wave (the first concurrency
+// sent). Near 100 says p90 is the wave's queue, which no placement removes;
+// near 0 says it is the steady state. NaN without a concurrency limit or
+// requests.
+func firstWaveShareAboveP90(starts, ttfts []float64, concurrency int) float64 {
+	if concurrency <= 0 || len(ttfts) == 0 {
+		return math.NaN()
+	}
+	order := make([]int, len(starts))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(starts[a], starts[b]) })
+	sorted := slices.Sorted(slices.Values(ttfts))
+	p90 := bench.PercentileLinear(sorted, 90)
+	var above, wave int
+	for rank, i := range order {
+		if ttfts[i] > p90 {
+			above++
+			if rank < concurrency {
+				wave++
+			}
+		}
+	}
+	if above == 0 {
+		return 0
+	}
+	return float64(wave) / float64(above) * 100
+}
+
 // maxConcurrency is the run's --max-concurrency (0: none).
 func (r *Run) maxConcurrency() int {
 	c := resultKey("max_concurrency")(r)
@@ -139,9 +173,10 @@ func prefixHitRate(r *Run) float64 {
 }
 
 // noRatio are the rows whose ratio to round robin says nothing: the bound
-// is the dataset's, the same under every policy, and a difference of
-// points is not a rate.
-var noRatio = map[string]bool{"prefix_hit_bound": true, "prefix_hit_below_bound": true}
+// is the dataset's, the same under every policy, a difference of points is
+// not a rate, and the first wave's share of the tail describes the run, not
+// a gain.
+var noRatio = map[string]bool{"prefix_hit_bound": true, "prefix_hit_below_bound": true, "p90_tail_first_wave": true}
 
 // podMeanKV is each pod's KV-cache usage averaged over the samples taken
 // while requests were in flight (the idle tail after the last request, and
@@ -367,7 +402,8 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 		"readmitted, so with preemptions a measured rate can pass it. \"Below the bound\" is the bound minus the measured rate, in points.\n", BlockSize)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "\"After the first wave\" counts only the requests sent once every request of the first wave (the first max-concurrency sent, which start together) had its first token. "+
-		"The first wave queues for its prefills under any policy, and it and the requests sent while it waits set the tails of a short run; what is left is the steady state.")
+		"The first wave queues for its prefills under any policy, and it and the requests sent while it waits set the tails of a short run; what is left is the steady state. "+
+		"\"First-wave share of the TTFTs above p90\" is how many of the slowest 10% are first-wave requests: near 100, p90 is the wave's queue, which no placement removes.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "## Requests per pod (gateway upstream counts)")
 	fmt.Fprintln(w)
