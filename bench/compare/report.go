@@ -95,11 +95,7 @@ func afterFirstWaveP90(starts, ttfts []float64, concurrency int) float64 {
 	if concurrency <= 0 || len(starts) <= concurrency {
 		return math.NaN()
 	}
-	order := make([]int, len(starts))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(starts[a], starts[b]) })
+	order := sentOrder(starts)
 	end := math.Inf(-1)
 	for _, i := range order[:concurrency] {
 		end = max(end, starts[i]+ttfts[i])
@@ -126,11 +122,7 @@ func firstWaveShareAboveP90(starts, ttfts []float64, concurrency int) float64 {
 	if concurrency <= 0 || len(ttfts) == 0 {
 		return math.NaN()
 	}
-	order := make([]int, len(starts))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(starts[a], starts[b]) })
+	order := sentOrder(starts)
 	sorted := slices.Sorted(slices.Values(ttfts))
 	p90 := bench.PercentileLinear(sorted, 90)
 	var above, wave int
@@ -146,6 +138,16 @@ func firstWaveShareAboveP90(starts, ttfts []float64, concurrency int) float64 {
 		return 0
 	}
 	return float64(wave) / float64(above) * 100
+}
+
+// sentOrder is the indexes of starts in the order the requests were sent.
+func sentOrder(starts []float64) []int {
+	order := make([]int, len(starts))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(starts[a], starts[b]) })
+	return order
 }
 
 // maxConcurrency is the run's --max-concurrency (0: none).

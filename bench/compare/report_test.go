@@ -30,12 +30,7 @@ func TestAfterFirstWaveP90(t *testing.T) {
 		{name: "nothing after the wave", starts: []float64{0, 0, 1}, ttfts: []float64{2, 2, 1}, concurrency: 2, want: math.NaN()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := afterFirstWaveP90(tc.starts, tc.ttfts, tc.concurrency)
-			if math.IsNaN(tc.want) {
-				require.True(t, math.IsNaN(got), "got %v", got)
-				return
-			}
-			require.InDelta(t, tc.want, got, 1e-9)
+			requireValueOrNaN(t, tc.want, afterFirstWaveP90(tc.starts, tc.ttfts, tc.concurrency))
 		})
 	}
 }
@@ -55,6 +50,11 @@ func TestFirstWaveShareAboveP90(t *testing.T) {
 			want: 100,
 		},
 		{
+			name:   "the first request after the wave is not in it",
+			starts: []float64{0, 0, 1, 2, 3, 4, 5, 6, 7, 8}, ttfts: []float64{1, 2, 10, 3, 4, 5, 6, 7, 8, 9}, concurrency: 2,
+			want: 0,
+		},
+		{
 			name:   "the slowest came after the wave",
 			starts: []float64{0, 0, 1, 2, 3, 4, 5, 6, 7, 8}, ttfts: []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, concurrency: 2,
 			want: 0,
@@ -72,12 +72,17 @@ func TestFirstWaveShareAboveP90(t *testing.T) {
 		{name: "no concurrency limit", starts: []float64{0, 1}, ttfts: []float64{1, 2}, concurrency: 0, want: math.NaN()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := firstWaveShareAboveP90(tc.starts, tc.ttfts, tc.concurrency)
-			if math.IsNaN(tc.want) {
-				require.True(t, math.IsNaN(got), "got %v", got)
-				return
-			}
-			require.InDelta(t, tc.want, got, 1e-9)
+			requireValueOrNaN(t, tc.want, firstWaveShareAboveP90(tc.starts, tc.ttfts, tc.concurrency))
 		})
 	}
+}
+
+// requireValueOrNaN: want NaN means got must be NaN (no value), else equal.
+func requireValueOrNaN(t *testing.T, want, got float64) {
+	t.Helper()
+	if math.IsNaN(want) {
+		require.True(t, math.IsNaN(got), "got %v", got)
+		return
+	}
+	require.InDelta(t, want, got, 1e-9)
 }
