@@ -137,7 +137,7 @@ func TestSmokeComparison(t *testing.T) {
 	for _, want := range []string{"| TTFT p90 (ms) |", "| round_robin | prefix_cache | prefix_cache / RR |", "go test", "ttft_cdf.png", "2 pods of Qwen"} {
 		require.Contains(t, string(report), want)
 	}
-	for _, f := range []string{"ttft_cdf.png", "kv_usage.png", "queue_depth.png", "output_throughput.png", "requests_per_pod.png"} {
+	for _, f := range []string{"ttft_cdf.png", "kv_usage.png", "queue_depth.png", "ttft_by_send_time.png", "output_throughput.png", "requests_per_pod.png"} {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		require.NoError(t, err)
 		img, err := png.Decode(bytes.NewReader(b))

@@ -35,6 +35,7 @@ func WritePlots(dir string, policies []string, runs []*Run) ([]string, error) {
 		{"queue_depth.png", func(path string) error {
 			return perPod(path, policies, first, "requests waiting", 0, func(p PodSample) float64 { return p.Waiting })
 		}},
+		{"ttft_by_send_time.png", func(path string) error { return ttftBySendTime(path, policies, first) }},
 		{"output_throughput.png", func(path string) error { return throughput(path, policies, first) }},
 		{"requests_per_pod.png", func(path string) error { return requestsPerPod(path, policies, runs) }},
 	}
@@ -82,6 +83,60 @@ func ttftCDF(path string, policies []string, runs []*Run) error {
 	p.Legend.Left = false
 	p.Y.Min, p.Y.Max = 0, 1
 	return p.Save(8*vg.Inch, 5*vg.Inch, path)
+}
+
+// ttftBySendTime tiles one scatter per policy (first repetition): each
+// request's TTFT against when it was sent, on a log axis shared by the
+// panels. It shows where a tail comes from: the first wave's queue at the
+// start, its echo when the wave's requests end together, or the steady
+// state.
+func ttftBySendTime(path string, policies []string, first map[string]*Run) error {
+	lo, hi, right := 0.0, 0.0, 0.0
+	for _, pol := range policies {
+		r := first[pol]
+		if r == nil {
+			continue
+		}
+		for i, t := range r.TTFTs {
+			if t > 0 && (lo == 0 || t < lo) {
+				lo = t
+			}
+			hi = max(hi, t)
+			right = max(right, r.Starts[i])
+		}
+	}
+	var plots []*plot.Plot
+	for i, pol := range policies {
+		r := first[pol]
+		if r == nil {
+			continue
+		}
+		p := newPlot(pol, "sent at (simulated s)", "TTFT (simulated s, log)")
+		var pts plotter.XYs
+		for j, t := range r.TTFTs {
+			if t > 0 { // a log axis has no 0
+				pts = append(pts, plotter.XY{X: r.Starts[j], Y: t})
+			}
+		}
+		if len(pts) > 0 {
+			sc, err := plotter.NewScatter(pts)
+			if err != nil {
+				return err
+			}
+			sc.GlyphStyle.Color = plotutil.Color(i)
+			sc.GlyphStyle.Radius = vg.Points(1)
+			sc.GlyphStyle.Shape = draw.CircleGlyph{}
+			p.Add(sc)
+		}
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		if lo > 0 {
+			p.Y.Min, p.Y.Max = lo/1.2, hi*1.2
+		}
+		p.X.Min, p.X.Max = 0, right
+		plots = append(plots, p)
+	}
+	return tile(path, plots)
 }
 
 // perPod tiles one plot per policy, a line per pod, with a shared y range
