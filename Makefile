@@ -37,7 +37,7 @@ demo: wasm
 check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1)
 	$(GO) vet ./...
-	GOOS=wasip1 GOARCH=wasm $(GO) build ./filter/... ./picker-svc/pickapi/
+	GOOS=wasip1 GOARCH=wasm $(GO) build ./filter/... $$(GOOS=wasip1 GOARCH=wasm $(GO) list -deps ./filter/... | grep '^github.com/meshllm/meshllm/')
 	$(GO) mod tidy
 	@git diff --exit-code go.mod go.sum || (echo "go mod tidy changed go.mod/go.sum"; exit 1)
 

@@ -10,10 +10,10 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/meshllm/meshllm/filter/config"
-	"github.com/meshllm/meshllm/filter/llmapi"
 	"github.com/meshllm/meshllm/filter/route"
 	"github.com/meshllm/meshllm/filter/stats"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/internal/llmapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 // phase is where a request stands. It only moves forward, and every
@@ -39,6 +39,16 @@ const (
 	// phaseFinished: metrics and log fields are written. Nothing more.
 	phaseFinished
 )
+
+var phaseNames = [...]string{"ignored", "held", "picking", "sent", "answered", "finished"}
+
+// String names the phase, for logs and test failures.
+func (p phase) String() string {
+	if int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return "phase(" + strconv.Itoa(int(p)) + ")"
+}
 
 // bodyState says whether the request body was read.
 type bodyState uint8

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshllm/meshllm/filter/stats"
+	"github.com/meshllm/meshllm/internal/labelguard"
 )
 
 // modelRequest sends one request for model, answered as served by served.
@@ -37,7 +38,7 @@ func modelRequest(t *testing.T, host proxytest.HostEmulator, model, served strin
 
 func sharedLabelSet(t *testing.T) ([]byte, uint32) {
 	t.Helper()
-	v, cas, err := proxywasm.GetSharedData(stats.LabelSetKey)
+	v, cas, err := proxywasm.GetSharedData(labelguard.LabelSetKey)
 	require.NoError(t, err, "the admitted set is in shared data")
 	return append([]byte(nil), v...), cas
 }
@@ -46,7 +47,7 @@ func sharedPairs(t *testing.T) [][2]string {
 	t.Helper()
 	v, _ := sharedLabelSet(t)
 	var pairs [][2]string
-	_, err := stats.DecodeLabelSet(v, func(_, m, tm []byte) bool {
+	_, err := labelguard.DecodeLabelSet(v, func(_, m, tm []byte) bool {
 		pairs = append(pairs, [2]string{string(m), string(tm)})
 		return true
 	})
@@ -58,7 +59,7 @@ func TestLabelsAdmittedInSharedData(t *testing.T) {
 	bothVMs(t, func(t *testing.T, vm types.VMContext) {
 		host := startHost(t, vm, `{"model_label_limit": 3}`)
 		v, _ := sharedLabelSet(t)
-		_, entries, err := stats.SplitLabelSet(v)
+		_, entries, err := labelguard.SplitLabelSet(v)
 		require.NoError(t, err)
 		require.Empty(t, entries, "plugin start creates the empty set")
 
@@ -67,14 +68,14 @@ func TestLabelsAdmittedInSharedData(t *testing.T) {
 
 		// Another VM admits two pairs with compare-and-swap: the set is full.
 		v, cas := sharedLabelSet(t)
-		v = stats.AppendLabelPair(stats.AppendLabelPair(v, "b", "b"), "c", "c")
-		require.NoError(t, proxywasm.SetSharedData(stats.LabelSetKey, v, cas))
+		v = labelguard.AppendLabelPair(labelguard.AppendLabelPair(v, "b", "b"), "c", "c")
+		require.NoError(t, proxywasm.SetSharedData(labelguard.LabelSetKey, v, cas))
 
 		modelRequest(t, host, "b", "b") // admitted elsewhere: its own series here too
 		modelRequest(t, host, "new", "new")
 		modelRequest(t, host, "llama", "llama-served")
 		require.Equal(t, uint64(7), counter(t, host, promptTokens("b", "b")))
-		require.Equal(t, uint64(7), counter(t, host, promptTokens(stats.Other, stats.Other)))
+		require.Equal(t, uint64(7), counter(t, host, promptTokens(labelguard.Other, labelguard.Other)))
 		require.Equal(t, uint64(14), counter(t, host, promptTokens("llama", "llama-served")))
 		require.Equal(t, uint64(1), counter(t, host, stats.LabelOverflow))
 		require.Len(t, sharedPairs(t), 3, "the filter never writes past the limit")
@@ -92,7 +93,7 @@ func TestLabelsWriteWithTheCASRead(t *testing.T) {
 		modelRequest(t, host, "a", "a")
 		_, after := sharedLabelSet(t)
 		require.NotEqual(t, before, after)
-		require.ErrorIs(t, proxywasm.SetSharedData(stats.LabelSetKey, stats.EmptyLabelSet(0), before), types.ErrorStatusCasMismatch)
+		require.ErrorIs(t, proxywasm.SetSharedData(labelguard.LabelSetKey, labelguard.EmptyLabelSet(0), before), types.ErrorStatusCasMismatch)
 		require.Equal(t, [][2]string{{"a", "a"}}, sharedPairs(t))
 	})
 }
@@ -104,14 +105,14 @@ func TestLabelsCorruptSharedValue(t *testing.T) {
 	bothVMs(t, func(t *testing.T, vm types.VMContext) {
 		host := startHost(t, vm, `{"model_label_limit": 5}`)
 		modelRequest(t, host, "known", "known")
-		garbage := append(stats.EmptyLabelSet(1), "\x05a;.;b\x00\xff"...)
+		garbage := append(labelguard.EmptyLabelSet(1), "\x05a;.;b\x00\xff"...)
 		// With the CAS read: proxytest refuses CAS 0 on an existing key,
 		// where Envoy would write unconditionally.
 		_, cas := sharedLabelSet(t)
-		require.NoError(t, proxywasm.SetSharedData(stats.LabelSetKey, garbage, cas))
+		require.NoError(t, proxywasm.SetSharedData(labelguard.LabelSetKey, garbage, cas))
 		modelRequest(t, host, "fresh", "fresh")
 		modelRequest(t, host, "known", "known")
-		require.Equal(t, uint64(7), counter(t, host, promptTokens(stats.Other, stats.Other)))
+		require.Equal(t, uint64(7), counter(t, host, promptTokens(labelguard.Other, labelguard.Other)))
 		require.Equal(t, uint64(14), counter(t, host, promptTokens("known", "known")))
 		for _, name := range definedMetricNames(t, host) {
 			require.NotContains(t, name, "a;.;b")

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshllm/meshllm/filter/stats"
+	"github.com/meshllm/meshllm/internal/labelguard"
 	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 )
 
@@ -72,5 +73,5 @@ func TestWasmHundredThousandRandomModels(t *testing.T) {
 		}
 	}
 	require.Equal(t, uint64(total/2*10+total/2*131), promptSum)
-	require.Positive(t, counter(t, host, promptTokens(stats.Other, stats.Other)))
+	require.Positive(t, counter(t, host, promptTokens(labelguard.Other, labelguard.Other)))
 }

@@ -8,14 +8,15 @@ import (
 
 	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/stats"
+	"github.com/meshllm/meshllm/internal/labelguard"
 )
 
 // hostMetrics defines each stat once and caches its handle. Model-labelled
 // series pass through the cardinality guard first, so the caches are bounded.
 // The guard's admitted set is shared by every VM of the proxy (sharedLabels).
 type hostMetrics struct {
-	guard  *stats.Guard
-	warned [stats.Unavailable + 1]bool // logged once per verdict
+	guard  *labelguard.Guard
+	warned [labelguard.Unavailable + 1]bool // logged once per verdict
 	series map[[2]string]*modelSeries
 	byName map[string]proxywasm.MetricCounter
 
@@ -38,7 +39,7 @@ type modelSeries struct {
 
 func newHostMetrics(cfg config.Config) *hostMetrics {
 	m := &hostMetrics{
-		guard:    stats.NewGuard(cfg.ModelLabelLimit, cfg.ModelAllowlist, sharedLabels{}),
+		guard:    labelguard.NewGuard(cfg.ModelLabelLimit, cfg.ModelAllowlist, sharedLabels{}),
 		series:   make(map[[2]string]*modelSeries),
 		byName:   make(map[string]proxywasm.MetricCounter),
 		overflow: proxywasm.DefineCounterMetric(stats.LabelOverflow), // constant names: never freed
@@ -48,7 +49,7 @@ func newHostMetrics(cfg config.Config) *hostMetrics {
 	}
 	if err := m.guard.Start(); err != nil {
 		proxywasm.LogWarnf("meshllm: shared data %s unusable (%v): new model labels count as %q until it works",
-			stats.LabelSetKey, err, stats.Other)
+			labelguard.LabelSetKey, err, labelguard.Other)
 	}
 	return m
 }
@@ -59,16 +60,16 @@ func (m *hostMetrics) forModel(model, target string) *modelSeries {
 	if verdict.Overflow() {
 		m.overflow.Increment(1)
 	}
-	if (verdict == stats.Unavailable || verdict == stats.Contended) && !m.warned[verdict] {
+	if (verdict == labelguard.Unavailable || verdict == labelguard.Contended) && !m.warned[verdict] {
 		m.warned[verdict] = true
 		why := "compare-and-swap kept failing"
-		if verdict == stats.Unavailable {
+		if verdict == labelguard.Unavailable {
 			why = "the shared data cannot be read or written"
 			if m.guard.Corrupt() {
 				why = "the shared value is not a label set; no new label is admitted by this VM"
 			}
 		}
-		proxywasm.LogWarnf("meshllm: model label counted as %q: %s (%s; logged once)", stats.Other, why, stats.LabelSetKey)
+		proxywasm.LogWarnf("meshllm: model label counted as %q: %s (%s; logged once)", labelguard.Other, why, labelguard.LabelSetKey)
 	}
 	key := [2]string{lm, lt}
 	if s, ok := m.series[key]; ok {
@@ -121,7 +122,7 @@ func (m *hostMetrics) count(metric, tag, value string) {
 type sharedLabels struct{}
 
 func (sharedLabels) Get() ([]byte, uint32, bool, error) {
-	v, cas, err := proxywasm.GetSharedData(stats.LabelSetKey)
+	v, cas, err := proxywasm.GetSharedData(labelguard.LabelSetKey)
 	if errors.Is(err, types.ErrorStatusNotFound) {
 		return nil, 0, false, nil
 	}
@@ -129,9 +130,9 @@ func (sharedLabels) Get() ([]byte, uint32, bool, error) {
 }
 
 func (sharedLabels) Set(v []byte, cas uint32) error {
-	err := proxywasm.SetSharedData(stats.LabelSetKey, v, cas)
+	err := proxywasm.SetSharedData(labelguard.LabelSetKey, v, cas)
 	if errors.Is(err, types.ErrorStatusCasMismatch) {
-		return stats.ErrCasMismatch
+		return labelguard.ErrCasMismatch
 	}
 	return err
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshllm/meshllm/filter/stats"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 // envoyRequest drives one request the way Envoy's filter manager does, with
@@ -158,4 +158,17 @@ func TestLatePickAnswer(t *testing.T) {
 		require.Empty(t, host.GetErrorLogs())
 		deleteContext(t, id)
 	})
+}
+
+// TestPhaseNames: every phase has its own name, and an impossible value
+// still prints (a log line about a corrupt state must not panic).
+func TestPhaseNames(t *testing.T) {
+	seen := map[string]bool{}
+	for p := phaseIgnored; p <= phaseFinished; p++ {
+		n := p.String()
+		require.NotContains(t, n, "phase(", "phase %d has no name", p)
+		require.False(t, seen[n], "two phases named %q", n)
+		seen[n] = true
+	}
+	require.Equal(t, "phase(200)", phase(200).String())
 }

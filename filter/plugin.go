@@ -8,7 +8,7 @@ import (
 
 	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/route"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 // vmContext is the filter's VM; one per Envoy worker thread.
@@ -84,3 +84,116 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
 	return &httpContext{plugin: p, id: contextID}
 }
+
+// knowsObjectives reports whether the picker reads "objective": this VM
+// saw a pick_id, or another worker's VM did.
+func (p *pluginContext) knowsObjectives() bool {
+	if !p.pickerKnowsObjectives {
+		if b, _, err := proxywasm.GetSharedData(route.ObjectivesKey); err == nil && len(b) == 1 && b[0] == 1 {
+			p.pickerKnowsObjectives = true
+		}
+	}
+	return p.pickerKnowsObjectives
+}
+
+// storeRanked keeps the pick's ranked endpoints in shared data, at most
+// every 100 ms per VM (it is a hint for when the picker fails, not state).
+func (p *pluginContext) storeRanked(pick pickapi.PickResponse) {
+	now := time.Now()
+	if now.Sub(p.rankedAt) < 100*time.Millisecond {
+		return
+	}
+	p.rankedAt = now
+	ranked := append(append(make([]string, 0, 1+len(pick.Fallbacks)), pick.Endpoint), pick.Fallbacks...)
+	_ = proxywasm.SetSharedData(route.CacheKey(p.cfg.Pool), route.EncodeCache(now.UnixMilli(), ranked), 0)
+}
+
+// cachedEndpoint returns a fresh cached endpoint, rotating over the ranked
+// list so that a down picker does not send everything to one pod.
+func (p *pluginContext) cachedEndpoint() (string, bool) {
+	if !p.cfg.FallbackCache {
+		return "", false
+	}
+	b, _, err := proxywasm.GetSharedData(route.CacheKey(p.cfg.Pool))
+	if err != nil {
+		return "", false
+	}
+	ts, eps, ok := route.DecodeCache(b)
+	if !ok || time.Now().UnixMilli()-ts > route.FallbackTTLMillis {
+		return "", false
+	}
+	if len(p.cfg.EndpointCIDRs) > 0 {
+		// Shared data is writable by any plugin in the proxy.
+		kept := eps[:0]
+		for _, e := range eps {
+			if route.Allowed(e, p.cfg.EndpointCIDRs) {
+				kept = append(kept, e)
+			}
+		}
+		if eps = kept; len(eps) == 0 {
+			return "", false
+		}
+	}
+	p.rotation++
+	return eps[p.rotation%len(eps)], true
+}
+
+// Watchdog. In body mode the headers are paused until the body is read;
+// without allow_on_headers_stop_iteration Envoy withholds the body until
+// the headers resume, and the request would hang. The tick resumes such
+// requests and says why, once.
+
+func (p *pluginContext) watch(id uint32, h *httpContext) {
+	if p.waiting == nil {
+		p.waiting = make(map[uint32]*httpContext)
+	}
+	h.pausedTick = p.ticks
+	p.waiting[id] = h
+}
+
+func (p *pluginContext) unwatch(id uint32) {
+	if p.waiting != nil {
+		delete(p.waiting, id)
+	}
+}
+
+// OnTick implements types.PluginContext. The watchdog counts ticks rather
+// than reading the clock: Envoy ticks at the period set in OnPluginStart,
+// and counting makes the watchdog exact to test.
+func (p *pluginContext) OnTick() {
+	p.ticks++
+	for id, h := range p.waiting {
+		if p.ticks-h.pausedTick <= p.watchdogTicks {
+			continue
+		}
+		delete(p.waiting, id)
+		if h.phase != phaseHeld {
+			continue
+		}
+		if err := proxywasm.SetEffectiveContext(id); err != nil {
+			continue // the stream is gone
+		}
+		// The headers leave with their Content-Length: the body, when it
+		// comes, is read but keeps its size (no injection).
+		h.release(route.OutcomeWatchdog)
+		p.logOnce("watchdog", "meshllm: a request body did not arrive within %d ms of its paused headers; "+
+			"resumed it unrouted. route_on \"body\" needs Envoy >= 1.35 with allow_on_headers_stop_iteration: true "+
+			"in the Wasm filter's config (an Istio WasmPlugin cannot set it: use the EnvoyFilter, or route_on \"headers\")",
+			p.cfg.WatchdogMillis)
+		_ = proxywasm.ResumeHttpRequest()
+	}
+}
+
+// logOnce logs a warning the first time key happens in this VM.
+func (p *pluginContext) logOnce(key, format string, args ...any) {
+	if p.logged == nil {
+		p.logged = make(map[string]bool)
+	}
+	if p.logged[key] {
+		return
+	}
+	p.logged[key] = true
+	proxywasm.LogWarnf(format, args...)
+}
+
+var _ types.PluginContext = (*pluginContext)(nil)

@@ -11,7 +11,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/meshllm/meshllm/filter/stats"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 const bodyRouting = `{"route_on":"body","picker_cluster":"picker","picker_authority":"picker.local","pool":"pool-a","picker_timeout_ms":70}`

@@ -24,7 +24,7 @@ import (
 	"github.com/meshllm/meshllm/bench"
 	"github.com/meshllm/meshllm/e2e/stack"
 	"github.com/meshllm/meshllm/e2e/vllmsim"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 // Policy is one way of routing the same workload.

@@ -17,7 +17,7 @@ import (
 	"github.com/meshllm/meshllm/bench"
 	"github.com/meshllm/meshllm/e2e/stack"
 	"github.com/meshllm/meshllm/filter/config"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 // The derivation by hand: 24 GiB x 0.95 = 24,481,313,587 B; minus 15 GiB

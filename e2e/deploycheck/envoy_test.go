@@ -24,7 +24,7 @@ import (
 
 	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/stats"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 // The facts envoy.yaml promises (the e2e gateway host and docker-compose rely

@@ -21,7 +21,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshllm/meshllm/e2e/wasmhost"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 // The tests below run the compiled filter (wasm/meshllm.wasm, `make wasm`)

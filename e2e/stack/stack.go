@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -45,7 +44,8 @@ type Config struct {
 	// names the pool the simulated servers belong to.
 	Objects string
 	Pool    string
-	// PickerArgs are extra picker flags.
+	// PickerArgs are extra picker flags (the rest of the picker's
+	// settings are fields here).
 	PickerArgs []string
 	// PluginConfig replaces the LLM listener's filter configuration.
 	PluginConfig string
@@ -79,7 +79,6 @@ type Stack struct {
 	Gateway *gateway.Gateway
 	// ExtProcGateway routes through the picker over ext_proc (Config.ExtProc).
 	ExtProcGateway *extprocgw.Gateway
-	dir            string
 
 	mu         sync.Mutex
 	pickerAddr string
@@ -143,9 +142,6 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		}
 	}()
 	var err error
-	if s.dir, err = os.MkdirTemp("", "meshllm-stack-"); err != nil {
-		return nil, err
-	}
 	if s.Fleet, err = vllmsim.StartFleet(ctx, cfg.Sims); err != nil {
 		return nil, err
 	}
@@ -202,40 +198,30 @@ func (s *Stack) PickerAddr() string {
 }
 
 func (s *Stack) startPicker(addr string) error {
-	args := []string{"--listen", addr, "--endpoints", strings.Join(s.Fleet.Addrs, ",")}
-	if s.cfg.Objects != "" {
-		f := filepath.Join(s.dir, "objects.yaml")
-		if err := os.WriteFile(f, []byte(s.cfg.Objects), 0o644); err != nil {
-			return err
-		}
-		args = append(args, "--objects", f)
-	}
-	if s.cfg.Pool != "" {
-		args = append(args, "--pool", s.cfg.Pool)
-	}
+	o := app.Options{Args: s.cfg.PickerArgs, Log: s.cfg.Log, Listen: addr, Endpoints: s.Fleet.Addrs, Pool: s.cfg.Pool,
+		Objects: []byte(s.cfg.Objects)}
 	if s.cfg.ExtProc {
 		s.mu.Lock()
-		ep := s.extProc
+		o.ExtProcListen = s.extProc
 		s.mu.Unlock()
-		if ep == "" {
-			ep = "127.0.0.1:0"
+		if o.ExtProcListen == "" {
+			o.ExtProcListen = "127.0.0.1:0"
 		}
-		args = append(args, "--ext-proc-listen", ep)
 		if s.cfg.ExtProcTLS {
-			args = append(args, "--ext-proc-tls", "self-signed")
+			o.ExtProcTLS = "self-signed"
 		}
 	}
-	args = append(args, s.cfg.PickerArgs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, app.Options{Args: args, Log: s.cfg.Log, Ready: func(a net.Addr) { ready <- a },
-			ExtProcReady: func(a net.Addr) {
-				s.mu.Lock()
-				s.extProc = a.String()
-				s.mu.Unlock()
-			}})
+		o.Ready = func(a net.Addr) { ready <- a }
+		o.ExtProcReady = func(a net.Addr) {
+			s.mu.Lock()
+			s.extProc = a.String()
+			s.mu.Unlock()
+		}
+		done <- app.Run(ctx, o)
 	}()
 	select {
 	case a := <-ready:
@@ -302,8 +288,5 @@ func (s *Stack) Close() {
 	_ = s.StopPicker()
 	if s.Fleet != nil {
 		_ = s.Fleet.Close()
-	}
-	if s.dir != "" {
-		_ = os.RemoveAll(s.dir)
 	}
 }

@@ -202,54 +202,59 @@ type Config struct {
 	Clock Clock
 }
 
+// Defaults is the configuration a zero Config gets and the command's flags
+// show: one place for every default.
+func Defaults() Config {
+	return Config{
+		Model: "meta-llama/Llama-3.1-8B-Instruct", Addr: "127.0.0.1:0", MaxLoRAs: 1, LoRALoadTime: 0.1, Speed: 1,
+		BlockSize: 16, NumGPUBlocks: 6144, MaxNumSeqs: 256, MaxNumBatchedTokens: 2048, MaxModelLen: 8192,
+		Step: DefaultStepModel(), OutputLen: OutputLen{Kind: "lognormal", A: 200, B: 1}, Seed: 1, BehindTolerance: 0.1,
+		Engine: EngineVLLM,
+	}
+}
+
 func (c Config) withDefaults() (Config, error) {
-	if c.Model == "" {
-		c.Model = "meta-llama/Llama-3.1-8B-Instruct"
+	d := Defaults()
+	or := func(v *string, dv string) {
+		if *v == "" {
+			*v = dv
+		}
 	}
-	if c.Addr == "" {
-		c.Addr = "127.0.0.1:0"
+	orInt := func(v *int, dv int) {
+		if *v == 0 {
+			*v = dv
+		}
 	}
-	if c.MaxLoRAs == 0 {
-		c.MaxLoRAs = 1
+	orFloat := func(v *float64, dv float64) {
+		if *v == 0 {
+			*v = dv
+		}
 	}
-	if c.LoRALoadTime == 0 {
-		c.LoRALoadTime = 0.1
-	}
-	if c.Speed == 0 {
-		c.Speed = 1
-	}
-	if c.BlockSize == 0 {
-		c.BlockSize = 16
-	}
-	if c.NumGPUBlocks == 0 {
-		c.NumGPUBlocks = 6144
-	}
-	if c.MaxNumSeqs == 0 {
-		c.MaxNumSeqs = 256
-	}
-	if c.MaxNumBatchedTokens == 0 {
-		c.MaxNumBatchedTokens = 2048
-	}
-	if c.MaxModelLen == 0 {
-		c.MaxModelLen = 8192
-	}
+	or(&c.Model, d.Model)
+	or(&c.Addr, d.Addr)
+	orInt(&c.MaxLoRAs, d.MaxLoRAs)
+	orFloat(&c.LoRALoadTime, d.LoRALoadTime)
+	orFloat(&c.Speed, d.Speed)
+	orInt(&c.BlockSize, d.BlockSize)
+	orInt(&c.NumGPUBlocks, d.NumGPUBlocks)
+	orInt(&c.MaxNumSeqs, d.MaxNumSeqs)
+	orInt(&c.MaxNumBatchedTokens, d.MaxNumBatchedTokens)
+	orInt(&c.MaxModelLen, d.MaxModelLen)
 	if c.Step == (StepModel{}) {
-		c.Step = DefaultStepModel()
+		c.Step = d.Step
 	}
 	if c.OutputLen.Kind == "" {
-		c.OutputLen = OutputLen{Kind: "lognormal", A: 200, B: 1}
+		c.OutputLen = d.OutputLen
 	}
 	if c.Seed == 0 {
-		c.Seed = 1
+		c.Seed = d.Seed
 	}
-	if c.BehindTolerance == 0 {
-		c.BehindTolerance = 0.1
-	}
+	orFloat(&c.BehindTolerance, d.BehindTolerance)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	if c.Engine == "" {
-		c.Engine = EngineVLLM
+		c.Engine = d.Engine
 	}
 	switch {
 	case c.Engine != EngineVLLM && c.Engine != EngineSGLang:

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshllm/meshllm/filter/stats"
+	"github.com/meshllm/meshllm/internal/labelguard"
 	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 )
 
@@ -67,10 +68,10 @@ func exposed(t *testing.T, st *Stats) []series {
 
 func decodedPairs(t *testing.T, sd *SharedData) map[[2]string]bool {
 	t.Helper()
-	v, _, ok := sd.Get(stats.LabelSetKey)
+	v, _, ok := sd.Get(labelguard.LabelSetKey)
 	require.True(t, ok, "the admitted set is in shared data")
 	pairs := map[[2]string]bool{}
-	_, err := stats.DecodeLabelSet(v, func(_, m, tm []byte) bool {
+	_, err := labelguard.DecodeLabelSet(v, func(_, m, tm []byte) bool {
 		require.False(t, pairs[[2]string{string(m), string(tm)}], "pair written twice")
 		pairs[[2]string{string(m), string(tm)}] = true
 		return true
@@ -135,7 +136,7 @@ func TestModelLabelBoundAcrossVMs(t *testing.T) {
 		}
 		prompt += s.value
 		p := [2]string{s.tags[stats.TagModel], s.tags[stats.TagTargetModel]}
-		require.True(t, pairs[p] || p == [2]string{stats.Other, stats.Other}, "%v labels a stat but is not in the shared set", p)
+		require.True(t, pairs[p] || p == [2]string{labelguard.Other, labelguard.Other}, "%v labels a stat but is not in the shared set", p)
 	}
 	require.Equal(t, uint64(workers*perVM*10), prompt, "no tokens lost: beyond the limit they count under other")
 }
@@ -153,7 +154,7 @@ func TestLateVMJoinsTheSharedSet(t *testing.T) {
 	require.NoError(t, modelExchange(late, "c", "c"))
 	b, _ := st.Lookup(stats.Name(stats.PromptTokens, stats.Tag{Name: stats.TagModel, Value: "b"}, stats.Tag{Name: stats.TagTargetModel, Value: "b"}))
 	require.Equal(t, uint64(20), b)
-	o, _ := st.Lookup(stats.Name(stats.PromptTokens, stats.Tag{Name: stats.TagModel, Value: stats.Other}, stats.Tag{Name: stats.TagTargetModel, Value: stats.Other}))
+	o, _ := st.Lookup(stats.Name(stats.PromptTokens, stats.Tag{Name: stats.TagModel, Value: labelguard.Other}, stats.Tag{Name: stats.TagTargetModel, Value: labelguard.Other}))
 	require.Equal(t, uint64(10), o)
 	require.Len(t, decodedPairs(t, sd), 2)
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/meshllm/meshllm/internal/jsonscan"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 // Config is the parsed pluginConfig.

@@ -1,6 +1,6 @@
 package route
 
-import "github.com/meshllm/meshllm/picker-svc/pickapi"
+import "github.com/meshllm/meshllm/pickapi"
 
 // EndsCapacity is how many ended requests' pick ids one VM holds for its
 // next pick requests. A VM that picks rarely (an idle worker) drops the

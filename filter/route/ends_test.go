@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 func TestEnds(t *testing.T) {

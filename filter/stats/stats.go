@@ -9,8 +9,8 @@
 //	model=.=llama;.;target_model=.=sql-lora;.;asm_llm_proxy_prompt_tokens
 //	  -> asm_llm_proxy_prompt_tokens{model="llama",target_model="sql-lora"}
 //
-// Label values come from clients, so they are sanitised (TagValue) and
-// bounded (Guard) before they become part of a stat name.
+// Label values come from clients, so they are sanitised and bounded
+// (internal/labelguard) before they become part of a stat name.
 package stats
 
 import "strings"
@@ -78,45 +78,6 @@ func Name(metric string, tags ...Tag) string {
 	}
 	b.WriteString(metric)
 	return b.String()
-}
-
-// MaxValueLen caps a label value; longer values are cut.
-const MaxValueLen = 96
-
-// Unknown stands for an empty or absent value; Other for values the Guard
-// refuses.
-const (
-	Unknown = "unknown"
-	Other   = "other"
-)
-
-// TagValue makes s safe inside a stat name and a Prometheus label: at most
-// MaxValueLen bytes of [A-Za-z0-9._/:-]; every other byte becomes '_'.
-// ';' and '=' in particular would break the segment syntax.
-func TagValue(s string) string {
-	if s == "" {
-		return Unknown
-	}
-	if len(s) > MaxValueLen {
-		s = s[:MaxValueLen]
-	}
-	for i := 0; i < len(s); i++ {
-		if !safe(s[i]) {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if !safe(b[j]) {
-					b[j] = '_'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
-}
-
-func safe(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		c == '.' || c == '_' || c == '-' || c == '/' || c == ':'
 }
 
 // ResponseClass maps an HTTP status to a bounded label value.

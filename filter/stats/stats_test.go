@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshllm/meshllm/internal/labelguard"
 	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 )
 
@@ -55,18 +56,11 @@ func TestHostileValuesStayInTheirLabel(t *testing.T) {
 		`x;.;target_model=.=forged;.;`, `a";b`, "a\nb", `=.=`, `;.;`, "", string(make([]byte, 500)),
 		"model=.=m;.;asm_llm_proxy_prompt_tokens", "ünïcode", `{"$gt":""}`,
 	} {
-		v := TagValue(evil)
-		require.LessOrEqual(t, len(v), MaxValueLen)
+		v := labelguard.TagValue(evil)
+		require.LessOrEqual(t, len(v), labelguard.MaxValueLen)
 		got := ex.Of(Name(PromptTokens, Tag{TagModel, v}, Tag{TagTargetModel, "t"}))
 		require.Equal(t, fmt.Sprintf(`asm_llm_proxy_prompt_tokens{model=%q,target_model="t"}`, v), got, "value %q", evil)
 	}
-}
-
-func TestTagValue(t *testing.T) {
-	require.Equal(t, "meta-llama/Llama-3.1-8B-Instruct", TagValue("meta-llama/Llama-3.1-8B-Instruct"))
-	require.Equal(t, Unknown, TagValue(""))
-	require.Equal(t, "a_b_c", TagValue("a;b=c"))
-	require.Len(t, TagValue(string(make([]byte, 1000))), MaxValueLen)
 }
 
 func TestResponseClass(t *testing.T) {

@@ -76,6 +76,19 @@ func importBreaksRule(file, path string) string {
 			return "the product must not import the e2e harness (shared test code goes in internal/testsupport)"
 		}
 	}
+	// The two products share a floor (internal/) and a contract (pickapi/),
+	// and nothing else: neither imports the other's rooms, and the floor
+	// and the contract import neither product.
+	switch {
+	case strings.HasPrefix(path, module+"filter/") && under("picker-svc"):
+		return "picker-svc must not import the filter (shared code goes in internal/)"
+	case strings.HasPrefix(path, module+"picker-svc/") && under("filter"):
+		return "the filter must not import picker-svc (the wire contract is pickapi/; shared code goes in internal/)"
+	case (under("internal") || under("pickapi")) && !under("internal/testsupport") &&
+		(strings.HasPrefix(path, module+"filter/") || strings.HasPrefix(path, module+"picker-svc/") ||
+			strings.HasPrefix(path, module+"bench/") || strings.HasPrefix(path, module+"e2e/")):
+		return "the shared floor and the contract import neither product nor the harness"
+	}
 	return ""
 }
 
@@ -92,6 +105,16 @@ func TestImportBreaksRule(t *testing.T) {
 		{"bench/compare/fleet.go", module + "e2e/vllmsim", false},
 		{"e2e/gateway/gateway.go", module + "e2e/wasmhost", false},
 		{"filter/main.go", module + "filter/stats", false},
+		{"picker-svc/internal/extproc/extproc.go", module + "filter/llmapi", true},
+		{"picker-svc/internal/decision/usage.go", module + "filter/stats", true},
+		{"picker-svc/internal/extproc/extproc.go", module + "internal/llmapi", false},
+		{"filter/routing.go", module + "picker-svc/pickapi", true},
+		{"filter/routing.go", module + "pickapi", false},
+		{"filter/metrics.go", module + "internal/labelguard", false},
+		{"internal/llmapi/request.go", module + "filter/stats", true},
+		{"internal/labelguard/guard.go", module + "picker-svc/internal/scrape", true},
+		{"pickapi/pickapi.go", module + "filter/config", true},
+		{"pickapi/pickapi.go", module + "internal/jsonscan", false},
 	} {
 		if got := importBreaksRule(c.file, c.path) != ""; got != c.breaks {
 			t.Errorf("importBreaksRule(%q, %q) breaks = %v, want %v", c.file, c.path, got, c.breaks)

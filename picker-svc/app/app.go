@@ -15,8 +15,17 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/config"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/decision"
 	"github.com/meshllm/meshllm/picker-svc/internal/discovery"
 	"github.com/meshllm/meshllm/picker-svc/internal/extproc"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
@@ -24,13 +33,6 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/internal/server"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Options run one picker.
@@ -42,154 +44,231 @@ type Options struct {
 	// ExtProcReady is called once the ext_proc listener (if configured)
 	// is bound, before Ready.
 	ExtProcReady func(addr net.Addr)
+
+	// The typed way in, for in-process users (the local stack, the
+	// benchmarks): each one set overrides the flag of the same meaning.
+	Listen    string   // --listen
+	Endpoints []string // --endpoints (static discovery)
+	Pool      string   // --pool
+	// Objects is InferencePool/InferenceModel YAML, read beside the files
+	// --objects names.
+	Objects       []byte
+	ExtProcListen string // --ext-proc-listen
+	ExtProcTLS    string // --ext-proc-tls
+}
+
+// override applies the typed options over the flags.
+func (o *Options) override(c *config.Config) {
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&c.Listen, o.Listen)
+	set(&c.Discovery.Pool, o.Pool)
+	set(&c.ExtProc.Listen, o.ExtProcListen)
+	set(&c.ExtProc.TLS, o.ExtProcTLS)
+	if len(o.Endpoints) > 0 {
+		c.Discovery.Endpoints = o.Endpoints
+	}
+}
+
+// picker is one running picker-svc, built in Run's steps.
+type picker struct {
+	cfg     config.Config
+	log     *slog.Logger
+	objs    inference.Objects
+	metrics *server.Metrics
+	mgr     *scrape.Manager
+	store   *datastore.Store
+	decider *decision.Decider
+	http    *http.Server
+	grpc    *grpc.Server // nil: no ext_proc listener
+	source  discovery.Source
 }
 
 // Run runs picker-svc until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, o Options) error {
+	p, err := configure(&o)
+	if err != nil {
+		return err
+	}
+	if err := p.build(); err != nil {
+		return err
+	}
+	defer p.mgr.Close()
+	ln, gln, err := p.listen()
+	if err != nil {
+		return err
+	}
+	if gln != nil && o.ExtProcReady != nil {
+		o.ExtProcReady(gln.Addr())
+	}
+	if o.Ready != nil {
+		o.Ready(ln.Addr())
+	}
+	err = p.serve(ctx, ln, gln)
+	p.shutdown()
+	return err
+}
+
+// configure reads the configuration, the log level and the objects.
+func configure(o *Options) (*picker, error) {
 	if o.Getenv == nil {
 		o.Getenv = func(string) string { return "" }
 	}
 	if o.Log == nil {
 		o.Log = os.Stderr
 	}
-	cfg, err := config.Load(o.Args, o.Getenv)
+	cfg, err := config.LoadWith(o.Args, o.Getenv, o.override)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := slog.New(slog.NewJSONHandler(o.Log, &slog.HandlerOptions{Level: level}))
-
-	schedCfg, err := cfg.SchedulingConfig()
-	if err != nil {
-		return err
-	}
+	p := &picker{cfg: cfg, log: slog.New(slog.NewJSONHandler(o.Log, &slog.HandlerOptions{Level: level}))}
 	if cfg.EPP != nil {
 		for _, n := range cfg.EPP.Notes {
-			log.Warn("EndpointPickerConfig: accepted, not applied", "what", n)
+			p.log.Warn("EndpointPickerConfig: accepted, not applied", "what", n)
 		}
 	}
-	var objs inference.Objects
 	for _, f := range cfg.Objects {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		o, err := inference.ParseYAML(b)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f, err)
+		if err := p.addObjects(b, f); err != nil {
+			return nil, err
 		}
-		objs.Pools = append(objs.Pools, o.Pools...)
-		objs.Models = append(objs.Models, o.Models...)
-		objs.Objectives = append(objs.Objectives, o.Objectives...)
-		objs.Rewrites = append(objs.Rewrites, o.Rewrites...)
 	}
+	if len(o.Objects) > 0 {
+		if err := p.addObjects(o.Objects, "objects"); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
 
-	var metrics *server.Metrics
-	mgr := scrape.NewManager(scrape.Config{
-		Interval: cfg.Scrape.Interval.Duration, Timeout: cfg.Scrape.Timeout.Duration, MaxPageBytes: cfg.Scrape.MaxPageBytes,
-		StaleAfter: cfg.Scrape.StaleAfter.Duration, MaxFailures: cfg.Scrape.MaxFailures, Path: cfg.Scrape.Path, Engine: cfg.ScrapeEngine(),
-		Logger: log, Observer: observer{&metrics},
-	})
-	defer mgr.Close()
+func (p *picker) addObjects(b []byte, where string) error {
+	o, err := inference.ParseYAML(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	p.objs.Pools = append(p.objs.Pools, o.Pools...)
+	p.objs.Models = append(p.objs.Models, o.Models...)
+	p.objs.Objectives = append(p.objs.Objectives, o.Objectives...)
+	p.objs.Rewrites = append(p.objs.Rewrites, o.Rewrites...)
+	return nil
+}
+
+// build makes the parts, each from those before it: metrics, scrapers,
+// scheduler, store, discovery, the decision.
+func (p *picker) build() error {
+	schedCfg, err := p.cfg.SchedulingConfig()
+	if err != nil {
+		return err
+	}
 	sched, err := scheduling.New(schedCfg)
 	if err != nil {
 		return err
 	}
-	store := datastore.New(mgr, log, sched.EndpointsRemoved)
-	metrics = server.NewMetrics(store)
-
-	src, err := source(&cfg, &objs, log)
-	if err != nil {
+	sc := &p.cfg.Scrape
+	p.metrics = server.NewMetrics()
+	p.mgr = scrape.NewManager(scrape.Config{
+		Interval: sc.Interval.Duration, Timeout: sc.Timeout.Duration, MaxPageBytes: sc.MaxPageBytes,
+		StaleAfter: sc.StaleAfter.Duration, MaxFailures: sc.MaxFailures, Path: sc.Path, Engine: p.cfg.ScrapeEngine(),
+		Logger: p.log, Observer: p.metrics,
+	})
+	p.store = datastore.New(p.mgr, p.log, sched.EndpointsRemoved)
+	p.metrics.CollectEndpoints(p.store)
+	if p.source, err = source(&p.cfg, &p.objs, p.log); err != nil {
+		p.mgr.Close()
 		return err
 	}
-	if cfg.Discovery.Mode != "kubernetes" {
-		store.ReplaceObjects(objs)
+	if p.cfg.Discovery.Mode != "kubernetes" {
+		p.store.ReplaceObjects(p.objs)
 	}
-
-	srv := server.New(store, resolve.New(nil), sched, metrics, log)
-	hs := &http.Server{Addr: cfg.Listen, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second,
+	p.decider = decision.New(p.store, resolve.New(nil), sched, decision.NewMetrics(p.metrics.Registry), p.log)
+	p.http = &http.Server{Addr: p.cfg.Listen, Handler: server.New(p.store, p.decider, p.metrics).Handler(), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	return nil
+}
+
+// listen binds the HTTP listener and, when configured, the ext_proc one.
+func (p *picker) listen() (ln, gln net.Listener, err error) {
+	ln, err = net.Listen("tcp", p.cfg.Listen)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
+	ep := &p.cfg.ExtProc
+	if ep.Listen == "" {
+		return ln, nil, nil
+	}
+	mode, _ := extproc.ParseBodyMode(ep.BodyMode) // validated with the config
+	tlsCfg, err := extproc.ServerTLS(extproc.TLSMode(ep.TLS), ep.CertPath)
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	if gln, err = net.Listen("tcp", ep.Listen); err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	var opts []grpc.ServerOption
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	p.grpc = grpc.NewServer(opts...)
+	extprocv3.RegisterExternalProcessorServer(p.grpc, extproc.New(p.decider, extproc.Config{Pool: p.cfg.Discovery.Pool, Mode: mode,
+		MaxBodyBytes: ep.MaxBodyBytes}, p.log))
+	return ln, gln, nil
+}
+
+// serve runs discovery and both listeners until ctx ends or one fails.
+func (p *picker) serve(ctx context.Context, ln, gln net.Listener) error {
 	errc := make(chan error, 3)
-	var gs *grpc.Server
-	if cfg.ExtProc.Listen != "" {
-		mode, _ := extproc.ParseBodyMode(cfg.ExtProc.BodyMode) // validated with the config
-		gln, err := net.Listen("tcp", cfg.ExtProc.Listen)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		tlsCfg, err := extproc.ServerTLS(extproc.TLSMode(cfg.ExtProc.TLS), cfg.ExtProc.CertPath)
-		if err != nil {
-			ln.Close()
-			gln.Close()
-			return err
-		}
-		var opts []grpc.ServerOption
-		if tlsCfg != nil {
-			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
-		}
-		gs = grpc.NewServer(opts...)
-		extprocv3.RegisterExternalProcessorServer(gs, extproc.New(srv, extproc.Config{Pool: cfg.Discovery.Pool, Mode: mode,
-			MaxBodyBytes: cfg.ExtProc.MaxBodyBytes}, log))
-		if o.ExtProcReady != nil {
-			o.ExtProcReady(gln.Addr())
-		}
-		go func() { errc <- gs.Serve(gln) }()
-		log.Info("ext_proc endpoint picker listening", "listen", gln.Addr().String(), "tls", cfg.ExtProc.TLS)
+	if gln != nil {
+		go func() { errc <- p.grpc.Serve(gln) }()
+		p.log.Info("ext_proc endpoint picker listening", "listen", gln.Addr().String(), "tls", p.cfg.ExtProc.TLS)
 	}
-	if o.Ready != nil {
-		o.Ready(ln.Addr())
-	}
-	go func() { errc <- src.Run(ctx, store) }()
+	go func() { errc <- p.source.Run(ctx, p.store) }()
 	go func() {
-		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := p.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
-	log.Info("picker-svc started", "listen", ln.Addr().String(), "discovery", cfg.Discovery.Mode, "pools", len(objs.Pools), "models", len(objs.Models))
-
+	p.log.Info("picker-svc started", "listen", ln.Addr().String(), "discovery", p.cfg.Discovery.Mode, "pools", len(p.objs.Pools), "models", len(p.objs.Models))
+	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 		if err != nil {
-			log.Error("stopping", "err", err)
+			p.log.Error("stopping", "err", err)
 		}
 	}
-	// Graceful: stop accepting, let in-flight picks finish (they take
-	// microseconds; 5 s is for slow clients), then stop the scrapers.
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if serr := hs.Shutdown(shutCtx); serr != nil {
-		log.Warn("shutdown", "err", serr)
-	}
-	if gs != nil {
-		// A stream lives as long as its HTTP request; stop waiting for
-		// those at the same bound.
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-shutCtx.Done():
-			gs.Stop()
-		}
-	}
-	log.Info("picker-svc stopped")
 	return err
 }
 
-type observer struct{ m **server.Metrics }
-
-// ScrapeDone implements scrape.Observer (metrics are created after the
-// manager, which the store needs first).
-func (o observer) ScrapeDone(addr string, took time.Duration, r scrape.Reason) {
-	if m := *o.m; m != nil {
-		m.ScrapeDone(addr, took, r)
+// shutdown is graceful: stop accepting, let in-flight picks finish (they
+// take microseconds; 5 s is for slow clients). The scrapers stop after.
+func (p *picker) shutdown() {
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.http.Shutdown(shutCtx); err != nil {
+		p.log.Warn("shutdown", "err", err)
 	}
+	if p.grpc != nil {
+		// A stream lives as long as its HTTP request; stop waiting for
+		// those at the same bound.
+		stopped := make(chan struct{})
+		go func() { p.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-shutCtx.Done():
+			p.grpc.Stop()
+		}
+	}
+	p.log.Info("picker-svc stopped")
 }
 
 // source builds the discovery source. For static and dns, the endpoints

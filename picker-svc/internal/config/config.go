@@ -15,9 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"sigs.k8s.io/yaml"
 )
 
@@ -36,12 +36,6 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	d.Duration = v
 	return nil
-}
-
-// Saturation thresholds as configured.
-type Saturation struct {
-	Queue float64 `json:"queue"`
-	KV    float64 `json:"kv"`
 }
 
 // Config is everything the picker can be told.
@@ -99,8 +93,8 @@ type Config struct {
 		Profiles       map[string]scheduling.ProfileSpec `json:"profiles"`
 		Weights        map[string]map[string]float64     `json:"weights"`
 		Plugins        map[string]json.RawMessage        `json:"plugins"`
-		ShedSheddable  *Saturation                       `json:"shedSheddable"`
-		ShedStandard   *Saturation                       `json:"shedStandard"`
+		ShedSheddable  *scheduling.Saturation            `json:"shedSheddable"`
+		ShedStandard   *scheduling.Saturation            `json:"shedStandard"`
 		Fallbacks      *int                              `json:"fallbacks"`
 		PrefixCapacity int                               `json:"prefixCapacity"`
 	} `json:"scheduling"`
@@ -150,7 +144,7 @@ func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 			sc.Fallbacks = *e.Fallbacks
 		}
 		if shedSheddable == nil && e.ShedSheddable != nil {
-			shedSheddable = &Saturation{Queue: e.ShedSheddable.Queue, KV: e.ShedSheddable.KV}
+			shedSheddable = e.ShedSheddable
 		}
 	}
 	for st, p := range c.Scheduling.Profiles {
@@ -178,14 +172,14 @@ func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 		sc.Plugins["prefix"] = json.RawMessage(fmt.Sprintf(`{"capacity":%d}`, c.Scheduling.PrefixCapacity))
 	}
 	if s := shedSheddable; s != nil {
-		sc.ShedSheddable = scheduling.Saturation{Queue: s.Queue, KV: s.KV}
+		sc.ShedSheddable = *s
 		// The capacity filter drops what Sheddable traffic would be shed at.
 		if _, ok := sc.Plugins["capacity"]; !ok && uses(sc, "capacity") {
 			sc.Plugins["capacity"] = json.RawMessage(fmt.Sprintf(`{"queue":%g,"kv":%g}`, s.Queue, s.KV))
 		}
 	}
 	if s := c.Scheduling.ShedStandard; s != nil {
-		sc.ShedStandard = scheduling.Saturation{Queue: s.Queue, KV: s.KV}
+		sc.ShedStandard = *s
 	}
 	if c.Scheduling.Fallbacks != nil {
 		sc.Fallbacks = *c.Scheduling.Fallbacks
@@ -206,6 +200,12 @@ func uses(sc scheduling.Config, plugin string) bool {
 // Load builds the configuration from args (without the program name),
 // getenv and the file the --config flag or PICKER_CONFIG names.
 func Load(args []string, getenv func(string) string) (Config, error) {
+	return LoadWith(args, getenv, nil)
+}
+
+// LoadWith is Load, with override applied last (over flags), before the
+// result is validated: the typed way in for in-process users.
+func LoadWith(args []string, getenv func(string) string, override func(*Config)) (Config, error) {
 	c := Defaults()
 	fs := flag.NewFlagSet("picker-svc", flag.ContinueOnError)
 	configFile := fs.String("config", getenv("PICKER_CONFIG"), "YAML config file (env PICKER_CONFIG)")
@@ -312,6 +312,9 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 		if e != nil {
 			return c, e
 		}
+	}
+	if override != nil {
+		override(&c)
 	}
 	return c, c.validate()
 }

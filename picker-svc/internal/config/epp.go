@@ -22,12 +22,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"sigs.k8s.io/yaml"
 )
 
@@ -216,7 +217,7 @@ func ParseEndpointPickerConfig(b []byte) (EPPConfig, error) {
 			if what, known := eppUnimplemented[ps.Type]; known {
 				return out, fmt.Errorf("%s: type %q is an upstream %s that meshllm does not implement", where, ps.Type, what)
 			}
-			return out, fmt.Errorf("%s: unknown plugin type %q (supported: %q)", where, ps.Type, sortedKeys(eppSupported))
+			return out, fmt.Errorf("%s: unknown plugin type %q (supported: %q)", where, ps.Type, slices.Sorted(maps.Keys(eppSupported)))
 		}
 		if plugins[name] != nil {
 			return out, fmt.Errorf("%s: name %q is used twice", where, name)
@@ -625,13 +626,4 @@ func compact(raw json.RawMessage) string {
 		return string(raw)
 	}
 	return b.String()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"github.com/stretchr/testify/require"
 )
 

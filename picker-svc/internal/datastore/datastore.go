@@ -8,6 +8,7 @@ package datastore
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -282,7 +283,7 @@ func (s *Store) rebuildLocked() {
 	}
 	// Models in stable order so that a duplicate modelName resolves the same
 	// way every time (the alphabetically first object wins).
-	for _, k := range sortedKeys(s.models) {
+	for _, k := range slices.Sorted(maps.Keys(s.models)) {
 		m := s.models[k]
 		pv := v.Pools[m.PoolName]
 		if pv == nil {
@@ -300,7 +301,7 @@ func (s *Store) rebuildLocked() {
 	}
 	// Rewrites oldest first (the type's precedence rule), then by name
 	// (objects from files usually carry no creationTimestamp).
-	rws := sortedKeys(s.rewrites)
+	rws := slices.Sorted(maps.Keys(s.rewrites))
 	sort.SliceStable(rws, func(i, j int) bool { return s.rewrites[rws[i]].Created.Before(s.rewrites[rws[j]].Created) })
 	for _, k := range rws {
 		rw := s.rewrites[k]
@@ -339,7 +340,7 @@ func (s *Store) rebuildLocked() {
 			}
 		}
 	}
-	for _, k := range sortedKeys(s.objectives) {
+	for _, k := range slices.Sorted(maps.Keys(s.objectives)) {
 		o := s.objectives[k]
 		for _, pool := range o.Pools {
 			pv := v.Pools[pool]
@@ -354,10 +355,10 @@ func (s *Store) rebuildLocked() {
 		}
 	}
 	seen := map[string]bool{}
-	for _, name := range sortedKeys(v.Pools) {
+	for _, name := range slices.Sorted(maps.Keys(v.Pools)) {
 		pv := v.Pools[name]
 		if len(pv.Objectives) > 0 {
-			for _, mn := range sortedKeys(pv.Models) {
+			for _, mn := range slices.Sorted(maps.Keys(pv.Models)) {
 				if m := pv.Models[mn]; m.CriticalitySet && pv.Rewrites[mn] == nil {
 					conflict(pv, "InferenceModel %q criticality %s applies only to requests naming no InferenceObjective of the pool; an objective's priority wins", m.Namespace+"/"+m.Name, m.Criticality)
 				}
@@ -372,15 +373,6 @@ func (s *Store) rebuildLocked() {
 	}
 	s.warned = seen
 	s.cur.Store(v)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // PoolsServing returns the pools whose InferenceModels or

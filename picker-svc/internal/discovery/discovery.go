@@ -7,8 +7,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // Sink receives what discovery finds (datastore.Store implements it).

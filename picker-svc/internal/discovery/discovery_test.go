@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"

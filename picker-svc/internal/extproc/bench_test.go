@@ -3,7 +3,7 @@ package extproc
 // Side-by-side benchmarks of the two ways a gateway asks picker-svc for a
 // pick: Envoy's ext_proc gRPC stream (this package) and the HTTP pick API
 // the Wasm filter calls (POST /v1/pick). Both drive the same real
-// server.Server over loopback TCP with the same pool, the same request
+// server.Server (the same decision) over loopback TCP with the same pool, the same request
 // bodies and the same concurrency, and report requests/s and the latency
 // of the pick part. See docs/performance.md, "Pick over ext_proc".
 
@@ -34,14 +34,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/meshllm/meshllm/filter/llmapi"
+	"github.com/meshllm/meshllm/internal/llmapi"
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/decision"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/meshllm/meshllm/picker-svc/internal/server"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 const (
@@ -54,9 +55,19 @@ const (
 	benchPrefixGroups = 8
 )
 
-// benchPicker is a real server.Server over a PREFIX_CACHE pool of
-// benchEndpoints endpoints with varied load, and the pool's addresses.
-func benchPicker(tb testing.TB) (*server.Server, map[string]bool) {
+// bothDoors is one decision behind both doors: ext_proc (the Decider)
+// and the HTTP pick API (Handler).
+type bothDoors struct {
+	*decision.Decider
+	http *server.Server
+}
+
+func (b bothDoors) Handler() http.Handler { return b.http.Handler() }
+
+// benchPicker is a real decision.Decider and server.Server over a
+// PREFIX_CACHE pool of benchEndpoints endpoints with varied load, and the
+// pool's addresses.
+func benchPicker(tb testing.TB) (bothDoors, map[string]bool) {
 	tb.Helper()
 	log := slog.New(slog.DiscardHandler)
 	// Pollers scrape once at start (127.0.0.x:1 refuses at once: one failure,
@@ -89,7 +100,9 @@ func benchPicker(tb testing.TB) (*server.Server, map[string]bool) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return server.New(store, resolve.New(nil), sched, server.NewMetrics(store), log), addrs
+	m := server.NewMetrics()
+	dec := decision.New(store, resolve.New(nil), sched, decision.NewMetrics(m.Registry), log)
+	return bothDoors{Decider: dec, http: server.New(store, dec, m)}, addrs
 }
 
 var benchWords = strings.Fields(`the a of to and in is that for it as with was on be by this are or from at

@@ -7,7 +7,7 @@
 // metadata, primary first, then fallbacks, comma separated.
 //
 // One gRPC stream is one HTTP request. The body is read with the filter's
-// own reader (filter/llmapi: as vLLM reads it), hashed as the filter hashes
+// own reader (internal/llmapi: as vLLM reads it), hashed as the filter hashes
 // it, and placed by the same Decide as the HTTP pick API. The stream's end
 // (the response's last byte, or the stream closing) is the request's end,
 // reported to the scheduler at once.
@@ -32,9 +32,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/meshllm/meshllm/filter/llmapi"
-	"github.com/meshllm/meshllm/picker-svc/internal/server"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/internal/llmapi"
+	"github.com/meshllm/meshllm/pickapi"
+	"github.com/meshllm/meshllm/picker-svc/internal/decision"
 )
 
 // The endpoint-picker protocol's names.
@@ -77,9 +77,9 @@ func ParseBodyMode(s string) (BodyMode, error) {
 	return 0, fmt.Errorf("ext_proc body mode %q: want full-duplex or buffered", s)
 }
 
-// Decider places requests (server.Server).
+// Decider places requests (decision.Decider).
 type Decider interface {
-	Decide(req *pickapi.PickRequest, subset []string, start time.Time) server.Decision
+	Decide(req *pickapi.PickRequest, subset []string, start time.Time) decision.Decision
 	RequestsDone(ids []uint64)
 	// RecordUsage counts a finished response's token usage.
 	RecordUsage(model, target string, oc llmapi.Outcome)
@@ -183,98 +183,128 @@ func (x *exchange) end() {
 	}
 }
 
+// handle answers one ext_proc message: one method per message type, as
+// the stream delivers them in order.
 func (x *exchange) handle(req *extprocv3.ProcessingRequest) error {
 	if pc := req.GetProtocolConfig(); pc != nil {
-		switch pc.GetRequestBodyMode() {
-		case procmode.ProcessingMode_FULL_DUPLEX_STREAMED:
-			x.reqMode = FullDuplex
-		case procmode.ProcessingMode_BUFFERED:
-			x.reqMode = Buffered
-		}
-		x.respStream = pc.GetResponseBodyMode() == procmode.ProcessingMode_FULL_DUPLEX_STREAMED
+		x.protocolConfig(pc)
 	}
 	switch r := req.Request.(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
-		subset, err := subsetHint(req.GetMetadataContext())
-		if err != nil {
-			return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
-		}
-		x.subset = subset
-		x.objective = objective(r.RequestHeaders.GetHeaders())
-		if len(x.objective) > pickapi.MaxNameLen {
-			return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
-				Message: "objective header longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
-		}
-		if r.RequestHeaders.GetEndOfStream() {
-			// No body (a GET): a pool-level pick by load alone.
-			return x.route(nil, &pickapi.PickRequest{Pool: x.s.cfg.Pool, Objective: x.objective})
-		}
-		if x.reqMode == Buffered {
-			return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
-				RequestHeaders: &extprocv3.HeadersResponse{}}})
-		}
-		return nil // full duplex: the headers wait for the body
+		return x.requestHeaders(r.RequestHeaders, req.GetMetadataContext())
 	case *extprocv3.ProcessingRequest_RequestBody:
-		if x.routed {
-			return nil
-		}
-		if len(x.body)+len(r.RequestBody.GetBody()) > x.s.cfg.MaxBodyBytes {
-			return x.refuse(server.Decision{Status: http.StatusRequestEntityTooLarge, ErrType: pickapi.ErrTypeBadRequest,
-				Message: "request body larger than " + strconv.Itoa(x.s.cfg.MaxBodyBytes) + " bytes"})
-		}
-		x.body = append(x.body, r.RequestBody.GetBody()...)
-		if !r.RequestBody.GetEndOfStream() {
-			return nil
-		}
-		return x.placeBody()
+		return x.requestBody(r.RequestBody)
 	case *extprocv3.ProcessingRequest_RequestTrailers:
-		if !x.routed {
-			if err := x.placeBody(); err != nil || !x.routed {
-				return err
-			}
-		}
-		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
-			RequestTrailers: &extprocv3.TrailersResponse{}}})
+		return x.requestTrailers()
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		hr := &extprocv3.HeadersResponse{}
-		if x.model != "" {
-			hm := r.ResponseHeaders.GetHeaders()
-			x.obs = llmapi.NewResponseObserver(headerValue(hm, "content-type"), headerValue(hm, "content-encoding"),
-				x.injected && x.respStream, x.s.limits)
-			if x.obs.StripActive() {
-				// The stream loses the chunk the client did not ask for.
-				hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}}
-			}
-		}
-		if r.ResponseHeaders.GetEndOfStream() {
-			x.end() // before the answer: counted by the time the client has it
-		}
-		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}})
+		return x.responseHeaders(r.ResponseHeaders)
 	case *extprocv3.ProcessingRequest_ResponseBody:
-		b := r.ResponseBody
-		out := b.GetBody()
-		if x.obs != nil {
-			if nb, replace := x.obs.Chunk(out, b.GetEndOfStream()); replace {
-				out = bytes.Clone(nb)
-			}
-		}
-		resp := &extprocv3.BodyResponse{}
-		if x.respStream {
-			// In full duplex every chunk must be sent back to be forwarded.
-			resp.Response = &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
-				Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: &extprocv3.StreamedBodyResponse{
-					Body: out, EndOfStream: b.GetEndOfStream()}}}}
-		}
-		if b.GetEndOfStream() {
-			x.end() // before the last chunk goes on: counted by the time the client has it
-		}
-		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: resp}})
+		return x.responseBody(r.ResponseBody)
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
-		x.end()
-		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
-			ResponseTrailers: &extprocv3.TrailersResponse{}}})
+		return x.responseTrailers()
 	}
 	return nil
+}
+
+// protocolConfig takes the body modes the gateway announces (Envoy >= 1.35).
+func (x *exchange) protocolConfig(pc *extprocv3.ProtocolConfiguration) {
+	switch pc.GetRequestBodyMode() {
+	case procmode.ProcessingMode_FULL_DUPLEX_STREAMED:
+		x.reqMode = FullDuplex
+	case procmode.ProcessingMode_BUFFERED:
+		x.reqMode = Buffered
+	}
+	x.respStream = pc.GetResponseBodyMode() == procmode.ProcessingMode_FULL_DUPLEX_STREAMED
+}
+
+func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata) error {
+	subset, err := subsetHint(md)
+	if err != nil {
+		return x.refuse(decision.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
+	}
+	x.subset = subset
+	x.objective = objective(h.GetHeaders())
+	if len(x.objective) > pickapi.MaxNameLen {
+		return x.refuse(decision.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
+			Message: "objective header longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
+	}
+	if h.GetEndOfStream() {
+		// No body (a GET): a pool-level pick by load alone.
+		return x.route(nil, &pickapi.PickRequest{Pool: x.s.cfg.Pool, Objective: x.objective})
+	}
+	if x.reqMode == Buffered {
+		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+			RequestHeaders: &extprocv3.HeadersResponse{}}})
+	}
+	return nil // full duplex: the headers wait for the body
+}
+
+func (x *exchange) requestBody(b *extprocv3.HttpBody) error {
+	if x.routed {
+		return nil
+	}
+	if len(x.body)+len(b.GetBody()) > x.s.cfg.MaxBodyBytes {
+		return x.refuse(decision.Decision{Status: http.StatusRequestEntityTooLarge, ErrType: pickapi.ErrTypeBadRequest,
+			Message: "request body larger than " + strconv.Itoa(x.s.cfg.MaxBodyBytes) + " bytes"})
+	}
+	x.body = append(x.body, b.GetBody()...)
+	if !b.GetEndOfStream() {
+		return nil
+	}
+	return x.placeBody()
+}
+
+func (x *exchange) requestTrailers() error {
+	if !x.routed {
+		if err := x.placeBody(); err != nil || !x.routed {
+			return err
+		}
+	}
+	return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+		RequestTrailers: &extprocv3.TrailersResponse{}}})
+}
+
+func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) error {
+	hr := &extprocv3.HeadersResponse{}
+	if x.model != "" {
+		hm := h.GetHeaders()
+		x.obs = llmapi.NewResponseObserver(headerValue(hm, "content-type"), headerValue(hm, "content-encoding"),
+			x.injected && x.respStream, x.s.limits)
+		if x.obs.StripActive() {
+			// The stream loses the chunk the client did not ask for.
+			hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}}
+		}
+	}
+	if h.GetEndOfStream() {
+		x.end() // before the answer: counted by the time the client has it
+	}
+	return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}})
+}
+
+func (x *exchange) responseBody(b *extprocv3.HttpBody) error {
+	out := b.GetBody()
+	if x.obs != nil {
+		if nb, replace := x.obs.Chunk(out, b.GetEndOfStream()); replace {
+			out = bytes.Clone(nb)
+		}
+	}
+	resp := &extprocv3.BodyResponse{}
+	if x.respStream {
+		// In full duplex every chunk must be sent back to be forwarded.
+		resp.Response = &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
+			Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: &extprocv3.StreamedBodyResponse{
+				Body: out, EndOfStream: b.GetEndOfStream()}}}}
+	}
+	if b.GetEndOfStream() {
+		x.end() // before the last chunk goes on: counted by the time the client has it
+	}
+	return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: resp}})
+}
+
+func (x *exchange) responseTrailers() error {
+	x.end()
+	return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+		ResponseTrailers: &extprocv3.TrailersResponse{}}})
 }
 
 // placeBody reads the whole body and routes the request. A body vLLM
@@ -284,10 +314,10 @@ func (x *exchange) handle(req *extprocv3.ProcessingRequest) error {
 func (x *exchange) placeBody() error {
 	r, err := llmapi.ParseRequest(x.body, x.s.cfg.MaxJSONDepth)
 	if err != nil {
-		return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
+		return x.refuse(decision.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
 	}
 	if len(r.Model) > pickapi.MaxNameLen {
-		return x.refuse(server.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
+		return x.refuse(decision.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
 			Message: "model name longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
 	}
 	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model, Objective: x.objective,
@@ -358,7 +388,7 @@ func (x *exchange) route(r *llmapi.Request, pr *pickapi.PickRequest) error {
 // refuse answers the client in the picker's name (the protocol's
 // ImmediateResponse: 429 for shedding, 503 with no endpoint, 404 for an
 // unknown model), with the same OpenAI-style body the HTTP pick API uses.
-func (x *exchange) refuse(d server.Decision) error {
+func (x *exchange) refuse(d decision.Decision) error {
 	x.routed = true
 	return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},

@@ -19,15 +19,15 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/meshllm/meshllm/filter/llmapi"
-	"github.com/meshllm/meshllm/picker-svc/internal/server"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/internal/llmapi"
+	"github.com/meshllm/meshllm/pickapi"
+	"github.com/meshllm/meshllm/picker-svc/internal/decision"
 )
 
 // fakeDecider answers every pick with next and records what it was asked.
 type fakeDecider struct {
 	mu      sync.Mutex
-	next    server.Decision
+	next    decision.Decision
 	asked   []pickapi.PickRequest
 	subsets [][]string
 	done    []uint64
@@ -51,7 +51,7 @@ func (f *fakeDecider) usageCalls() []usageCall {
 	return append([]usageCall(nil), f.usage...)
 }
 
-func (f *fakeDecider) Decide(req *pickapi.PickRequest, subset []string, _ time.Time) server.Decision {
+func (f *fakeDecider) Decide(req *pickapi.PickRequest, subset []string, _ time.Time) decision.Decision {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.asked = append(f.asked, *req)
@@ -71,7 +71,7 @@ func (f *fakeDecider) ended() []uint64 {
 	return append([]uint64(nil), f.done...)
 }
 
-var picked = server.Decision{Status: http.StatusOK, Pick: pickapi.PickResponse{Endpoint: "10.0.0.1:8000",
+var picked = decision.Decision{Status: http.StatusOK, Pick: pickapi.PickResponse{Endpoint: "10.0.0.1:8000",
 	Fallbacks: []string{"10.0.0.2:8000"}, TargetModel: "lora-b", Pool: "p", PickID: 42}}
 
 // open starts a server on an in-memory listener and returns a client stream.
@@ -224,15 +224,15 @@ func TestBuffered(t *testing.T) {
 func TestImmediateResponses(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		next   server.Decision
+		next   decision.Decision
 		cfg    Config
 		body   string
 		status int
 		want   string
 	}{
-		{"shed", server.Decision{Status: 429, ErrType: pickapi.ErrTypeRateLimited, Message: "saturated"}, Config{}, body, 429, "saturated"},
-		{"no endpoint", server.Decision{Status: 503, ErrType: pickapi.ErrTypeUnavailable, Message: "none"}, Config{}, body, 503, "none"},
-		{"unknown model", server.Decision{Status: 404, ErrType: pickapi.ErrTypeNotFound, Message: `unknown model "lora"`}, Config{}, body, 404, "unknown model"},
+		{"shed", decision.Decision{Status: 429, ErrType: pickapi.ErrTypeRateLimited, Message: "saturated"}, Config{}, body, 429, "saturated"},
+		{"no endpoint", decision.Decision{Status: 503, ErrType: pickapi.ErrTypeUnavailable, Message: "none"}, Config{}, body, 503, "none"},
+		{"unknown model", decision.Decision{Status: 404, ErrType: pickapi.ErrTypeNotFound, Message: `unknown model "lora"`}, Config{}, body, 404, "unknown model"},
 		{"not JSON", picked, Config{}, `{"model":`, 400, "not valid JSON"},
 		{"no model", picked, Config{}, `{"prompt":"x"}`, 400, `no string \"model\"`},
 		{"too deep", picked, Config{MaxJSONDepth: 3}, `{"model":"m","prompt":[[[["x"]]]]}`, 400, "deeper"},

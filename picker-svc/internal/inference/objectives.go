@@ -19,7 +19,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 // Limits on one InferenceModelRewrite (the CRD sets none; these keep one
@@ -254,36 +254,16 @@ func parseRewrite(obj *object) (Rewrite, error) {
 		if len(r.Targets) > MaxTargets {
 			return fail(rf+".targets", "holds %d entries, the limit is %d", len(r.Targets), MaxTargets)
 		}
-		withWeight := 0
-		seen := map[string]bool{}
+		specs := make([]targetSpec, len(r.Targets))
 		for j, t := range r.Targets {
-			tf := fmt.Sprintf("%s.targets[%d]", rf, j)
-			if t.ModelRewrite == "" {
-				return fail(tf+".modelRewrite", "is required")
-			}
-			if len(t.ModelRewrite) > pickapi.MaxNameLen {
-				return fail(tf+".modelRewrite", "is longer than %d bytes", pickapi.MaxNameLen)
-			}
-			if seen[t.ModelRewrite] {
-				return fail(tf+".modelRewrite", "%q is listed twice", t.ModelRewrite)
-			}
-			seen[t.ModelRewrite] = true
-			// Unset weights share equally, as the upstream draws uniformly
-			// when every weight is 0 (llm-d/llm-d-router
-			// pkg/epp/requestcontrol/director.go selectWeightedModel).
-			w := int64(1)
-			if t.Weight != nil {
-				withWeight++
-				w = *t.Weight
-				if w < 1 || w > MaxWeight {
-					return fail(tf+".weight", "%d is outside 1..%d", w, MaxWeight)
-				}
-			}
-			rule.Targets = append(rule.Targets, Target{Name: t.ModelRewrite, Weight: int32(w)})
+			specs[j] = targetSpec{t.ModelRewrite, t.Weight}
 		}
-		if withWeight != 0 && withWeight != len(r.Targets) {
-			return fail(rf+".targets", "set a weight on every target or on none")
+		targets, _, ferr := weightedTargets(rf+".targets", specs,
+			targetRules{nameKey: "modelRewrite", minWeight: 1, what: "target", maxNameLen: pickapi.MaxNameLen})
+		if ferr != nil {
+			return fail(ferr.field, "%s", ferr.msg)
 		}
+		rule.Targets = targets
 		rw.Rules = append(rw.Rules, rule)
 	}
 	return rw, nil
@@ -328,4 +308,26 @@ func PoolRefNames(j []byte) []string {
 		}
 	}
 	return out
+}
+
+// PriorityCriticality maps an InferenceObjective's priority onto the
+// shedding classes: negative is Sheddable, 0 (also an unset priority)
+// Standard, positive Critical. The upstream sheds exactly the negative
+// priorities when the pool is saturated (llm-d/llm-d-router
+// pkg/epp/requestcontrol/admission.go rejectIfSheddableAndSaturated, with
+// pkg/epp/util/request/sheddable.go IsSheddable: priority < 0) and never
+// the others; here 0 is Standard so that a request naming an objective of
+// priority 0 fares as one naming none, which is also refused only at a real
+// overload (ShedStandard). Priorities are otherwise not ordered within a
+// class: -1 and -100 are shed at the same threshold (the upstream's
+// saturation check does not order them either; only its flow-control
+// queues do, which the picker does not have).
+func PriorityCriticality(p int32) pickapi.Criticality {
+	switch {
+	case p < 0:
+		return pickapi.Sheddable
+	case p == 0:
+		return pickapi.Standard
+	}
+	return pickapi.Critical
 }

@@ -19,8 +19,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"sigs.k8s.io/yaml"
 )
 
@@ -416,31 +416,15 @@ func parseModel(obj *object) (Model, error) {
 	if len(s.TargetModels) > MaxTargets {
 		return fail("spec.targetModels", "holds %d entries, the limit is %d", len(s.TargetModels), MaxTargets)
 	}
-	withWeight, total := 0, int64(0)
-	seen := map[string]bool{}
+	specs := make([]targetSpec, len(s.TargetModels))
 	for i, t := range s.TargetModels {
-		field := fmt.Sprintf("spec.targetModels[%d]", i)
-		if t.Name == "" {
-			return fail(field+".name", "is required")
-		}
-		if seen[t.Name] {
-			return fail(field+".name", "%q is listed twice", t.Name)
-		}
-		seen[t.Name] = true
-		w := int64(1)
-		if t.Weight != nil {
-			withWeight++
-			w = *t.Weight
-			if w < 0 || w > MaxWeight {
-				return fail(field+".weight", "%d is outside 0..%d", w, MaxWeight)
-			}
-		}
-		total += w
-		m.Targets = append(m.Targets, Target{Name: t.Name, Weight: int32(w)})
+		specs[i] = targetSpec{t.Name, t.Weight}
 	}
-	if withWeight != 0 && withWeight != len(s.TargetModels) {
-		return fail("spec.targetModels", "set a weight on every target model or on none")
+	targets, total, ferr := weightedTargets("spec.targetModels", specs, targetRules{nameKey: "name", minWeight: 0, what: "target model"})
+	if ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
 	}
+	m.Targets = targets
 	if len(m.Targets) > 0 && total == 0 {
 		return fail("spec.targetModels", "weights sum to 0")
 	}

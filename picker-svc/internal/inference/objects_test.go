@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"github.com/stretchr/testify/require"
 )
 

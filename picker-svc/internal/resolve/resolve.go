@@ -12,10 +12,9 @@ import (
 	"math/rand/v2"
 	"sync"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
-	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // Resolution errors: each maps to an HTTP status in the server.
@@ -29,7 +28,7 @@ type Resolved struct {
 	Pool        *datastore.PoolView
 	TargetModel string
 	// Criticality is the class the scheduler sheds by: the objective's
-	// priority mapped (scheduling.PriorityCriticality) when the request
+	// priority mapped (inference.PriorityCriticality) when the request
 	// names an objective of the pool, else the InferenceModel's, else the
 	// request's.
 	Criticality pickapi.Criticality
@@ -115,7 +114,7 @@ func (r *Resolver) Resolve(v *datastore.View, pool, model, objective string, cri
 	}
 	if o := pv.Objectives[objective]; objective != "" && o != nil {
 		res.Objective, res.Priority = o.Name, o.Priority
-		res.Criticality = scheduling.PriorityCriticality(o.Priority)
+		res.Criticality = inference.PriorityCriticality(o.Priority)
 	}
 	return res, nil
 }

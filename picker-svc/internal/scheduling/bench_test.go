@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // benchPool builds n endpoints with varied load; with warm, every

@@ -1,11 +1,29 @@
 package scheduling
 
-import "math/rand/v2"
+import (
+	"math/rand/v2"
+	"sync"
+)
 
 // MaxScorePicker takes the highest total score, breaking ties at random so
 // equally good pods share load instead of the first one taking it all, and
-// ranks the next best as fallbacks.
-type MaxScorePicker struct{}
+// ranks the next best as fallbacks. The zero value draws from the
+// runtime's source (lock-free); NewMaxScorePicker injects one.
+type MaxScorePicker struct{ rng *lockedRand }
+
+type lockedRand struct {
+	mu sync.Mutex
+	r  *rand.Rand
+}
+
+// NewMaxScorePicker returns a picker breaking ties with rng (nil: the
+// runtime's source), for reproducible tests and simulations.
+func NewMaxScorePicker(rng *rand.Rand) MaxScorePicker {
+	if rng == nil {
+		return MaxScorePicker{}
+	}
+	return MaxScorePicker{rng: &lockedRand{r: rng}}
+}
 
 func init() { Register(MaxScorePicker{}.Name(), noParams(MaxScorePicker{})) }
 
@@ -16,10 +34,14 @@ func (MaxScorePicker) Name() string { return "max_score" }
 const maxRanked = 16
 
 // Pick implements Picker.
-func (MaxScorePicker) Pick(cands []Candidate, totals []float64, out []int) int {
+func (p MaxScorePicker) Pick(cands []Candidate, totals []float64, out []int) int {
 	k := min(len(out), len(cands), maxRanked)
 	if k == 0 {
 		return 0
+	}
+	if p.rng != nil {
+		p.rng.mu.Lock()
+		defer p.rng.mu.Unlock()
 	}
 	// One pass keeping the top k in order by (score, random tie key): each
 	// candidate draws a random key, so among equal scores every order is
@@ -31,7 +53,12 @@ func (MaxScorePicker) Pick(cands []Candidate, totals []float64, out []int) int {
 		if n == k && t < totals[out[n-1]] {
 			continue // common case: not in the top k
 		}
-		key := rand.Uint32()
+		var key uint32
+		if p.rng != nil {
+			key = p.rng.r.Uint32()
+		} else {
+			key = rand.Uint32()
+		}
 		pos := n
 		for pos > 0 {
 			prev := out[pos-1]

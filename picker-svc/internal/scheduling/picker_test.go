@@ -1,6 +1,7 @@
 package scheduling
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
@@ -33,4 +34,21 @@ func TestMaxScorePickerBreaksTiesAtRandom(t *testing.T) {
 	for _, i := range []int{0, 1, 3} {
 		require.InDelta(t, 1000, counts[i], 150, "tie %d picked %d times of 3000", i, counts[i])
 	}
+}
+
+// An injected source makes tie-breaking reproducible.
+func TestMaxScorePickerInjectedSource(t *testing.T) {
+	c := make([]Candidate, 8)
+	totals := make([]float64, len(c)) // all tied
+	run := func() []int {
+		p := NewMaxScorePicker(rand.New(rand.NewPCG(7, 8)))
+		var got []int
+		for range 20 {
+			out := make([]int, 3)
+			p.Pick(c, totals, out)
+			got = append(got, out...)
+		}
+		return got
+	}
+	require.Equal(t, run(), run())
 }

@@ -32,22 +32,22 @@ func TestPrefixHoldersMostRecentFirst(t *testing.T) {
 
 func TestPrefixHoldersBoundedAndGrow(t *testing.T) {
 	h := newPrefixHolders(0)
-	require.Len(t, h.slots, minHolderSlots)
+	require.Len(t, h.table.slots, minHolderSlots)
 	for i := range uint64(10 * minHolderSlots) {
 		h.add(i+1, 1)
 	}
-	require.Len(t, h.slots, minHolderSlots, "inserts never grow the table")
+	require.Len(t, h.table.slots, minHolderSlots, "inserts never grow the table")
 	require.Equal(t, []uint32{1}, holdersOf(h, 10*minHolderSlots), "the newest prefix is held")
 	require.Empty(t, holdersOf(h, 1), "the oldest aged out")
 
 	recent := uint64(10*minHolderSlots - 100)
 	h.grow(4 * minHolderSlots)
-	require.Len(t, h.slots, 4*minHolderSlots)
+	require.Len(t, h.table.slots, 4*minHolderSlots)
 	for i := recent; i <= 10*minHolderSlots; i++ {
 		require.Equal(t, []uint32{1}, holdersOf(h, i), "growing keeps live entries")
 	}
 	h.grow(minHolderSlots)
-	require.Len(t, h.slots, 4*minHolderSlots, "never shrinks")
+	require.Len(t, h.table.slots, 4*minHolderSlots, "never shrinks")
 }
 
 // The shortlist changes no score: on random traffic in which no prompt

@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // Saturation thresholds: a pod is saturated when its waiting queue (with
@@ -307,28 +307,6 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 		p.PostPick(req, &cands[sc.idx[0]], now)
 	}
 	return res, nil
-}
-
-// PriorityCriticality maps an InferenceObjective's priority onto the
-// shedding classes: negative is Sheddable, 0 (also an unset priority)
-// Standard, positive Critical. The upstream sheds exactly the negative
-// priorities when the pool is saturated (llm-d/llm-d-router
-// pkg/epp/requestcontrol/admission.go rejectIfSheddableAndSaturated, with
-// pkg/epp/util/request/sheddable.go IsSheddable: priority < 0) and never
-// the others; here 0 is Standard so that a request naming an objective of
-// priority 0 fares as one naming none, which is also refused only at a real
-// overload (ShedStandard). Priorities are otherwise not ordered within a
-// class: -1 and -100 are shed at the same threshold (the upstream's
-// saturation check does not order them either; only its flow-control
-// queues do, which the picker does not have).
-func PriorityCriticality(p int32) pickapi.Criticality {
-	switch {
-	case p < 0:
-		return pickapi.Sheddable
-	case p == 0:
-		return pickapi.Standard
-	}
-	return pickapi.Critical
 }
 
 // shed decides whether to refuse req because every eligible pod is

@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshllm/meshllm/pickapi"
+	"github.com/meshllm/meshllm/picker-svc/internal/inference"
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 )
 
 func addrs(r Result) []string {
@@ -98,7 +100,7 @@ func TestPriorityShedsLikeCriticality(t *testing.T) {
 		{0, pickapi.Standard},
 		{1, pickapi.Critical}, {math.MaxInt32, pickapi.Critical},
 	} {
-		require.Equal(t, tc.want, PriorityCriticality(tc.p), "priority %d", tc.p)
+		require.Equal(t, tc.want, inference.PriorityCriticality(tc.p), "priority %d", tc.p)
 	}
 	// And the classes shed in that order: with every pod busy (past
 	// Sheddable's threshold, not Standard's) only the negative priority is
@@ -114,7 +116,7 @@ func TestPriorityShedsLikeCriticality(t *testing.T) {
 		{busy, -1, Shed}, {busy, 0, Picked}, {busy, 1, Picked},
 		{overloaded, -1, Shed}, {overloaded, 0, Shed}, {overloaded, 1, Picked},
 	} {
-		r, err := s.Pick(tc.eps, pickapi.StrategyDefault, &Request{Criticality: PriorityCriticality(tc.p)}, t0)
+		r, err := s.Pick(tc.eps, pickapi.StrategyDefault, &Request{Criticality: inference.PriorityCriticality(tc.p)}, t0)
 		require.NoError(t, err)
 		require.Equal(t, tc.want, r.Outcome, "priority %d", tc.p)
 	}

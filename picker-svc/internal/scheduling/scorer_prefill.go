@@ -1,6 +1,6 @@
 package scheduling
 
-import "github.com/meshllm/meshllm/picker-svc/pickapi"
+import "github.com/meshllm/meshllm/pickapi"
 
 // PrefillScorer prefers the pod that will give the request its first token
 // soonest, in prefill work: the prompt tokens queued there before it

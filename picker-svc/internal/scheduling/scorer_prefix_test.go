@@ -3,8 +3,8 @@ package scheduling
 import (
 	"testing"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 	"github.com/stretchr/testify/require"
 )
 

@@ -10,8 +10,8 @@ package scheduling
 import (
 	"time"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // Candidate is an endpoint judged for one pick: the snapshot it is judged

@@ -15,12 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/decision"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
 
 // BenchmarkPickHTTP: picks over HTTP on loopback from a Go load client with
@@ -46,7 +47,8 @@ func benchPickHTTP(b *testing.B, clients int) {
 	for i, m := range store.View().Pools["p"].Endpoints {
 		m.Store(&scrape.Snapshot{Waiting: float64(i % 5), Running: float64(i % 17), KVCacheUsage: float64(i%10) / 20, ScrapedAt: time.Now().Add(time.Hour)})
 	}
-	srv := New(store, resolve.New(nil), mustScheduler(), NewMetrics(store), log)
+	m := NewMetrics()
+	srv := New(store, decision.New(store, resolve.New(nil), mustScheduler(), decision.NewMetrics(m.Registry), log), m)
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
 

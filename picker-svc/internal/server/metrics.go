@@ -3,48 +3,27 @@ package server
 import (
 	"time"
 
-	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
-	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
-	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 )
 
-// Metrics are the picker's own Prometheus series.
+// Metrics are the picker's own Prometheus series but the decision's
+// (decision.Metrics, registered in the same Registry): scrapes, and the
+// per-endpoint state.
 type Metrics struct {
 	Registry       *prometheus.Registry
-	pickLatency    prometheus.Histogram
-	picks          *prometheus.CounterVec
 	scrapeDuration prometheus.Histogram
 	scrapeErrors   *prometheus.CounterVec
-	stalePicks     *prometheus.CounterVec
-	endsReported   prometheus.Counter
-	usage          *usageMetrics
 }
 
-// Outcome labels of meshllm_picker_picks_total: the scheduler's outcomes
-// and the server's own refusals.
-const (
-	OutcomePicked      = string(scheduling.Picked)
-	OutcomeStale       = string(scheduling.Stale)       // no eligible endpoint: picked among those with old metrics
-	OutcomeShed        = string(scheduling.Shed)        // 429
-	OutcomeNoEndpoints = string(scheduling.NoEndpoints) // 503
-	OutcomeUnknown     = "unknown_model"                // 404
-	OutcomeBadRequest  = "bad_request"                  // 400
-)
-
-// NewMetrics registers every series, including the per-endpoint state read
-// from store at collection time (so label values follow the live endpoint
-// set and nothing has to be deleted when endpoints go away).
-func NewMetrics(store *datastore.Store) *Metrics {
+// NewMetrics registers the scrape series and the process collectors. It
+// needs nothing else, so it exists before the scrape manager that reports
+// to it.
+func NewMetrics() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		pickLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "meshllm_picker_pick_duration_seconds", Help: "Time to answer one pick, from request read to response written.",
-			Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 0.1},
-		}),
-		picks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshllm_picker_picks_total", Help: "Picks by pool strategy and outcome.",
-		}, []string{"strategy", "outcome"}),
 		scrapeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meshllm_picker_scrape_duration_seconds", Help: "Time to fetch, parse and map one /metrics page.",
 			Buckets: []float64{2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1},
@@ -52,22 +31,20 @@ func NewMetrics(store *datastore.Store) *Metrics {
 		scrapeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshllm_picker_scrape_errors_total", Help: "Failed scrapes by reason (connect, timeout, status, too_large, read, parse, incomplete).",
 		}, []string{"reason"}),
-		stalePicks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshllm_picker_stale_picks_total", Help: "Picks made among endpoints with old metrics because none was eligible (stale or failing scrapes).",
-		}, []string{"pool"}),
-		endsReported: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "meshllm_picker_request_ends_reported_total", Help: "Pick ids that pick requests reported as ended (\"done\"), known or not.",
-		}),
 	}
-	m.usage = newUsageMetrics()
-	m.Registry.MustRegister(m.pickLatency, m.picks, m.scrapeDuration, m.scrapeErrors, m.stalePicks, m.endsReported,
-		m.usage.prompt, m.usage.completion, m.usage.missing,
-		&endpointCollector{store: store}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.Registry.MustRegister(m.scrapeDuration, m.scrapeErrors, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	for _, r := range []scrape.Reason{scrape.ReasonConnect, scrape.ReasonTimeout, scrape.ReasonStatus, scrape.ReasonTooBig,
 		scrape.ReasonRead, scrape.ReasonParse, scrape.ReasonPartial} {
 		m.scrapeErrors.WithLabelValues(string(r)) // export zeros: rate() works from the start
 	}
 	return m
+}
+
+// CollectEndpoints registers the per-endpoint state, read from store at
+// collection time (so label values follow the live endpoint set and
+// nothing has to be deleted when endpoints go away).
+func (m *Metrics) CollectEndpoints(store *datastore.Store) {
+	m.Registry.MustRegister(&endpointCollector{store: store})
 }
 
 // ScrapeDone implements scrape.Observer.

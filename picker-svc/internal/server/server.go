@@ -3,44 +3,36 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/meshllm/meshllm/filter/llmapi"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/capped"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/decision"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
-	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
-	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
-	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Server is the picker's HTTP surface.
+// Server is the picker's HTTP surface: the pick API (a door to the
+// decision), metrics, health, readiness and the debug view.
 type Server struct {
 	store   *datastore.Store
-	resolve *resolve.Resolver
-	sched   *scheduling.Scheduler
+	decider *decision.Decider
 	metrics *Metrics
-	log     *slog.Logger
 	now     func() time.Time
 	bufs    sync.Pool
-	// refusal logging: once per change of (pool, outcome), not per request.
-	lastRefusal atomic.Pointer[string]
 }
 
 // New wires a server.
-func New(store *datastore.Store, res *resolve.Resolver, sched *scheduling.Scheduler, metrics *Metrics, log *slog.Logger) *Server {
-	s := &Server{store: store, resolve: res, sched: sched, metrics: metrics, log: log, now: time.Now}
+func New(store *datastore.Store, decider *decision.Decider, metrics *Metrics) *Server {
+	s := &Server{store: store, decider: decider, metrics: metrics, now: time.Now}
 	s.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	return s
 }
@@ -81,7 +73,7 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		s.observe(start, "", OutcomeBadRequest)
+		s.decider.Observe(start, "", decision.OutcomeBadRequest)
 		s.refuse(w, http.StatusMethodNotAllowed, pickapi.ErrTypeBadRequest, "use POST")
 		return
 	}
@@ -97,11 +89,11 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 		req, err = pickapi.ParsePickRequest(body)
 	}
 	if err != nil {
-		s.observe(start, "", OutcomeBadRequest)
+		s.decider.Observe(start, "", decision.OutcomeBadRequest)
 		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, err.Error())
 		return
 	}
-	d := s.Decide(&req, nil, start)
+	d := s.decider.Decide(&req, nil, start)
 	if d.Status != http.StatusOK {
 		s.refuse(w, d.Status, d.ErrType, d.Message)
 		return
@@ -113,140 +105,10 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-// Decision is a pick's result whatever the transport (the HTTP pick API,
-// ext_proc): Status 200 with Pick, or a refusal in pickapi.ErrorBody's
-// terms.
-type Decision struct {
-	Status  int
-	Pick    pickapi.PickResponse
-	ErrType string
-	Message string
-}
-
-// Decide places req: it takes the request ends req reports, resolves the
-// model, and picks among the pool's endpoints, or among those of them
-// listed in subset when subset is not nil (the endpoint-picker protocol's
-// subset hint; none of them usable is a 503). It counts the pick in the
-// picker's metrics, with its latency since start.
-func (s *Server) Decide(req *pickapi.PickRequest, subset []string, start time.Time) (d Decision) {
-	strategy, outcome := pickapi.Strategy(""), OutcomePicked
-	defer func() { s.observe(start, strategy, outcome) }()
-	if len(req.Done) > 0 {
-		// Before anything can refuse the pick: the ends are news either way.
-		s.metrics.endsReported.Add(float64(len(req.Done)))
-		s.sched.RequestsDone(req.Done, s.now())
-	}
-	res, err := s.resolve.Resolve(s.store.View(), req.Pool, req.Model, req.Objective, req.Criticality)
-	if err != nil {
-		outcome = OutcomeUnknown
-		return s.refusal(http.StatusNotFound, pickapi.ErrTypeNotFound, err.Error(), req.Pool+"|"+req.Model)
-	}
-	pool := res.Pool.Pool.Name
-	strategy = res.Pool.Pool.Strategy
-	eps := res.Pool.Endpoints
-	if subset != nil {
-		eps = inSubset(eps, subset)
-		if len(eps) == 0 {
-			outcome = OutcomeNoEndpoints
-			return s.refusal(http.StatusServiceUnavailable, pickapi.ErrTypeUnavailable,
-				"none of the gateway's "+strconv.Itoa(len(subset))+" subset endpoints is in pool "+quote(pool), pool+"|subset")
-		}
-	}
-	sreq := scheduling.Request{TargetModel: res.TargetModel, Criticality: res.Criticality, PrefixHashes: req.PrefixHashes,
-		PromptTokens: req.PromptBytes / pickapi.BytesPerToken}
-	result, err := s.sched.Pick(eps, strategy, &sreq, s.now())
-	switch {
-	case errors.Is(err, scheduling.ErrNoEndpoints):
-		outcome = OutcomeNoEndpoints
-		return s.refusal(http.StatusServiceUnavailable, pickapi.ErrTypeUnavailable,
-			"pool "+quote(pool)+" has no endpoint with metrics yet", pool+"|503")
-	case err != nil:
-		outcome = "error"
-		return Decision{Status: http.StatusInternalServerError, ErrType: pickapi.ErrTypeInternal, Message: err.Error()}
-	case result.Outcome == scheduling.Shed:
-		outcome = OutcomeShed
-		class := string(res.Criticality)
-		if res.Objective != "" {
-			class += " (InferenceObjective " + quote(res.Objective) + ", priority " + strconv.Itoa(int(res.Priority)) + ")"
-		}
-		return s.refusal(http.StatusTooManyRequests, pickapi.ErrTypeRateLimited,
-			"every endpoint of pool "+quote(pool)+" is saturated; "+class+" requests are shed, retry later", pool+"|429|"+string(res.Criticality))
-	case result.Outcome == scheduling.Stale:
-		outcome = OutcomeStale
-		s.metrics.stalePicks.WithLabelValues(pool).Inc()
-		s.noteState(pool+"|fallback", slog.LevelWarn, "no eligible endpoint (metrics stale or failing); picking among all", "pool", pool)
-	default:
-		s.noteState("ok", slog.LevelInfo, "picks succeeding again")
-	}
-	d = Decision{Status: http.StatusOK, Pick: pickapi.PickResponse{Endpoint: result.Endpoints[0].Addr, TargetModel: res.TargetModel,
-		Strategy: strategy, Pool: pool, PickID: result.PickID}}
-	if n := len(result.Endpoints) - 1; n > 0 {
-		d.Pick.Fallbacks = make([]string, n)
-		for i, ep := range result.Endpoints[1:] {
-			d.Pick.Fallbacks[i] = ep.Addr
-		}
-	}
-	return d
-}
-
-// RequestsDone takes request ends reported outside a pick (ext_proc sees
-// each request's end on its own stream).
-func (s *Server) RequestsDone(ids []uint64) {
-	s.metrics.endsReported.Add(float64(len(ids)))
-	s.sched.RequestsDone(ids, s.now())
-}
-
-// RecordUsage counts a response's token usage seen over ext_proc.
-func (s *Server) RecordUsage(model, target string, oc llmapi.Outcome) {
-	s.metrics.RecordUsage(model, target, oc)
-}
-
-// inSubset keeps the endpoints whose address is listed.
-func inSubset(eps []*scrape.Endpoint, subset []string) []*scrape.Endpoint {
-	var out []*scrape.Endpoint
-	for _, ep := range eps {
-		for _, a := range subset {
-			if ep.Addr == a {
-				out = append(out, ep)
-				break
-			}
-		}
-	}
-	return out
-}
-
-func (s *Server) observe(start time.Time, strategy pickapi.Strategy, outcome string) {
-	s.metrics.pickLatency.Observe(time.Since(start).Seconds())
-	s.metrics.picks.WithLabelValues(string(strategy), outcome).Inc()
-}
-
-func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
-
 func (s *Server) refuse(w http.ResponseWriter, status int, typ, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(pickapi.ErrorBody(status, typ, msg))
-}
-
-// refusal is a refused Decision, logged once per change of refusal state,
-// so an unknown model asked for 10,000 times a second logs once.
-func (s *Server) refusal(status int, typ, msg, state string) Decision {
-	s.noteState(state, slog.LevelWarn, "refusing picks", "status", status, "reason", msg)
-	return Decision{Status: status, ErrType: typ, Message: msg}
-}
-
-func (s *Server) noteState(state string, level slog.Level, msg string, args ...any) {
-	if p := s.lastRefusal.Load(); p != nil && *p == state {
-		return
-	}
-	prev := s.lastRefusal.Swap(&state)
-	if prev == nil && state == "ok" {
-		return // first pick of a healthy picker: nothing changed
-	}
-	if prev != nil && *prev == state {
-		return // another request logged it
-	}
-	s.log.Log(context.Background(), level, msg, args...)
 }
 
 type debugEndpoint struct {
@@ -327,7 +189,7 @@ func (s *Server) debug(w http.ResponseWriter, _ *http.Request) {
 		}
 		for _, o := range pv.Objectives {
 			dp.Objectives = append(dp.Objectives, debugObjective{Name: o.Name, Priority: o.Priority,
-				Criticality: string(scheduling.PriorityCriticality(o.Priority))})
+				Criticality: string(inference.PriorityCriticality(o.Priority))})
 		}
 		sort.Slice(dp.Objectives, func(i, j int) bool { return dp.Objectives[i].Name < dp.Objectives[j].Name })
 		dp.Conflicts = pv.Conflicts

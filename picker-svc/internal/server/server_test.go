@@ -18,14 +18,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshllm/meshllm/filter/llmapi"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshllm/meshllm/internal/llmapi"
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
+	"github.com/meshllm/meshllm/picker-svc/internal/decision"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
-	"github.com/meshllm/meshllm/picker-svc/pickapi"
-	"github.com/stretchr/testify/require"
 )
 
 // vllm is a fake vLLM /metrics endpoint with settable load.
@@ -73,6 +75,7 @@ func (h *logCounter) warns() int {
 type fixture struct {
 	store *datastore.Store
 	srv   *Server
+	dec   *decision.Decider
 	http  *httptest.Server
 	logs  *logCounter
 }
@@ -81,29 +84,22 @@ func newFixture(t *testing.T) *fixture {
 	logs := &logCounter{}
 	log := slog.New(logs)
 	var store *datastore.Store
-	var metrics *Metrics
-	mgr := scrape.NewManager(scrape.Config{Interval: 10 * time.Millisecond, Logger: log, Observer: observerFunc(func(a string, d time.Duration, r scrape.Reason) {
-		if metrics != nil {
-			metrics.ScrapeDone(a, d, r)
-		}
-	})})
+	metrics := NewMetrics()
+	mgr := scrape.NewManager(scrape.Config{Interval: 10 * time.Millisecond, Logger: log, Observer: metrics})
 	t.Cleanup(mgr.Close)
 	store = datastore.New(mgr, log, nil)
-	metrics = NewMetrics(store)
+	metrics.CollectEndpoints(store)
 	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "pool.yaml"))
 	require.NoError(t, err)
 	objs, err := inference.ParseYAML(b)
 	require.NoError(t, err)
 	store.ReplaceObjects(objs)
-	s := New(store, resolve.New(nil), mustScheduler(), metrics, log)
+	dec := decision.New(store, resolve.New(nil), mustScheduler(), decision.NewMetrics(metrics.Registry), log)
+	s := New(store, dec, metrics)
 	h := httptest.NewServer(s.Handler())
 	t.Cleanup(h.Close)
-	return &fixture{store: store, srv: s, http: h, logs: logs}
+	return &fixture{store: store, srv: s, dec: dec, http: h, logs: logs}
 }
-
-type observerFunc func(string, time.Duration, scrape.Reason)
-
-func (f observerFunc) ScrapeDone(a string, d time.Duration, r scrape.Reason) { f(a, d, r) }
 
 func (f *fixture) post(t *testing.T, body string) (int, []byte) {
 	resp, err := http.Post(f.http.URL+pickapi.Path, "application/json", strings.NewReader(body))
@@ -291,7 +287,7 @@ func TestStaleFallbackIsCounted(t *testing.T) {
 	v := newVLLM(t, 0, 0.1)
 	f.store.SetEndpoints("sim-pool", []string{v.addr()})
 	f.waitReady(t, 1)
-	f.srv.now = func() time.Time { return time.Now().Add(time.Hour) } // every snapshot is now stale
+	f.dec.SetClock(func() time.Time { return time.Now().Add(time.Hour) }) // every snapshot is now stale
 	status, body := f.post(t, `{"model":"chat"}`)
 	require.Equal(t, http.StatusOK, status, "stale everywhere: fall back to all, do not refuse")
 	resp, err := pickapi.ParsePickResponse(body)
@@ -432,9 +428,9 @@ func TestRecordUsageBounded(t *testing.T) {
 	f := newFixture(t)
 	oc := llmapi.Outcome{Response: llmapi.Response{Usage: llmapi.Usage{PromptTokens: 3, CompletionTokens: 2, HasPrompt: true, HasCompletion: true}}}
 	for i := 0; i < 150; i++ {
-		f.srv.RecordUsage(fmt.Sprintf("random-%d", i), "t", oc)
+		f.dec.RecordUsage(fmt.Sprintf("random-%d", i), "t", oc)
 	}
-	f.srv.RecordUsage("m", "t", llmapi.Outcome{Missing: llmapi.MissingNotReported})
+	f.dec.RecordUsage("m", "t", llmapi.Outcome{Missing: llmapi.MissingNotReported})
 	_, m := f.get(t, "/metrics")
 	series := 0
 	for _, l := range strings.Split(m, "\n") {
@@ -442,7 +438,7 @@ func TestRecordUsageBounded(t *testing.T) {
 			series++
 		}
 	}
-	require.Equal(t, ModelLabelLimit+1, series, "the limit, then other")
+	require.Equal(t, decision.ModelLabelLimit+1, series, "the limit, then other")
 	require.Contains(t, m, `meshllm_picker_prompt_tokens_total{model="other",target_model="other"} 150`)
 	require.Contains(t, m, `meshllm_picker_completion_tokens_total{model="random-0",target_model="t"} 2`)
 	require.Contains(t, m, `meshllm_picker_usage_missing_total{reason="not_reported"} 1`)

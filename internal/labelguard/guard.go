@@ -1,4 +1,4 @@
-package stats
+package labelguard
 
 import (
 	"errors"
@@ -85,7 +85,7 @@ type Shared interface {
 
 // ErrCasMismatch is Shared.Set's answer to a stale CAS (the ABI's
 // CasMismatch).
-var ErrCasMismatch = errors.New("stats: shared data CAS mismatch")
+var ErrCasMismatch = errors.New("labelguard: shared data CAS mismatch")
 
 // CASAttempts bounds the read-and-write rounds one new pair may take.
 const CASAttempts = 8

@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/meshllm/meshllm/filter/sse"
+	"github.com/meshllm/meshllm/internal/sse"
 )
 
 // Where a request's usage came from, or why there is none. These are the

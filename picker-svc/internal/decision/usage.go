@@ -1,19 +1,18 @@
-package server
+package decision
 
 import (
-	"bytes"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshllm/meshllm/filter/llmapi"
-	"github.com/meshllm/meshllm/filter/stats"
+	"github.com/meshllm/meshllm/internal/labelguard"
+	"github.com/meshllm/meshllm/internal/llmapi"
 )
 
 // Token usage seen on the ext_proc path, where the filter (which counts
 // tokens in the gateway) is not in the request's way. The labels are the
 // filter's: model and target_model sanitised and bounded by the same
-// guard (stats.Guard: at most ModelLabelLimit pairs, then "other"), so a
+// guard (labelguard.Guard: at most ModelLabelLimit pairs, then "other"), so a
 // client sending random model names cannot grow the series without bound.
 
 // ModelLabelLimit bounds the (model, target_model) pairs of the usage
@@ -25,7 +24,7 @@ type usageMetrics struct {
 	missing            *prometheus.CounterVec
 
 	mu    sync.Mutex
-	guard *stats.Guard
+	guard *labelguard.Guard
 }
 
 func newUsageMetrics() *usageMetrics {
@@ -39,7 +38,7 @@ func newUsageMetrics() *usageMetrics {
 		missing: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshllm_picker_usage_missing_total", Help: "Responses seen over ext_proc without usage, by reason (not_reported, encoded, oversize, unparsable, too_deep, no_body).",
 		}, []string{"reason"}),
-		guard: stats.NewGuard(ModelLabelLimit, nil, &memShared{}),
+		guard: labelguard.NewGuard(ModelLabelLimit, nil, &labelguard.InProcess{}),
 	}
 	_ = u.guard.Start() // in memory: cannot fail
 	return u
@@ -61,28 +60,4 @@ func (m *Metrics) RecordUsage(model, target string, oc llmapi.Outcome) {
 	if oc.Usage.HasCompletion {
 		u.completion.WithLabelValues(mod, tgt).Add(float64(oc.Usage.CompletionTokens))
 	}
-}
-
-// memShared is stats.Shared in process memory: the guard's one set, with
-// compare-and-swap, for a picker that is one process.
-type memShared struct {
-	mu  sync.Mutex
-	v   []byte
-	cas uint32
-}
-
-func (s *memShared) Get() ([]byte, uint32, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.v), s.cas, s.v != nil, nil
-}
-
-func (s *memShared) Set(v []byte, cas uint32) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cas != 0 && cas != s.cas {
-		return stats.ErrCasMismatch
-	}
-	s.v, s.cas = bytes.Clone(v), s.cas+1
-	return nil
 }

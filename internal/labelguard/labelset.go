@@ -1,4 +1,4 @@
-package stats
+package labelguard
 
 import (
 	"encoding/binary"
@@ -38,7 +38,7 @@ const (
 const MaxLabelEntryLen = 2 + 2*MaxValueLen
 
 // ErrLabelSet says a shared value is not an encoded label set.
-var ErrLabelSet = errors.New("stats: malformed shared label set")
+var ErrLabelSet = errors.New("labelguard: malformed shared label set")
 
 // EmptyLabelSet is the encoding of a set with no pair.
 func EmptyLabelSet(nonce uint64) []byte {
