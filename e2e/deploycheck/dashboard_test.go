@@ -47,29 +47,12 @@ func knownSeries(t *testing.T) map[string]bool {
 	// picker-svc: string literals meshllm_picker_*, histograms when inside
 	// a HistogramOpts literal.
 	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "../../picker-svc/internal/server/metrics.go", nil, 0)
-	require.NoError(t, err)
 	hist := map[string]bool{}
-	ast.Inspect(f, func(n ast.Node) bool {
-		if cl, ok := n.(*ast.CompositeLit); ok {
-			if sel, ok := cl.Type.(*ast.SelectorExpr); ok && sel.Sel.Name == "HistogramOpts" {
-				for _, e := range cl.Elts {
-					if kv, ok := e.(*ast.KeyValueExpr); ok && fmt.Sprint(kv.Key) == "Name" {
-						if s, ok := kv.Value.(*ast.BasicLit); ok {
-							v, _ := strconv.Unquote(s.Value)
-							hist[v] = true
-						}
-					}
-				}
-			}
-		}
-		if s, ok := n.(*ast.BasicLit); ok && s.Kind == token.STRING {
-			if v, _ := strconv.Unquote(s.Value); strings.HasPrefix(v, "meshllm_picker_") {
-				known[v] = true
-			}
-		}
-		return true
-	})
+	for _, file := range []string{"server/metrics.go", "decision/metrics.go", "decision/usage.go"} {
+		f, err := parser.ParseFile(fset, "../../picker-svc/internal/"+file, nil, 0)
+		require.NoError(t, err)
+		inspectPickerMetrics(f, known, hist)
+	}
 	require.NotEmpty(t, hist)
 	for h := range hist {
 		delete(known, h)
@@ -226,4 +209,29 @@ func TestGrafanaDashboard(t *testing.T) {
 	require.ErrorContains(t, err, "vllm:num_requests_queued")
 	_, err = checkDashboard(bytes.Replace(raw, []byte("asm_llm_proxy_time_to_first_byte_ms_bucket"), []byte("asm_llm_proxy_time_to_first_byte_ms_total"), 1), known)
 	require.ErrorContains(t, err, "_ms_total")
+}
+
+// inspectPickerMetrics adds the picker's metric names in f to known
+// (string literals meshllm_picker_*) and hist (Name of a HistogramOpts).
+func inspectPickerMetrics(f *ast.File, known, hist map[string]bool) {
+	ast.Inspect(f, func(n ast.Node) bool {
+		if cl, ok := n.(*ast.CompositeLit); ok {
+			if sel, ok := cl.Type.(*ast.SelectorExpr); ok && sel.Sel.Name == "HistogramOpts" {
+				for _, e := range cl.Elts {
+					if kv, ok := e.(*ast.KeyValueExpr); ok && fmt.Sprint(kv.Key) == "Name" {
+						if s, ok := kv.Value.(*ast.BasicLit); ok {
+							v, _ := strconv.Unquote(s.Value)
+							hist[v] = true
+						}
+					}
+				}
+			}
+		}
+		if s, ok := n.(*ast.BasicLit); ok && s.Kind == token.STRING {
+			if v, _ := strconv.Unquote(s.Value); strings.HasPrefix(v, "meshllm_picker_") {
+				known[v] = true
+			}
+		}
+		return true
+	})
 }
