@@ -44,6 +44,7 @@ func ReadyCheck(ctx context.Context, c RunConfig, timeout, retry time.Duration, 
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithDeadline(ctx, deadline)
 		out, err := c.sendFirst(actx, "ready-"+strconv.Itoa(attempt))
+		cutOff := actx.Err() != nil
 		cancel()
 		if err != nil {
 			return err
@@ -52,10 +53,13 @@ func ReadyCheck(ctx context.Context, c RunConfig, timeout, retry time.Duration, 
 		if out.Success {
 			return nil
 		}
-		last = errors.New(out.Error)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if cutOff {
+			break // the deadline cut this attempt: report the one before, as vllm
+		}
+		last = errors.New(out.Error)
 		wait := min(retry, time.Until(deadline))
 		if wait <= 0 {
 			break
