@@ -164,20 +164,19 @@ func run(ctx context.Context, o *Options, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout, describeDataset(o, reqs))
 	fmt.Fprintf(stdout, "ignore_eos: %t (%s)\n", o.IgnoreEOS, o.EOSSemantics)
-	var prog Progress
-	if !o.DisableProgress {
-		f, isFile := stderr.(*os.File)
-		prog = NewProgress(stderr, isFile && IsTerminal(f))
-	}
 	rc := RunConfig{
 		APIURL: base + o.Endpoint, Chat: o.Chat(), Model: sent, Requests: reqs,
 		RequestRate: o.RequestRate, Burstiness: o.Burstiness, MaxConcurrency: o.MaxConcurrency,
 		IgnoreEOS: o.IgnoreEOS, ExtraBody: o.ExtraBody, Header: o.Header,
-		RequestIDPrefix: o.RequestIDPrefix, Seed: o.Seed, Client: client, Progress: prog,
+		RequestIDPrefix: o.RequestIDPrefix, Seed: o.Seed, Client: client,
 	}
 	var warm WarmupTotals
 	if err := beforeRun(ctx, o, rc, &warm, stdout); err != nil {
 		return err
+	}
+	if !o.DisableProgress {
+		f, isFile := stderr.(*os.File)
+		rc.Progress = NewProgress(stderr, isFile && IsTerminal(f))
 	}
 	fmt.Fprintf(stdout, "Traffic request rate: %s\n", pyFloat(o.RequestRate))
 	dist := "Gamma distribution"

@@ -221,6 +221,11 @@ func ParseOptions(args []string, stderr io.Writer) (*Options, error) {
 	o.PrefixRepetition.NoShuffle = *disableShuffle
 	o.SharedPrefix.NoShuffle = *disableShuffle
 	o.DatasetName = strings.ReplaceAll(o.DatasetName, "-", "_")
+	// --ignore-eos=false (this tool's spelling before it followed vllm)
+	// keeps meaning off.
+	if set["ignore-eos"] && !*ignoreEOS {
+		*noIgnoreEOS = true
+	}
 	if o.IgnoreEOS, o.EOSSemantics, err = resolveIgnoreEOS(o.DatasetName, *ignoreEOS, *noIgnoreEOS); err != nil {
 		return nil, err
 	}

@@ -171,7 +171,7 @@ func TestParseOptionsTakesEveryVllmFlag(t *testing.T) {
 	for _, args := range vllmFlags {
 		o, err := ParseOptions(args, io.Discard)
 		if err != nil {
-			require.Contains(t, err.Error(), "not supported by meshllm-bench", "%v", args)
+			require.Contains(t, err.Error(), "not supported here", "%v", args)
 			require.True(t, strings.HasPrefix(err.Error(), args[0]+": "), "the error names the flag: %v", err)
 			refused[args[0]] = true
 			continue
@@ -207,7 +207,7 @@ func TestParseOptionsRefusesOnlyHarmfulValues(t *testing.T) {
 		if c.ok {
 			assert.NoError(t, err, "%v", c.args)
 		} else {
-			assert.ErrorContains(t, err, "not supported by meshllm-bench", "%v", c.args)
+			assert.ErrorContains(t, err, "not supported here", "%v", c.args)
 		}
 	}
 	_, err := ParseOptions([]string{"--no-such-flag"}, io.Discard)
@@ -239,6 +239,10 @@ func TestResolveIgnoreEOS(t *testing.T) {
 	o, err := ParseOptions([]string{"--dataset-name", "prefix-repetition"}, io.Discard)
 	require.NoError(t, err)
 	assert.False(t, o.IgnoreEOS, "resolved after the dataset name is normalised")
+	o, err = ParseOptions([]string{"--ignore-eos=false"}, io.Discard)
+	require.NoError(t, err)
+	assert.False(t, o.IgnoreEOS, "an explicit false still turns it off for random")
+	assert.True(t, strings.HasPrefix(o.EOSSemantics, "--no-ignore-eos"))
 }
 
 func TestParseOptionsRequestFields(t *testing.T) {

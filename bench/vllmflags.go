@@ -126,7 +126,7 @@ func vllmOnlyFlags(fs *flag.FlagSet) func() ([]string, error) {
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		for _, f := range refusedFlags {
 			if set[f.name] && (f.refuses == nil || f.refuses(values[f.name].value)) {
-				return nil, fmt.Errorf("--%s: not supported by meshllm-bench (%s)", f.name, f.why)
+				return nil, fmt.Errorf("--%s: not supported here (%s)", f.name, f.why)
 			}
 		}
 		var notices []string
