@@ -71,8 +71,10 @@ type Options struct {
 var multiFlags = map[string]bool{"lora-modules": true, "metadata": true, "header": true, "goodput": true}
 
 // normalizeArgs accepts vllm's spellings: "--a_b" for "--a-b" (vllm's
-// FlexibleArgumentParser) and several values after a multi-value flag.
-func normalizeArgs(args []string) []string {
+// FlexibleArgumentParser), a unique prefix of a flag's name (argparse's
+// allow_abbrev, on in vllm: "--num-prompt" is "--num-prompts"), and several
+// values after a multi-value flag. names are the flags defined.
+func normalizeArgs(args []string, names []string) ([]string, error) {
 	var out []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -85,7 +87,10 @@ func normalizeArgs(args []string) []string {
 			continue
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		name = strings.ReplaceAll(name, "_", "-")
+		name, err := expandName(strings.ReplaceAll(name, "_", "-"), names)
+		if err != nil {
+			return nil, err
+		}
 		if hasVal {
 			out = append(out, "--"+name+"="+val)
 			continue
@@ -104,7 +109,31 @@ func normalizeArgs(args []string) []string {
 			out = append(out, "--"+name) // flag reports the missing value
 		}
 	}
-	return out
+	return out, nil
+}
+
+// expandName is name itself when it is a flag, else the one flag it is a
+// prefix of; several are an error, none is left to the flag package.
+func expandName(name string, names []string) (string, error) {
+	if name == "h" || name == "help" {
+		return name, nil // the flag package's help
+	}
+	var matches []string
+	for _, n := range names {
+		if n == name {
+			return name, nil
+		}
+		if strings.HasPrefix(n, name) {
+			matches = append(matches, "--"+n)
+		}
+	}
+	if len(matches) > 1 {
+		return "", fmt.Errorf("ambiguous option: --%s could match %s", name, strings.Join(matches, ", "))
+	}
+	if len(matches) == 1 {
+		return matches[0][2:], nil
+	}
+	return name, nil
 }
 
 func isNumber(s string) bool {
@@ -197,13 +226,18 @@ func ParseOptions(args []string, stderr io.Writer) (*Options, error) {
 	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification")
 	fs.StringVar(&o.DumpDataset, "dump-dataset", "", "write the dataset to this file as JSON lines and exit without sending (needs --model)")
 	vllmOnly := vllmOnlyFlags(fs)
-	if err := fs.Parse(normalizeArgs(args)); err != nil {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	norm, err := normalizeArgs(args, names)
+	if err != nil {
+		return nil, err
+	}
+	if err := fs.Parse(norm); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	var err error
 	if o.Notices, err = vllmOnly(); err != nil {
 		return nil, err
 	}

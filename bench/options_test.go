@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"flag"
 	"io"
 	"math"
 	"strings"
@@ -11,11 +12,41 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+var someFlags = []string{"dataset-name", "lora-modules", "num-prompts", "num-warmups", "metadata", "save-result",
+	"seed", "top-k", "goodput", "trust-remote-code"}
+
 func TestNormalizeArgs(t *testing.T) {
-	got := normalizeArgs([]string{"--dataset_name", "random", "--lora-modules", "a", "b:2", "--num_prompts=5",
-		"--metadata", "k=v", "--save-result", "-seed", "3"})
+	got, err := normalizeArgs([]string{"--dataset_name", "random", "--lora-modules", "a", "b:2", "--num_prompts=5",
+		"--metadata", "k=v", "--save-result", "-seed", "3"}, someFlags)
+	require.NoError(t, err)
 	assert.Equal(t, []string{"--dataset-name", "random", "--lora-modules=a", "--lora-modules=b:2", "--num-prompts=5",
 		"--metadata=k=v", "--save-result", "--seed", "3"}, got)
+}
+
+func TestNormalizeArgsTakesArgparseAbbreviations(t *testing.T) {
+	// As argparse (allow_abbrev, on in vllm's parser): a unique prefix
+	// names its flag, also before "=" and on multi-value flags.
+	got, err := normalizeArgs([]string{"--num_prompt", "1", "--trust_remote", "--lora-mod", "a", "b", "--dataset=random"}, someFlags)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"--num-prompts", "1", "--trust-remote-code", "--lora-modules=a", "--lora-modules=b",
+		"--dataset-name=random"}, got)
+	_, err = normalizeArgs([]string{"--num", "1"}, someFlags)
+	assert.EqualError(t, err, "ambiguous option: --num could match --num-prompts, --num-warmups")
+	got, err = normalizeArgs([]string{"--nope"}, someFlags)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"--nope"}, got, "left to the flag package to refuse")
+
+	for _, h := range []string{"-h", "--help"} {
+		_, err = ParseOptions([]string{h}, io.Discard)
+		assert.ErrorIs(t, err, flag.ErrHelp)
+	}
+
+	// A command of vllm's issue tracker (vllm-project/vllm#13333), as typed.
+	o, err := ParseOptions(strings.Fields("--model DeepSeek-R1-Distill-Qwen-32B --host 10.238.154.81 --port 8001 "+
+		"--dataset-name random --trust_remote_code --ignore-eos --num_prompt 1 --random-input-len 4096 --random-output-len 512"), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, 1, o.NumPrompts)
+	assert.Len(t, o.Notices, 1)
 }
 
 func TestParseOptionsSeedsShape(t *testing.T) {
@@ -90,8 +121,9 @@ func TestPyFloat(t *testing.T) {
 }
 
 func TestNormalizeArgsKeepsNegativeValues(t *testing.T) {
-	assert.Equal(t, []string{"--top-k", "-1", "--goodput=ttft:100", "--goodput=e2el:900", "--seed", "-2"},
-		normalizeArgs([]string{"--top_k", "-1", "--goodput", "ttft:100", "e2el:900", "--seed", "-2"}))
+	got, err := normalizeArgs([]string{"--top_k", "-1", "--goodput", "ttft:100", "e2el:900", "--seed", "-2"}, someFlags)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"--top-k", "-1", "--goodput=ttft:100", "--goodput=e2el:900", "--seed", "-2"}, got)
 }
 
 // productCommand is the benchmark command of the product documents this
