@@ -83,6 +83,9 @@ picker:
 BENCH_SCALE ?= 1
 BENCH_SPEED ?= 4
 BENCH_PRESET ?= qwen2.5-7b-a10
+# The bench targets pass --ignore-eos so outputs run to their lengths (vllm
+# bench serve sends it unasked for the random dataset only).
+
 # Shared prefixes where prefill decides (docs/benchmarks/README.md): 32 system
 # prompts of 6,000 tokens (1.5x what one pod's KV cache holds beside its
 # batch), 64 questions of 400 tokens each, 200 output tokens, concurrency 64.
@@ -91,7 +94,7 @@ bench-prefix: wasm
 	$(GO) run ./cmd/meshllm-compare --workload prefill-prefix --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
 	  --out docs/benchmarks/prefill-prefix -- --dataset-name shared_prefix --shared-prefix-num-groups 32 \
 	  --shared-prefix-prompts-per-group 64 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
-	  --shared-prefix-output-len 200 --num-prompts 2048 --max-concurrency 64 --endpoint /v1/completions
+	  --shared-prefix-output-len 200 --num-prompts 2048 --max-concurrency 64 --endpoint /v1/completions --ignore-eos
 
 # The seeds' shape at 225 concurrent requests, where round robin saturates:
 # its output throughput peaks there and its TTFT tail leaves the prefill
@@ -100,10 +103,10 @@ bench-prefix: wasm
 bench-seeds-saturated: wasm
 	$(GO) run ./cmd/meshllm-compare --workload seeds-saturated --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
 	  --out docs/benchmarks/seeds-saturated -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
-	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 225 --endpoint /v1/completions
+	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 225 --endpoint /v1/completions --ignore-eos
 
 .PHONY: bench-seeds
 bench-seeds: wasm
 	$(GO) run ./cmd/meshllm-compare --workload seeds-random --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
 	  --out docs/benchmarks/seeds-random -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
-	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 200 --endpoint /v1/completions
+	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 200 --endpoint /v1/completions --ignore-eos

@@ -96,6 +96,8 @@ func Random(rng *rand.Rand, n int, c RandomConfig) ([]SampleRequest, error) {
 // multiple of NumPrefixes.
 type PrefixRepetitionConfig struct {
 	PrefixLen, SuffixLen, NumPrefixes, OutputLen int
+	// NoShuffle keeps the requests prefix by prefix (vllm's --disable-shuffle).
+	NoShuffle bool
 }
 
 // PrefixRepetition builds the prefix_repetition dataset.
@@ -121,7 +123,9 @@ func PrefixRepetition(rng *rand.Rand, n int, c PrefixRepetitionConfig) ([]Sample
 			})
 		}
 	}
-	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	if !c.NoShuffle {
+		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	}
 	return out, nil
 }
 
@@ -134,6 +138,8 @@ func PrefixRepetition(rng *rand.Rand, n int, c PrefixRepetitionConfig) ([]Sample
 // question's words carry it); on chat they are a system and a user message.
 type SharedPrefixConfig struct {
 	NumGroups, PromptsPerGroup, SystemPromptLen, QuestionLen, OutputLen int
+	// NoShuffle keeps the prompts group by group (--disable-shuffle).
+	NoShuffle bool
 }
 
 // SharedPrefix builds n requests of the shared_prefix shape.
@@ -157,7 +163,9 @@ func SharedPrefix(rng *rand.Rand, n int, c SharedPrefixConfig, chat bool) ([]Sam
 			base = append(base, r)
 		}
 	}
-	rng.Shuffle(len(base), func(i, j int) { base[i], base[j] = base[j], base[i] })
+	if !c.NoShuffle {
+		rng.Shuffle(len(base), func(i, j int) { base[i], base[j] = base[j], base[i] })
+	}
 	out := make([]SampleRequest, n)
 	for i := range out {
 		out[i] = base[i%len(base)]

@@ -8,7 +8,10 @@
 // and a multi-turn chat), the arrival process (Gamma gaps, burstiness 1 =
 // Poisson, rescaled to n/rate), --max-concurrency, streaming with
 // include_usage, TTFT/TPOT/ITL/E2EL as vllm measures them, numpy's linear
-// percentiles, the result table and the saved-result JSON keys.
+// percentiles, the result table and the saved-result JSON keys. It takes
+// every flag of vllm's benchmark (options.go, vllmflags.go) and decides
+// ignore_eos as vllm bench serve does today (eos.go); what it reports
+// beyond vllm is named as extras (extras.go, "meshllm_" result keys).
 //
 // Prompts are words with no tokenizer (words.go): exactly one token per
 // word for vllmsim, close to it for real tokenizers (docs/bench.md).

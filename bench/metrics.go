@@ -10,10 +10,13 @@ import (
 // calculate_metrics does (vllm/benchmarks/serve.py). Latency statistics are
 // in milliseconds.
 type Metrics struct {
-	Completed, Failed     int
-	TotalInput            int
-	TotalOutput           int
-	RequestThroughput     float64
+	Completed, Failed int
+	TotalInput        int
+	TotalOutput       int
+	RequestThroughput float64
+	// RequestGoodput is successful requests within every --goodput bound
+	// per second; nil without --goodput (vllm saves null then).
+	RequestGoodput        *float64
 	OutputThroughput      float64
 	TotalTokenThroughput  float64
 	TTFT, TPOT, ITL, E2EL Stat
@@ -81,6 +84,9 @@ type MetricsOptions struct {
 	// MaxConcurrencySet and RateFinite decide whether the client queue
 	// metrics exist (as in vllm bench).
 	MaxConcurrencySet, RateFinite bool
+	// Goodput bounds, in milliseconds, by metric (ttft, tpot, e2el); nil
+	// for none (see ParseGoodput).
+	Goodput map[string]float64
 }
 
 // Calculate computes the metrics of outputs over a run of dur seconds.
@@ -90,6 +96,8 @@ type MetricsOptions struct {
 //     decoding).
 //   - TPOT of a request with more than one output token is
 //     (latency - TTFT) / (output tokens - 1); others have none.
+//   - Goodput counts the successful requests within every --goodput bound
+//     (a request of one token has TPOT 0 there, as in vllm).
 //   - ITL pools every request's gaps between chunks.
 //   - Peak output tokens/s buckets token arrival times (start + TTFT +
 //     cumulative ITL) by whole seconds from the first start; peak concurrency
@@ -97,6 +105,7 @@ type MetricsOptions struct {
 func Calculate(outputs []Output, dur float64, o MetricsOptions) Metrics {
 	m := Metrics{OutputLens: make([]int, len(outputs))}
 	var ttfts, tpots, itls, e2els, queues, queueE2E []float64
+	good := 0
 	for i, out := range outputs {
 		if !out.Success {
 			m.Failed++
@@ -109,8 +118,13 @@ func Calculate(outputs []Output, dur float64, o MetricsOptions) Metrics {
 		m.OutputLens[i] = n
 		m.TotalInput += out.PromptLen
 		m.TotalOutput += n
+		tpot := 0.0
 		if n > 1 {
-			tpots = append(tpots, (out.Latency-out.TTFT)/float64(n-1))
+			tpot = (out.Latency - out.TTFT) / float64(n-1)
+			tpots = append(tpots, tpot)
+		}
+		if o.Goodput != nil && withinSLO(o.Goodput, out.TTFT, tpot, out.Latency) {
+			good++
 		}
 		itls = append(itls, out.ITL...)
 		ttfts = append(ttfts, out.TTFT)
@@ -123,6 +137,13 @@ func Calculate(outputs []Output, dur float64, o MetricsOptions) Metrics {
 		m.RequestThroughput = float64(m.Completed) / dur
 		m.OutputThroughput = float64(m.TotalOutput) / dur
 		m.TotalTokenThroughput = float64(m.TotalInput+m.TotalOutput) / dur
+	}
+	if o.Goodput != nil {
+		g := 0.0
+		if dur > 0 {
+			g = float64(good) / dur
+		}
+		m.RequestGoodput = &g
 	}
 	m.TTFT = Summarize(ttfts, o.Percentiles)
 	m.TPOT = Summarize(tpots, o.Percentiles)

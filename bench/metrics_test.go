@@ -90,3 +90,23 @@ func TestPercentileWord(t *testing.T) {
 	assert.Equal(t, "50", percentileWord(50))
 	assert.Equal(t, "0", percentileWord(0))
 }
+
+func TestGoodputOnAHandMadeTrace(t *testing.T) {
+	// Successful requests (TTFT, TPOT, E2EL in s): A (0.1, 0.1/3, 0.2),
+	// B (0.3, 0 as it has one token, 0.3), D (0.2, 0.1, 0.4), E (0.05, 0, 0.05).
+	for _, c := range []struct {
+		slo  map[string]float64
+		good int
+	}{
+		{map[string]float64{"ttft": 150}, 2},             // A, E
+		{map[string]float64{"ttft": 300, "tpot": 50}, 3}, // A, B (at the bound), E
+		{map[string]float64{"e2el": 100}, 1},             // E
+		{map[string]float64{"ttft": 0, "tpot": 1000}, 0}, // none
+		{map[string]float64{"tpot": 0}, 2},               // B and E: TPOT 0 with one token, as vllm
+	} {
+		m := Calculate(trace(), 2.0, MetricsOptions{Percentiles: []float64{99}, Goodput: c.slo})
+		require.NotNil(t, m.RequestGoodput)
+		assert.InDelta(t, float64(c.good)/2, *m.RequestGoodput, 1e-12, "%v", c.slo)
+	}
+	assert.Nil(t, Calculate(trace(), 2.0, MetricsOptions{}).RequestGoodput, "no --goodput, no goodput (vllm saves null)")
+}

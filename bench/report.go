@@ -94,6 +94,9 @@ func WriteTable(w io.Writer, m Metrics, t TableInfo) {
 	row("Total input tokens:", m.TotalInput)
 	row("Total generated tokens:", m.TotalOutput)
 	row("Request throughput (req/s):", m.RequestThroughput)
+	if m.RequestGoodput != nil {
+		row("Request goodput (req/s):", *m.RequestGoodput)
+	}
 	row("Output token throughput (tok/s):", m.OutputThroughput)
 	row("Peak output token throughput (tok/s):", m.MaxOutputTokensPerS)
 	row("Peak concurrent requests:", float64(m.MaxConcurrentRequests))
@@ -185,8 +188,13 @@ type ResultInfo struct {
 	RequestRate    float64
 	Burstiness     float64
 	MaxConcurrency int // 0 is saved as null
-	// Additions of this tool (vllm bench has no such keys).
+	// Additions of this tool, saved under "meshllm_" keys after vllm's.
 	DatasetName string
+	// IgnoreEOS is whether requests carried ignore_eos (nil: not saved).
+	IgnoreEOS *bool
+	// Warmups are the test and warm-up requests sent before the run, which
+	// vllm's totals leave out (nil or none sent: not saved).
+	Warmups *WarmupTotals
 }
 
 // SavedResult is vllm bench's --save-result JSON (serve.py main_async and
@@ -197,8 +205,9 @@ type ResultInfo struct {
 // the peaks, then mean/median/std and the percentiles of every metric named
 // in percentileMetrics. Differences: start_times are seconds from the
 // benchmark's start (vllm: raw perf_counter), tokenizer_id is null (no
-// tokenizer), rtfx is 0; dataset_name, served_models and (detailed)
-// response_models are additions.
+// tokenizer), rtfx is 0. This tool's additions come last, each key prefixed
+// "meshllm_": dataset_name, ignore_eos, the warm-up counts, served_models
+// and (detailed) response_models.
 func SavedResult(info ResultInfo, m Metrics, outs []Output, dur float64, percentileMetrics []string, detailed bool) Object {
 	var o Object
 	o.Set("date", info.Date)
@@ -226,14 +235,17 @@ func SavedResult(info ResultInfo, m Metrics, outs []Output, dur float64, percent
 	} else {
 		o.Set("max_concurrency", nil)
 	}
-	o.Set("dataset_name", info.DatasetName)
 	o.Set("duration", dur)
 	o.Set("completed", m.Completed)
 	o.Set("failed", m.Failed)
 	o.Set("total_input_tokens", m.TotalInput)
 	o.Set("total_output_tokens", m.TotalOutput)
 	o.Set("request_throughput", m.RequestThroughput)
-	o.Set("request_goodput", nil)
+	if m.RequestGoodput != nil {
+		o.Set("request_goodput", *m.RequestGoodput)
+	} else {
+		o.Set("request_goodput", nil)
+	}
 	o.Set("output_throughput", m.OutputThroughput)
 	o.Set("total_token_throughput", m.TotalTokenThroughput)
 	col := func(f func(Output) any) []any {
@@ -262,12 +274,10 @@ func SavedResult(info ResultInfo, m Metrics, outs []Output, dur float64, percent
 	if detailed {
 		o.Set("generated_texts", col(func(x Output) any { return x.GeneratedText }))
 		o.Set("errors", col(func(x Output) any { return x.Error }))
-		o.Set("response_models", col(func(x Output) any { return x.Model }))
 	}
 	o.Set("max_output_tokens_per_s", m.MaxOutputTokensPerS)
 	o.Set("max_concurrent_requests", m.MaxConcurrentRequests)
 	o.Set("rtfx", 0.0)
-	o.Set("served_models", servedModels(outs))
 	for _, mn := range metricNames {
 		st := m.stat(mn.key)
 		if st == nil || !contains(percentileMetrics, mn.key) {
@@ -280,8 +290,25 @@ func SavedResult(info ResultInfo, m Metrics, outs []Output, dur float64, percent
 			o.Set("p"+percentileWord(p.P)+"_"+mn.key+"_ms", p.Value)
 		}
 	}
+	o.Set(extraKey("dataset_name"), info.DatasetName)
+	if info.IgnoreEOS != nil {
+		o.Set(extraKey("ignore_eos"), *info.IgnoreEOS)
+	}
+	if w := info.Warmups; w != nil && w.Sent > 0 {
+		o.Set(extraKey("warmup_requests"), w.Sent)
+		o.Set(extraKey("warmup_failed"), w.Failed)
+		o.Set(extraKey("warmup_input_tokens"), w.InputTokens)
+		o.Set(extraKey("warmup_output_tokens"), w.OutputTokens)
+	}
+	o.Set(extraKey("served_models"), servedModels(outs))
+	if detailed {
+		o.Set(extraKey("response_models"), col(func(x Output) any { return x.Model }))
+	}
 	return o
 }
+
+// extraKey names a saved key that vllm bench does not have.
+func extraKey(name string) string { return "meshllm_" + name }
 
 func nullIfEmpty(s string) any {
 	if s == "" {

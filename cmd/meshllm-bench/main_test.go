@@ -191,18 +191,18 @@ func TestMultiTurnChatWithLoRAMix(t *testing.T) {
 	}
 	args := append([]string{"--endpoint", "/v1/chat/completions", "--dataset-name", "multi_turn", "--num-prompts", "40",
 		"--multi-turn-num-turns", "4", "--multi-turn-user-len", "20", "--multi-turn-output-len", "8",
-		"--multi-turn-system-prompt-len", "40", "--max-concurrency", "8", "--seed", "5",
+		"--multi-turn-system-prompt-len", "40", "--max-concurrency", "8", "--seed", "5", "--ignore-eos",
 		"--lora-assignment", "round-robin", "--lora-modules"}, mods...)
 	reqs := dataset(t, append([]string{"--model", "x"}, args...)...)
 	r := runBench(t, append([]string{"--base-url", fleet.URLs()[0]}, args...)...)
 	checkAgainstSim(t, fleet, r, reqs)
 	// 10 conversations, one an adapter, each served by its adapter.
-	served := strs(r.saved["response_models"])
+	served := strs(r.saved["meshllm_response_models"])
 	for i, q := range reqs {
 		assert.Equal(t, q.Model, served[i])
 	}
-	assert.Len(t, r.saved["served_models"], 10)
-	assert.Contains(t, r.stdout, "Served models (response \"model\"): lora-0=4 lora-1=4")
+	assert.Len(t, r.saved["meshllm_served_models"], 10)
+	assert.Contains(t, r.stdout, bench.ExtrasHeader+"\nServed models (response \"model\"):        lora-0=4 lora-1=4")
 	// Each turn re-sends its conversation: the server finds the earlier
 	// turns' prompt blocks in its prefix cache.
 	assert.Positive(t, fleet.Stats()[0].PrefixHits)
@@ -213,7 +213,7 @@ func TestSharedPrefixChatAndPrefixRepetition(t *testing.T) {
 	chat := []string{"--endpoint", "/v1/chat/completions", "--dataset-name", "shared_prefix", "--num-prompts", "30",
 		"--shared-prefix-num-groups", "3", "--shared-prefix-prompts-per-group", "5",
 		"--shared-prefix-system-prompt-len", "128", "--shared-prefix-question-len", "12", "--shared-prefix-output-len", "4",
-		"--max-concurrency", "6"}
+		"--max-concurrency", "6", "--ignore-eos"}
 	r := runBench(t, append([]string{"--base-url", fleet.URLs()[0]}, chat...)...)
 	checkAgainstSim(t, fleet, r, dataset(t, append([]string{"--model", "x"}, chat...)...))
 	before := fleet.Stats()[0]
@@ -222,7 +222,7 @@ func TestSharedPrefixChatAndPrefixRepetition(t *testing.T) {
 	fleet2 := startFleet(t, 1)
 	rep := []string{"--dataset-name", "prefix_repetition", "--num-prompts", "40", "--prefix-repetition-prefix-len", "64",
 		"--prefix-repetition-suffix-len", "16", "--prefix-repetition-num-prefixes", "4", "--output-len", "4",
-		"--max-concurrency", "8", "--request-rate", "2000", "--burstiness", "0.5"}
+		"--max-concurrency", "8", "--request-rate", "2000", "--burstiness", "0.5", "--ignore-eos"}
 	r = runBench(t, append([]string{"--base-url", fleet2.URLs()[0]}, rep...)...)
 	checkAgainstSim(t, fleet2, r, dataset(t, append([]string{"--model", "x"}, rep...)...))
 	assert.Positive(t, fleet2.Stats()[0].PrefixHits)
