@@ -19,19 +19,8 @@ import (
 // checked by the picker's own parser in picker-svc/internal/inference).
 func samplePool(t *testing.T) (name, namespace string, port int) {
 	t.Helper()
-	j, err := YAMLToJSON(read(t, "istio/inferencepool.yaml"))
+	o, spec, err := MeshInferencePool(read(t, "istio/inferencepool.yaml"))
 	require.NoError(t, err)
-	var o Object
-	require.NoError(t, StrictJSON(j, &o))
-	require.Equal(t, "InferencePool", o.Kind)
-	var spec struct {
-		TargetPortNumber int               `json:"targetPortNumber"`
-		Selector         map[string]string `json:"selector"`
-		ExtensionRef     struct {
-			Name string `json:"name"`
-		} `json:"extensionRef"`
-	}
-	require.NoError(t, StrictJSON(o.Spec, &spec))
 	return o.Metadata.Name, o.Metadata.Namespace, spec.TargetPortNumber
 }
 

@@ -264,3 +264,38 @@ func CheckGatewayStrip(p *istionet.EnvoyFilter_EnvoyConfigObjectPatch) error {
 	}
 	return CheckEarlyStrip(h)
 }
+
+// MeshInferencePoolSpec is the v1alpha2 InferencePool of the mesh path as
+// picker-svc reads it.
+type MeshInferencePoolSpec struct {
+	TargetPortNumber int               `json:"targetPortNumber"`
+	Selector         map[string]string `json:"selector"`
+	ExtensionRef     struct {
+		Name string `json:"name"`
+	} `json:"extensionRef"`
+}
+
+// MeshInferencePool decodes an inference.networking.x-k8s.io/v1alpha2
+// InferencePool strictly (picker-svc's own parser, internal to it, reads the
+// static file in its tests).
+func MeshInferencePool(doc []byte) (Object, MeshInferencePoolSpec, error) {
+	var o Object
+	var spec MeshInferencePoolSpec
+	j, err := YAMLToJSON(doc)
+	if err != nil {
+		return o, spec, err
+	}
+	if err := StrictJSON(j, &o); err != nil {
+		return o, spec, fmt.Errorf("InferencePool: %w", err)
+	}
+	if o.APIVersion != "inference.networking.x-k8s.io/v1alpha2" || o.Kind != "InferencePool" {
+		return o, spec, fmt.Errorf("want inference.networking.x-k8s.io/v1alpha2 InferencePool, got %s %s", o.APIVersion, o.Kind)
+	}
+	if err := StrictJSON(o.Spec, &spec); err != nil {
+		return o, spec, fmt.Errorf("InferencePool %q: spec: %w", o.Metadata.Name, err)
+	}
+	if o.Metadata.Name == "" || spec.TargetPortNumber < 1 || spec.TargetPortNumber > 65535 || len(spec.Selector) == 0 || spec.ExtensionRef.Name == "" {
+		return o, spec, fmt.Errorf("InferencePool %q: want a name, a target port, a selector and an extensionRef", o.Metadata.Name)
+	}
+	return o, spec, nil
+}
