@@ -110,7 +110,7 @@ func build(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, r := range res {
-		fmt.Fprintf(stdout, "%-13s %s:%s  %s\n", r.Name, r.Layout, *version, r.Digest)
+		fmt.Fprintf(stdout, "%-13s %s  %s  (%s)\n", r.Name, *version, r.Digest, r.Layout)
 	}
 	return nil
 }
