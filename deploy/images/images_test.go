@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"io"
@@ -159,6 +160,7 @@ func checkServiceImage(t *testing.T, img v1.Image, bin string, built []byte, cre
 
 	files := extract(t, img)
 	require.True(t, bytes.Equal(built, files[bin].body), "the image's /%s is not the binary built", bin)
+	requireStatic(t, built)
 	require.Equal(t, int64(0o555), files[bin].mode)
 	require.Contains(t, string(files["etc/passwd"].body), "nonroot:x:65532:65532:")
 	require.Equal(t, int64(0o1777), files["tmp"].mode)
@@ -168,6 +170,21 @@ func checkServiceImage(t *testing.T, img v1.Image, bin string, built []byte, cre
 	outb, err := exec.Command(exe, "--help").CombinedOutput()
 	require.NoError(t, err, "%s --help:\n%s", bin, outb)
 	require.Contains(t, string(outb), "Usage of "+bin)
+}
+
+// requireStatic: the image has no libc or loader, so the binary must need
+// neither (CGO off): no program interpreter, no shared libraries.
+func requireStatic(t *testing.T, binary []byte) {
+	t.Helper()
+	f, err := elf.NewFile(bytes.NewReader(binary))
+	require.NoError(t, err)
+	defer f.Close()
+	for _, p := range f.Progs {
+		require.NotEqual(t, elf.PT_INTERP, p.Type, "the binary asks for a dynamic loader")
+	}
+	libs, err := f.ImportedLibraries()
+	require.NoError(t, err)
+	require.Empty(t, libs)
 }
 
 type file struct {
