@@ -62,6 +62,29 @@ bench: wasm
 
 clean:
 	rm -f $(WASM)
+	rm -rf $(IMAGES_OUT)
+
+# Container images, built without a container engine (deploy/images):
+# picker-svc and vllm-sim (static binaries, non-root) and the filter as the
+# Wasm OCI image Istio pulls, each an OCI image layout under $(IMAGES_OUT).
+# Push them to REGISTRY/<name>:VERSION with
+#   make images REGISTRY=registry.example.com/meshllm push
+# WASM_VARIANT=compat builds the filter as one tar layer holding plugin.wasm;
+# PLATFORMS=linux/amd64,linux/arm64 makes image indexes; INSECURE=1 pushes
+# over plain HTTP (localhost needs no flag).
+IMAGES_OUT   ?= build/images
+VERSION      ?= $(shell git describe --tags 2>/dev/null || echo 0.1.0)
+WASM_VARIANT ?= oci
+PLATFORMS    ?= linux/amd64
+.PHONY: images push
+images: wasm
+	$(GO) run ./cmd/meshllm-images build --out $(IMAGES_OUT) --version $(VERSION) \
+	  --revision "$$(git rev-parse HEAD 2>/dev/null)" --created "$$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
+	  --wasm $(WASM) --wasm-variant $(WASM_VARIANT) --platforms $(PLATFORMS)
+
+push:
+	@test -n "$(REGISTRY)" || (echo "push: set REGISTRY, e.g. make images REGISTRY=registry.example.com/meshllm push"; exit 1)
+	$(GO) run ./cmd/meshllm-images push --out $(IMAGES_OUT) --registry $(REGISTRY) $(if $(INSECURE),--insecure)
 
 # Simulated vLLM servers (see e2e/vllmsim/README.md), e.g.
 #   make vllmsim ARGS="--port 8000 --num-servers 5 --speed 10 --lora-modules a=/a b=/b"

@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -15,7 +17,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := app.Run(ctx, app.Options{Args: os.Args[1:], Getenv: os.Getenv}); err != nil {
+	err := app.Run(ctx, app.Options{Args: os.Args[1:], Getenv: os.Getenv})
+	if errors.Is(err, flag.ErrHelp) {
+		return // --help printed the usage: a successful answer
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "picker-svc:", err)
 		os.Exit(1)
 	}

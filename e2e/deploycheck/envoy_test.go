@@ -15,12 +15,10 @@ import (
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	earlymutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	wasmpluginv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/stats"
@@ -120,18 +118,8 @@ func wasmFilterConfig(h *hcmv3.HttpConnectionManager) (*wasmhttpv3.Wasm, config.
 	if err := h.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(w); err != nil {
 		return nil, config.Config{}, err
 	}
-	cfg, err := pluginConfigOf(w)
+	cfg, err := PluginConfigOf(w)
 	return w, cfg, err
-}
-
-// pluginConfigOf parses the Wasm filter's configuration (a StringValue of
-// JSON) with the filter's own parser.
-func pluginConfigOf(w *wasmhttpv3.Wasm) (config.Config, error) {
-	s := &wrapperspb.StringValue{}
-	if err := w.GetConfig().GetConfiguration().UnmarshalTo(s); err != nil {
-		return config.Config{}, fmt.Errorf("configuration: %w", err)
-	}
-	return config.Parse([]byte(s.GetValue()))
 }
 
 // accessLogFormat returns the text format of the listener's stdout access log.
@@ -144,40 +132,6 @@ func accessLogFormat(h *hcmv3.HttpConnectionManager) (string, error) {
 		return "", err
 	}
 	return so.GetLogFormat().GetTextFormatSource().GetInlineString(), nil
-}
-
-// checkEarlyStrip: the HCM removes a client's x-gateway-destination-endpoint
-// in its early header mutations, which run before routing and before any
-// HTTP filter, so the removal does not depend on the Wasm filter running.
-func checkEarlyStrip(h *hcmv3.HttpConnectionManager) error {
-	for _, ext := range h.GetEarlyHeaderMutationExtensions() {
-		hm := &earlymutationv3.HeaderMutation{}
-		if ext.GetTypedConfig().UnmarshalTo(hm) != nil {
-			continue
-		}
-		for _, m := range hm.GetMutations() {
-			if strings.EqualFold(m.GetRemove(), pickapi.HeaderDestinationEndpoint) {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("early_header_mutation_extensions must remove %s (header_mutation, remove)", pickapi.HeaderDestinationEndpoint)
-}
-
-// checkFailurePolicy: the plugin states its failure policy (the one
-// docs/deploy.md gives the reason for) and does not also set the deprecated
-// fail_open, which Envoy refuses together with failure_policy ("only one of
-// fail_open or failure_policy can be set", PluginConfig in
-// source/extensions/common/wasm/wasm.cc).
-func checkFailurePolicy(pc *wasmpluginv3.PluginConfig, want wasmpluginv3.FailurePolicy) error {
-	var errs []error
-	if pc.GetFailOpen() {
-		errs = append(errs, errors.New("fail_open is set: Envoy rejects it together with failure_policy, and istio-agent reads failure_policy (Istio >= 1.26)"))
-	}
-	if got := pc.GetFailurePolicy(); got != want {
-		errs = append(errs, fmt.Errorf("failure_policy %s, want %s (docs/deploy.md, When the filter fails)", got, want))
-	}
-	return errors.Join(errs...)
 }
 
 // checkBootstrap holds every semantic promise of envoy.yaml.
@@ -241,7 +195,7 @@ func checkBootstrap(b *bootstrapv3.Bootstrap, poolName string) error {
 				}
 			}
 		}
-		if err := checkEarlyStrip(h); err != nil {
+		if err := CheckEarlyStrip(h); err != nil {
 			fail("listener %s: %v", l.GetName(), err)
 		}
 		cluster, err := routeOf(h)
@@ -266,7 +220,7 @@ func checkBootstrap(b *bootstrapv3.Bootstrap, poolName string) error {
 			continue
 		}
 		pc := w.GetConfig()
-		if err := checkFailurePolicy(pc, wasmpluginv3.FailurePolicy_FAIL_RELOAD); err != nil {
+		if err := CheckFailurePolicy(pc, wasmpluginv3.FailurePolicy_FAIL_RELOAD); err != nil {
 			fail("listener 8081: %v", err)
 		}
 		if !pc.GetAllowOnHeadersStopIteration().GetValue() {

@@ -2,27 +2,15 @@ package deploycheck
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
-	wasmpluginv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"github.com/stretchr/testify/require"
-	istioext "istio.io/api/extensions/v1alpha1"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
-	istionet "istio.io/api/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/stats"
 	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
 	"github.com/meshllm/meshllm/pickapi"
@@ -32,19 +20,8 @@ import (
 // checked by the picker's own parser in picker-svc/internal/inference).
 func samplePool(t *testing.T) (name, namespace string, port int) {
 	t.Helper()
-	j, err := YAMLToJSON(read(t, "istio/inferencepool.yaml"))
+	o, spec, err := MeshInferencePool(read(t, "istio/inferencepool.yaml"))
 	require.NoError(t, err)
-	var o Object
-	require.NoError(t, StrictJSON(j, &o))
-	require.Equal(t, "InferencePool", o.Kind)
-	var spec struct {
-		TargetPortNumber int               `json:"targetPortNumber"`
-		Selector         map[string]string `json:"selector"`
-		ExtensionRef     struct {
-			Name string `json:"name"`
-		} `json:"extensionRef"`
-	}
-	require.NoError(t, StrictJSON(o.Spec, &spec))
 	return o.Metadata.Name, o.Metadata.Namespace, spec.TargetPortNumber
 }
 
@@ -57,9 +34,9 @@ func samplePoolName(t *testing.T) string {
 // Service in istio/picker-deployment.yaml.
 func pickerCluster(t *testing.T) (cluster, authority string) {
 	t.Helper()
-	svc := pickerService(t)
-	fqdn := fmt.Sprintf("%s.%s.svc.cluster.local", svc.Name, svc.Namespace)
-	return fmt.Sprintf("outbound|%d||%s", svc.Spec.Ports[0].Port, fqdn), fqdn
+	cluster, authority, err := PickerCluster(pickerService(t))
+	require.NoError(t, err)
+	return cluster, authority
 }
 
 func pickerService(t *testing.T) *corev1.Service {
@@ -74,59 +51,9 @@ func pickerService(t *testing.T) *corev1.Service {
 	return nil
 }
 
-// checkPickerSettings: the routing keys shared by both Istio ways.
-func checkPickerSettings(cfg config.Config, cluster, authority, pool string) error {
-	var errs []error
-	if cfg.PickerCluster != cluster {
-		errs = append(errs, fmt.Errorf("picker_cluster %q, want %q (Istio's name for the picker Service)", cfg.PickerCluster, cluster))
-	}
-	if cfg.PickerAuthority != authority {
-		errs = append(errs, fmt.Errorf("picker_authority %q, want %q", cfg.PickerAuthority, authority))
-	}
-	if cfg.PickerPath != pickapi.Path {
-		errs = append(errs, fmt.Errorf("picker_path %q, want %q", cfg.PickerPath, pickapi.Path))
-	}
-	if cfg.Pool != pool {
-		errs = append(errs, fmt.Errorf("pool %q, want %q", cfg.Pool, pool))
-	}
-	if cfg.FailClosed {
-		errs = append(errs, errors.New("failure_mode closed: the samples fail open"))
-	}
-	return errors.Join(errs...)
-}
-
-func checkWasmPlugin(doc []byte, cluster, authority, pool string) (*istioext.WasmPlugin, error) {
-	_, w, err := WasmPlugin(doc)
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	if !strings.HasPrefix(w.GetUrl(), "oci://") {
-		errs = append(errs, fmt.Errorf("url %q: want oci:// (wasm/Dockerfile's image)", w.GetUrl()))
-	}
-	if w.GetFailStrategy() != istioext.FailStrategy_FAIL_OPEN {
-		errs = append(errs, fmt.Errorf("failStrategy %s, want FAIL_OPEN", w.GetFailStrategy()))
-	}
-	j, err := StructJSON(w.GetPluginConfig())
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := config.Parse(j)
-	if err != nil {
-		return nil, fmt.Errorf("pluginConfig: %w", err)
-	}
-	if cfg.RouteOn != config.RouteHeaders {
-		errs = append(errs, fmt.Errorf("route_on %q: a WasmPlugin cannot set allow_on_headers_stop_iteration, want headers", cfg.RouteOn))
-	}
-	if err := checkPickerSettings(cfg, cluster, authority, pool); err != nil {
-		errs = append(errs, err)
-	}
-	return w, errors.Join(errs...)
-}
-
 func TestWasmPlugin(t *testing.T) {
 	cluster, authority := pickerCluster(t)
-	w, err := checkWasmPlugin(read(t, "istio/wasmplugin.yaml"), cluster, authority, samplePoolName(t))
+	w, err := CheckWasmPlugin(read(t, "istio/wasmplugin.yaml"), cluster, authority, samplePoolName(t))
 	require.NoError(t, err)
 	require.Equal(t, []uint32{8081}, []uint32{w.GetMatch()[0].GetPorts()[0].GetNumber()})
 }
@@ -143,75 +70,11 @@ func TestWasmPluginRejects(t *testing.T) {
 		{"picker cluster in Envoy's plain form", "picker_cluster: outbound|9002||picker-svc.default.svc.cluster.local", "picker_cluster: picker", "picker_cluster"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := checkWasmPlugin(mutate(t, src, tc.old, tc.new), cluster, authority, samplePoolName(t))
+			_, err := CheckWasmPlugin(mutate(t, src, tc.old, tc.new), cluster, authority, samplePoolName(t))
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
-}
-
-func checkEnvoyFilter(doc []byte, cluster, authority, pool, wasmURL string) error {
-	_, f, err := EnvoyFilter(doc)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	var ext *corev3.TypedExtensionConfig
-	var httpFilter *hcmv3.HttpFilter
-	var listener *listenerv3.Listener
-	for _, p := range f.GetConfigPatches() {
-		m, err := PatchValue(p)
-		if err != nil {
-			return err
-		}
-		switch v := m.(type) {
-		case *corev3.TypedExtensionConfig:
-			ext = v
-		case *hcmv3.HttpFilter:
-			httpFilter = v
-			if p.GetMatch().GetListener().GetPortNumber() != 8081 || p.GetPatch().GetOperation() != istionet.EnvoyFilter_Patch_INSERT_BEFORE ||
-				p.GetMatch().GetListener().GetFilterChain().GetFilter().GetSubFilter().GetName() != "envoy.filters.http.router" {
-				errs = append(errs, errors.New("HTTP_FILTER: want INSERT_BEFORE the router on port 8081"))
-			}
-		case *listenerv3.Listener:
-			listener = v
-		}
-	}
-	if ext == nil || httpFilter == nil || listener == nil {
-		return errors.New("want EXTENSION_CONFIG, HTTP_FILTER and LISTENER patches")
-	}
-	w := &wasmhttpv3.Wasm{}
-	if err := ext.GetTypedConfig().UnmarshalTo(w); err != nil {
-		return fmt.Errorf("EXTENSION_CONFIG: %w", err)
-	}
-	cd := httpFilter.GetConfigDiscovery()
-	if httpFilter.GetName() != ext.GetName() || cd == nil || !slices.Equal(cd.GetTypeUrls(), []string{"type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"}) {
-		errs = append(errs, fmt.Errorf("HTTP_FILTER %q must load extension config %q over ECDS as a Wasm filter", httpFilter.GetName(), ext.GetName()))
-	}
-	pc := w.GetConfig()
-	if err := checkFailurePolicy(pc, wasmpluginv3.FailurePolicy_FAIL_OPEN); err != nil {
-		errs = append(errs, err)
-	}
-	if !pc.GetAllowOnHeadersStopIteration().GetValue() {
-		errs = append(errs, errors.New("allow_on_headers_stop_iteration must be true: it is why this EnvoyFilter exists"))
-	}
-	if u := pc.GetVmConfig().GetCode().GetRemote().GetHttpUri().GetUri(); u != wasmURL {
-		errs = append(errs, fmt.Errorf("module %q, want the WasmPlugin's %q", u, wasmURL))
-	}
-	cfg, err := pluginConfigOf(w)
-	if err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	if cfg.RouteOn != config.RouteBody {
-		errs = append(errs, fmt.Errorf("route_on %q, want body", cfg.RouteOn))
-	}
-	if err := checkPickerSettings(cfg, cluster, authority, pool); err != nil {
-		errs = append(errs, err)
-	}
-	if lim := listener.GetPerConnectionBufferLimitBytes().GetValue(); int(lim) <= cfg.MaxRequestBodyBytes {
-		errs = append(errs, fmt.Errorf("per_connection_buffer_limit_bytes %d must exceed max_request_body_bytes %d", lim, cfg.MaxRequestBodyBytes))
-	}
-	return errors.Join(errs...)
 }
 
 func wasmPluginURL(t *testing.T) string {
@@ -222,7 +85,7 @@ func wasmPluginURL(t *testing.T) string {
 
 func TestEnvoyFilter(t *testing.T) {
 	cluster, authority := pickerCluster(t)
-	require.NoError(t, checkEnvoyFilter(read(t, "istio/envoyfilter.yaml"), cluster, authority, samplePoolName(t), wasmPluginURL(t)))
+	require.NoError(t, CheckEnvoyFilter(read(t, "istio/envoyfilter.yaml"), cluster, authority, samplePoolName(t), wasmPluginURL(t), 8081))
 }
 
 func TestEnvoyFilterRejects(t *testing.T) {
@@ -237,89 +100,22 @@ func TestEnvoyFilterRejects(t *testing.T) {
 		{"filter name mismatch", "      value:\n        name: meshllm\n        config_discovery", "      value:\n        name: meshllm-x\n        config_discovery", "ECDS"},
 		{"different module than the WasmPlugin", "uri: oci://registry.example.com/meshllm/meshllm-wasm:0.1.0", "uri: oci://registry.example.com/other:1", "module"},
 		{"deprecated fail_open beside failure_policy", "            failure_policy: FAIL_OPEN\n", "            failure_policy: FAIL_OPEN\n            fail_open: true\n", "fail_open is set"},
+		{"buffer limit on another port", "      listener:\n        portNumber: 8081\n    patch:\n      operation: MERGE", "      listener:\n        portNumber: 8080\n    patch:\n      operation: MERGE", "LISTENER"},
 		{"failure policy changed without the docs", "failure_policy: FAIL_OPEN", "failure_policy: FAIL_RELOAD", "want FAIL_OPEN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := checkEnvoyFilter(mutate(t, src, tc.old, tc.new), cluster, authority, samplePoolName(t), wasmPluginURL(t))
+			err := CheckEnvoyFilter(mutate(t, src, tc.old, tc.new), cluster, authority, samplePoolName(t), wasmPluginURL(t), 8081)
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
 }
 
-// checkPoolCluster: istio/envoyfilter-pool-cluster.yaml gives the pool's
-// cluster override_host on the filter's header, and strips a client's copy
-// of that header on every HTTP listener of the gateway (checkGatewayStrip).
-func checkPoolCluster(doc []byte, poolSvc string, port int) error {
-	_, f, err := EnvoyFilter(doc)
-	if err != nil {
-		return err
-	}
-	var cluster, strip []*istionet.EnvoyFilter_EnvoyConfigObjectPatch
-	for _, p := range f.GetConfigPatches() {
-		switch p.GetApplyTo() {
-		case istionet.EnvoyFilter_CLUSTER:
-			cluster = append(cluster, p)
-		case istionet.EnvoyFilter_NETWORK_FILTER:
-			strip = append(strip, p)
-		default:
-			return fmt.Errorf("unexpected %s patch", p.GetApplyTo())
-		}
-	}
-	if len(cluster) != 1 || len(strip) != 1 {
-		return errors.New("want one CLUSTER patch (override_host) and one NETWORK_FILTER patch (the header strip)")
-	}
-	if err := checkGatewayStrip(strip[0]); err != nil {
-		return fmt.Errorf("NETWORK_FILTER: %w", err)
-	}
-	p := cluster[0]
-	if got := p.GetMatch().GetCluster(); got.GetService() != poolSvc || int(got.GetPortNumber()) != port {
-		return fmt.Errorf("cluster match %s:%d, want %s:%d (the pool's Service and targetPortNumber)", got.GetService(), got.GetPortNumber(), poolSvc, port)
-	}
-	m, err := PatchValue(p)
-	if err != nil {
-		return err
-	}
-	pols := m.(*clusterv3.Cluster).GetLoadBalancingPolicy().GetPolicies()
-	oh := &overridehostv3.OverrideHost{}
-	if len(pols) != 1 || pols[0].GetTypedExtensionConfig().GetTypedConfig().UnmarshalTo(oh) != nil {
-		return errors.New("want one override_host load_balancing_policy")
-	}
-	if len(oh.GetOverrideHostSources()) != 1 || oh.GetOverrideHostSources()[0].GetHeader() != pickapi.HeaderDestinationEndpoint {
-		return fmt.Errorf("override_host must read header %s", pickapi.HeaderDestinationEndpoint)
-	}
-	return nil
-}
-
-// checkGatewayStrip: a MERGE into every gateway HTTP connection manager
-// (no port, so also listeners that route to the pool without the filter)
-// whose early header mutations remove the destination header.
-func checkGatewayStrip(p *istionet.EnvoyFilter_EnvoyConfigObjectPatch) error {
-	m := p.GetMatch()
-	if m.GetContext() != istionet.EnvoyFilter_GATEWAY || p.GetPatch().GetOperation() != istionet.EnvoyFilter_Patch_MERGE {
-		return errors.New("want a MERGE in context GATEWAY")
-	}
-	l := m.GetListener()
-	if l.GetPortNumber() != 0 || l.GetName() != "" || l.GetFilterChain().GetFilter().GetSubFilter() != nil ||
-		l.GetFilterChain().GetFilter().GetName() != "envoy.filters.network.http_connection_manager" {
-		return errors.New("want every gateway listener's envoy.filters.network.http_connection_manager (no port or name)")
-	}
-	v, err := PatchValue(p)
-	if err != nil {
-		return err
-	}
-	h := &hcmv3.HttpConnectionManager{}
-	if err := v.(*listenerv3.Filter).GetTypedConfig().UnmarshalTo(h); err != nil {
-		return fmt.Errorf("typed_config: %w", err)
-	}
-	return checkEarlyStrip(h)
-}
-
 func TestPoolClusterEnvoyFilter(t *testing.T) {
 	name, ns, port := samplePool(t)
 	svc := fmt.Sprintf("%s.%s.svc.cluster.local", name, ns)
 	src := string(read(t, "istio/envoyfilter-pool-cluster.yaml"))
-	require.NoError(t, checkPoolCluster([]byte(src), svc, port))
+	require.NoError(t, CheckPoolCluster([]byte(src), svc, port))
 	for _, tc := range []struct{ old, new, want string }{
 		{"header: x-gateway-destination-endpoint", "header: x-dest", "override_host"},
 		{"portNumber: 8000", "portNumber: 8001", "cluster match"},
@@ -333,12 +129,12 @@ func TestPoolClusterEnvoyFilter(t *testing.T) {
 		{"      context: GATEWAY\n      listener:\n        filterChain:", "      context: GATEWAY\n      listener:\n        portNumber: 8081\n        filterChain:", "every gateway listener"},
 		{"  - applyTo: NETWORK_FILTER", "  - applyTo: NETWORK_FILTERS", "NETWORK_FILTERS"},
 	} {
-		require.ErrorContains(t, checkPoolCluster(mutate(t, src, tc.old, tc.new), svc, port), tc.want)
+		require.ErrorContains(t, CheckPoolCluster(mutate(t, src, tc.old, tc.new), svc, port), tc.want)
 	}
 	// The override without the strip: a client could pick the pod.
 	i := strings.Index(src, "  # A client must never choose the pod.")
 	require.Positive(t, i)
-	require.ErrorContains(t, checkPoolCluster([]byte(src[:i]), svc, port), "the header strip")
+	require.ErrorContains(t, CheckPoolCluster([]byte(src[:i]), svc, port), "the header strip")
 }
 
 // meshStats decodes istio/telemetry.yaml: an IstioOperator whose only content

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -46,7 +47,11 @@ func (l *loraFlag) Set(s string) error {
 }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return // --help printed the usage: a successful answer
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "vllm-sim:", err)
 		os.Exit(2)
 	}

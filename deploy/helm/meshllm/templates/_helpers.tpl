@@ -1,0 +1,116 @@
+{{/* Labels on every object (selectors use the app label alone). */}}
+{{- define "meshllm.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: meshllm
+{{- end }}
+
+{{- define "meshllm.tag" -}}
+{{ .Values.images.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* <registry>/picker-svc:<tag>, as make images pushes it. */}}
+{{- define "meshllm.pickerImage" -}}
+{{ .Values.images.picker.repository | default (printf "%s/picker-svc" .Values.images.registry) }}:{{ .Values.images.picker.tag | default (include "meshllm.tag" .) }}
+{{- end }}
+
+{{/* oci://<registry>/meshllm-wasm:<tag>, as make images pushes it. */}}
+{{- define "meshllm.wasmURL" -}}
+oci://{{ .Values.images.wasm.repository | default (printf "%s/meshllm-wasm" .Values.images.registry) }}:{{ .Values.images.wasm.tag | default (include "meshllm.tag" .) }}
+{{- end }}
+
+{{/* Istio's cluster name of the mesh path's picker Service, and its FQDN. */}}
+{{- define "meshllm.pickerFQDN" -}}
+{{ .Values.mesh.picker.name }}.{{ .Release.Namespace }}.svc.cluster.local
+{{- end }}
+{{- define "meshllm.pickerCluster" -}}
+outbound|9002||{{ include "meshllm.pickerFQDN" . }}
+{{- end }}
+
+{{/* What picker-svc reads and writes in its namespace (both paths). */}}
+{{- define "meshllm.pickerRules" -}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["inference.networking.x-k8s.io", "inference.networking.k8s.io"]
+  resources: ["inferencepools", "inferencemodels"]
+  verbs: ["get", "list", "watch"]
+# InferenceObjective / InferenceModelRewrite, and their status (Accepted).
+- apiGroups: ["inference.networking.x-k8s.io", "llm-d.ai"]
+  resources: ["inferenceobjectives", "inferencemodelrewrites"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["inference.networking.x-k8s.io", "llm-d.ai"]
+  resources: ["inferenceobjectives/status", "inferencemodelrewrites/status"]
+  verbs: ["get", "update", "patch"]
+{{- end }}
+
+{{/* The pod's scheduling and security settings shared by both pickers. */}}
+{{- define "meshllm.pickerPodSettings" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .Values.picker.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.picker.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.picker.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The container settings shared by both pickers. */}}
+{{- define "meshllm.pickerContainerSettings" -}}
+image: {{ include "meshllm.pickerImage" . }}
+imagePullPolicy: {{ .Values.images.pullPolicy }}
+env:
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+# /healthz: the process serves. /readyz: at least one pod has fresh metrics.
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 10
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: 2
+  failureThreshold: 3
+resources:
+  {{- toYaml .Values.picker.resources | nindent 2 }}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: ["ALL"]
+{{- end }}
+
+{{/* The Deployment spec fields shared by both pickers. */}}
+{{- define "meshllm.pickerDeploymentSettings" -}}
+replicas: {{ .Values.picker.replicas }}
+{{- with .Values.picker.strategy }}
+strategy:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The vLLM pods' labels, and the ingress gateway pods'. */}}
+{{- define "meshllm.poolSelector" -}}
+{{ toYaml (.Values.pool.selector | default (dict "app" .Values.pool.name)) }}
+{{- end }}
+{{- define "meshllm.ingressSelector" -}}
+{{ toYaml (.Values.mesh.ingressGateway.selector | default (dict "istio" "ingressgateway")) }}
+{{- end }}
