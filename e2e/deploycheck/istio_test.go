@@ -13,7 +13,6 @@ import (
 
 	"github.com/meshllm/meshllm/filter/stats"
 	"github.com/meshllm/meshllm/internal/testsupport/envoystats"
-	"github.com/meshllm/meshllm/pickapi"
 )
 
 // samplePool returns the envelope of istio/inferencepool.yaml (its content is
