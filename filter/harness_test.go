@@ -191,7 +191,7 @@ func noProperty(t testing.TB, host proxytest.HostEmulator, key string) {
 
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
+	b, err := os.ReadFile("../internal/llmapi/testdata/" + name)
 	require.NoError(t, err)
 	return b
 }

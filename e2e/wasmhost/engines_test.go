@@ -34,7 +34,7 @@ import (
 
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../../filter/testdata/" + name)
+	b, err := os.ReadFile("../../internal/llmapi/testdata/" + name)
 	require.NoError(t, err)
 	return b
 }

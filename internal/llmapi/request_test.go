@@ -16,7 +16,7 @@ import (
 
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../testdata/" + name)
+	b, err := os.ReadFile("testdata/" + name)
 	require.NoError(t, err)
 	return b
 }
