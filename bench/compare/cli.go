@@ -23,9 +23,19 @@ import (
 var benchDefaults = []string{"--metric-percentiles", "50,90,99", "--disable-tqdm"}
 
 // Main is the meshllm-compare command. Its own flags come first; the
-// workload is bench's (meshllm-bench's) flags after "--". It returns the
-// exit status.
+// workload is bench's (meshllm-bench's) flags after "--". Two subcommands:
+// `grid` (the regime grid, grid_cli.go) and `compact` (rewrite old
+// summary.json files without their per-request lists). It returns the exit
+// status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "grid":
+			return gridMain(ctx, args[1:], stdout, stderr)
+		case "compact":
+			return compactMain(args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("meshllm-compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	workload := fs.String("workload", "random", "name of the workload (summary.json's \"workload\")")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshllm/meshllm/bench"
 	"github.com/meshllm/meshllm/e2e/stack"
+	"github.com/meshllm/meshllm/e2e/vllmsim"
 	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/picker-svc/pickapi"
 )
@@ -28,6 +29,9 @@ func TestPresetBlocks(t *testing.T) {
 	require.Equal(t, int64(7_301_444_403), Presets["qwen2.5-7b-a10"].KVBytes())
 	require.Equal(t, 7957, Presets["qwen2.5-7b-a10"].NumGPUBlocks())
 	require.Equal(t, 870, Presets["llama-2-7b-a10"].NumGPUBlocks())
+	require.Equal(t, 6144, Presets["vllmsim-98k"].NumGPUBlocks(), "vllmsim's default KV size")
+	require.Equal(t, vllmsim.DefaultStepModel(), Presets["vllmsim-98k"].Step(), "vllmsim's default step model")
+	require.Contains(t, Presets["vllmsim-98k"].Describe(), "6144 blocks (98304 tokens)")
 	for _, name := range PresetNames() {
 		p := Presets[name]
 		require.GreaterOrEqual(t, p.NumGPUBlocks()*BlockSize, MaxModelLen, "%s must hold one max_model_len request", name)
