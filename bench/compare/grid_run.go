@@ -143,12 +143,12 @@ func writePlan(w io.Writer, cells []plannedCell) {
 		if math.IsNaN(c.PredictedSecs) {
 			unknown++
 		} else {
-			pred = fmt.Sprintf("%.0f min", c.PredictedSecs/60)
+			pred = fmtMinutes(c.PredictedSecs)
 			total += c.PredictedSecs
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %gx | %s | %d | %d | %s |\n", c.Name, c.Fleet, c.Shape, c.Load, knee, c.Concurrency, c.Prompts, pred)
 	}
-	fmt.Fprintf(w, "\npredicted: %.0f min for %d cells", total/60, len(cells)-unknown)
+	fmt.Fprintf(w, "\npredicted: %s for %d cells", fmtMinutes(total), len(cells)-unknown)
 	if unknown > 0 {
 		fmt.Fprintf(w, " (%d more cells wait for their knee sweep, which predicts them)", unknown)
 	}
@@ -319,11 +319,11 @@ func (g *grid) writeScoreboardMarkdown(w io.Writer, sb Scoreboard, results []Cel
 	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---|---:|")
 	var wall float64
 	for _, r := range results {
-		fmt.Fprintf(w, "| [%s](%s/report.md) | %s | %s | %gx the knee (%d) | %d | %d | %s | %.0f min |\n", r.Cell.Name, r.Cell.Name, r.Cell.Fleet,
-			GridShapes[r.Cell.Shape].Describe, r.Cell.Load, r.Knee, r.Concurrency, r.Prompts, r.Cell.Why, r.WallSecs/60)
+		fmt.Fprintf(w, "| [%s](%s/report.md) | %s | %s | %gx the knee (%d) | %d | %d | %s | %s |\n", r.Cell.Name, r.Cell.Name, r.Cell.Fleet,
+			GridShapes[r.Cell.Shape].Describe, r.Cell.Load, r.Knee, r.Concurrency, r.Prompts, r.Cell.Why, fmtMinutes(r.WallSecs))
 		wall += r.WallSecs
 	}
-	fmt.Fprintf(w, "\nThese cells took %.0f minutes of wall time (knee sweeps not included).\n\n", wall/60)
+	fmt.Fprintf(w, "\nThese cells took %s of wall time (knee sweeps not included).\n\n", fmtMinutes(wall))
 	fmt.Fprintln(w, "## Knees")
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Round robin alone, one run a level, doubling the concurrency from twice the pods until a level saturates, then bisecting. "+
@@ -348,6 +348,14 @@ func (g *grid) writeScoreboardMarkdown(w io.Writer, sb Scoreboard, results []Cel
 	for _, r := range results {
 		fmt.Fprintf(w, "### %s\n\n![%s](%s/%s)\n\n", r.Cell.Name, r.Cell.Name, r.Cell.Name, PhasePlot)
 	}
+}
+
+// fmtMinutes is a wall time in minutes (one decimal below 10).
+func fmtMinutes(secs float64) string {
+	if secs < 600 {
+		return fmt.Sprintf("%.1f min", secs/60)
+	}
+	return fmt.Sprintf("%.0f min", secs/60)
 }
 
 func optNum(x *float64) string {

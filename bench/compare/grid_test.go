@@ -146,7 +146,7 @@ func TestPlanPredictsFromTheSweep(t *testing.T) {
 	require.Zero(t, p[1].Knee, "no knee yet")
 	var b strings.Builder
 	writePlan(&b, p)
-	require.Contains(t, b.String(), "| a | vllmsim-98k | decode-fixed | 1.5x | 100 | 150 | 450 | 6 min |")
+	require.Contains(t, b.String(), "| a | vllmsim-98k | decode-fixed | 1.5x | 100 | 150 | 450 | 5.6 min |")
 	require.Contains(t, b.String(), "1 more cells wait for their knee sweep")
 
 	// A knee swept for other flags does not apply.

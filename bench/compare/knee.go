@@ -112,16 +112,23 @@ func flat(a, b KneePoint, r KneeRule) bool {
 	return gain < r.FlatGain*(float64(b.Concurrency)/float64(a.Concurrency)-1)
 }
 
+// floorAt is the index of the lowest level with a TTFT after the first
+// wave (the prefill floor), or -1.
+func floorAt(ps []KneePoint) int {
+	return slices.IndexFunc(ps, func(p KneePoint) bool { return p.ttft() > 0 })
+}
+
 // ttftKnee is where the TTFT p90 after the first wave crosses FloorFactor x
-// the lowest level's (interpolated on a log scale: queueing grows the TTFT
-// by factors); ok is false when no level crossed it.
+// the floor's (interpolated on a log scale: queueing grows the TTFT by
+// factors); ok is false when no level crossed it.
 func ttftKnee(ps []KneePoint, r KneeRule) (float64, bool) {
-	if len(ps) == 0 || math.IsNaN(ps[0].ttft()) || ps[0].ttft() <= 0 {
+	f := floorAt(ps)
+	if f < 0 {
 		return 0, false
 	}
-	limit := r.FloorFactor * ps[0].ttft()
-	prev := ps[0]
-	for _, p := range ps[1:] {
+	limit := r.FloorFactor * ps[f].ttft()
+	prev := ps[f]
+	for _, p := range ps[f+1:] {
 		t := p.ttft()
 		if math.IsNaN(t) {
 			continue
@@ -163,7 +170,7 @@ func FindKnee(points []KneePoint, r KneeRule) (Knee, error) {
 // saturatedAt reports whether a level shows saturation: TTFT past the
 // floor, or throughput flat over the level below.
 func saturatedAt(ps []KneePoint, i int, r KneeRule) bool {
-	if t, f := ps[i].ttft(), ps[0].ttft(); !math.IsNaN(t) && !math.IsNaN(f) && f > 0 && t > r.FloorFactor*f {
+	if f := floorAt(ps); f >= 0 && f < i && ps[i].ttft() > r.FloorFactor*ps[f].ttft() {
 		return true
 	}
 	return i > 0 && flat(ps[i-1], ps[i], r)

@@ -79,7 +79,9 @@ func (g *grid) sweepKnee(ctx context.Context, fleet string, sh Shape) (KneeRecor
 		if done {
 			break
 		}
-		n := CellPrompts(sh, c, g.Waves, 0, g.Scale)
+		// Two waves at least, whatever the scale: the TTFT criterion needs
+		// requests after the first.
+		n := max(CellPrompts(sh, c, g.Waves, 0, g.Scale), 2*c)
 		bo, err := shapeOptions(sh, n, c)
 		if err != nil {
 			return rec, err

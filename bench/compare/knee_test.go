@@ -68,6 +68,14 @@ func TestFindKnee(t *testing.T) {
 			want:    25, // log(200/100)/log(400/100) = 0.5 -> 10 + 15
 			decided: "ttft",
 		},
+		{
+			// The lowest level sent no request after its first wave: the
+			// floor is the next level's.
+			name:    "the floor is the lowest level with a TTFT",
+			points:  []KneePoint{pt(5, 50, math.NaN()), pt(10, 100, 100), pt(40, 400, 400)},
+			want:    25,
+			decided: "ttft",
+		},
 		{name: "one level", points: []KneePoint{pt(10, 100, 100)}, err: "at least 2 levels"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -316,6 +316,9 @@ func checkTargets(cells []CellScore, p string, ps PolicyScore) []Target {
 		t.Met = 1
 	} else {
 		t.Failing = []string{"geometric mean " + num(g)}
+		if math.IsNaN(g) {
+			t.Failing = []string{"no saturated cell"}
+		}
 	}
 	return append(out, t)
 }
