@@ -75,9 +75,12 @@ var GridShapes = map[string]Shape{
 		Describe: "100 system prompts of 6000 tokens (as much as the Qwen2.5-7B fleet's KV cache holds) + 400-token questions, 200 tokens out (ignore_eos)"},
 	"sessions-natural": {Name: "sessions-natural", Mix: "multi-turn", Outputs: "natural", Turns: 6,
 		Args: []string{"--dataset-name", "multi_turn", "--multi-turn-num-turns", "6", "--multi-turn-num-documents", "16",
-			"--multi-turn-system-prompt-len", "5000", "--multi-turn-user-len", "150", "--multi-turn-output-len", "400",
+			"--multi-turn-system-prompt-len", "4000", "--multi-turn-user-len", "100", "--multi-turn-output-len", "300",
 			"--multi-turn-range-ratio", "0.2", "--endpoint", "/v1/chat/completions", "--ignore-eos=false"},
-		Describe: "chat sessions of 6 turns, each opening with one of 16 shared documents of 4000-6000 tokens; 120-180-token questions, max_tokens 400 (+-20%) with natural stops"},
+		// A sixth turn's history stays within max_model_len (8192): a
+		// 4800-token document, 5 questions and answers of at most 120 and
+		// 360 tokens, the question and max_tokens: 7680 and the template.
+		Describe: "chat sessions of 6 turns, each opening with one of 16 shared documents of 3200-4800 tokens; 80-120-token questions, max_tokens 300 (+-20%) with natural stops"},
 }
 
 // A Cell is one workload shape on one fleet at one load.

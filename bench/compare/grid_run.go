@@ -150,7 +150,7 @@ func writePlan(w io.Writer, cells []plannedCell) {
 	}
 	fmt.Fprintf(w, "\npredicted: %s for %d cells", fmtMinutes(total), len(cells)-unknown)
 	if unknown > 0 {
-		fmt.Fprintf(w, " (%d more cells wait for their knee sweep, which predicts them)", unknown)
+		fmt.Fprintf(w, " (%d more without a knee sweep to predict from)", unknown)
 	}
 	fmt.Fprintln(w)
 }

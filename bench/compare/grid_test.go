@@ -73,11 +73,20 @@ func TestGridShapesParse(t *testing.T) {
 		reqs, err := bench.BuildDataset(o)
 		require.NoError(t, err, name)
 		require.Len(t, reqs, 24, name)
+		fits := func(reqs []bench.SampleRequest) {
+			for i, r := range reqs {
+				// SimPromptLen counts earlier answers at their max_tokens,
+				// the most a natural stop allows.
+				require.LessOrEqual(t, r.SimPromptLen+r.OutputLen, MaxModelLen, "%s: request %d must fit max_model_len", name, i)
+			}
+		}
+		fits(reqs)
 		if sh.Turns > 0 {
 			o, err := shapeOptions(sh, 20*sh.Turns, 8)
 			require.NoError(t, err)
 			reqs, err := bench.BuildDataset(o)
 			require.NoError(t, err)
+			fits(reqs)
 			docs := map[string]bool{}
 			for _, r := range reqs {
 				if r.Parent < 0 {
@@ -147,7 +156,7 @@ func TestPlanPredictsFromTheSweep(t *testing.T) {
 	var b strings.Builder
 	writePlan(&b, p)
 	require.Contains(t, b.String(), "| a | vllmsim-98k | decode-fixed | 1.5x | 100 | 150 | 450 | 5.6 min |")
-	require.Contains(t, b.String(), "1 more cells wait for their knee sweep")
+	require.Contains(t, b.String(), "1 more without a knee sweep to predict from")
 
 	// A knee swept for other flags does not apply.
 	k := g.Knees["vllmsim-98k/decode-fixed"]
