@@ -136,9 +136,9 @@ func writePlan(w io.Writer, cells []plannedCell) {
 	var total float64
 	unknown := 0
 	for _, c := range cells {
-		knee, pred := "to sweep", "-"
+		knee, conc, prompts, pred := "to sweep", "-", "-", "-"
 		if c.Knee > 0 {
-			knee = strconv.Itoa(c.Knee)
+			knee, conc, prompts = strconv.Itoa(c.Knee), strconv.Itoa(c.Concurrency), strconv.Itoa(c.Prompts)
 		}
 		if math.IsNaN(c.PredictedSecs) {
 			unknown++
@@ -146,7 +146,7 @@ func writePlan(w io.Writer, cells []plannedCell) {
 			pred = fmtMinutes(c.PredictedSecs)
 			total += c.PredictedSecs
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %gx | %s | %d | %d | %s |\n", c.Name, c.Fleet, c.Shape, c.Load, knee, c.Concurrency, c.Prompts, pred)
+		fmt.Fprintf(w, "| %s | %s | %s | %gx | %s | %s | %s | %s |\n", c.Name, c.Fleet, c.Shape, c.Load, knee, conc, prompts, pred)
 	}
 	fmt.Fprintf(w, "\npredicted: %s for %d cells", fmtMinutes(total), len(cells)-unknown)
 	if unknown > 0 {
