@@ -57,6 +57,7 @@ func gridMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	kneeMax := fs.Int("knee-max-levels", 9, "the most levels one sweep runs")
 	resweep := fs.Bool("resweep", false, "sweep every knee again, even those knees.json has")
 	planOnly := fs.Bool("plan", false, "print the cells, their loads and the predicted time, and run nothing")
+	sweepOnly := fs.Bool("sweep-only", false, "sweep the knees the cells need (into knees.json), print the plan, and run no cell")
 	scoreOnly := fs.Bool("scoreboard-only", false, "rebuild scoreboard.md/json from the cells already in --out, and run nothing")
 	interval := fs.Duration("sample-interval", 250*time.Millisecond, "wall time between two scrapes of every pod's /metrics")
 	pickTimeout := fs.Int("picker-timeout-ms", 2000, "the filter's picker_timeout_ms")
@@ -133,6 +134,10 @@ func gridMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	planned := g.plan()
 	writePlan(stdout, planned)
+	if *sweepOnly {
+		fmt.Fprintf(stdout, "knees in %s/%s\n", g.Out, kneesFile)
+		return 0
+	}
 	for _, pc := range planned {
 		if err := g.runCell(ctx, pc); err != nil {
 			fmt.Fprintln(stderr, "meshllm-compare grid:", err)

@@ -58,7 +58,7 @@ func (g *grid) CellCommand(cell string) string {
 		a := g.Args[i]
 		name, _, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		switch {
-		case name == "plan" || name == "scoreboard-only" || name == "resweep":
+		case name == "plan" || name == "scoreboard-only" || name == "resweep" || name == "sweep-only":
 		case name == "cells" && !hasVal:
 			i++ // and its value
 		case name == "cells":
