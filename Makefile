@@ -128,6 +128,18 @@ bench-seeds-saturated: wasm
 	  --out docs/benchmarks/seeds-saturated -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
 	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 225 --endpoint /v1/completions --ignore-eos
 
+# The regime grid (docs/benchmarks/grid/README.md): ten short cells over three
+# fleets, loads relative to each fleet's knee, fixed and natural output
+# lengths, prefill-heavy, decode-heavy and multi-turn work; round robin,
+# DEFAULT and PREFIX_CACHE, 3 repetitions each. The first run sweeps the knees
+# (kept in docs/benchmarks/grid/knees.json for the next). GRID_ARGS adds flags,
+# e.g. GRID_ARGS="--plan" (cells and predicted time, runs nothing) or
+# GRID_ARGS="--cells qwen-decode-knee,98k-decode-past".
+GRID_ARGS ?=
+.PHONY: bench-grid
+bench-grid: wasm
+	$(GO) run ./cmd/meshllm-compare grid --speed $(BENCH_SPEED) --out docs/benchmarks/grid $(GRID_ARGS)
+
 .PHONY: bench-seeds
 bench-seeds: wasm
 	$(GO) run ./cmd/meshllm-compare --workload seeds-random --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \

@@ -178,9 +178,15 @@ func SharedPrefix(rng *rand.Rand, n int, c SharedPrefixConfig, chat bool) ([]Sam
 // server's earlier answers included, then a new user message of about
 // UserLen tokens; the first turn may start with a system prompt. Lengths of
 // user messages and answers vary with RangeRatio as in `random`.
+//
+// With Documents > 0 the system prompts are shared: there are Documents of
+// them (about SystemPromptLen tokens each, varied by RangeRatio), and each
+// conversation opens with one drawn at random, as sessions about the same
+// documents do.
 type MultiTurnConfig struct {
 	Turns, SystemPromptLen, UserLen, OutputLen int
 	RangeRatio                                 float64
+	Documents                                  int
 }
 
 // MultiTurn builds n requests: ceil(n/Turns) conversations (the last one
@@ -193,6 +199,16 @@ func MultiTurn(rng *rand.Rand, n int, c MultiTurnConfig) ([]SampleRequest, error
 	}
 	if c.RangeRatio < 0 || c.RangeRatio >= 1 {
 		return nil, errors.New("multi_turn: range ratio must be in [0, 1)")
+	}
+	if c.Documents < 0 || (c.Documents > 0 && c.SystemPromptLen < 1) {
+		return nil, errors.New("multi_turn: shared documents need num-documents >= 1 and system-prompt-len >= 1")
+	}
+	var docs []string
+	var docLens []int
+	dLo, dHi := lengthRange(c.SystemPromptLen, c.RangeRatio)
+	for range c.Documents {
+		l := max(1, uniformInt(rng, dLo, dHi))
+		docs, docLens = append(docs, prompt(segment(rng, l))), append(docLens, l)
 	}
 	convs := (n + c.Turns - 1) / c.Turns
 	uLo, uHi := lengthRange(c.UserLen, c.RangeRatio)
@@ -209,7 +225,12 @@ func MultiTurn(rng *rand.Rand, n int, c MultiTurnConfig) ([]SampleRequest, error
 			var msgs []Message
 			if t == 0 {
 				last[k] = -1
-				if c.SystemPromptLen > 0 {
+				switch {
+				case len(docs) > 0:
+					d := rng.IntN(len(docs))
+					msgs = append(msgs, Message{Role: "system", Content: docs[d]})
+					contextWords[k] += docLens[d]
+				case c.SystemPromptLen > 0:
 					msgs = append(msgs, Message{Role: "system", Content: prompt(segment(rng, c.SystemPromptLen))})
 					contextWords[k] += c.SystemPromptLen
 				}

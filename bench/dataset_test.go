@@ -217,6 +217,32 @@ func TestMultiTurn(t *testing.T) {
 	}
 }
 
+func TestMultiTurnSharedDocuments(t *testing.T) {
+	c := MultiTurnConfig{Turns: 2, SystemPromptLen: 50, UserLen: 5, OutputLen: 3, RangeRatio: 0.2, Documents: 3}
+	reqs, err := MultiTurn(newRNG(4, streamDataset), 40, c)
+	require.NoError(t, err)
+	require.Len(t, reqs, 40)
+	docs := map[string]int{}
+	for _, r := range reqs {
+		if r.Parent >= 0 {
+			require.Len(t, r.Messages, 1, "later turns add a user message only")
+			continue
+		}
+		require.Equal(t, "system", r.Messages[0].Role)
+		words := len(strings.Fields(r.Messages[0].Content))
+		assert.GreaterOrEqual(t, words, 40)
+		assert.LessOrEqual(t, words, 60)
+		docs[r.Messages[0].Content]++
+		assert.Equal(t, words+len(strings.Fields(r.Messages[1].Content)), r.PromptLen)
+	}
+	assert.Len(t, docs, 3, "20 conversations share the 3 documents")
+	for d, n := range docs {
+		assert.Less(t, n, 20, "no document takes every conversation (%d words)", len(strings.Fields(d)))
+	}
+	_, err = MultiTurn(newRNG(1, 1), 4, MultiTurnConfig{Turns: 2, UserLen: 1, OutputLen: 1, Documents: 2})
+	require.ErrorContains(t, err, "system-prompt-len")
+}
+
 func TestLoRAMix(t *testing.T) {
 	mods, err := ParseLoRAModules([]string{"sql-lora:18", "tweet-summary:2"})
 	require.NoError(t, err)

@@ -23,9 +23,19 @@ import (
 var benchDefaults = []string{"--metric-percentiles", "50,90,99", "--disable-tqdm"}
 
 // Main is the meshllm-compare command. Its own flags come first; the
-// workload is bench's (meshllm-bench's) flags after "--". It returns the
-// exit status.
+// workload is bench's (meshllm-bench's) flags after "--". Two subcommands:
+// `grid` (the regime grid, grid_cli.go) and `compact` (rewrite old
+// summary.json files without their per-request lists). It returns the exit
+// status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "grid":
+			return gridMain(ctx, args[1:], stdout, stderr)
+		case "compact":
+			return compactMain(args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("meshllm-compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	workload := fs.String("workload", "random", "name of the workload (summary.json's \"workload\")")
@@ -51,6 +61,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[:split]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stderr, "\nWorkload: meshllm-bench flags after --, e.g. -- --dataset-name random --num-prompts 3000 --max-concurrency 200")
+			fmt.Fprintln(stderr, "\nSubcommands:\n  grid [flags]       the regime grid: short cells across fleets, loads, output lengths and mixes (grid --help)\n"+
+				"  compact FILE...    rewrite summary.json files without their per-request lists")
 			return 0
 		}
 		return 2
@@ -158,9 +170,20 @@ func describe(o *bench.Options) string {
 	case "prefix_repetition":
 		pr := o.PrefixRepetition
 		s += fmt.Sprintf(", %d prefixes of %d + suffix %d, output %d tokens", pr.NumPrefixes, pr.PrefixLen, pr.SuffixLen, pr.OutputLen)
+	case "multi_turn":
+		mt := o.MultiTurn
+		s += fmt.Sprintf(", sessions of %d turns", mt.Turns)
+		if mt.Documents > 0 {
+			s += fmt.Sprintf(" opening with one of %d shared documents of %d tokens", mt.Documents, mt.SystemPromptLen)
+		} else if mt.SystemPromptLen > 0 {
+			s += fmt.Sprintf(", system prompt %d", mt.SystemPromptLen)
+		}
+		s += fmt.Sprintf(", user messages %d / output %d tokens, range ratio %g", mt.UserLen, mt.OutputLen, mt.RangeRatio)
 	}
 	if o.IgnoreEOS {
 		s += ", ignore_eos"
+	} else {
+		s += ", no ignore_eos (each request ends at the server's natural stop, at most max_tokens)"
 	}
 	return s
 }

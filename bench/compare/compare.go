@@ -115,9 +115,14 @@ type Run struct {
 	Repetition int // 1-based
 	// Order is the run's position in the whole comparison (1-based).
 	Order int
-	// Result is vllm bench's saved result (simulated time).
-	Result  bench.Object
-	Metrics bench.Metrics
+	// Result is vllm bench's saved result (simulated time) without its
+	// per-request lists, plus the report's derived figures (summary.json).
+	Result bench.Object
+	// PerRequest is the per-request lists (vllm's names: latencies,
+	// queue_times, ttfts, start_times, and with --save-detailed the rest),
+	// for samples.json, which is not committed.
+	PerRequest bench.Object
+	Metrics    bench.Metrics
 	// TTFTs of successful requests, simulated seconds, and when each was
 	// sent (Starts[i] belongs to TTFTs[i]).
 	TTFTs, Starts []float64
@@ -225,6 +230,7 @@ func RunAll(ctx context.Context, c Config) ([]*Run, error) {
 		r.Repetition, r.Order = pr[1]+1, k+1
 		r.Result.Set("policy", p.Name)
 		r.Result.Set("repetition", r.Repetition)
+		setDerived(r)
 		var behind uint64
 		for _, s := range r.Sims {
 			behind += s.BehindSteps
@@ -331,7 +337,19 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	// bound on it, in percent.
 	result.Set("prefix_cache_hit_rate_pct", prefixHitRate(r))
 	result.Set("prefix_cache_hit_rate_bound_pct", r.PrefixHitBound)
-	r.Result = result
+	r.Result, r.PerRequest = splitResult(result)
+	for _, col := range []struct {
+		key string
+		v   func(bench.Output) float64
+	}{{"ttfts", func(o bench.Output) float64 { return o.TTFT }}, {"start_times", func(o bench.Output) float64 { return o.StartTime }}} {
+		if _, ok := r.PerRequest.Get(col.key); !ok {
+			xs := make([]float64, len(res.Outputs))
+			for i, o := range res.Outputs {
+				xs[i] = col.v(o)
+			}
+			r.PerRequest.Set(col.key, xs)
+		}
+	}
 	cluster := stack.PlainCluster
 	if p.Listener == stack.LLMListener {
 		cluster = stack.LLMCluster

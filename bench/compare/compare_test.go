@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshllm/meshllm/bench"
 	"github.com/meshllm/meshllm/e2e/stack"
+	"github.com/meshllm/meshllm/e2e/vllmsim"
 	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/pickapi"
 )
@@ -28,6 +29,9 @@ func TestPresetBlocks(t *testing.T) {
 	require.Equal(t, int64(7_301_444_403), Presets["qwen2.5-7b-a10"].KVBytes())
 	require.Equal(t, 7957, Presets["qwen2.5-7b-a10"].NumGPUBlocks())
 	require.Equal(t, 870, Presets["llama-2-7b-a10"].NumGPUBlocks())
+	require.Equal(t, 6144, Presets["vllmsim-98k"].NumGPUBlocks(), "vllmsim's default KV size")
+	require.Equal(t, vllmsim.DefaultStepModel(), Presets["vllmsim-98k"].Step(), "vllmsim's default step model")
+	require.Contains(t, Presets["vllmsim-98k"].Describe(), "6144 blocks (98304 tokens)")
 	for _, name := range PresetNames() {
 		p := Presets[name]
 		require.GreaterOrEqual(t, p.NumGPUBlocks()*BlockSize, MaxModelLen, "%s must hold one max_model_len request", name)
@@ -103,6 +107,14 @@ func TestSmokeComparison(t *testing.T) {
 		for _, k := range []string{"median_ttft_ms", "p90_ttft_ms", "p99_ttft_ms", "output_throughput", "duration", "total_input_tokens"} {
 			require.Contains(t, got, k, r.Policy)
 		}
+		for k, v := range got {
+			_, isList := v.([]any)
+			require.False(t, isList, "%s: summary.json is compact, but %s is a list", r.Policy, k)
+		}
+		for _, k := range []string{"p90_ttft_after_wave_ms", "max_ttft_ms", "kv_mean_pct", "preemptions"} {
+			require.Contains(t, got, k, "%s: the report's own rows are in summary.json", r.Policy)
+		}
+		require.Greater(t, got["max_ttft_ms"], got["p99_ttft_ms"].(float64)-1e-9, r.Policy)
 		require.Equal(t, 30.0, got["completed"], r.Policy)
 		require.Equal(t, 0.0, got["failed"], r.Policy)
 		require.Equal(t, map[string]any{}, got["failed_request_errors"], r.Policy)
@@ -131,6 +143,20 @@ func TestSmokeComparison(t *testing.T) {
 	}
 	require.Equal(t, 30.0, runs[1].Gateway[`asm_llm_proxy_picks_total{outcome="picked"}`]+runs[1].Gateway[`asm_llm_proxy_picks_total{outcome="fallback"}`],
 		"every LLM-aware request asked the picker: %v", runs[1].Gateway)
+
+	var raw []struct {
+		Policy   string               `json:"policy"`
+		Requests map[string][]float64 `json:"requests"`
+	}
+	b, err = os.ReadFile(filepath.Join(dir, "samples.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &raw))
+	require.Len(t, raw, 2)
+	for _, r := range raw {
+		for _, k := range []string{"latencies", "queue_times", "ttfts", "start_times"} {
+			require.Len(t, r.Requests[k], 30, "%s: samples.json keeps every request's %s", r.Policy, k)
+		}
+	}
 
 	report, err := os.ReadFile(filepath.Join(dir, "report.md"))
 	require.NoError(t, err)

@@ -10,10 +10,11 @@ import (
 	"github.com/meshllm/meshllm/e2e/vllmsim"
 )
 
-// A Preset is a simulated fleet shaped like the seeds': Pods vLLM replicas
-// of one 7B model on an A10 (24 GB), `--gpu-memory-utilization 0.95
-// --max-model-len 8192`, with vllmsim's KV capacity and step timing derived
-// from the model's size and KV bytes per token (docs/benchmarks/README.md).
+// A Preset is a simulated fleet: Pods vLLM replicas of one 7B model on an
+// A10 (24 GB), `--gpu-memory-utilization 0.95 --max-model-len 8192`, with
+// vllmsim's KV capacity and step timing derived from the model's size and KV
+// bytes per token (docs/benchmarks/README.md), or with the KV size and step
+// model given outright (Blocks, SimStep).
 type Preset struct {
 	Name  string
 	Model string
@@ -25,6 +26,11 @@ type Preset struct {
 	WeightBytes int64
 	// Params is the parameter count (for the prefill FLOPs).
 	Params float64
+	// Blocks, when set, is the KV cache size in blocks instead of the A10
+	// derivation, and SimStep the step model instead of the A10 roofline
+	// (a fleet that is not an A10's: vllmsim's own defaults).
+	Blocks  int
+	SimStep *vllmsim.StepModel
 }
 
 // The A10 and vLLM settings of the seeds, and the assumptions of the
@@ -54,7 +60,15 @@ var Presets = map[string]Preset{
 		KVBytesPerToken: 2 * 28 * 4 * 128 * 2, WeightBytes: 15 << 30, Params: 7.6e9},
 	"llama-2-7b-a10": {Name: "llama-2-7b-a10", Model: "meta-llama/Llama-2-7b-hf", Pods: 5,
 		KVBytesPerToken: 2 * 32 * 32 * 128 * 2, WeightBytes: 15 << 30, Params: 6.7e9},
+	// A fleet whose KV cache binds harder than the A10 presets' on decode-heavy
+	// work: vllmsim's default KV size (6,144 blocks, 98,304 tokens a server)
+	// and its default (fitted) step model, whose per-token KV read cost is
+	// 5.6x the Qwen2.5-7B/A10 roofline's.
+	"vllmsim-98k": {Name: "vllmsim-98k", Model: "meta-llama/Llama-3.1-8B-Instruct", Pods: 5,
+		Blocks: 6144, SimStep: ptr(vllmsim.DefaultStepModel())},
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // PresetNames lists the presets, sorted.
 func PresetNames() []string {
@@ -77,6 +91,9 @@ func (p Preset) KVBytes() int64 {
 // determine_num_available_blocks divides the memory left after profiling by
 // the size of one block.
 func (p Preset) NumGPUBlocks() int {
+	if p.Blocks > 0 {
+		return p.Blocks
+	}
 	return int(p.KVBytes() / (p.KVBytesPerToken * BlockSize))
 }
 
@@ -86,6 +103,9 @@ func (p Preset) NumGPUBlocks() int {
 // reachable prefill FLOPS. The per-sequence batch overhead and the minimum
 // prefill step keep vllmsim's fitted values (references section 3).
 func (p Preset) Step() vllmsim.StepModel {
+	if p.SimStep != nil {
+		return *p.SimStep
+	}
 	d := vllmsim.DefaultStepModel()
 	d.DecodeBase = float64(p.WeightBytes) / A10BandwidthBytesPerS
 	d.PrefillBase = d.DecodeBase
@@ -110,10 +130,15 @@ func (p Preset) Sims(speed float64, logger *slog.Logger) []vllmsim.Config {
 func (p Preset) Describe() string {
 	var b strings.Builder
 	gib := func(x int64) string { return fmt.Sprintf("%.2f GiB", float64(x)/(1<<30)) }
-	fmt.Fprintf(&b, "%d pods of %s on an A10: KV memory = 24 GiB x %.2f - weights %s - activations %s = %s; ",
-		p.Pods, p.Model, GPUMemoryUtilization, gib(p.WeightBytes), gib(ActivationBytes), gib(p.KVBytes()))
-	fmt.Fprintf(&b, "blocks = %s / (%d B/token x %d) = %d blocks (%d tokens). ",
-		gib(p.KVBytes()), p.KVBytesPerToken, BlockSize, p.NumGPUBlocks(), p.NumGPUBlocks()*BlockSize)
+	if p.Blocks > 0 {
+		fmt.Fprintf(&b, "%d vllmsim servers of %s with a KV cache of %d blocks (%d tokens) each. ",
+			p.Pods, p.Model, p.NumGPUBlocks(), p.NumGPUBlocks()*BlockSize)
+	} else {
+		fmt.Fprintf(&b, "%d pods of %s on an A10: KV memory = 24 GiB x %.2f - weights %s - activations %s = %s; ",
+			p.Pods, p.Model, GPUMemoryUtilization, gib(p.WeightBytes), gib(ActivationBytes), gib(p.KVBytes()))
+		fmt.Fprintf(&b, "blocks = %s / (%d B/token x %d) = %d blocks (%d tokens). ",
+			gib(p.KVBytes()), p.KVBytesPerToken, BlockSize, p.NumGPUBlocks(), p.NumGPUBlocks()*BlockSize)
+	}
 	s := p.Step()
 	fmt.Fprintf(&b, "Step model (simulated s): decode = %.4f + %.3g x kv_tokens + %.3g x batch; prefill = max(%.2f, %.4f + %.3g x tokens) + the decode terms.",
 		s.DecodeBase, s.DecodeKV, s.DecodeBatch, s.PrefillMin, s.PrefillBase, s.PrefillPerToken)

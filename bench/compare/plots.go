@@ -15,8 +15,9 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// WritePlots renders the PNGs and returns their file names.
-func WritePlots(dir string, policies []string, runs []*Run) ([]string, error) {
+// WritePlots renders the PNGs (those named in only; nil: the report's
+// usual six) and returns their file names.
+func WritePlots(dir string, policies []string, runs []*Run, only []string) ([]string, error) {
 	first := map[string]*Run{}
 	for _, r := range runs {
 		if r.Repetition == 1 {
@@ -38,8 +39,15 @@ func WritePlots(dir string, policies []string, runs []*Run) ([]string, error) {
 		{"ttft_by_send_time.png", func(path string) error { return ttftBySendTime(path, policies, first) }},
 		{"output_throughput.png", func(path string) error { return throughput(path, policies, first) }},
 		{"requests_per_pod.png", func(path string) error { return requestsPerPod(path, policies, runs) }},
+		{PhasePlot, func(path string) error { return phase(path, policies, first) }},
+	}
+	if only == nil {
+		only = defaultPlots
 	}
 	for _, s := range steps {
+		if !slices.Contains(only, s.name) {
+			continue
+		}
 		if err := s.f(filepath.Join(dir, s.name)); err != nil {
 			return names, fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -47,6 +55,12 @@ func WritePlots(dir string, policies []string, runs []*Run) ([]string, error) {
 	}
 	return names, nil
 }
+
+// PhasePlot is the grid's one picture of a cell: KV per pod over time (in
+// phase or not) above each request's TTFT by send time, a column per policy.
+const PhasePlot = "phase.png"
+
+var defaultPlots = []string{"ttft_cdf.png", "kv_usage.png", "queue_depth.png", "ttft_by_send_time.png", "output_throughput.png", "requests_per_pod.png"}
 
 func newPlot(title, x, y string) *plot.Plot {
 	p := plot.New()
@@ -91,6 +105,14 @@ func ttftCDF(path string, policies []string, runs []*Run) error {
 // start, its echo when the wave's requests end together, or the steady
 // state.
 func ttftBySendTime(path string, policies []string, first map[string]*Run) error {
+	plots, err := sendTimePlots(policies, first)
+	if err != nil {
+		return err
+	}
+	return tile(path, plots)
+}
+
+func sendTimePlots(policies []string, first map[string]*Run) ([]*plot.Plot, error) {
 	lo, hi, right := 0.0, 0.0, 0.0
 	for _, pol := range policies {
 		r := first[pol]
@@ -121,7 +143,7 @@ func ttftBySendTime(path string, policies []string, first map[string]*Run) error
 		if len(pts) > 0 {
 			sc, err := plotter.NewScatter(pts)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			sc.GlyphStyle.Color = plotutil.Color(i)
 			sc.GlyphStyle.Radius = vg.Points(1)
@@ -136,12 +158,20 @@ func ttftBySendTime(path string, policies []string, first map[string]*Run) error
 		p.X.Min, p.X.Max = 0, right
 		plots = append(plots, p)
 	}
-	return tile(path, plots)
+	return plots, nil
 }
 
 // perPod tiles one plot per policy, a line per pod, with a shared y range
 // (yMax 0: the largest value).
 func perPod(path string, policies []string, first map[string]*Run, ylabel string, yMax float64, v func(PodSample) float64) error {
+	plots, err := perPodPlots(policies, first, ylabel, yMax, v)
+	if err != nil {
+		return err
+	}
+	return tile(path, plots)
+}
+
+func perPodPlots(policies []string, first map[string]*Run, ylabel string, yMax float64, v func(PodSample) float64) ([]*plot.Plot, error) {
 	var plots []*plot.Plot
 	top := yMax
 	for _, pol := range policies {
@@ -180,7 +210,7 @@ func perPod(path string, policies []string, first map[string]*Run, ylabel string
 				pts[j] = plotter.XY{X: s.T, Y: v(s.Pods[i])}
 			}
 			if err := addLine(p, pts, i, 1.5, fmt.Sprintf("pod %d", i)); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		p.Legend.Top = true
@@ -189,21 +219,34 @@ func perPod(path string, policies []string, first map[string]*Run, ylabel string
 		p.X.Min, p.X.Max = 0, right
 		plots = append(plots, p)
 	}
-	return tile(path, plots)
+	return plots, nil
 }
 
 func tile(path string, plots []*plot.Plot) error {
-	if len(plots) == 0 {
+	return tileRows(path, [][]*plot.Plot{plots}, 5*vg.Inch, 4*vg.Inch)
+}
+
+// tileRows draws rows of plots (every row as long) into one PNG, each panel
+// w x h.
+func tileRows(path string, rows [][]*plot.Plot, w, h vg.Length) error {
+	if len(rows) == 0 || len(rows[0]) == 0 {
 		return fmt.Errorf("nothing to plot")
 	}
-	w, h := vg.Length(len(plots))*5*vg.Inch, 4*vg.Inch
-	img := vgimg.New(w, h)
+	cols := len(rows[0])
+	for _, r := range rows {
+		if len(r) != cols {
+			return fmt.Errorf("rows of %d and %d plots", cols, len(r))
+		}
+	}
+	img := vgimg.New(vg.Length(cols)*w, vg.Length(len(rows))*h)
 	dc := draw.New(img)
-	t := draw.Tiles{Rows: 1, Cols: len(plots), PadX: 6 * vg.Millimeter, PadY: 2 * vg.Millimeter,
+	t := draw.Tiles{Rows: len(rows), Cols: cols, PadX: 6 * vg.Millimeter, PadY: 4 * vg.Millimeter,
 		PadTop: 2 * vg.Millimeter, PadBottom: 2 * vg.Millimeter, PadLeft: 2 * vg.Millimeter, PadRight: 2 * vg.Millimeter}
-	canvases := plot.Align([][]*plot.Plot{plots}, t, dc)
-	for j, p := range plots {
-		p.Draw(canvases[0][j])
+	canvases := plot.Align(rows, t, dc)
+	for i, r := range rows {
+		for j, p := range r {
+			p.Draw(canvases[i][j])
+		}
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -214,6 +257,30 @@ func tile(path string, plots []*plot.Plot) error {
 		return err
 	}
 	return f.Close()
+}
+
+// phase is the grid's cell picture: a column per policy (first
+// repetition), KV-cache usage per pod over time above every request's TTFT
+// by send time, compact enough to read ten cells side by side.
+func phase(path string, policies []string, first map[string]*Run) error {
+	kv, err := perPodPlots(policies, first, "KV-cache usage (%)", 100, func(p PodSample) float64 { return p.KVCacheUsage * 100 })
+	if err != nil {
+		return err
+	}
+	ttft, err := sendTimePlots(policies, first)
+	if err != nil {
+		return err
+	}
+	for _, p := range append(slices.Clone(kv), ttft...) {
+		p.Title.TextStyle.Font.Size = vg.Points(10)
+		p.X.Label.TextStyle.Font.Size = vg.Points(8)
+		p.Y.Label.TextStyle.Font.Size = vg.Points(8)
+		p.Legend.TextStyle.Font.Size = vg.Points(6)
+	}
+	for _, p := range ttft {
+		p.Title.Text = ""
+	}
+	return tileRows(path, [][]*plot.Plot{kv, ttft}, 4*vg.Inch, 2.6*vg.Inch)
 }
 
 // throughput is the fleet's output tokens per simulated second between two

@@ -42,19 +42,25 @@ var metrics = []metric{
 	{"p90_ttft_after_wave_ms", "TTFT p90 after the first wave (ms)", func(r *Run) float64 {
 		return afterFirstWaveP90(r.Starts, r.TTFTs, r.maxConcurrency())
 	}},
-	{"p90_tail_first_wave", "first-wave share of the TTFTs above p90 (%)", func(r *Run) float64 {
+	{"p90_tail_first_wave_pct", "first-wave share of the TTFTs above p90 (%)", func(r *Run) float64 {
 		return firstWaveShareAboveP90(r.Starts, r.TTFTs, r.maxConcurrency())
+	}},
+	{"max_ttft_ms", "slowest request's TTFT (ms)", func(r *Run) float64 {
+		if len(r.TTFTs) == 0 {
+			return math.NaN()
+		}
+		return slices.Max(r.TTFTs) * 1000
 	}},
 	{"mean_ttft_ms", "TTFT mean (ms)", resultKey("mean_ttft_ms")},
 	{"median_tpot_ms", "TPOT p50 (ms)", resultKey("median_tpot_ms")},
 	{"median_e2el_ms", "E2EL p50 (ms)", resultKey("median_e2el_ms")},
 	{"output_throughput", "output tok/s", resultKey("output_throughput")},
 	{"request_throughput", "requests/s", resultKey("request_throughput")},
-	{"kv_spread", "KV spread (max-min of per-pod mean, points)", func(r *Run) float64 {
+	{"kv_spread_points", "KV spread (max-min of per-pod mean, points)", func(r *Run) float64 {
 		m := podMeanKV(r)
 		return (slices.Max(m) - slices.Min(m)) * 100
 	}},
-	{"kv_mean", "KV usage, fleet mean (%)", func(r *Run) float64 {
+	{"kv_mean_pct", "KV usage, fleet mean (%)", func(r *Run) float64 {
 		m := podMeanKV(r)
 		var s float64
 		for _, x := range m {
@@ -62,9 +68,9 @@ var metrics = []metric{
 		}
 		return s / float64(len(m)) * 100
 	}},
-	{"prefix_hit_rate", "prefix-cache hit rate (%)", prefixHitRate},
-	{"prefix_hit_bound", "prefix-cache hit rate, oracle bound (%)", func(r *Run) float64 { return r.PrefixHitBound }},
-	{"prefix_hit_below_bound", "hit rate below the bound (points)", func(r *Run) float64 { return r.PrefixHitBound - prefixHitRate(r) }},
+	{"prefix_cache_hit_rate_pct", "prefix-cache hit rate (%)", prefixHitRate},
+	{"prefix_cache_hit_rate_bound_pct", "prefix-cache hit rate, oracle bound (%)", func(r *Run) float64 { return r.PrefixHitBound }},
+	{"prefix_cache_hit_rate_below_bound_points", "hit rate below the bound (points)", func(r *Run) float64 { return r.PrefixHitBound - prefixHitRate(r) }},
 	{"preemptions", "preemptions", func(r *Run) float64 {
 		var n uint64
 		for _, s := range r.Sims {
@@ -72,7 +78,7 @@ var metrics = []metric{
 		}
 		return float64(n)
 	}},
-	{"max_waiting", "peak waiting on one pod", func(r *Run) float64 {
+	{"max_waiting_one_pod", "peak waiting on one pod", func(r *Run) float64 {
 		var m float64
 		for _, s := range r.Samples {
 			for _, p := range s.Pods {
@@ -82,6 +88,17 @@ var metrics = []metric{
 		return m
 	}},
 	{"failed", "failed requests", resultKey("failed")},
+}
+
+// setDerived adds the rows that vllm bench's result does not carry (the
+// first wave, KV, preemptions, the slowest request, ...) to r.Result under
+// their keys, so that summary.json alone gives every row of the report.
+func setDerived(r *Run) {
+	for _, m := range metrics {
+		if _, ok := r.Result.Get(m.key); !ok {
+			r.Result.Set(m.key, jsonNumber(m.value(r)))
+		}
+	}
 }
 
 // afterFirstWaveP90 is the TTFT p90 (ms) of the requests sent after every
@@ -178,7 +195,7 @@ func prefixHitRate(r *Run) float64 {
 // is the dataset's, the same under every policy, a difference of points is
 // not a rate, and the first wave's share of the tail describes the run, not
 // a gain.
-var noRatio = map[string]bool{"prefix_hit_bound": true, "prefix_hit_below_bound": true, "p90_tail_first_wave": true}
+var noRatio = map[string]bool{"prefix_cache_hit_rate_bound_pct": true, "prefix_cache_hit_rate_below_bound_points": true, "p90_tail_first_wave_pct": true}
 
 // podMeanKV is each pod's KV-cache usage averaged over the samples taken
 // while requests were in flight (the idle tail after the last request, and
@@ -344,6 +361,8 @@ type ReportInfo struct {
 	Speed       float64
 	Repetitions int
 	Dataset     string
+	// Plots are the PNGs to write (nil: the usual six).
+	Plots []string
 }
 
 // Write puts summary.json, samples.json, report.md and the plots in dir.
@@ -351,21 +370,24 @@ func Write(dir string, info ReportInfo, policies []string, runs []*Run) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(Summary(info.Workload, policies, runs), "", " ")
+	b, err := marshalSummary(Summary(info.Workload, policies, runs))
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "summary.json"), append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "summary.json"), b, 0o644); err != nil {
 		return err
 	}
+	// The raw data: every scrape and every request's figures (not
+	// committed; .gitignore).
 	type runSamples struct {
-		Policy     string   `json:"policy"`
-		Repetition int      `json:"repetition"`
-		Samples    []Sample `json:"samples"`
+		Policy     string       `json:"policy"`
+		Repetition int          `json:"repetition"`
+		Samples    []Sample     `json:"samples"`
+		Requests   bench.Object `json:"requests,omitempty"`
 	}
 	var all []runSamples
 	for _, r := range runs {
-		all = append(all, runSamples{r.Policy, r.Repetition, r.Samples})
+		all = append(all, runSamples{r.Policy, r.Repetition, r.Samples, r.PerRequest})
 	}
 	if b, err = json.Marshal(all); err != nil {
 		return err
@@ -373,7 +395,7 @@ func Write(dir string, info ReportInfo, policies []string, runs []*Run) error {
 	if err := os.WriteFile(filepath.Join(dir, "samples.json"), b, 0o644); err != nil {
 		return err
 	}
-	plots, err := WritePlots(dir, policies, runs)
+	plots, err := WritePlots(dir, policies, runs, info.Plots)
 	if err != nil {
 		return err
 	}
@@ -470,7 +492,8 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 	for _, p := range plots {
 		fmt.Fprintf(w, "![%s](%s)\n\n", strings.TrimSuffix(p, ".png"), p)
 	}
-	fmt.Fprintln(w, "Files: `summary.json` (vllm bench's saved result per repetition, by policy), `samples.json` (every scrape).")
+	fmt.Fprintln(w, "Files: `summary.json` (vllm bench's saved result per repetition, by policy, without its per-request lists, plus this table's other rows), "+
+		"`samples.json` (not committed: every scrape, and every request's latency, TTFT, send time and queue time).")
 }
 
 // picks renders the gateway's pick counters compactly.

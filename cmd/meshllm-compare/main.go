@@ -6,6 +6,10 @@
 //	    --dataset-name random --random-input-len 1550 --random-output-len 1800 \
 //	    --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 \
 //	    --max-concurrency 200 --endpoint /v1/completions
+//
+// `meshllm-compare grid` runs the regime grid (docs/benchmarks/grid/README.md)
+// and `meshllm-compare compact FILE...` rewrites older summary.json files
+// without their per-request lists.
 package main
 
 import (
