@@ -31,8 +31,16 @@ test: wasm
 	$(GO) test -count=1 -race ./picker-svc/...
 	MESHLLM_WASM_ENGINE=interpreter $(GO) test -count=1 -skip '^(TestEnginesAgree|TestManyStreamsMemoryFlat|FuzzWasmExchange)$$' ./e2e/wasmhost/
 
-demo: wasm
-	$(GO) run ./e2e/cmd/demo
+# The first run downloads modules and builds everything (about 15 minutes on
+# a loaded 2-core machine; the workload itself takes about 17 s): the steps
+# are numbered so a first run shows where it is.
+demo:
+	@echo "[1/3] downloading Go modules (first run only; cached afterwards)"
+	@$(GO) mod download
+	@echo "[2/3] building the filter: $(WASM)"
+	@$(MAKE) --no-print-directory wasm
+	@echo "[3/3] building and starting the demo (the first build takes several minutes)"
+	@$(GO) run ./e2e/cmd/demo
 
 check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1)
@@ -100,9 +108,9 @@ PICKER_ADDR ?= :9002
 picker:
 	$(GO) run ./picker-svc --listen $(PICKER_ADDR) $(if $(CONFIG),--config $(CONFIG)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS)) $(if $(DNS),--discovery dns --dns $(DNS)) $(if $(OBJECTS),--objects $(OBJECTS)) $(PICKER_ARGS)
 
-# The seeds' side-by-side comparison (docs/benchmarks/README.md): 5 simulated
-# Qwen2.5-7B/A10 pods, vllm bench's random 1550/1800 +-20%, prefix 10,
-# concurrency 200, 3000 prompts x BENCH_SCALE, 3 repetitions of each policy.
+# Side-by-side comparisons (docs/benchmarks/README.md) on 5 simulated
+# Qwen2.5-7B/A10 pods, 3 repetitions of each policy; BENCH_SCALE shrinks
+# --num-prompts.
 BENCH_SCALE ?= 1
 BENCH_SPEED ?= 4
 BENCH_PRESET ?= qwen2.5-7b-a10
@@ -119,13 +127,14 @@ bench-prefix: wasm
 	  --shared-prefix-prompts-per-group 64 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
 	  --shared-prefix-output-len 200 --num-prompts 2048 --max-concurrency 64 --endpoint /v1/completions --ignore-eos
 
-# The seeds' shape at 225 concurrent requests, where round robin saturates:
+# vLLM benchmark random 1550/1800 tokens +-20%, 10-token shared prefix,
+# 3000 prompts, at 225 concurrent requests, where round robin saturates:
 # its output throughput peaks there and its TTFT tail leaves the prefill
-# floor (docs/benchmarks/seeds-sweep/README.md).
-.PHONY: bench-seeds-saturated
-bench-seeds-saturated: wasm
-	$(GO) run ./cmd/meshllm-compare --workload seeds-saturated --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
-	  --out docs/benchmarks/seeds-saturated -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
+# floor (docs/benchmarks/random-sweep/README.md).
+.PHONY: bench-random-saturated
+bench-random-saturated: wasm
+	$(GO) run ./cmd/meshllm-compare --workload random-c225 --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
+	  --out docs/benchmarks/random-c225 -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
 	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 225 --endpoint /v1/completions --ignore-eos
 
 # The regime grid (docs/benchmarks/grid/README.md): ten short cells over three
@@ -140,8 +149,10 @@ GRID_ARGS ?=
 bench-grid: wasm
 	$(GO) run ./cmd/meshllm-compare grid --speed $(BENCH_SPEED) --out docs/benchmarks/grid $(GRID_ARGS)
 
-.PHONY: bench-seeds
-bench-seeds: wasm
-	$(GO) run ./cmd/meshllm-compare --workload seeds-random --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
-	  --out docs/benchmarks/seeds-random -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
+# vLLM benchmark random 1550/1800 tokens +-20%, 10-token shared prefix,
+# 3000 prompts, concurrency 200 (round robin is not yet saturated).
+.PHONY: bench-random
+bench-random: wasm
+	$(GO) run ./cmd/meshllm-compare --workload random-c200 --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
+	  --out docs/benchmarks/random-c200 -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
 	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 200 --endpoint /v1/completions --ignore-eos

@@ -2,7 +2,7 @@
 // side by side, each repetition on a fresh simulated fleet, and writes
 // summary.json, report.md and plots (docs/benchmarks/README.md):
 //
-//	go run ./cmd/meshllm-compare --workload seeds-random --scale 0.1 -- \
+//	go run ./cmd/meshllm-compare --workload random-c200 --scale 0.1 -- \
 //	    --dataset-name random --random-input-len 1550 --random-output-len 1800 \
 //	    --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 \
 //	    --max-concurrency 200 --endpoint /v1/completions
