@@ -227,7 +227,7 @@ func decodePrompt(raw json.RawMessage) ([][]byte, *apiError) {
 
 func checkIDs(ids []int64) *apiError {
 	for _, id := range ids {
-		if id < 0 || id > 1<<31 {
+		if id < 0 || id > maxTokenID {
 			return &apiError{status: 400, message: "Token id " + strconv.FormatInt(id, 10) + " is out of vocabulary", param: "prompt"}
 		}
 	}

@@ -32,6 +32,7 @@ type Seq struct {
 	maxTokens    int
 	target       int  // output length at which it finishes
 	byLength     bool // target is max_tokens (or max_model_len), not a natural stop
+	tokens       []uint32 // prompt token ids (see tokenizer.go)
 	hashes       []uint64
 	seed         uint64
 
@@ -159,14 +160,16 @@ func (e *Engine) newSeq(adapter int, prompt []byte, maxTokens, minTokens int, ig
 	if adapter >= 0 {
 		name = e.cfg.LoRAModules[adapter].Name
 	}
+	ids := tokenize(prompt)
 	s := &Seq{
 		adapter:      adapter,
-		promptTokens: max(countTokens(len(prompt)), 1),
+		tokens:       ids,
+		promptTokens: max(len(ids), 1),
 		maxTokens:    maxTokens,
 		notify:       make(chan struct{}, 1),
 	}
 	if !e.cfg.DisablePrefixCaching {
-		s.hashes = blockHashes(name, prompt, e.cfg.BlockSize)
+		s.hashes = blockHashes(name, ids, e.cfg.BlockSize)
 	}
 	e.mu.Lock()
 	s.seed = e.rng.Uint64()
