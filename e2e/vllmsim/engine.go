@@ -30,8 +30,8 @@ type Seq struct {
 	adapter      int // index into Config.LoRAModules, -1 for the base model
 	promptTokens int
 	maxTokens    int
-	target       int  // output length at which it finishes
-	byLength     bool // target is max_tokens (or max_model_len), not a natural stop
+	target       int      // output length at which it finishes
+	byLength     bool     // target is max_tokens (or max_model_len), not a natural stop
 	tokens       []uint32 // prompt token ids (see tokenizer.go)
 	hashes       []uint64
 	seed         uint64
