@@ -110,6 +110,9 @@ type Engine struct {
 	behindLast  float64
 	lastLog     time.Time
 
+	// kvOut receives the KV events of each step (nil: events are off).
+	kvOut func(kvBatch)
+
 	// changed is broadcast after every step and abort, for waiters on
 	// engine state (WaitIdle, tests).
 	changed *sync.Cond
@@ -358,9 +361,9 @@ func (e *Engine) complete(p *stepPlan, end float64) []*Seq {
 			continue // aborted during the step
 		}
 		s.numComputed += en.n
-		for s.cachedBlocks < len(s.hashes) && (s.cachedBlocks+1)*bs <= s.numComputed {
-			e.kv.register(s.blocks[s.cachedBlocks], s.hashes[s.cachedBlocks])
-			s.cachedBlocks++
+		if full := min(len(s.hashes), s.numComputed/bs); full > s.cachedBlocks {
+			e.kv.registerBlocks(s, s.cachedBlocks, full)
+			s.cachedBlocks = full
 		}
 		if s.numComputed < s.numTokens() {
 			continue // a prefill chunk: no token yet
@@ -391,8 +394,29 @@ func (e *Engine) complete(p *stepPlan, end float64) []*Seq {
 	if len(e.cfg.LoRAModules) > 0 {
 		e.recordLoRAInfo()
 	}
+	e.publishKVEvents()
 	e.changed.Broadcast()
 	return p.notify
+}
+
+// publishKVEvents sends what the cache recorded since the last call as one
+// batch (vLLM publishes one batch per engine step). Callers hold e.mu.
+func (e *Engine) publishKVEvents() {
+	if e.kvOut == nil || len(e.kv.events) == 0 {
+		return
+	}
+	e.kvOut(kvBatch{ts: float64(time.Now().UnixNano()) / 1e9, events: e.kv.takeEvents()})
+}
+
+// ResetPrefixCache drops every cached prefix, as vLLM's
+// /reset_prefix_cache does: only when no request holds blocks (false
+// otherwise). With KV events on it publishes AllBlocksCleared.
+func (e *Engine) ResetPrefixCache() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ok := e.kv.reset()
+	e.publishKVEvents()
+	return ok
 }
 
 func (e *Engine) finish(s *Seq, end float64) {

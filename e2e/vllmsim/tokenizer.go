@@ -70,20 +70,36 @@ type chatMessage struct {
 	Content string
 }
 
+// chatTemplate holds the chat-template options vLLM's chat requests take.
+type chatTemplate struct {
+	// addGenerationPrompt appends the assistant's turn opener (default on).
+	addGenerationPrompt bool
+	// continueFinalMessage leaves the last message open for the model to
+	// continue (no newline after it, no generation prompt).
+	continueFinalMessage bool
+}
+
+var defaultChatTemplate = chatTemplate{addGenerationPrompt: true}
+
 // renderChat applies a fixed chat template: "<|role|>\n" content "\n" per
 // message, then the generation prompt "<|assistant|>\n". Real templates
 // differ per model; what matters here is that it is deterministic and that
 // a shared conversation prefix renders to a shared text prefix.
-func renderChat(msgs []chatMessage) []byte {
+func renderChat(msgs []chatMessage, t chatTemplate) []byte {
 	var sb strings.Builder
-	for _, m := range msgs {
+	for i, m := range msgs {
 		sb.WriteString("<|")
 		sb.WriteString(m.Role)
 		sb.WriteString("|>\n")
 		sb.WriteString(m.Content)
+		if t.continueFinalMessage && i == len(msgs)-1 {
+			return []byte(sb.String())
+		}
 		sb.WriteString("\n")
 	}
-	sb.WriteString("<|assistant|>\n")
+	if t.addGenerationPrompt {
+		sb.WriteString("<|assistant|>\n")
+	}
 	return []byte(sb.String())
 }
 
