@@ -72,9 +72,9 @@ type wireRequest struct {
 	IgnoreEOS           *bool           `json:"ignore_eos"`
 	Temperature         *float64        `json:"temperature"`
 	// Chat template options (chat completions and /tokenize).
-	AddGenerationPrompt  *bool `json:"add_generation_prompt"`
-	ContinueFinalMessage *bool `json:"continue_final_message"`
-	TopP                *float64        `json:"top_p"`
+	AddGenerationPrompt  *bool    `json:"add_generation_prompt"`
+	ContinueFinalMessage *bool    `json:"continue_final_message"`
+	TopP                 *float64 `json:"top_p"`
 }
 
 // request is a decoded, validated generation request.
