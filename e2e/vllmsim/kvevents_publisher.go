@@ -55,13 +55,19 @@ func newKVPublisher(cfg KVEventsConfig, blockSize int, loras []LoRAModule, log *
 		cfg: cfg, log: log, enc: newKVEncoder(cfg.Encoding, blockSize, loras), topic: []byte(cfg.Topic),
 		queue: make(chan kvBatch, cfg.MaxQueueSize), ctx: ctx, cancel: cancel,
 	}
-	p.pub = zmq4.NewPub(ctx, zmq4.WithDialerMaxRetries(-1), zmq4.WithAutomaticReconnect(true),
-		zmq4.WithLogger(newZMQLogger(log)))
+	opts := []zmq4.Option{zmq4.WithLogger(newZMQLogger(log))}
+	binds := endpointBinds(cfg.Endpoint)
+	if !binds {
+		// Redial a subscriber that went away (only when connecting: the
+		// library would otherwise dial its own listening address).
+		opts = append(opts, zmq4.WithDialerMaxRetries(-1), zmq4.WithAutomaticReconnect(true))
+	}
+	p.pub = zmq4.NewPub(ctx, opts...)
 	if err := p.pub.SetOption(zmq4.OptionHWM, cfg.HWM); err != nil {
 		p.close()
 		return nil, fmt.Errorf("kv events: %w", err)
 	}
-	if endpointBinds(cfg.Endpoint) {
+	if binds {
 		if err := p.pub.Listen(cfg.Endpoint); err != nil {
 			p.close()
 			return nil, fmt.Errorf("kv events: %w", err)
