@@ -314,16 +314,64 @@ func (dec *Decoder) skip(depth int) error {
 		}
 		n *= 2
 	default:
-		if dec.d.Skip() != nil {
-			return malformed("bad value")
-		}
-		return nil
+		return dec.skipScalar(c)
 	}
 	for range n {
 		if err := dec.skip(depth + 1); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// skipScalar passes over a value that is not an array or a map. It reads
+// lengths itself: the library's Skip would first allocate whatever length
+// a string, binary or extension header claims.
+func (dec *Decoder) skipScalar(c byte) error {
+	head, size := 1, 0 // header bytes, then a big-endian length of size bytes (or a fixed body)
+	body := 0
+	switch {
+	case msgpcode.IsFixedNum(c), c == msgpcode.Nil, c == msgpcode.False, c == msgpcode.True:
+	case msgpcode.IsFixedString(c):
+		body = int(c & msgpcode.FixedStrMask)
+	case c == msgpcode.Uint8 || c == msgpcode.Int8:
+		body = 1
+	case c == msgpcode.Uint16 || c == msgpcode.Int16:
+		body = 2
+	case c == msgpcode.Uint32 || c == msgpcode.Int32 || c == msgpcode.Float:
+		body = 4
+	case c == msgpcode.Uint64 || c == msgpcode.Int64 || c == msgpcode.Double:
+		body = 8
+	case c == msgpcode.FixExt1, c == msgpcode.FixExt2, c == msgpcode.FixExt4, c == msgpcode.FixExt8, c == msgpcode.FixExt16:
+		body = 1 + 1<<(c-msgpcode.FixExt1) // type byte and 1..16 bytes
+	case c == msgpcode.Str8 || c == msgpcode.Bin8:
+		size = 1
+	case c == msgpcode.Str16 || c == msgpcode.Bin16:
+		size = 2
+	case c == msgpcode.Str32 || c == msgpcode.Bin32:
+		size = 4
+	case c == msgpcode.Ext8:
+		size, body = 1, 1
+	case c == msgpcode.Ext16:
+		size, body = 2, 1
+	case c == msgpcode.Ext32:
+		size, body = 4, 1
+	default:
+		return malformed("unknown code %#x", c)
+	}
+	off := len(dec.data) - dec.r.Len()
+	if off+head+size > len(dec.data) {
+		return malformed("truncated")
+	}
+	n := 0
+	for _, b := range dec.data[off+head : off+head+size] {
+		n = n<<8 | int(b)
+	}
+	total := head + size + body + n
+	if total > dec.r.Len() {
+		return malformed("truncated")
+	}
+	_, _ = dec.r.Seek(int64(total), io.SeekCurrent)
 	return nil
 }
 
