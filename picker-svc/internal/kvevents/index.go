@@ -82,8 +82,9 @@ type Index struct {
 	hasher   keyHasher
 
 	// Scoring scratch, guarded by mu.
-	keyBuf []uint64
-	alive  []int
+	keyBuf   []uint64
+	alive    []uint64 // pods still holding every block so far, and a mask: bitsets over pod ids
+	blocksOf []int32  // by pod id: leading blocks held
 }
 
 // rec is one block a pod holds: 24 bytes.

@@ -1,5 +1,7 @@
 package kvevents
 
+import "math/bits"
+
 // PodScore is what the index knows of one candidate pod for a request.
 type PodScore struct {
 	// Blocks is how many leading full blocks of the request the pod holds
@@ -23,8 +25,8 @@ func (ix *Index) Score(tokens []uint32, lora string, pods []string, out []PodSco
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	ix.expire(ix.cfg.Now().UnixNano())
-	ids := make([]uint16, len(pods))
-	sizes := make([]int, 0, 1) // distinct block sizes among ready pods
+	ids := make([]uint16, len(pods)) // 0: not scored here
+	var sizes []int                  // distinct block sizes among the ready candidates
 	for i, name := range pods {
 		p := ix.pods[name]
 		if p == nil || !p.ready {
@@ -37,57 +39,78 @@ func (ix *Index) Score(tokens []uint32, lora string, pods []string, out []PodSco
 		}
 	}
 	for _, bs := range sizes {
-		ix.alive = ix.alive[:0]
+		ix.keyBuf = ix.hasher.chain(ix.keyBuf[:0], lora, tokens, bs)
+		ix.walk(ix.keyBuf, bs)
 		for i, id := range ids {
 			if id != 0 && ix.byID[id].blockSize == bs {
-				ix.alive = append(ix.alive, i)
+				out[i].Blocks = int(ix.blocksOf[id])
 			}
 		}
-		ix.keyBuf = ix.hasher.chain(ix.keyBuf[:0], lora, tokens, bs)
-		ix.walk(ix.keyBuf, ids, out)
 	}
 	return out
 }
 
-// walk follows the request's keys while any candidate (ix.alive, indexes
-// into ids and out) still holds every block so far.
-func (ix *Index) walk(keys []uint64, ids []uint16, out []PodScore) {
-	alive := ix.alive
+// walk follows a request's keys through the key table while some ready
+// pod of block size bs still holds every block so far, with the pods as a
+// bitset over their ids (one AND per 64 pods a block), and leaves each
+// pod's count of leading blocks in ix.blocksOf.
+func (ix *Index) walk(keys []uint64, bs int) {
+	words := (len(ix.byID) + 63) / 64
+	if cap(ix.alive) < 2*words {
+		ix.alive = make([]uint64, 2*words)
+	}
+	alive, mask := ix.alive[:words], ix.alive[words:2*words]
+	clear(alive)
+	if len(ix.blocksOf) < len(ix.byID) {
+		ix.blocksOf = make([]int32, len(ix.byID))
+	}
+	live := 0
+	for id, p := range ix.byID {
+		if p != nil && p.ready && p.blockSize == bs {
+			alive[id>>6] |= 1 << (id & 63)
+			live++
+		}
+	}
+	settle := func(w int, died uint64, blocks int) {
+		for died != 0 {
+			b := bits.TrailingZeros64(died)
+			ix.blocksOf[w<<6|b] = int32(blocks)
+			died &= died - 1
+			live--
+		}
+	}
 	for i, own := range keys {
 		k, ok := ix.byKey.find(own)
-		if !ok {
-			for _, c := range alive {
-				out[c].Blocks = i
-			}
-			return
-		}
-		ks := ix.keys.at(k)
-		var bits []uint64
-		if ks.holders[0] == overflowMark {
-			bits = *ix.over.at(overIndex(ks))
-		}
-		j := 0
-		for _, c := range alive {
-			id := ids[c]
-			var held bool
-			if bits != nil {
-				held = bitSet(bits, id)
+		held := mask
+		if ok {
+			ks := ix.keys.at(k)
+			if ks.holders[0] == overflowMark {
+				held = *ix.over.at(overIndex(ks))
 			} else {
-				held = ks.holders[0] == id || ks.holders[1] == id || ks.holders[2] == id || ks.holders[3] == id
+				clear(mask)
+				for _, h := range ks.holders {
+					if h != 0 {
+						mask[h>>6] |= 1 << (h & 63)
+					}
+				}
 			}
-			if held {
-				alive[j] = c
-				j++
-			} else {
-				out[c].Blocks = i
-			}
+		} else {
+			clear(mask)
 		}
-		if alive = alive[:j]; len(alive) == 0 {
+		for w := range alive {
+			var h uint64
+			if w < len(held) {
+				h = held[w]
+			}
+			settle(w, alive[w]&^h, i)
+			alive[w] &= h
+		}
+		if live == 0 {
 			return
 		}
 	}
-	for _, c := range alive {
-		out[c].Blocks = len(keys)
+	for w := range alive {
+		settle(w, alive[w], len(keys))
 	}
 }
 

@@ -300,7 +300,7 @@ func TestSubscriberStorm(t *testing.T) {
 	pub := newPub(t, "tcp://127.0.0.1:0")
 	r.subscribe(t, Source{Pod: "pod", Endpoint: pub.endpoint()})
 	pub.waitSubscriber(t)
-	const n = 5000
+	const n = 3000
 	for i := range n {
 		evs := []tev{stored(uint64(4*i), nil, seqTokens(64*i, 64), 16)}
 		if i%2 == 1 {
