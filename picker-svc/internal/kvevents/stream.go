@@ -20,7 +20,11 @@ type stream struct {
 	replay  replayer // nil: the publisher has no replay socket
 	hasLast bool
 	last    uint64
-	trace   func(pod string, seq uint64, outcome string)
+	// dupUntil: after a catch-up replay, live messages up to this sequence
+	// number were already applied from the replay (when hasDup).
+	dupUntil uint64
+	hasDup   bool
+	trace    func(pod string, seq uint64, outcome string)
 }
 
 // Outcomes a stream reports to its trace hook, per message.
@@ -31,6 +35,9 @@ const (
 	TraceRestart  = "restart"  // the sequence began again at 0
 	TraceBad      = "bad"      // the message could not be decoded: the pod was cleared
 	TraceRefused  = "refused"  // the index tracks too many pods
+	// TraceConnected: the subscriber connected (and caught up from replay,
+	// when it could); seq is the last applied sequence number.
+	TraceConnected = "connected"
 )
 
 // replayer asks a publisher for its buffered batches from a sequence number.
@@ -58,6 +65,12 @@ func (s *stream) handle(frames [][]byte) {
 		return
 	}
 	seq := binary.BigEndian.Uint64(frames[1])
+	if s.hasDup {
+		if seq != 0 && seq <= s.dupUntil {
+			return // already applied from the catch-up replay
+		}
+		s.hasDup = false
+	}
 	outcome := TraceApplied
 	switch {
 	case s.hasLast && seq == s.last+1:
@@ -89,6 +102,37 @@ func (s *stream) handle(frames [][]byte) {
 		}
 	}
 	s.apply(seq, frames[2], outcome)
+}
+
+// catchUp, on connecting, asks the replay socket for what was published
+// since the last applied batch (or since the engine's start), so a pod is
+// complete at once instead of at its next event. It does nothing without
+// replay or when the publisher's buffer no longer reaches back that far.
+func (s *stream) catchUp() {
+	defer func() { s.report(s.last, TraceConnected) }()
+	if s.replay == nil {
+		return
+	}
+	from := uint64(0)
+	if s.hasLast {
+		from = s.last + 1
+	}
+	batches, ok := s.replay.fetch(from)
+	if !ok || len(batches) == 0 || batches[0].seq != from {
+		return
+	}
+	if from == 0 && s.ix.Restarted(s.pod) != nil {
+		return
+	}
+	for _, b := range batches {
+		if b.seq != from {
+			s.lost("replay skipped from %d to %d", from, b.seq)
+			return
+		}
+		s.apply(b.seq, b.payload, TraceReplayed)
+		from++
+	}
+	s.dupUntil, s.hasDup = s.last, true
 }
 
 // fill applies the batches [from, upto) from replay and reports whether

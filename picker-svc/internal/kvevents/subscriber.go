@@ -106,6 +106,7 @@ func receive(ctx context.Context, src Source, st *stream) bool {
 	if err := sock.SetOption(zmq4.OptionSubscribe, src.Topic); err != nil {
 		return true
 	}
+	st.catchUp()
 	for {
 		msg, err := sock.Recv()
 		if err != nil {

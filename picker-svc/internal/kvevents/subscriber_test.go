@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,16 +53,25 @@ func (r *rig) next(t *testing.T) traced {
 	}
 }
 
+// connected skips to the subscriber's next connection.
+func (r *rig) connected(t *testing.T) {
+	t.Helper()
+	for e := r.next(t); e.outcome != TraceConnected; e = r.next(t) {
+	}
+}
+
 func (r *rig) expect(t *testing.T, seq uint64, outcome string) {
 	t.Helper()
 	e := r.next(t)
 	assert.Equal(t, traced{e.pod, seq, outcome}, e)
 }
 
+// subscribe starts a subscriber and waits until it connected.
 func (r *rig) subscribe(t *testing.T, src Source) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); Subscribe(ctx, src, r.cfg) }()
+	r.connected(t)
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -94,8 +104,31 @@ func (p *testPub) send(t *testing.T, seq uint64, payload []byte) {
 	require.NoError(t, p.sock.SendMulti(zmq4.NewMsgFrom([]byte(p.topic), binary.BigEndian.AppendUint64(nil, seq), payload)))
 }
 
-// replayServer answers vLLM's replay protocol from a fixed buffer.
-func replayServer(t *testing.T, buffer map[uint64][]byte) string {
+// replayBuffer is what a test publisher has published (or lost), for
+// its replay socket.
+type replayBuffer struct {
+	mu sync.Mutex
+	m  map[uint64][]byte
+}
+
+func (b *replayBuffer) add(seq uint64, payload []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil {
+		b.m = map[uint64][]byte{}
+	}
+	b.m[seq] = payload
+}
+
+func (b *replayBuffer) get(seq uint64) ([]byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, ok := b.m[seq]
+	return p, ok
+}
+
+// replayServer answers vLLM's replay protocol from buf.
+func replayServer(t *testing.T, buf *replayBuffer) string {
 	sock := zmq4.NewRouter(context.Background(), zmq4.WithLogger(discardLogger))
 	require.NoError(t, sock.Listen("tcp://127.0.0.1:0"))
 	done := make(chan struct{})
@@ -108,7 +141,7 @@ func replayServer(t *testing.T, buffer map[uint64][]byte) string {
 			}
 			id, start := msg.Frames[0], binary.BigEndian.Uint64(msg.Frames[2])
 			for seq := start; ; seq++ {
-				b, ok := buffer[seq]
+				b, ok := buf.get(seq)
 				if !ok {
 					break
 				}
@@ -148,28 +181,33 @@ func TestSubscriberAppliesInOrder(t *testing.T) {
 
 func TestSubscriberGapReplayed(t *testing.T) {
 	r := newRig(t, Config{})
-	buf := map[uint64][]byte{}
-	for i := range 5 {
-		buf[uint64(i)] = chainBatch(i)
-	}
+	buf := &replayBuffer{}
 	pub := newPub(t, "tcp://127.0.0.1:0")
 	r.subscribe(t, Source{Pod: "pod", Endpoint: pub.endpoint(), Replay: replayServer(t, buf)})
 	pub.waitSubscriber(t)
-	pub.send(t, 0, buf[0])
+	for i := range 4 {
+		buf.add(uint64(i), chainBatch(i))
+	}
+	pub.send(t, 0, chainBatch(0))
 	r.expect(t, 0, TraceApplied)
-	pub.send(t, 3, buf[3]) // 1 and 2 went missing
+	pub.send(t, 3, chainBatch(3)) // 1 and 2 went missing
 	r.expect(t, 3, TraceReplayed)
 	assert.Equal(t, PodScore{4, true}, r.held("pod", 5))
 	assert.Equal(t, 1.0, testutil.ToFloat64(r.m.gaps.WithLabelValues(gapReplayed)))
 
-	// Joining mid-stream: replay from 0 makes the view complete at once.
+	// Joining a publisher that has published 0..4: replay from 0 on
+	// connecting makes the view complete at once; the live copy of a
+	// replayed batch is not applied twice.
+	buf.add(4, chainBatch(4))
 	r2 := newRig(t, Config{})
 	pub2 := newPub(t, "tcp://127.0.0.1:0")
 	r2.subscribe(t, Source{Pod: "pod", Endpoint: pub2.endpoint(), Replay: replayServer(t, buf)})
-	pub2.waitSubscriber(t)
-	pub2.send(t, 4, buf[4])
-	r2.expect(t, 4, TraceReplayed)
 	assert.Equal(t, PodScore{5, true}, r2.held("pod", 5))
+	pub2.waitSubscriber(t)
+	pub2.send(t, 4, chainBatch(4))
+	pub2.send(t, 5, chainBatch(5))
+	r2.expect(t, 5, TraceApplied)
+	assert.Equal(t, PodScore{6, true}, r2.held("pod", 6))
 }
 
 func TestSubscriberGapLost(t *testing.T) {
@@ -236,6 +274,7 @@ func TestSubscriberReconnectsToRestartedPublisher(t *testing.T) {
 	r.expect(t, 1, TraceApplied)
 	pub.sock.Close()
 	pub2 := newPub(t, ep)
+	r.connected(t)
 	pub2.waitSubscriber(t)
 	pub2.send(t, 0, payload(encArray, stored(9, nil, seqTokens(500, 16), 16)))
 	r.expect(t, 0, TraceRestart)
