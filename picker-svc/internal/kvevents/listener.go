@@ -45,7 +45,7 @@ func Listen(ctx context.Context, endpoint string, lcfg ListenerConfig, cfg Subsc
 		lcfg.PodOf = PodFromTopic
 	}
 	sock := zmq4.NewSub(ctx, zmq4.WithLogger(discardLogger))
-	if err := sock.Listen(endpoint); err != nil {
+	if err := sock.Listen(guarded(endpoint)); err != nil {
 		sock.Close()
 		return nil, err
 	}

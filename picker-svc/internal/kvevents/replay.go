@@ -27,7 +27,7 @@ func (z *zmqReplayer) fetch(from uint64) ([]replayed, bool) {
 	defer cancel()
 	sock := zmq4.NewDealer(ctx, zmq4.WithDialerMaxRetries(0), zmq4.WithLogger(discardLogger))
 	defer sock.Close()
-	if err := sock.Dial(z.endpoint); err != nil {
+	if err := sock.Dial(guarded(z.endpoint)); err != nil {
 		z.m.connectError()
 		return nil, false
 	}

@@ -100,7 +100,7 @@ func Subscribe(ctx context.Context, src Source, cfg SubscriberConfig) {
 func receive(ctx context.Context, src Source, st *stream) bool {
 	sock := zmq4.NewSub(ctx, zmq4.WithDialerMaxRetries(0), zmq4.WithLogger(discardLogger))
 	defer sock.Close()
-	if err := sock.Dial(src.Endpoint); err != nil {
+	if err := sock.Dial(guarded(src.Endpoint)); err != nil {
 		return false
 	}
 	if err := sock.SetOption(zmq4.OptionSubscribe, src.Topic); err != nil {
