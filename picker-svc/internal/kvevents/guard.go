@@ -133,4 +133,3 @@ func (g *frameGuard) scan(b []byte) error {
 	}
 	return nil
 }
-

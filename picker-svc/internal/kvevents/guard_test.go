@@ -77,7 +77,10 @@ func TestHostilePublisher(t *testing.T) {
 	r := newRig(t, Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); Subscribe(ctx, Source{Pod: "pod", Endpoint: "tcp://" + ln.Addr().String()}, r.cfg) }()
+	go func() {
+		defer close(done)
+		Subscribe(ctx, Source{Pod: "pod", Endpoint: "tcp://" + ln.Addr().String()}, r.cfg)
+	}()
 	require.Eventually(t, func() bool { return testutil.ToFloat64(r.m.connectErrs) >= 3 }, deadline, time.Millisecond)
 	cancel()
 	<-done
