@@ -141,7 +141,6 @@ func bitSet(bs []uint64, id uint16) bool {
 	w := int(id >> 6)
 	return w < len(bs) && bs[w]&(1<<(id&63)) != 0
 }
-func (ix *Index) now() int64 { return ix.cfg.Now().UnixNano() }
 func (ix *Index) engineFind(h uint64, p *pod) (uint32, bool) {
 	return ix.byEngine.find(engineKey{h, p.id})
 }
