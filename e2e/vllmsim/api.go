@@ -71,7 +71,10 @@ type wireRequest struct {
 	StreamOptions       *streamOptions  `json:"stream_options"`
 	IgnoreEOS           *bool           `json:"ignore_eos"`
 	Temperature         *float64        `json:"temperature"`
-	TopP                *float64        `json:"top_p"`
+	// Chat template options (chat completions and /tokenize).
+	AddGenerationPrompt  *bool    `json:"add_generation_prompt"`
+	ContinueFinalMessage *bool    `json:"continue_final_message"`
+	TopP                 *float64 `json:"top_p"`
 }
 
 // request is a decoded, validated generation request.
@@ -119,7 +122,11 @@ func decodeRequest(body []byte, chat bool, models map[string]int, defaultModel s
 		if err != nil {
 			return nil, err
 		}
-		r.prompts = [][]byte{renderChat(msgs)}
+		tmpl, err := w.chatTemplate()
+		if err != nil {
+			return nil, err
+		}
+		r.prompts = [][]byte{renderChat(msgs, tmpl)}
 	} else {
 		if w.Messages != nil && !isNull(w.Messages) {
 			return nil, errBadRequest("completions take prompt, not messages")
@@ -170,6 +177,21 @@ func decodeRequest(body []byte, chat bool, models map[string]int, defaultModel s
 		r.ignoreEOS = *w.IgnoreEOS
 	}
 	return r, nil
+}
+
+// chatTemplate reads the template options, rejecting the pair vLLM rejects.
+func (w *wireRequest) chatTemplate() (chatTemplate, *apiError) {
+	t := defaultChatTemplate
+	if w.AddGenerationPrompt != nil {
+		t.addGenerationPrompt = *w.AddGenerationPrompt
+	}
+	if w.ContinueFinalMessage != nil {
+		t.continueFinalMessage = *w.ContinueFinalMessage
+	}
+	if t.addGenerationPrompt && t.continueFinalMessage {
+		return t, errBadRequest("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+	}
+	return t, nil
 }
 
 func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
@@ -227,7 +249,7 @@ func decodePrompt(raw json.RawMessage) ([][]byte, *apiError) {
 
 func checkIDs(ids []int64) *apiError {
 	for _, id := range ids {
-		if id < 0 || id > 1<<31 {
+		if id < 0 || id > maxTokenID {
 			return &apiError{status: 400, message: "Token id " + strconv.FormatInt(id, 10) + " is out of vocabulary", param: "prompt"}
 		}
 	}

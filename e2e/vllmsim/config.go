@@ -191,6 +191,10 @@ type Config struct {
 	// vLLM < 0.10.1.
 	LegacyErrors bool
 
+	// KVEvents publishes the prefix cache's changes as vLLM's KV-cache
+	// events (vLLM's --kv-events-config; off by default).
+	KVEvents KVEventsConfig
+
 	// BehindTolerance is how far (simulated seconds) the engine loop may
 	// trail the clock before a step counts as behind and the loop rebases
 	// onto the clock (default 0.1).
@@ -271,6 +275,13 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("block size must be a multiple of 4, got %d", c.BlockSize)
 	case c.NumGPUBlocks*c.BlockSize < c.MaxModelLen:
 		return c, fmt.Errorf("KV cache (%d blocks of %d) cannot hold one max_model_len (%d) request", c.NumGPUBlocks, c.BlockSize, c.MaxModelLen)
+	}
+	var err error
+	if c.KVEvents, err = c.KVEvents.withDefaults(); err != nil {
+		return c, err
+	}
+	if c.KVEvents.enabled() && c.DisablePrefixCaching {
+		return c, fmt.Errorf("KV cache events need prefix caching (they report its blocks)")
 	}
 	seen := map[string]bool{c.Model: true}
 	for _, m := range c.LoRAModules {

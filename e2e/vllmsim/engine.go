@@ -30,8 +30,9 @@ type Seq struct {
 	adapter      int // index into Config.LoRAModules, -1 for the base model
 	promptTokens int
 	maxTokens    int
-	target       int  // output length at which it finishes
-	byLength     bool // target is max_tokens (or max_model_len), not a natural stop
+	target       int      // output length at which it finishes
+	byLength     bool     // target is max_tokens (or max_model_len), not a natural stop
+	tokens       []uint32 // prompt token ids (see tokenizer.go)
 	hashes       []uint64
 	seed         uint64
 
@@ -109,6 +110,9 @@ type Engine struct {
 	behindLast  float64
 	lastLog     time.Time
 
+	// kvOut receives the KV events of each step (nil: events are off).
+	kvOut func(kvBatch)
+
 	// changed is broadcast after every step and abort, for waiters on
 	// engine state (WaitIdle, tests).
 	changed *sync.Cond
@@ -159,14 +163,16 @@ func (e *Engine) newSeq(adapter int, prompt []byte, maxTokens, minTokens int, ig
 	if adapter >= 0 {
 		name = e.cfg.LoRAModules[adapter].Name
 	}
+	ids := tokenize(prompt)
 	s := &Seq{
 		adapter:      adapter,
-		promptTokens: max(countTokens(len(prompt)), 1),
+		tokens:       ids,
+		promptTokens: max(len(ids), 1),
 		maxTokens:    maxTokens,
 		notify:       make(chan struct{}, 1),
 	}
 	if !e.cfg.DisablePrefixCaching {
-		s.hashes = blockHashes(name, prompt, e.cfg.BlockSize)
+		s.hashes = blockHashes(name, ids, e.cfg.BlockSize)
 	}
 	e.mu.Lock()
 	s.seed = e.rng.Uint64()
@@ -355,9 +361,9 @@ func (e *Engine) complete(p *stepPlan, end float64) []*Seq {
 			continue // aborted during the step
 		}
 		s.numComputed += en.n
-		for s.cachedBlocks < len(s.hashes) && (s.cachedBlocks+1)*bs <= s.numComputed {
-			e.kv.register(s.blocks[s.cachedBlocks], s.hashes[s.cachedBlocks])
-			s.cachedBlocks++
+		if full := min(len(s.hashes), s.numComputed/bs); full > s.cachedBlocks {
+			e.kv.registerBlocks(s, s.cachedBlocks, full)
+			s.cachedBlocks = full
 		}
 		if s.numComputed < s.numTokens() {
 			continue // a prefill chunk: no token yet
@@ -388,8 +394,29 @@ func (e *Engine) complete(p *stepPlan, end float64) []*Seq {
 	if len(e.cfg.LoRAModules) > 0 {
 		e.recordLoRAInfo()
 	}
+	e.publishKVEvents()
 	e.changed.Broadcast()
 	return p.notify
+}
+
+// publishKVEvents sends what the cache recorded since the last call as one
+// batch (vLLM publishes one batch per engine step). Callers hold e.mu.
+func (e *Engine) publishKVEvents() {
+	if e.kvOut == nil || len(e.kv.events) == 0 {
+		return
+	}
+	e.kvOut(kvBatch{ts: float64(time.Now().UnixNano()) / 1e9, events: e.kv.takeEvents()})
+}
+
+// ResetPrefixCache drops every cached prefix, as vLLM's
+// /reset_prefix_cache does: only when no request holds blocks (false
+// otherwise). With KV events on it publishes AllBlocksCleared.
+func (e *Engine) ResetPrefixCache() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ok := e.kv.reset()
+	e.publishKVEvents()
+	return ok
 }
 
 func (e *Engine) finish(s *Seq, end float64) {

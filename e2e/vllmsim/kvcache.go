@@ -16,6 +16,11 @@ type kvCache struct {
 	free    int
 	cache   map[uint64]int32
 	caching bool
+
+	// recording makes the cache keep the KV events (kvevents_wire.go) of
+	// its changes in events until the engine publishes them.
+	recording bool
+	events    []kvEvent
 }
 
 func newKVCache(numBlocks, blockSize int, caching bool) *kvCache {
@@ -53,6 +58,9 @@ func (kv *kvCache) popFree() int32 {
 	if kv.hashed[b] {
 		if kv.cache[kv.hash[b]] == b {
 			delete(kv.cache, kv.hash[b])
+			if kv.recording {
+				kv.events = append(kv.events, kvEvent{kind: kvBlockRemoved, hashes: []uint64{kv.hash[b]}})
+			}
 		}
 		kv.hashed[b] = false
 	}
@@ -123,14 +131,65 @@ func (kv *kvCache) release(s *Seq) {
 	s.blocks = s.blocks[:0]
 }
 
-// register makes a computed full block findable by its prefix hash.
-func (kv *kvCache) register(b int32, h uint64) {
+// register makes a computed full block findable by its prefix hash and
+// reports whether it did.
+func (kv *kvCache) register(b int32, h uint64) bool {
 	if !kv.caching || kv.hashed[b] {
-		return
+		return false
 	}
 	if _, ok := kv.cache[h]; ok {
-		return // an identical block computed concurrently already holds the hash
+		return false // an identical block computed concurrently already holds the hash
 	}
 	kv.cache[h] = b
 	kv.hash[b], kv.hashed[b] = h, true
+	return true
+}
+
+// registerBlocks registers s's full blocks from..to-1 (computed now) and,
+// when recording, reports each run of newly cached consecutive blocks as one
+// BlockStored, as vLLM reports the blocks a step filled for a request.
+func (kv *kvCache) registerBlocks(s *Seq, from, to int) {
+	run := -1 // first block of the current run
+	flush := func(end int) {
+		if run < 0 {
+			return
+		}
+		ev := kvEvent{kind: kvBlockStored, hashes: s.hashes[run:end], tokens: s.tokens[run*kv.bs : end*kv.bs], adapter: s.adapter}
+		if run > 0 {
+			ev.parent, ev.hasParent = s.hashes[run-1], true
+		}
+		kv.events = append(kv.events, ev)
+		run = -1
+	}
+	for i := from; i < to; i++ {
+		if kv.register(s.blocks[i], s.hashes[i]) {
+			if run < 0 && kv.recording {
+				run = i
+			}
+		} else {
+			flush(i)
+		}
+	}
+	flush(to)
+}
+
+// reset drops every cached prefix, as vLLM's reset_prefix_cache: only when
+// no block is in use (it reports false otherwise).
+func (kv *kvCache) reset() bool {
+	if kv.free != kv.n {
+		return false
+	}
+	clear(kv.cache)
+	clear(kv.hashed)
+	if kv.recording {
+		kv.events = append(kv.events, kvEvent{kind: kvAllBlocksCleared})
+	}
+	return true
+}
+
+// takeEvents hands the recorded events over to the caller.
+func (kv *kvCache) takeEvents() []kvEvent {
+	ev := kv.events
+	kv.events = nil
+	return ev
 }

@@ -31,6 +31,7 @@ type Server struct {
 	nextID  atomic.Uint64
 
 	mu     sync.Mutex
+	kvPub  *kvPublisher // nil unless KV events are on and the server started
 	ln     net.Listener
 	srv    *http.Server
 	cancel context.CancelFunc
@@ -60,6 +61,15 @@ func NewServer(cfg Config) (*Server, error) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		_, _ = w.Write(s.eng.writeMetrics())
 	})
+	s.mux.HandleFunc("POST /tokenize", s.tokenizeHandler)
+	s.mux.HandleFunc("POST /detokenize", s.detokenizeHandler)
+	s.mux.HandleFunc("POST /v1/completions/render", func(w http.ResponseWriter, r *http.Request) { s.renderHandler(w, r, false) })
+	s.mux.HandleFunc("POST /v1/chat/completions/render", func(w http.ResponseWriter, r *http.Request) { s.renderHandler(w, r, true) })
+	s.mux.HandleFunc("POST /reset_prefix_cache", func(w http.ResponseWriter, r *http.Request) {
+		s.eng.ResetPrefixCache() // vLLM answers 200 whether or not blocks in use kept it from resetting
+		w.WriteHeader(http.StatusOK)
+	})
+	s.mux.HandleFunc("POST /sim/kv-events/drop", s.dropKVEventsHandler)
 	s.mux.HandleFunc("GET /sim/stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.eng.Stats())
@@ -103,10 +113,21 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("vllm-sim %s: %w", s.cfg.Model, err)
 	}
+	var pub *kvPublisher
+	if s.cfg.KVEvents.enabled() {
+		pub, err = newKVPublisher(s.cfg.KVEvents, s.cfg.BlockSize, s.cfg.LoRAModules, s.cfg.Logger)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("vllm-sim %s: %w", s.cfg.Model, err)
+		}
+		s.eng.mu.Lock()
+		s.eng.kv.recording, s.eng.kvOut = true, pub.publish
+		s.eng.mu.Unlock()
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	s.mu.Lock()
-	s.ln, s.srv, s.cancel = ln, srv, cancel
+	s.ln, s.srv, s.cancel, s.kvPub = ln, srv, cancel, pub
 	s.mu.Unlock()
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.eng.Run(ctx) }()
@@ -127,6 +148,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.mu.Unlock()
 		_ = srv.Close()
 		s.handlers.Wait()
+		if pub != nil {
+			pub.close() // after the engine: it may be waiting to queue a batch until then
+		}
 	}()
 	return nil
 }
@@ -213,19 +237,9 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, chat bool) {
 	notify := make(chan struct{}, 1)
 	seqs := make([]*Seq, len(req.prompts))
 	for i, p := range req.prompts {
-		pt := max(countTokens(len(p)), 1)
-		maxTok := req.maxTokens
-		if maxTok == 0 {
-			maxTok = s.cfg.MaxModelLen - pt // vLLM's default: fill the context
-		}
-		if pt+maxTok > s.cfg.MaxModelLen || maxTok < 1 {
-			s.writeError(w, &apiError{status: 400, message: fmt.Sprintf(
-				"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
-				s.cfg.MaxModelLen, pt+maxTok, pt, maxTok)})
-			return
-		}
-		if req.minTokens > maxTok {
-			s.writeError(w, &apiError{status: 400, message: fmt.Sprintf("min_tokens must be less than or equal to max_tokens=%d, got %d.", maxTok, req.minTokens), param: "min_tokens"})
+		maxTok, aerr := s.maxTokens(req, p)
+		if aerr != nil {
+			s.writeError(w, aerr)
 			return
 		}
 		seqs[i] = s.eng.newSeq(req.adapter, p, maxTok, req.minTokens, req.ignoreEOS)
@@ -246,6 +260,25 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, chat bool) {
 	} else {
 		rs.whole(w, r.Context(), notify)
 	}
+}
+
+// maxTokens is a prompt's output cap: max_tokens, or by default the rest of
+// the context, as vLLM's; an error when the prompt and cap exceed the context.
+func (s *Server) maxTokens(req *request, prompt []byte) (int, *apiError) {
+	pt := max(countTokens(len(prompt)), 1)
+	maxTok := req.maxTokens
+	if maxTok == 0 {
+		maxTok = s.cfg.MaxModelLen - pt // vLLM's default: fill the context
+	}
+	if pt+maxTok > s.cfg.MaxModelLen || maxTok < 1 {
+		return 0, &apiError{status: 400, message: fmt.Sprintf(
+			"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
+			s.cfg.MaxModelLen, pt+maxTok, pt, maxTok)}
+	}
+	if req.minTokens > maxTok {
+		return 0, &apiError{status: 400, message: fmt.Sprintf("min_tokens must be less than or equal to max_tokens=%d, got %d.", maxTok, req.minTokens), param: "min_tokens"}
+	}
+	return maxTok, nil
 }
 
 // responder writes one request's response as its sequences progress.

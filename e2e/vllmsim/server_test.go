@@ -111,7 +111,7 @@ func TestStreamingChatWithUsage(t *testing.T) {
 	last := chunks[13]
 	assert.Empty(t, last.Choices)
 	require.NotNil(t, last.Usage)
-	prompt := countTokens(len(renderChat([]chatMessage{{"user", "Say hello"}})))
+	prompt := countTokens(len(renderChat([]chatMessage{{"user", "Say hello"}}, defaultChatTemplate)))
 	assert.Equal(t, usage{prompt, 12, prompt + 12}, *last.Usage)
 	assert.Equal(t, 12, countTokens(len(text)), "generated text re-tokenizes to completion_tokens")
 }

@@ -91,6 +91,8 @@ func run(args []string) error {
 		preTok    = fs.Float64("step-prefill-token", def.PrefillPerToken, "step model: seconds per prefill token")
 		preMin    = fs.Float64("step-prefill-min", def.PrefillMin, "step model: minimum prefill step (s)")
 		logLevel  = fs.String("log-level", "info", "debug | info | warn | error")
+		kvEvents  = fs.String("kv-events-config", "", `vLLM's KV-cache events config as JSON, e.g. '{"enable_kv_cache_events":true,"endpoint":"tcp://*:5557"}'`)
+		kvEncode  = fs.String("kv-events-encoding", vllmsim.EncodingMap, "KV event encoding: map (vLLM since mid-2026) or array (vLLM 0.9 to 0.23)")
 	)
 	fs.Var(&loras, "lora-modules", "adapter name=path (repeatable; vLLM's space-separated list also works)")
 	_ = fs.Bool("enable-lora", false, "accepted for vLLM compatibility (adapters are enabled by --lora-modules)")
@@ -106,6 +108,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	var kvCfg vllmsim.KVEventsConfig
+	if *kvEvents != "" {
+		if kvCfg, err = vllmsim.ParseKVEventsConfig(*kvEvents); err != nil {
+			return err
+		}
+	}
+	kvCfg.Encoding = *kvEncode
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
 		return err
@@ -118,8 +127,15 @@ func run(args []string) error {
 	addrs := vllmsim.ConsecutiveAddrs(*host, *port, *servers)
 	cfgs := make([]vllmsim.Config, *servers)
 	for i := range cfgs {
+		kv := kvCfg // server i publishes on the endpoint ports + i, as vLLM's data-parallel rank i
+		kv.Endpoint = vllmsim.OffsetEndpointPort(kv.Endpoint, i)
+		if kv.ReplayEndpoint != nil {
+			r := vllmsim.OffsetEndpointPort(*kv.ReplayEndpoint, i)
+			kv.ReplayEndpoint = &r
+		}
 		cfgs[i] = vllmsim.Config{
-			Addr: addrs[i], Model: name, LoRAModules: loras, MaxLoRAs: *maxLoRAs, LoRALoadTime: *loraLoad,
+			KVEvents: kv,
+			Addr:     addrs[i], Model: name, LoRAModules: loras, MaxLoRAs: *maxLoRAs, LoRALoadTime: *loraLoad,
 			Speed: *speed, BlockSize: *blockSize, NumGPUBlocks: *blocks, MaxNumSeqs: *maxSeqs,
 			MaxNumBatchedTokens: *maxBatch, MaxModelLen: *maxLen, DisablePrefixCaching: *noPrefix || !*prefix,
 			Step:      vllmsim.StepModel{DecodeBase: *decBase, DecodeKV: *decKV, DecodeBatch: *decBatch, PrefillBase: *preBase, PrefillPerToken: *preTok, PrefillMin: *preMin},
@@ -135,6 +151,9 @@ func run(args []string) error {
 	}
 	for i, a := range fleet.Addrs {
 		logger.Info("vllm-sim listening", "server", i, "addr", a, "model", name, "adapters", len(loras), "speed", *speed)
+		if ep := fleet.Servers[i].KVEventsEndpoint(); ep != "" {
+			logger.Info("vllm-sim kv events", "server", i, "endpoint", ep, "replay", fleet.Servers[i].KVEventsReplayEndpoint())
+		}
 	}
 	<-ctx.Done()
 	logger.Info("vllm-sim shutting down")

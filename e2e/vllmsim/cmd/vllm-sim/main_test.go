@@ -19,6 +19,9 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--speed", "-1", "--port", "0"},
 		{"--block-size", "6", "--port", "0"},
 		{"stray"},
+		{"--kv-events-config", "{bad", "--port", "0"},
+		{"--kv-events-config", `{"enable_kv_cache_events":true,"nope":1}`, "--port", "0"},
+		{"--kv-events-encoding", "xml", "--port", "0"},
 	} {
 		assert.Error(t, run(args), "%v", args)
 	}
