@@ -22,9 +22,9 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshllm/meshllm/bench"
+	"github.com/meshllm/meshllm/e2e/fleet"
 	"github.com/meshllm/meshllm/e2e/stack"
 	"github.com/meshllm/meshllm/e2e/vllmsim"
-	"github.com/meshllm/meshllm/pickapi"
 )
 
 // Policy is one way of routing the same workload.
@@ -48,27 +48,11 @@ var Policies = map[string]Policy{
 // PoolName is the InferencePool the fleet forms.
 const PoolName = "bench-pool"
 
-const poolYAML = `apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferencePool
-metadata:
-  name: ` + PoolName + `
-  annotations:
-    inference.networking.x-k8s.io/routing-strategy: %s
-spec:
-  targetPortNumber: 8000
-  selector: {app: vllm}
-`
-
-// pluginConfig is envoy/envoy.yaml's LLM listener configuration with this
-// pool and a longer picker timeout: on a loaded machine a pick has taken
-// 200-350 ms (e2e/scenarios/main_test.go), and a timed-out pick falls back
-// to a cached or default endpoint, which would measure the machine, not the
+// The LLM listener's configuration (stack.PluginConfig) has a longer picker
+// timeout than envoy.yaml's: on a loaded machine a pick has taken 200-350
+// ms (e2e/scenarios/main_test.go), and a timed-out pick falls back to a
+// cached or default endpoint, which would measure the machine, not the
 // policy. The report shows the picks by outcome, so fallbacks are visible.
-func pluginConfig(timeoutMS int) string {
-	return fmt.Sprintf(`{"route_on":"body","picker_cluster":"picker","picker_authority":"picker","picker_path":%q,`+
-		`"picker_timeout_ms":%d,"pool":%q,"failure_mode":"open","watchdog_ms":%d,"fallback_cache":true,`+
-		`"inject_stream_usage":true,"max_request_body_bytes":4194304}`, pickapi.Path, timeoutMS, PoolName, max(1000, 2*timeoutMS))
-}
 
 // connectTimeout replaces envoy.yaml's 1 s connect_timeout in the
 // gateway. Every pod is in this process on loopback, where a pod that is
@@ -90,7 +74,7 @@ type Config struct {
 	Policies []Policy
 	// Repetitions of every policy (default 3).
 	Repetitions int
-	Preset      Preset
+	Preset      fleet.Preset
 	// Sims overrides Preset.Sims (tests).
 	Sims func(speed float64, logger *slog.Logger) []vllmsim.Config
 	// Speed is the simulators' speed factor.
@@ -263,8 +247,8 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		strategy = "DEFAULT" // the picker is up but :8080 never asks it
 	}
 	s, err := stack.Start(ctx, stack.Config{
-		Wasm: c.Wasm, Sims: sims(c.Speed, logger), Objects: fmt.Sprintf(poolYAML, strategy), Pool: PoolName,
-		PluginConfig: pluginConfig(c.PickerTimeoutMS), Log: c.Verbose, Cache: c.Cache, ConnectTimeout: connectTimeout,
+		Wasm: c.Wasm, Sims: sims(c.Speed, logger), Objects: fleet.PoolObjects(PoolName, strategy), Pool: PoolName,
+		PluginConfig: stack.PluginConfig(PoolName, c.PickerTimeoutMS), Log: c.Verbose, Cache: c.Cache, ConnectTimeout: connectTimeout,
 		PickerArgs: pickerArgs(c.PickerConfig),
 	})
 	if err != nil {

@@ -102,7 +102,7 @@ func TestImportBreaksRule(t *testing.T) {
 		{"e2e/gateway/gateway.go", module + "internal/testsupport/envoystats", false},
 		{"filter/harness_test.go", module + "e2e/wasmvm", true},
 		{"picker-svc/main.go", module + "e2e/vllmsim", true},
-		{"bench/compare/fleet.go", module + "e2e/vllmsim", false},
+		{"bench/compare/compare.go", module + "e2e/vllmsim", false},
 		{"e2e/gateway/gateway.go", module + "e2e/wasmhost", false},
 		{"filter/main.go", module + "filter/stats", false},
 		{"picker-svc/internal/extproc/extproc.go", module + "filter/llmapi", true},
