@@ -34,6 +34,13 @@ test: wasm
 demo: wasm
 	$(GO) run ./e2e/cmd/demo
 
+# The demo's stack kept up until Ctrl-C (docs/local.md), e.g.
+#   make up ARGS="--pods 5 --strategy DEFAULT --speed 4 --ext-proc"
+#   make up ARGS="--preset qwen2.5-7b-a10"     (make up ARGS=-h lists the flags)
+.PHONY: up
+up: wasm
+	$(GO) run ./e2e/cmd/up $(ARGS)
+
 check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1)
 	$(GO) vet ./...
