@@ -21,18 +21,18 @@ const maxPods = 64
 
 // options are the command's flags.
 type options struct {
-	preset, strategy  string
-	pods              int
-	speed             float64
-	extProc           bool
-	pickerTimeoutMS   int
-	plainAddr         string
-	llmAddr           string
-	extProcAddr       string
-	adminAddr         string
-	pickerAddr        string
-	accessLog         bool
-	verbose           bool
+	preset, strategy string
+	pods             int
+	speed            float64
+	extProc          bool
+	pickerTimeoutMS  int
+	plainAddr        string
+	llmAddr          string
+	extProcAddr      string
+	adminAddr        string
+	pickerAddr       string
+	accessLog        bool
+	verbose          bool
 }
 
 func presetNames() []string { return append([]string{demoPreset}, fleet.PresetNames()...) }
