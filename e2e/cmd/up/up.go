@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 
 	"github.com/meshllm/meshllm/e2e/fleet"
@@ -46,12 +47,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Not ctx: the stack stops in order (gateways, picker, pods) in Close,
 	// not all at once when ctx ends.
 	s, err := stack.Start(context.Background(), cfg)
-	if err != nil {
-		return fmt.Errorf("%w (ports in use? another `make up` or `make demo`? choose others with the -addr flags)", err)
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "listen" {
+		return fmt.Errorf("%w (another `make up` or `make demo`? choose other addresses with the -addr flags)", err)
 	}
-	defer s.Close()
-	printURLs(stdout, o, s, f)
-	<-ctx.Done()
+	if err != nil {
+		return err
+	}
+	if ctx.Err() == nil { // not interrupted while starting
+		printURLs(stdout, s, f)
+		<-ctx.Done()
+	}
 	fmt.Fprintln(stdout, "\nmeshllm up: stopping")
 	s.Close()
 	fmt.Fprintln(stdout, "meshllm up: stopped")
@@ -97,7 +103,7 @@ func describeFleet(o options, logger *slog.Logger) fleetPlan {
 }
 
 // printURLs says where everything listens and what to try first.
-func printURLs(w io.Writer, o options, s *stack.Stack, f fleetPlan) {
+func printURLs(w io.Writer, s *stack.Stack, f fleetPlan) {
 	row := func(label, url, what string) { fmt.Fprintf(w, "  %-16s %-40s %s\n", label, url, what) }
 	llm := s.URL(stack.LLMListener)
 	fmt.Fprintln(w, "meshllm up: running")
