@@ -107,6 +107,8 @@ func TestImportBreaksRule(t *testing.T) {
 		{"filter/main.go", module + "filter/stats", false},
 		{"picker-svc/internal/extproc/extproc.go", module + "filter/llmapi", true},
 		{"picker-svc/internal/decision/usage.go", module + "filter/stats", true},
+		{"picker-svc/internal/decision/gatewaypath.go", module + "internal/metricnames", false},
+		{"filter/stats/stats.go", module + "internal/metricnames", false},
 		{"picker-svc/internal/extproc/extproc.go", module + "internal/llmapi", false},
 		{"filter/routing.go", module + "picker-svc/pickapi", true},
 		{"filter/routing.go", module + "pickapi", false},
