@@ -48,12 +48,6 @@ var Policies = map[string]Policy{
 // PoolName is the InferencePool the fleet forms.
 const PoolName = "bench-pool"
 
-// The LLM listener's configuration (stack.PluginConfig) has a longer picker
-// timeout than envoy.yaml's: on a loaded machine a pick has taken 200-350
-// ms (e2e/scenarios/main_test.go), and a timed-out pick falls back to a
-// cached or default endpoint, which would measure the machine, not the
-// policy. The report shows the picks by outcome, so fallbacks are visible.
-
 // connectTimeout replaces envoy.yaml's 1 s connect_timeout in the
 // gateway. Every pod is in this process on loopback, where a pod that is
 // down refuses at once: a connect takes long only while the host runs
@@ -80,7 +74,13 @@ type Config struct {
 	// Speed is the simulators' speed factor.
 	Speed float64
 	// SampleInterval is the wall time between two scrapes.
-	SampleInterval  time.Duration
+	SampleInterval time.Duration
+	// PickerTimeoutMS is the filter's picker_timeout_ms (stack.PluginConfig),
+	// longer than envoy.yaml's 50: on a loaded machine a pick has taken
+	// 200-350 ms (e2e/scenarios/main_test.go), and a timed-out pick falls
+	// back to a cached or default endpoint, which would measure the machine,
+	// not the policy. The report shows the picks by outcome, so fallbacks
+	// are visible.
 	PickerTimeoutMS int
 	// PickerConfig is a picker-svc config file (its --config) for the
 	// LLM-aware policies: profiles, weights, shedding; "" the defaults.
