@@ -42,6 +42,13 @@ demo:
 	@echo "[3/3] building and starting the demo (the first build takes several minutes)"
 	@$(GO) run ./e2e/cmd/demo
 
+# The demo's stack kept up until Ctrl-C (docs/local.md), e.g.
+#   make up ARGS="--pods 5 --strategy DEFAULT --speed 4 --ext-proc"
+#   make up ARGS="--preset qwen2.5-7b-a10"     (make up ARGS=-h lists the flags)
+.PHONY: up
+up: wasm
+	$(GO) run ./e2e/cmd/up $(ARGS)
+
 check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1)
 	$(GO) vet ./...

@@ -13,6 +13,7 @@ import (
 	"github.com/meshllm/meshllm/filter/route"
 	"github.com/meshllm/meshllm/filter/stats"
 	"github.com/meshllm/meshllm/internal/llmapi"
+	"github.com/meshllm/meshllm/internal/metricnames"
 	"github.com/meshllm/meshllm/pickapi"
 )
 
@@ -381,7 +382,7 @@ func (h *httpContext) finish() {
 		target = h.model
 	}
 	series := m.forModel(h.model, target)
-	class := stats.ResponseClass(h.status)
+	class := metricnames.ResponseClass(h.status)
 	series.request(class)
 	if oc.Usage.HasPrompt {
 		series.prompt.Increment(uint64(oc.Usage.PromptTokens))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshllm/meshllm/bench"
+	"github.com/meshllm/meshllm/e2e/fleet"
 	"github.com/meshllm/meshllm/e2e/stack"
 )
 
@@ -41,7 +42,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	workload := fs.String("workload", "random", "name of the workload (summary.json's \"workload\")")
 	policies := fs.String("policies", "round_robin,default,prefix_cache", "policies to compare: round_robin, default, prefix_cache")
 	reps := fs.Int("repetitions", 3, "repetitions of every policy, each on a fresh fleet")
-	preset := fs.String("preset", "qwen2.5-7b-a10", "fleet preset: "+strings.Join(PresetNames(), ", "))
+	preset := fs.String("preset", "qwen2.5-7b-a10", "fleet preset: "+strings.Join(fleet.PresetNames(), ", "))
 	pods := fs.Int("pods", 0, "pods (default: the preset's)")
 	scale := fs.Float64("scale", 1, "multiply --num-prompts by this (0 < scale <= 1 to shrink a run)")
 	speed := fs.Float64("speed", 10, "simulator speed factor (simulated seconds per wall second)")
@@ -80,9 +81,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshllm-compare: workload:", err)
 		return 2
 	}
-	p, ok := Presets[*preset]
+	p, ok := fleet.Presets[*preset]
 	if !ok {
-		fmt.Fprintf(stderr, "meshllm-compare: unknown preset %q (%s)\n", *preset, strings.Join(PresetNames(), ", "))
+		fmt.Fprintf(stderr, "meshllm-compare: unknown preset %q (%s)\n", *preset, strings.Join(fleet.PresetNames(), ", "))
 		return 2
 	}
 	if *pods > 0 {

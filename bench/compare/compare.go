@@ -22,9 +22,9 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshllm/meshllm/bench"
+	"github.com/meshllm/meshllm/e2e/fleet"
 	"github.com/meshllm/meshllm/e2e/stack"
 	"github.com/meshllm/meshllm/e2e/vllmsim"
-	"github.com/meshllm/meshllm/pickapi"
 )
 
 // Policy is one way of routing the same workload.
@@ -48,28 +48,6 @@ var Policies = map[string]Policy{
 // PoolName is the InferencePool the fleet forms.
 const PoolName = "bench-pool"
 
-const poolYAML = `apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferencePool
-metadata:
-  name: ` + PoolName + `
-  annotations:
-    inference.networking.x-k8s.io/routing-strategy: %s
-spec:
-  targetPortNumber: 8000
-  selector: {app: vllm}
-`
-
-// pluginConfig is envoy/envoy.yaml's LLM listener configuration with this
-// pool and a longer picker timeout: on a loaded machine a pick has taken
-// 200-350 ms (e2e/scenarios/main_test.go), and a timed-out pick falls back
-// to a cached or default endpoint, which would measure the machine, not the
-// policy. The report shows the picks by outcome, so fallbacks are visible.
-func pluginConfig(timeoutMS int) string {
-	return fmt.Sprintf(`{"route_on":"body","picker_cluster":"picker","picker_authority":"picker","picker_path":%q,`+
-		`"picker_timeout_ms":%d,"pool":%q,"failure_mode":"open","watchdog_ms":%d,"fallback_cache":true,`+
-		`"inject_stream_usage":true,"max_request_body_bytes":4194304}`, pickapi.Path, timeoutMS, PoolName, max(1000, 2*timeoutMS))
-}
-
 // connectTimeout replaces envoy.yaml's 1 s connect_timeout in the
 // gateway. Every pod is in this process on loopback, where a pod that is
 // down refuses at once: a connect takes long only while the host runs
@@ -90,13 +68,19 @@ type Config struct {
 	Policies []Policy
 	// Repetitions of every policy (default 3).
 	Repetitions int
-	Preset      Preset
+	Preset      fleet.Preset
 	// Sims overrides Preset.Sims (tests).
 	Sims func(speed float64, logger *slog.Logger) []vllmsim.Config
 	// Speed is the simulators' speed factor.
 	Speed float64
 	// SampleInterval is the wall time between two scrapes.
-	SampleInterval  time.Duration
+	SampleInterval time.Duration
+	// PickerTimeoutMS is the filter's picker_timeout_ms (stack.PluginConfig),
+	// longer than envoy.yaml's 50: on a loaded machine a pick has taken
+	// 200-350 ms (e2e/scenarios/main_test.go), and a timed-out pick falls
+	// back to a cached or default endpoint, which would measure the machine,
+	// not the policy. The report shows the picks by outcome, so fallbacks
+	// are visible.
 	PickerTimeoutMS int
 	// PickerConfig is a picker-svc config file (its --config) for the
 	// LLM-aware policies: profiles, weights, shedding; "" the defaults.
@@ -269,8 +253,8 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		strategy = "DEFAULT" // the picker is up but :8080 never asks it
 	}
 	s, err := stack.Start(ctx, stack.Config{
-		Wasm: c.Wasm, Sims: sims(c.Speed, logger), Objects: fmt.Sprintf(poolYAML, strategy), Pool: PoolName,
-		PluginConfig: pluginConfig(c.PickerTimeoutMS), Log: c.Verbose, Cache: c.Cache, ConnectTimeout: connectTimeout,
+		Wasm: c.Wasm, Sims: sims(c.Speed, logger), Objects: fleet.PoolObjects(PoolName, strategy), Pool: PoolName,
+		PluginConfig: stack.PluginConfig(PoolName, c.PickerTimeoutMS), Log: c.Verbose, Cache: c.Cache, ConnectTimeout: connectTimeout,
 		PickerArgs: pickerArgs(c.PickerConfig),
 	})
 	if err != nil {

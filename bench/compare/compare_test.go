@@ -15,29 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshllm/meshllm/bench"
+	"github.com/meshllm/meshllm/e2e/fleet"
 	"github.com/meshllm/meshllm/e2e/stack"
-	"github.com/meshllm/meshllm/e2e/vllmsim"
-	"github.com/meshllm/meshllm/filter/config"
-	"github.com/meshllm/meshllm/pickapi"
 )
-
-// The derivation by hand: 24 GiB x 0.95 = 24,481,313,587 B; minus 15 GiB
-// of weights and 1 GiB of activations = 7,301,444,403 B of KV.
-// Qwen2.5-7B: / (57,344 x 16 = 917,504 B a block) = 7,957.9 -> 7,957.
-// Llama-2-7B: / (524,288 x 16 = 8,388,608 B) = 870.4 -> 870.
-func TestPresetBlocks(t *testing.T) {
-	require.Equal(t, int64(7_301_444_403), Presets["qwen2.5-7b-a10"].KVBytes())
-	require.Equal(t, 7957, Presets["qwen2.5-7b-a10"].NumGPUBlocks())
-	require.Equal(t, 870, Presets["llama-2-7b-a10"].NumGPUBlocks())
-	require.Equal(t, 6144, Presets["vllmsim-98k"].NumGPUBlocks(), "vllmsim's default KV size")
-	require.Equal(t, vllmsim.DefaultStepModel(), Presets["vllmsim-98k"].Step(), "vllmsim's default step model")
-	require.Contains(t, Presets["vllmsim-98k"].Describe(), "6144 blocks (98304 tokens)")
-	for _, name := range PresetNames() {
-		p := Presets[name]
-		require.GreaterOrEqual(t, p.NumGPUBlocks()*BlockSize, MaxModelLen, "%s must hold one max_model_len request", name)
-		require.Len(t, p.Sims(10, nil), 5)
-	}
-}
 
 func TestOrderAlternates(t *testing.T) {
 	ps := []Policy{Policies["round_robin"], Policies["default"], Policies["prefix_cache"]}
@@ -47,18 +27,6 @@ func TestOrderAlternates(t *testing.T) {
 	}
 	require.Equal(t, []string{"round_robin1", "default1", "prefix_cache1", "prefix_cache2", "default2", "round_robin2",
 		"round_robin3", "default3", "prefix_cache3"}, got)
-}
-
-// TestPluginConfigParses: the gateway's filter accepts the configuration
-// and asks the picker where it serves.
-func TestPluginConfigParses(t *testing.T) {
-	c, err := config.Parse([]byte(pluginConfig(400)))
-	require.NoError(t, err)
-	require.Equal(t, pickapi.Path, c.PickerPath)
-	require.Equal(t, config.RouteBody, c.RouteOn)
-	require.Equal(t, PoolName, c.Pool)
-	require.Equal(t, 400, c.PickerTimeoutMillis)
-	require.Equal(t, 1000, c.WatchdogMillis)
 }
 
 func TestSeriesValue(t *testing.T) {
@@ -77,7 +45,7 @@ func TestSmokeComparison(t *testing.T) {
 		"--dataset-name", "random", "--random-input-len", "64", "--random-output-len", "12", "--random-range-ratio", "0.5",
 		"--random-prefix-len", "32", "--num-prompts", "30", "--max-concurrency", "8", "--seed", "3"), os.Stderr)
 	require.NoError(t, err)
-	preset := Presets["qwen2.5-7b-a10"]
+	preset := fleet.Presets["qwen2.5-7b-a10"]
 	preset.Pods = 2
 	names := []string{"round_robin", "prefix_cache"}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/meshllm/meshllm/e2e/fleet"
 )
 
 // The regime grid: a few short cells, each one workload shape on one fleet
@@ -142,7 +144,7 @@ func CheckCells(cells []Cell) error {
 		if !ok {
 			return fmt.Errorf("cell %s: unknown shape %q", c.Name, c.Shape)
 		}
-		if _, ok := Presets[c.Fleet]; !ok {
+		if _, ok := fleet.Presets[c.Fleet]; !ok {
 			return fmt.Errorf("cell %s: unknown fleet %q", c.Name, c.Fleet)
 		}
 		if !(c.Load > 0) || math.IsInf(c.Load, 0) {

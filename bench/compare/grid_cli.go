@@ -13,6 +13,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 
+	"github.com/meshllm/meshllm/e2e/fleet"
 	"github.com/meshllm/meshllm/e2e/stack"
 )
 
@@ -25,12 +26,12 @@ func (k kneeFlags) String() string { return fmt.Sprint(map[string]int(k)) }
 func (k kneeFlags) Set(s string) error {
 	key, v, ok := strings.Cut(s, "=")
 	c, err := strconv.Atoi(v)
-	fleet, shape, ok2 := strings.Cut(key, "/")
+	fleetName, shape, ok2 := strings.Cut(key, "/")
 	if !ok || !ok2 || err != nil || c < 1 {
 		return fmt.Errorf("want FLEET/SHAPE=CONCURRENCY, got %q", s)
 	}
-	if _, ok := Presets[fleet]; !ok {
-		return fmt.Errorf("unknown fleet %q (%s)", fleet, strings.Join(PresetNames(), ", "))
+	if _, ok := fleet.Presets[fleetName]; !ok {
+		return fmt.Errorf("unknown fleet %q (%s)", fleetName, strings.Join(fleet.PresetNames(), ", "))
 	}
 	if _, ok := GridShapes[shape]; !ok {
 		return fmt.Errorf("unknown shape %q", shape)

@@ -17,6 +17,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshllm/meshllm/bench"
+	"github.com/meshllm/meshllm/e2e/fleet"
 )
 
 // grid is one grid run: its settings and the knees it knows.
@@ -94,7 +95,7 @@ func shapeOptions(sh Shape, n, c int) (*bench.Options, error) {
 	return o, nil
 }
 
-func (g *grid) config(workload string, bo *bench.Options, p Preset, pols []Policy, reps int) Config {
+func (g *grid) config(workload string, bo *bench.Options, p fleet.Preset, pols []Policy, reps int) Config {
 	return Config{Workload: workload, Bench: bo, Policies: pols, Repetitions: reps, Preset: p, Speed: g.Speed,
 		SampleInterval: g.SampleInterval, PickerTimeoutMS: g.PickerTimeoutMS, PickerConfig: g.PickerConfig,
 		Wasm: g.Wasm, Cache: g.Cache, Log: g.Log, Verbose: g.Verbose}
@@ -195,7 +196,7 @@ func (g *grid) runCell(ctx context.Context, pc plannedCell) error {
 	if err != nil {
 		return err
 	}
-	preset := Presets[pc.Fleet]
+	preset := fleet.Presets[pc.Fleet]
 	fmt.Fprintf(g.Log, "\ncell %s: %s on %s, concurrency %d (%gx the knee %d), %d prompts\n",
 		pc.Name, sh.Name, pc.Fleet, pc.Concurrency, pc.Load, pc.Knee, pc.Prompts)
 	start := time.Now()

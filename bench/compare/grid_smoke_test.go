@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshllm/meshllm/e2e/fleet"
 	"github.com/meshllm/meshllm/e2e/stack"
 )
 
@@ -21,12 +22,12 @@ import (
 func TestGridSmoke(t *testing.T) {
 	wasm, err := stack.LoadWasm()
 	require.NoError(t, err)
-	preset := Presets["qwen2.5-7b-a10"]
+	preset := fleet.Presets["qwen2.5-7b-a10"]
 	preset.Name, preset.Pods = "smoke-2", 2
 	shape := Shape{Name: "smoke", Mix: "decode-heavy", Outputs: "fixed", Describe: "tiny",
 		Args: []string{"--dataset-name", "random", "--random-input-len", "64", "--random-output-len", "12", "--ignore-eos", "--seed", "5"}}
-	Presets[preset.Name], GridShapes[shape.Name] = preset, shape
-	t.Cleanup(func() { delete(Presets, preset.Name); delete(GridShapes, shape.Name) })
+	fleet.Presets[preset.Name], GridShapes[shape.Name] = preset, shape
+	t.Cleanup(func() { delete(fleet.Presets, preset.Name); delete(GridShapes, shape.Name) })
 
 	dir := t.TempDir()
 	cell := Cell{Name: "smoke-cell", Fleet: preset.Name, Shape: shape.Name, Load: 1.5, Why: "smoke"}

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshllm/meshllm/bench"
+	"github.com/meshllm/meshllm/e2e/fleet"
 )
 
 func TestGridCellsCoverEveryAxis(t *testing.T) {
@@ -77,7 +78,7 @@ func TestGridShapesParse(t *testing.T) {
 			for i, r := range reqs {
 				// SimPromptLen counts earlier answers at their max_tokens,
 				// the most a natural stop allows.
-				require.LessOrEqual(t, r.SimPromptLen+r.OutputLen, MaxModelLen, "%s: request %d must fit max_model_len", name, i)
+				require.LessOrEqual(t, r.SimPromptLen+r.OutputLen, fleet.MaxModelLen, "%s: request %d must fit max_model_len", name, i)
 			}
 		}
 		fits(reqs)

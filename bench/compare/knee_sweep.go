@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/meshllm/meshllm/e2e/fleet"
 )
 
 // KneeRecord is one fleet's knee for one workload shape, as knees.json
@@ -65,15 +67,15 @@ func (k KneeRecord) usable(sh Shape) bool {
 
 // sweepKnee runs round robin alone, one repetition a level, at the levels
 // NextLevel asks for, and finds the knee.
-func (g *grid) sweepKnee(ctx context.Context, fleet string, sh Shape) (KneeRecord, error) {
-	preset := Presets[fleet]
-	rec := KneeRecord{Fleet: fleet, Shape: sh.Name, Args: sh.Args, Speed: g.Speed, Rule: g.Rule,
+func (g *grid) sweepKnee(ctx context.Context, fleetName string, sh Shape) (KneeRecord, error) {
+	preset := fleet.Presets[fleetName]
+	rec := KneeRecord{Fleet: fleetName, Shape: sh.Name, Args: sh.Args, Speed: g.Speed, Rule: g.Rule,
 		Date: time.Now().UTC().Format("2006-01-02 15:04")}
 	start := g.KneeStart
 	if start <= 0 {
 		start = 2 * preset.Pods
 	}
-	fmt.Fprintf(g.Log, "knee of %s/%s: round robin from concurrency %d\n", fleet, sh.Name, start)
+	fmt.Fprintf(g.Log, "knee of %s/%s: round robin from concurrency %d\n", fleetName, sh.Name, start)
 	for {
 		c, done := NextLevel(rec.Points, g.Rule, start, g.KneeMaxLevels)
 		if done {
@@ -87,9 +89,9 @@ func (g *grid) sweepKnee(ctx context.Context, fleet string, sh Shape) (KneeRecor
 			return rec, err
 		}
 		wall := time.Now()
-		runs, err := RunAll(ctx, g.config("knee "+fleet+"/"+sh.Name, bo, preset, []Policy{Policies[g.Baseline]}, 1))
+		runs, err := RunAll(ctx, g.config("knee "+fleetName+"/"+sh.Name, bo, preset, []Policy{Policies[g.Baseline]}, 1))
 		if err != nil {
-			return rec, fmt.Errorf("knee of %s/%s at %d: %w", fleet, sh.Name, c, err)
+			return rec, fmt.Errorf("knee of %s/%s at %d: %w", fleetName, sh.Name, c, err)
 		}
 		f := resultFigures(runs[0].Result)
 		p := KneePoint{Concurrency: c, Prompts: n, OutputThroughput: f["output_throughput"], RequestThroughput: f["request_throughput"],
@@ -101,9 +103,9 @@ func (g *grid) sweepKnee(ctx context.Context, fleet string, sh Shape) (KneeRecor
 	}
 	k, err := FindKnee(rec.Points, g.Rule)
 	if err != nil {
-		return rec, fmt.Errorf("knee of %s/%s: %w", fleet, sh.Name, err)
+		return rec, fmt.Errorf("knee of %s/%s: %w", fleetName, sh.Name, err)
 	}
 	rec.Knee = k
-	fmt.Fprintf(g.Log, "knee of %s/%s: concurrency %d (by %s)\n", fleet, sh.Name, k.Concurrency, k.Decided)
+	fmt.Fprintf(g.Log, "knee of %s/%s: concurrency %d (by %s)\n", fleetName, sh.Name, k.Concurrency, k.Decided)
 	return rec, nil
 }

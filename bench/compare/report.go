@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/meshllm/meshllm/bench"
+	"github.com/meshllm/meshllm/e2e/fleet"
 )
 
 // metric is one row of the comparison table.
@@ -357,7 +358,7 @@ func Summary(workload string, policies []string, runs []*Run) bench.Object {
 type ReportInfo struct {
 	Workload, Command, Preset, Scale string
 	// Fleet is the fleet as run (the preset with any --pods override).
-	Fleet       Preset
+	Fleet       fleet.Preset
 	Speed       float64
 	Repetitions int
 	Dataset     string
@@ -423,7 +424,7 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 		"one cache that never evicts, each request admitted once in the order sent, counted as vllmsim counts (full %d-token blocks, "+
 		"chained, per model or adapter; the last token always recomputed). It is an upper bound: it ignores eviction and load "+
 		"(a group spread over pods computes its prefix once per pod). vllmsim counts a preempted request's queries again when it is "+
-		"readmitted, so with preemptions a measured rate can pass it. \"Below the bound\" is the bound minus the measured rate, in points.\n", BlockSize)
+		"readmitted, so with preemptions a measured rate can pass it. \"Below the bound\" is the bound minus the measured rate, in points.\n", fleet.BlockSize)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "\"After the first wave\" counts only the requests sent once every request of the first wave (the first max-concurrency sent, which start together) had its first token. "+
 		"The first wave queues for its prefills under any policy, and it and the requests sent while it waits set the tails of a short run; what is left is the steady state. "+
@@ -516,3 +517,6 @@ func picks(g map[string]float64) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// round1 rounds to one decimal (report figures).
+func round1(x float64) float64 { return math.Round(x*10) / 10 }

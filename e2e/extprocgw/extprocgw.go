@@ -64,6 +64,8 @@ type Options struct {
 	// MessageTimeout bounds each wait for the picker (Envoy's
 	// message_timeout; default 10 s here, generous for loaded CI hosts).
 	MessageTimeout time.Duration
+	// Addr is where the gateway listens; default a free loopback port.
+	Addr string
 }
 
 // Gateway is a running ext_proc data plane.
@@ -80,7 +82,7 @@ type Gateway struct {
 	count map[string]int
 }
 
-// Start listens on a free loopback port.
+// Start listens on o.Addr (default a free loopback port).
 func Start(o Options) (*Gateway, error) {
 	if o.MessageTimeout <= 0 {
 		o.MessageTimeout = 10 * time.Second
@@ -93,7 +95,10 @@ func Start(o Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		conn.Close()
 		return nil, err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshllm/meshllm/e2e/loadgen"
 	"github.com/meshllm/meshllm/e2e/stack"
+	"github.com/meshllm/meshllm/internal/metricnames"
 )
 
 // Token metrics equal the simulator's own counters exactly, for streaming
@@ -58,21 +59,15 @@ func tokenMetricsMatch(t *testing.T, path routePath) {
 		prompt += st.PromptTokens
 		gen += st.GenerationTokens
 	}
-	prom, metric := s.PrometheusText(), "asm_llm_proxy_"
+	// The same series on both paths: the gateway's /stats/prometheus with
+	// the filter, the picker's /metrics over ext_proc.
+	prom := s.PrometheusText()
 	if path.name == "ext_proc" {
-		prom, metric = pickerMetrics(t, s), "meshllm_picker_"
+		prom = pickerMetrics(t, s)
 	}
-	require.Equal(t, float64(prompt), sumSeries(prom, metric+"prompt_tokens"+suffix(path)))
-	require.Equal(t, float64(gen), sumSeries(prom, metric+"completion_tokens"+suffix(path)))
-	require.Zero(t, sumSeries(prom, metric+"usage_missing_total"))
+	require.Equal(t, float64(prompt), sumSeries(prom, metricnames.PromptTokens))
+	require.Equal(t, float64(gen), sumSeries(prom, metricnames.CompletionTokens))
+	require.Zero(t, sumSeries(prom, metricnames.UsageMissing))
+	require.Equal(t, float64(len(reqs)), sumSeries(prom, metricnames.Requests))
 	t.Logf("%s: prompt tokens %d, completion tokens %d: metrics and simulators agree", path.name, prompt, gen)
-}
-
-// suffix: Envoy's counters have none on /stats/prometheus; the picker's
-// Prometheus counters end in _total.
-func suffix(path routePath) string {
-	if path.name == "ext_proc" {
-		return "_total"
-	}
-	return ""
 }

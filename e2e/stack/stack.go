@@ -62,6 +62,8 @@ type Config struct {
 	Log       io.Writer // picker, gateway and simulator logs; default: discarded
 	// Fixed ports (the demo); zero values pick free ports.
 	PlainAddr, LLMAddr, AdminAddr, PickerAddr string
+	// ExtProcGatewayAddr is where ExtProcGateway listens (with ExtProc).
+	ExtProcGatewayAddr string
 	// ExtProc also serves picks over ext_proc and starts ExtProcGateway,
 	// the gateway path (an InferencePool naming the picker), beside the
 	// Wasm filter's; ExtProcFailOpen is its failure_mode_allow.
@@ -182,12 +184,19 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	if cfg.ExtProc {
 		if s.ExtProcGateway, err = extprocgw.Start(extprocgw.Options{ExtProc: s.extProc, Endpoints: s.Fleet.Addrs,
-			FailOpen: cfg.ExtProcFailOpen, TLS: cfg.ExtProcTLS}); err != nil {
+			FailOpen: cfg.ExtProcFailOpen, TLS: cfg.ExtProcTLS, Addr: cfg.ExtProcGatewayAddr}); err != nil {
 			return nil, err
 		}
 	}
 	ok = true
 	return s, nil
+}
+
+// ExtProcAddr is where picker-svc serves ext_proc (with Config.ExtProc).
+func (s *Stack) ExtProcAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.extProc
 }
 
 // PickerAddr is where picker-svc listens (stable across restarts).

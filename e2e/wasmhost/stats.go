@@ -3,6 +3,8 @@ package wasmhost
 import (
 	"sort"
 	"sync"
+
+	"github.com/meshllm/meshllm/internal/metricnames"
 )
 
 // MetricType is the ABI's metric type.
@@ -15,8 +17,9 @@ const (
 	Histogram MetricType = 2
 )
 
-// DefaultBuckets are Envoy's default histogram bucket bounds.
-var DefaultBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+// DefaultBuckets are Envoy's default histogram bucket bounds (named once,
+// in internal/metricnames, whose *_ms series picker-svc buckets alike).
+var DefaultBuckets = metricnames.MillisBuckets
 
 // Stats is the process-wide store of the filter's metrics.
 type Stats struct {

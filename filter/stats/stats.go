@@ -13,43 +13,47 @@
 // (internal/labelguard) before they become part of a stat name.
 package stats
 
-import "strings"
+import (
+	"strings"
 
-// Prefix is shared by every metric the filter defines.
-const Prefix = "asm_llm_proxy_"
-
-// Metric names, as they appear on Envoy's /stats/prometheus.
-const (
-	PromptTokens     = Prefix + "prompt_tokens"
-	CompletionTokens = Prefix + "completion_tokens"
-	Requests         = Prefix + "requests_total"
-	TTFBMillis       = Prefix + "time_to_first_byte_ms"
-	DurationMillis   = Prefix + "request_duration_ms"
-	ParseErrors      = Prefix + "parse_errors_total"
-	OversizeBodies   = Prefix + "oversize_bodies_total"
-	DeepBodies       = Prefix + "too_deep_bodies_total"
-	UsageMissing     = Prefix + "usage_missing_total"
-	LabelOverflow    = Prefix + "label_overflow_total"
-	FilterErrors     = Prefix + "filter_errors_total"
-	Picks            = Prefix + "picks_total"
-	PickerErrors     = Prefix + "picker_errors_total"
-	PickMillis       = Prefix + "pick_latency_ms"
+	"github.com/meshllm/meshllm/internal/metricnames"
 )
 
-// Tag names. No tag name may end with another one followed by "=" unless
-// the extraction regexes anchor them (see TagRegex): "target_model" ends in
-// "model", which is why TagRegex anchors every tag at a segment boundary.
+// Prefix is shared by every metric the filter defines.
+const Prefix = metricnames.Prefix
+
+// Metric names, as they appear on Envoy's /stats/prometheus. They are
+// internal/metricnames' (picker-svc emits the same series on the ext_proc
+// path); here under the names the filter has always used.
 const (
-	TagModel         = "model"
-	TagTargetModel   = "target_model"
-	TagResponseClass = "response_class"
-	TagPhase         = "phase"
-	TagReason        = "reason"
-	TagOutcome       = "outcome"
+	PromptTokens     = metricnames.PromptTokens
+	CompletionTokens = metricnames.CompletionTokens
+	Requests         = metricnames.Requests
+	TTFBMillis       = metricnames.TTFBMillis
+	DurationMillis   = metricnames.DurationMillis
+	ParseErrors      = metricnames.ParseErrors
+	OversizeBodies   = metricnames.OversizeBodies
+	DeepBodies       = metricnames.DeepBodies
+	UsageMissing     = metricnames.UsageMissing
+	LabelOverflow    = metricnames.LabelOverflow
+	FilterErrors     = metricnames.FilterErrors
+	Picks            = metricnames.Picks
+	PickerErrors     = metricnames.PickerErrors
+	PickMillis       = metricnames.PickMillis
+)
+
+// Tag names (metricnames' label names).
+const (
+	TagModel         = metricnames.TagModel
+	TagTargetModel   = metricnames.TagTargetModel
+	TagResponseClass = metricnames.TagResponseClass
+	TagPhase         = metricnames.TagPhase
+	TagReason        = metricnames.TagReason
+	TagOutcome       = metricnames.TagOutcome
 )
 
 // AllTags lists every tag the filter emits, for generating stats_tags.
-var AllTags = []string{TagModel, TagTargetModel, TagResponseClass, TagPhase, TagReason, TagOutcome}
+var AllTags = metricnames.AllTags
 
 // TagRegex is the stats_tags regex that extracts tag from a stat name: the
 // first group is removed from the name, the second is the value. The segment
@@ -78,19 +82,4 @@ func Name(metric string, tags ...Tag) string {
 	}
 	b.WriteString(metric)
 	return b.String()
-}
-
-// ResponseClass maps an HTTP status to a bounded label value.
-func ResponseClass(status int) string {
-	switch {
-	case status >= 200 && status < 300:
-		return "2xx"
-	case status >= 300 && status < 400:
-		return "3xx"
-	case status >= 400 && status < 500:
-		return "4xx"
-	case status >= 500 && status < 600:
-		return "5xx"
-	}
-	return "none"
 }

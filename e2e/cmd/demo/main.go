@@ -21,9 +21,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshllm/meshllm/e2e/fleet"
 	"github.com/meshllm/meshllm/e2e/loadgen"
 	"github.com/meshllm/meshllm/e2e/stack"
-	"github.com/meshllm/meshllm/e2e/vllmsim"
+	"github.com/meshllm/meshllm/pickapi"
 )
 
 var (
@@ -34,51 +35,6 @@ var (
 	seed        = flag.Int64("seed", 1, "workload seed")
 	verbose     = flag.Bool("v", false, "show component logs")
 )
-
-// The pool the demo serves: two virtual models split over LoRA adapters
-// (InferenceModel weights), a critical one, and the base model.
-const objects = `apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferencePool
-metadata:
-  name: vllm-llama2-7b-pool
-  annotations:
-    inference.networking.x-k8s.io/routing-strategy: PREFIX_CACHE
-spec:
-  targetPortNumber: 8000
-  selector: {app: vllm-llama2-7b-pool}
----
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModel
-metadata: {name: tweet-summary}
-spec:
-  modelName: tweet-summary
-  criticality: Standard
-  poolRef: {name: vllm-llama2-7b-pool}
-  targetModels:
-  - {name: tweet-summary-1, weight: 50}
-  - {name: tweet-summary-2, weight: 50}
----
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModel
-metadata: {name: sql-lora}
-spec:
-  modelName: sql-lora
-  criticality: Critical
-  poolRef: {name: vllm-llama2-7b-pool}
-  targetModels:
-  - {name: sql-lora-1, weight: 90}
-  - {name: sql-lora-2, weight: 10}
----
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModel
-metadata: {name: llama2-base}
-spec:
-  modelName: meta-llama/Llama-2-7b-hf
-  criticality: Standard
-  poolRef: {name: vllm-llama2-7b-pool}
-`
-
-var adapters = []string{"tweet-summary-1", "tweet-summary-2", "sql-lora-1", "sql-lora-2"}
 
 // item is one request of the workload: the body for the LLM-aware listener
 // (virtual model names) and for round robin (the concrete adapter a client
@@ -102,7 +58,7 @@ func workload() []item {
 		var maxTokens int
 		switch p := rng.Float64(); {
 		case p < 0.40: // short summaries over two adapters
-			virtual, concrete = "tweet-summary", adapters[rng.Intn(2)]
+			virtual, concrete = "tweet-summary", fleet.DemoAdapters[rng.Intn(2)]
 			prompt, maxTokens = loadgen.Words(rng, loadgen.Uniform(rng, 250, 0.5)), loadgen.Uniform(rng, 40, 0.5)
 		case p < 0.65: // SQL generation, a 90/10 canary
 			virtual, concrete = "sql-lora", "sql-lora-1"
@@ -111,10 +67,10 @@ func workload() []item {
 			}
 			prompt, maxTokens = loadgen.Words(rng, loadgen.Uniform(rng, 300, 0.3)), loadgen.Uniform(rng, 80, 0.5)
 		case p < 0.75: // long generations on the base model
-			virtual, concrete = "meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-7b-hf"
+			virtual, concrete = fleet.DemoBaseModel, fleet.DemoBaseModel
 			prompt, maxTokens = loadgen.Words(rng, loadgen.Uniform(rng, 1000, 0.2)), loadgen.Uniform(rng, 400, 0.2)
 		default: // a help desk's system prompt and a short question
-			virtual, concrete = "meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-7b-hf"
+			virtual, concrete = fleet.DemoBaseModel, fleet.DemoBaseModel
 			prompt, maxTokens = systems[rng.Intn(len(systems))]+loadgen.Words(rng, 60), loadgen.Uniform(rng, 60, 0.5)
 		}
 		out = append(out, item{
@@ -123,19 +79,6 @@ func workload() []item {
 		})
 	}
 	return out
-}
-
-func simConfigs(logger *slog.Logger) []vllmsim.Config {
-	var cfgs []vllmsim.Config
-	for i := 0; i < *pods; i++ {
-		c := vllmsim.Config{Model: "meta-llama/Llama-2-7b-hf", Speed: *speed, MaxLoRAs: 2, MaxNumSeqs: 16,
-			NumGPUBlocks: 1200, Logger: logger}
-		for _, a := range adapters {
-			c.LoRAModules = append(c.LoRAModules, vllmsim.LoRAModule{Name: a, Path: "/adapters/" + a})
-		}
-		cfgs = append(cfgs, c)
-	}
-	return cfgs
 }
 
 // tail keeps the last lines written to it.
@@ -175,7 +118,8 @@ func run(ctx context.Context, name, listener string, items []item, useAware bool
 	}
 	logger := slog.New(slog.NewTextHandler(logOut, nil))
 	access := &tail{}
-	cfg := stack.Config{Sims: simConfigs(logger), Objects: objects, Pool: "vllm-llama2-7b-pool", AccessLog: access, Log: logOut}
+	cfg := stack.Config{Sims: fleet.DemoSims(*pods, *speed, logger), Objects: fleet.DemoObjects(string(pickapi.StrategyPrefixCache)),
+		Pool: fleet.DemoPool, AccessLog: access, Log: logOut}
 	wasm, err := stack.LoadWasm()
 	if err != nil {
 		return nil, err

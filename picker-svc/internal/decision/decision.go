@@ -1,7 +1,8 @@
 // Package decision is the pick decision, whatever door a request came in
 // by: the filter's HTTP pick API (server/) or Envoy's ext_proc (extproc/).
 // It resolves the model, asks the scheduler, takes request ends, records
-// token usage seen on the ext_proc path, and counts all of it.
+// what the ext_proc path sees of each request (tokens, status, timing),
+// and counts all of it.
 package decision
 
 import (
@@ -14,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/meshllm/meshllm/internal/llmapi"
 	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
@@ -104,6 +104,7 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 	default:
 		s.noteState("ok", slog.LevelInfo, "picks succeeding again")
 	}
+	result.Endpoints[0].CountPick()
 	d = Decision{Status: http.StatusOK, Pick: pickapi.PickResponse{Endpoint: result.Endpoints[0].Addr, TargetModel: res.TargetModel,
 		Strategy: strategy, Pool: pool, PickID: result.PickID}}
 	if n := len(result.Endpoints) - 1; n > 0 {
@@ -122,9 +123,9 @@ func (s *Decider) RequestsDone(ids []uint64) {
 	s.sched.RequestsDone(ids, s.now())
 }
 
-// RecordUsage counts a response's token usage seen over ext_proc.
-func (s *Decider) RecordUsage(model, target string, oc llmapi.Outcome) {
-	s.metrics.RecordUsage(model, target, oc)
+// RecordExchange counts a request seen over ext_proc, at its end.
+func (s *Decider) RecordExchange(e Exchange) {
+	s.metrics.gatewayPath.record(e)
 }
 
 // inSubset keeps the endpoints whose address is listed.

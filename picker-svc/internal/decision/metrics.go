@@ -7,13 +7,14 @@ import (
 )
 
 // Metrics are the decision's Prometheus series: picks, their latency,
-// request ends and token usage.
+// request ends, and the gateway path's asm_llm_proxy_* series
+// (gatewaypath.go).
 type Metrics struct {
 	pickLatency  prometheus.Histogram
 	picks        *prometheus.CounterVec
 	stalePicks   *prometheus.CounterVec
 	endsReported prometheus.Counter
-	usage        *usageMetrics
+	gatewayPath  *gatewayPathMetrics
 }
 
 // Outcome labels of meshllm_picker_picks_total: the scheduler's outcomes
@@ -45,8 +46,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		endsReported: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshllm_picker_request_ends_reported_total", Help: "Pick ids that pick requests reported as ended (\"done\"), known or not.",
 		}),
-		usage: newUsageMetrics(),
+		gatewayPath: newGatewayPathMetrics(),
 	}
-	reg.MustRegister(m.pickLatency, m.picks, m.stalePicks, m.endsReported, m.usage.prompt, m.usage.completion, m.usage.missing)
+	reg.MustRegister(m.pickLatency, m.picks, m.stalePicks, m.endsReported)
+	reg.MustRegister(m.gatewayPath.collectors()...)
 	return m
 }

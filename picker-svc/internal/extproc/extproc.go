@@ -81,8 +81,8 @@ func ParseBodyMode(s string) (BodyMode, error) {
 type Decider interface {
 	Decide(req *pickapi.PickRequest, subset []string, start time.Time) decision.Decision
 	RequestsDone(ids []uint64)
-	// RecordUsage counts a finished response's token usage.
-	RecordUsage(model, target string, oc llmapi.Outcome)
+	// RecordExchange counts a request at its end: tokens, status, timing.
+	RecordExchange(e decision.Exchange)
 }
 
 // Config of the ext_proc server.
@@ -138,12 +138,17 @@ type exchange struct {
 	routed     bool // the request's destination has been answered
 	pickID     uint64
 	ended      bool
-	// Usage: the request's model and the picker's target, whether the
-	// picker added include_usage to a stream (the usage-only chunk is then
-	// taken out again), and the response's observer.
-	model, target string
-	injected      bool
-	obs           *llmapi.ResponseObserver
+	// What the exchange reports at its end: whether the request has a body
+	// (an LLM call), the request's model and the picker's target, whether
+	// the picker added include_usage to a stream (the usage-only chunk is
+	// then taken out again), the response's status and observer, and when
+	// the request began and the response's first body byte came.
+	llm              bool
+	model, target    string
+	injected         bool
+	status           int
+	obs              *llmapi.ResponseObserver
+	start, firstByte time.Time
 }
 
 // Process implements extprocv3.ExternalProcessorServer.
@@ -164,7 +169,7 @@ func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	}
 }
 
-// end reports the request's end, and its usage, once.
+// end reports the request's end, and what was seen of it, once.
 func (x *exchange) end() {
 	if x.ended {
 		return
@@ -173,14 +178,18 @@ func (x *exchange) end() {
 	if x.pickID != 0 {
 		x.s.dec.RequestsDone([]uint64{x.pickID})
 	}
-	switch {
-	case x.obs != nil:
-		x.s.dec.RecordUsage(x.model, x.target, x.obs.Finish())
-	case x.model != "":
-		// Routed, and over before a response came (the client left, the
-		// upstream failed): counted as the filter counts it.
-		x.s.dec.RecordUsage(x.model, x.target, llmapi.Outcome{Missing: llmapi.MissingNoBody})
+	if !x.llm {
+		return // no body: not an LLM call, as the filter sees it
 	}
+	e := decision.Exchange{Model: x.model, Target: x.target, Status: x.status, Start: x.start, FirstByte: x.firstByte, End: time.Now()}
+	if x.obs != nil {
+		e.Outcome = x.obs.Finish()
+	} else {
+		// Refused, or over before a response came (the client left, the
+		// upstream failed): counted as the filter counts it.
+		e.Outcome = llmapi.Outcome{Missing: llmapi.MissingNoBody}
+	}
+	x.s.dec.RecordExchange(e)
 }
 
 // handle answers one ext_proc message: one method per message type, as
@@ -218,6 +227,7 @@ func (x *exchange) protocolConfig(pc *extprocv3.ProtocolConfiguration) {
 }
 
 func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata) error {
+	x.start, x.llm = time.Now(), !h.GetEndOfStream()
 	subset, err := subsetHint(md)
 	if err != nil {
 		return x.refuse(decision.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest, Message: err.Error()})
@@ -266,6 +276,7 @@ func (x *exchange) requestTrailers() error {
 
 func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) error {
 	hr := &extprocv3.HeadersResponse{}
+	x.status, _ = strconv.Atoi(headerValue(h.GetHeaders(), ":status"))
 	if x.model != "" {
 		hm := h.GetHeaders()
 		x.obs = llmapi.NewResponseObserver(headerValue(hm, "content-type"), headerValue(hm, "content-encoding"),
@@ -283,6 +294,9 @@ func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) error {
 
 func (x *exchange) responseBody(b *extprocv3.HttpBody) error {
 	out := b.GetBody()
+	if len(out) > 0 && x.firstByte.IsZero() {
+		x.firstByte = time.Now()
+	}
 	if x.obs != nil {
 		if nb, replace := x.obs.Chunk(out, b.GetEndOfStream()); replace {
 			out = bytes.Clone(nb)
@@ -337,13 +351,16 @@ func (x *exchange) placeBody() error {
 // request with a body the body (rewritten when the picker chose another
 // target model).
 func (x *exchange) route(r *llmapi.Request, pr *pickapi.PickRequest) error {
+	if r != nil {
+		x.model = r.Model // a refusal counts under it too
+	}
 	d := x.s.dec.Decide(pr, x.subset, time.Now())
 	if d.Status != http.StatusOK {
 		return x.refuse(d)
 	}
 	x.routed, x.pickID = true, d.Pick.PickID
 	if r != nil {
-		x.model, x.target = r.Model, d.Pick.TargetModel
+		x.target = d.Pick.TargetModel
 		if x.target == "" {
 			x.target = r.Model
 		}
@@ -389,7 +406,7 @@ func (x *exchange) route(r *llmapi.Request, pr *pickapi.PickRequest) error {
 // ImmediateResponse: 429 for shedding, 503 with no endpoint, 404 for an
 // unknown model), with the same OpenAI-style body the HTTP pick API uses.
 func (x *exchange) refuse(d decision.Decision) error {
-	x.routed = true
+	x.routed, x.status = true, d.Status
 	return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
 		Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{header("content-type", "application/json")}},

@@ -31,24 +31,19 @@ type fakeDecider struct {
 	asked   []pickapi.PickRequest
 	subsets [][]string
 	done    []uint64
-	usage   []usageCall
+	usage   []decision.Exchange
 }
 
-type usageCall struct {
-	model, target string
-	oc            llmapi.Outcome
-}
-
-func (f *fakeDecider) RecordUsage(model, target string, oc llmapi.Outcome) {
+func (f *fakeDecider) RecordExchange(e decision.Exchange) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.usage = append(f.usage, usageCall{model, target, oc})
+	f.usage = append(f.usage, e)
 }
 
-func (f *fakeDecider) usageCalls() []usageCall {
+func (f *fakeDecider) usageCalls() []decision.Exchange {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]usageCall(nil), f.usage...)
+	return append([]decision.Exchange(nil), f.usage...)
 }
 
 func (f *fakeDecider) Decide(req *pickapi.PickRequest, subset []string, _ time.Time) decision.Decision {
@@ -253,8 +248,12 @@ func TestImmediateResponses(t *testing.T) {
 			require.Contains(t, gjson.GetBytes(ir.GetBody(), "error.message").Str, strings.ReplaceAll(tc.want, `\"`, `"`))
 			require.Equal(t, "application/json", setHeaders(t, ir.GetHeaders())["content-type"])
 			require.NoError(t, st.CloseSend())
-			_, _ = st.Recv()
+			_, _ = st.Recv() // the stream's end: the server has reported the exchange
 			require.Empty(t, dec.ended(), "nothing was routed")
+			u := dec.usageCalls()
+			require.Len(t, u, 1, "a refused request is counted, with the refusal's status")
+			require.Equal(t, tc.status, u[0].Status)
+			require.Equal(t, llmapi.MissingNoBody, u[0].Outcome.Missing)
 		})
 	}
 }
@@ -373,9 +372,13 @@ func TestUsage(t *testing.T) {
 		require.NoError(t, err)
 		u := dec.usageCalls()
 		require.Len(t, u, 1)
-		require.Equal(t, "lora", u[0].model)
-		require.Equal(t, "lora-b", u[0].target)
-		require.Equal(t, llmapi.Usage{PromptTokens: 7, CompletionTokens: 5, HasPrompt: true, HasCompletion: true}, u[0].oc.Usage)
+		require.Equal(t, "lora", u[0].Model)
+		require.Equal(t, "lora-b", u[0].Target)
+		require.Equal(t, 200, u[0].Status)
+		require.False(t, u[0].FirstByte.IsZero(), "the response's first byte is timed")
+		require.False(t, u[0].FirstByte.Before(u[0].Start))
+		require.False(t, u[0].End.Before(u[0].FirstByte))
+		require.Equal(t, llmapi.Usage{PromptTokens: 7, CompletionTokens: 5, HasPrompt: true, HasCompletion: true}, u[0].Outcome.Usage)
 	})
 	t.Run("stream without include_usage", func(t *testing.T) {
 		dec := &fakeDecider{next: picked}
@@ -409,8 +412,8 @@ func TestUsage(t *testing.T) {
 		require.Contains(t, string(echoed), "[DONE]")
 		u := dec.usageCalls()
 		require.Len(t, u, 1)
-		require.Equal(t, int64(3), u[0].oc.Usage.PromptTokens)
-		require.Equal(t, int64(1), u[0].oc.Usage.CompletionTokens)
+		require.Equal(t, int64(3), u[0].Outcome.Usage.PromptTokens)
+		require.Equal(t, int64(1), u[0].Outcome.Usage.CompletionTokens)
 	})
 	t.Run("buffered: no injection", func(t *testing.T) {
 		dec := &fakeDecider{next: picked}
@@ -435,7 +438,9 @@ func TestUsage(t *testing.T) {
 		}
 		require.NoError(t, st.CloseSend())
 		require.Eventually(t, func() bool { return len(dec.usageCalls()) == 1 }, 5*time.Second, time.Millisecond)
-		require.Equal(t, llmapi.MissingNoBody, dec.usageCalls()[0].oc.Missing)
+		require.Equal(t, llmapi.MissingNoBody, dec.usageCalls()[0].Outcome.Missing)
+		require.Zero(t, dec.usageCalls()[0].Status, "no response: no status")
+		require.True(t, dec.usageCalls()[0].FirstByte.IsZero())
 	})
 }
 

@@ -127,6 +127,10 @@ type Endpoint struct {
 	failures atomic.Int32
 	lastErr  atomic.Pointer[string]
 	scrapes  atomic.Uint64
+	// picks counts the picks that chose this endpoint first. It lives and
+	// dies with the endpoint, so its series (meshllm_picker_endpoint_picks_total)
+	// are bounded by the live endpoints, however many pods come and go.
+	picks atomic.Uint64
 
 	// reason is the last outcome, owned by the poller goroutine (log on change).
 	reason  Reason
@@ -138,6 +142,12 @@ type Endpoint struct {
 func newEndpoint(addr string, cfg *Config) *Endpoint {
 	return &Endpoint{Addr: addr, cfg: cfg, url: cfg.Scheme + "://" + addr + cfg.Path, hc: cfg.NewClient(), done: make(chan struct{})}
 }
+
+// CountPick counts one pick that chose the endpoint first.
+func (e *Endpoint) CountPick() { e.picks.Add(1) }
+
+// Picks is how many picks chose the endpoint first.
+func (e *Endpoint) Picks() uint64 { return e.picks.Load() }
 
 // Snapshot returns the last good snapshot, or nil before the first one.
 func (e *Endpoint) Snapshot() *Snapshot { return e.snap.Load() }

@@ -62,13 +62,14 @@ var (
 	descAge      = prometheus.NewDesc("meshllm_picker_endpoint_snapshot_age_seconds", "Age of the last good scrape.", []string{"pool", "endpoint"}, nil)
 	descFailures = prometheus.NewDesc("meshllm_picker_endpoint_consecutive_failures", "Failed scrapes since the last good one.", []string{"pool", "endpoint"}, nil)
 	descEligible = prometheus.NewDesc("meshllm_picker_endpoint_eligible", "1 when the endpoint may be picked (fresh metrics, not failing).", []string{"pool", "endpoint"}, nil)
+	descPicks    = prometheus.NewDesc("meshllm_picker_endpoint_picks_total", "Picks that chose the endpoint first, on either door (HTTP pick API, ext_proc), since it joined the pool.", []string{"pool", "endpoint"}, nil)
 )
 
 type endpointCollector struct{ store *datastore.Store }
 
 // Describe implements prometheus.Collector.
 func (c *endpointCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descWaiting, descRunning, descKV, descAge, descFailures, descEligible} {
+	for _, d := range []*prometheus.Desc{descWaiting, descRunning, descKV, descAge, descFailures, descEligible, descPicks} {
 		ch <- d
 	}
 }
@@ -85,6 +86,7 @@ func (c *endpointCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(descEligible, prometheus.GaugeValue, elig, name, ep.Addr)
 			ch <- prometheus.MustNewConstMetric(descFailures, prometheus.GaugeValue, float64(ep.Failures()), name, ep.Addr)
+			ch <- prometheus.MustNewConstMetric(descPicks, prometheus.CounterValue, float64(ep.Picks()), name, ep.Addr)
 			if snap == nil {
 				continue
 			}

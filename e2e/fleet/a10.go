@@ -1,4 +1,7 @@
-package compare
+// Package fleet holds the simulated vLLM fleets that the local stack, the
+// demo and the benchmarks share: presets shaped like real GPUs (a10.go) and
+// the demo's LoRA fleet (demo.go).
+package fleet
 
 import (
 	"fmt"
@@ -144,6 +147,3 @@ func (p Preset) Describe() string {
 		s.DecodeBase, s.DecodeKV, s.DecodeBatch, s.PrefillMin, s.PrefillBase, s.PrefillPerToken)
 	return b.String()
 }
-
-// round1 rounds to one decimal (report figures).
-func round1(x float64) float64 { return math.Round(x*10) / 10 }
