@@ -41,7 +41,7 @@ const ResolutionPath = "/v1/resolution"
 // picker does not announce a table past them; a filter refuses one.
 const (
 	MaxResolutionModels  = 512
-	MaxResolutionTargets = 32
+	MaxResolutionTargets = 64 // an InferenceModel's most
 	MaxResolutionSize    = 64 << 10
 	MaxVersionLen        = 64
 	// MaxTargetWeight is an InferenceModel's largest target weight.
