@@ -34,6 +34,13 @@ const (
 	Picks            = Prefix + "picks_total"
 	PickerErrors     = Prefix + "picker_errors_total"
 	PickMillis       = Prefix + "pick_latency_ms"
+	// LocalResolutions counts requests whose model the filter resolved
+	// with its kept resolution table, no fresh pick having resolved it
+	// (outcome: filter/resolution Outcome*).
+	LocalResolutions = Prefix + "local_resolutions_total"
+	// ResolutionFetches counts fetches of the resolution table (outcome:
+	// filter/resolution Fetch*).
+	ResolutionFetches = Prefix + "resolution_fetches_total"
 )
 
 // Tag names. No tag name may end with another one followed by "=" unless
