@@ -103,8 +103,12 @@ func TestKeptResolutionWhenThePickFails(t *testing.T) {
 		{"slow", "timeout", func(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute) {
 			host.CallOnHttpCallResponse(c.CalloutID, nil, nil, nil) // picker_timeout_ms passed
 		}},
-		{"down", "status", func(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute) { answer(host, c, 502, "upstream connect error") }},
-		{"garbage", "garbage", func(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute) { answer(host, c, 200, `{"endpoint":"x"}`) }},
+		{"down", "status", func(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute) {
+			answer(host, c, 502, "upstream connect error")
+		}},
+		{"garbage", "garbage", func(host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute) {
+			answer(host, c, 200, `{"endpoint":"x"}`)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bothVMs(t, func(t *testing.T, vm types.VMContext) {
