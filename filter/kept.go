@@ -52,6 +52,9 @@ func (p *pluginContext) stepResolution() {
 	if version == "" {
 		return
 	}
+	if p.kept.have && p.kept.err == nil && p.kept.kept.Table.Version == version && !p.keeper.ConfirmDue(now) {
+		return // as this VM last read it, and confirmed within a step: no copy out of shared data
+	}
 	key := resolution.Key(p.cfg.Pool)
 	if cas, ok := p.readKept(key); ok && p.kept.err == nil && p.kept.kept.Table.Version == version {
 		if p.keeper.MayConfirm(now) {

@@ -176,10 +176,13 @@ func (k *Keeper) Take(nowMillis int64) string {
 // that went back counts as past it, so that it stops nothing).
 func within(then, now int64) bool { return then != 0 && now >= then && now-then < StepMillis }
 
+// ConfirmDue reports whether this VM may confirm now.
+func (k *Keeper) ConfirmDue(nowMillis int64) bool { return !within(k.confirmed, nowMillis) }
+
 // MayConfirm reports whether this VM may confirm now, and if so counts it
 // done.
 func (k *Keeper) MayConfirm(nowMillis int64) bool {
-	if within(k.confirmed, nowMillis) {
+	if !k.ConfirmDue(nowMillis) {
 		return false
 	}
 	k.confirmed = max(nowMillis, 1)

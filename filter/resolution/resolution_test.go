@@ -119,7 +119,9 @@ func TestKeeper(t *testing.T) {
 	require.Equal(t, "v2", k.Take(1000), "the latest version")
 	require.Empty(t, k.Take(1000), "taken")
 
+	require.True(t, k.ConfirmDue(1000))
 	require.True(t, k.MayConfirm(1000), "the first confirmation at once")
+	require.False(t, k.ConfirmDue(1999))
 	require.False(t, k.MayConfirm(1999))
 	require.True(t, k.MayConfirm(2000))
 	require.True(t, k.MayConfirm(5), "a clock that went back stops nothing")
