@@ -86,7 +86,10 @@ type httpContext struct {
 	pausedTick int // plugin tick count when the headers were held for the body
 	pickStart  time.Time
 	pickID     uint64 // the picker's id for this request's pick, reported at its end
-	objective  string // the InferenceObjective the request names (pickapi.ObjectiveHeaders)
+	// resolveAtBody: the request was routed without a pick resolving its
+	// model; the body, when read, takes its target from the kept table.
+	resolveAtBody bool
+	objective     string // the InferenceObjective the request names (pickapi.ObjectiveHeaders)
 	// copied counts body bytes this request copied into the VM.
 	copied int
 
@@ -169,11 +172,11 @@ func objectiveHeader() string {
 }
 
 // freeLength drops Content-Length when the headers will leave before the
-// body is read and the body may grow by the injected stream_options: Envoy
-// then frames it (chunked) instead of announcing a length that would be
-// wrong.
+// body is read and the body may change size (the injected stream_options,
+// the model the kept resolution table draws): Envoy then frames it
+// (chunked) instead of announcing a length that would be wrong.
 func (h *httpContext) freeLength() {
-	if h.plugin.cfg.InjectStreamUsage {
+	if h.plugin.cfg.InjectStreamUsage || (h.plugin.cfg.RouteOn == config.RouteHeaders && h.plugin.keepsResolution()) {
 		h.lengthFree = proxywasm.RemoveHttpRequestHeader("content-length") == nil
 	}
 }
@@ -282,6 +285,9 @@ func (h *httpContext) readRequestBody(size int) {
 				h.req = before
 			}
 		}
+	}
+	if h.resolveAtBody {
+		h.resolveLocally()
 	}
 	if h.phase == phaseHeld {
 		h.startPick(req.Model, &req)

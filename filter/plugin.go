@@ -7,6 +7,7 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/meshllm/meshllm/filter/config"
+	"github.com/meshllm/meshllm/filter/resolution"
 	"github.com/meshllm/meshllm/filter/route"
 	"github.com/meshllm/meshllm/pickapi"
 )
@@ -47,6 +48,9 @@ type pluginContext struct {
 
 	ticks         int // ticks seen
 	watchdogTicks int // ticks a paused request may wait for its body
+
+	keeper resolution.Keeper // when to confirm or fetch the kept resolution table
+	kept   keptCache         // this VM's decoding of it
 }
 
 // OnPluginStart implements types.PluginContext. A bad pluginConfig fails the
@@ -66,12 +70,18 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 	p.metrics = newHostMetrics(cfg)
 	p.hashBuf = make([]uint64, 0, pickapi.MaxBlocks)
 	p.doneBuf = make([]uint64, 0, pickapi.MaxDone)
-	if cfg.RouteOn == config.RouteBody {
+	period := 0
+	switch {
+	case cfg.RouteOn == config.RouteBody:
 		// The watchdog's clock: a quarter of its limit, at most every 50 ms.
-		period := max(min(cfg.WatchdogMillis/4, 50), 5)
+		period = max(min(cfg.WatchdogMillis/4, 50), 5)
 		p.watchdogTicks = (cfg.WatchdogMillis + period - 1) / period
+	case p.keepsResolution():
+		period = resolutionTickMillis
+	}
+	if period > 0 {
 		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(period)); err != nil {
-			proxywasm.LogCriticalf("meshllm: cannot set the watchdog tick: %v", err)
+			proxywasm.LogCriticalf("meshllm: cannot set the tick: %v", err)
 			return types.OnPluginStartStatusFailed
 		}
 	}
@@ -79,6 +89,10 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 		cfg.RouteOn, cfg.LLMPaths, cfg.InjectStreamUsage, cfg.ModelLabelLimit)
 	return types.OnPluginStartStatusOK
 }
+
+// resolutionTickMillis is the tick without a watchdog (header-time
+// routing): how soon a VM acts on a new table version a pick named.
+const resolutionTickMillis = 250
 
 // NewHttpContext implements types.PluginContext.
 func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
@@ -161,6 +175,9 @@ func (p *pluginContext) unwatch(id uint32) {
 // than reading the clock: Envoy ticks at the period set in OnPluginStart,
 // and counting makes the watchdog exact to test.
 func (p *pluginContext) OnTick() {
+	if p.keepsResolution() {
+		p.stepResolution()
+	}
 	p.ticks++
 	for id, h := range p.waiting {
 		if p.ticks-h.pausedTick <= p.watchdogTicks {
@@ -176,6 +193,7 @@ func (p *pluginContext) OnTick() {
 		// The headers leave with their Content-Length: the body, when it
 		// comes, is read but keeps its size (no injection).
 		h.release(route.OutcomeWatchdog)
+		h.resolveAtBody = true // unpicked: the body, if it comes, may still take its target
 		p.logOnce("watchdog", "meshllm: a request body did not arrive within %d ms of its paused headers; "+
 			"resumed it unrouted. route_on \"body\" needs Envoy >= 1.35 with allow_on_headers_stop_iteration: true "+
 			"in the Wasm filter's config (an Istio WasmPlugin cannot set it: use the EnvoyFilter, or route_on \"headers\")",

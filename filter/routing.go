@@ -108,10 +108,21 @@ func (h *httpContext) applyPick(p pickapi.PickResponse) {
 	if h.plugin.cfg.FallbackCache {
 		h.plugin.storeRanked(p)
 	}
+	if h.plugin.keepsResolution() {
+		if p.Resolution != "" {
+			h.plugin.keeper.Announce(p.Resolution)
+		}
+		if h.reqBody == nil {
+			// A header-time pick, by load: no model was resolved. The
+			// body, when read, takes its target from the kept table.
+			h.resolveAtBody = true
+		}
+	}
 }
 
 // pickFailed handles a picker that did not answer usefully: fail closed,
-// or open (with the cached ranked endpoints if there are fresh ones).
+// or open (with the cached ranked endpoints if there are fresh ones, and
+// the model resolved by the kept resolution table).
 // paused says the request waits for this decision and must be resumed.
 func (h *httpContext) pickFailed(reason string, paused bool) {
 	p := h.plugin
@@ -127,6 +138,13 @@ func (h *httpContext) pickFailed(reason string, paused bool) {
 		h.outcome(route.OutcomeFallback)
 	} else {
 		h.outcome(route.OutcomeFailOpen)
+	}
+	// The endpoint is kept or left to the cluster; the model is resolved
+	// as the picker would have, now (the body is held) or once it is read.
+	if h.reqBody != nil {
+		h.resolveLocally()
+	} else {
+		h.resolveAtBody = true
 	}
 	if paused {
 		h.resume()

@@ -313,6 +313,11 @@ type PickResponse struct {
 	// PickID names this pick for the sender's report that its request
 	// ended (PickRequest.Done); 0: the picker wants no report.
 	PickID uint64 `json:"pick_id,omitempty"`
+	// Resolution is the version of the resolution table (see Resolution)
+	// of the pool the request named: a sender that holds another version
+	// fetches the table, to resolve models itself when no pick answers.
+	// "": the picker offers none.
+	Resolution string `json:"resolution,omitempty"`
 }
 
 // AppendJSON appends the response's JSON encoding to dst without reflection.
@@ -339,6 +344,10 @@ func (p *PickResponse) AppendJSON(dst []byte) []byte {
 		dst = append(dst, `,"pick_id":`...)
 		dst = strconv.AppendUint(dst, p.PickID, 10)
 	}
+	if p.Resolution != "" {
+		dst = append(dst, `,"resolution":`...)
+		dst = jsonenc.AppendString(dst, p.Resolution)
+	}
 	return append(dst, '}')
 }
 
@@ -362,6 +371,10 @@ func ParsePickResponse(b []byte) (PickResponse, error) {
 	p.Pool = root.Get("pool").Str
 	// A bad id costs only the early end report, never the pick.
 	p.PickID, _ = pickID(root.Get("pick_id"))
+	// Likewise a bad version costs only the table's refresh.
+	if v := root.Get("resolution"); v.Type == gjson.String && ValidVersion(v.Str) {
+		p.Resolution = v.Str
+	}
 	root.Get("fallbacks").ForEach(func(_, f gjson.Result) bool {
 		if len(p.Fallbacks) == MaxFallbacks {
 			return false

@@ -19,6 +19,7 @@ import (
 	wasmpluginv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	"github.com/stretchr/testify/require"
 	"github.com/tetratelabs/wazero"
+	"github.com/tidwall/gjson"
 
 	"github.com/meshllm/meshllm/e2e/wasmhost"
 	"github.com/meshllm/meshllm/pickapi"
@@ -44,6 +45,7 @@ type pod struct {
 	hits    atomic.Int32
 	mu      sync.Mutex
 	headers []string // x-gateway-destination-endpoint of each request ("" if none)
+	models  []string // the "model" of each request body
 	// release, when set, holds a streamed response after its first event.
 	release chan struct{}
 }
@@ -55,7 +57,10 @@ func newPod(t *testing.T) *pod {
 		p.mu.Lock()
 		p.headers = append(p.headers, r.Header.Get(pickapi.HeaderDestinationEndpoint))
 		p.mu.Unlock()
-		_, _ = io.Copy(io.Discard, r.Body)
+		body, _ := io.ReadAll(r.Body)
+		p.mu.Lock()
+		p.models = append(p.models, gjson.GetBytes(body, "model").Str)
+		p.mu.Unlock()
 		if r.URL.Path == "/stream" {
 			w.Header().Set("content-type", "text/event-stream")
 			_, _ = io.WriteString(w, "data: {\"choices\":[{\"text\":\"a\",\"index\":0}]}\n\n")
@@ -165,6 +170,7 @@ type rigOptions struct {
 	envoyYAML   string // default envoy/envoy.yaml
 	policy      wasmpluginv3.FailurePolicy
 	idleTimeout time.Duration
+	picker      http.Handler // default: always picks the third pod
 }
 
 // newRig starts three pods, a picker that always answers the third, and the
@@ -175,11 +181,15 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		r.pods = append(r.pods, newPod(t))
 	}
 	r.picked = r.pods[2]
-	picker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		_, _ = io.Copy(io.Discard, req.Body)
-		w.Header().Set("content-type", "application/json")
-		fmt.Fprintf(w, `{"endpoint":%q,"target_model":"m","strategy":"DEFAULT","pool":"vllm-llama2-7b-pool"}`, r.picked.addr())
-	}))
+	handler := o.picker
+	if handler == nil {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			_, _ = io.Copy(io.Discard, req.Body)
+			w.Header().Set("content-type", "application/json")
+			fmt.Fprintf(w, `{"endpoint":%q,"target_model":"m","strategy":"DEFAULT","pool":"vllm-llama2-7b-pool"}`, r.picked.addr())
+		})
+	}
+	picker := httptest.NewServer(handler)
 	t.Cleanup(picker.Close)
 	if o.envoyYAML == "" {
 		o.envoyYAML = "../../envoy/envoy.yaml"

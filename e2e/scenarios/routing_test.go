@@ -285,3 +285,55 @@ func TestBodyModeWithoutFlagUsesWatchdog(t *testing.T) {
 	require.Equal(t, float64(3), counterValue(s.PrometheusText(), `asm_llm_proxy_picks_total{outcome="watchdog"}`))
 	require.Equal(t, 1, strings.Count(logs.String(), "allow_on_headers_stop_iteration"), "logged once per VM: %s", logs.String())
 }
+
+// The picker dies and comes back mid-run. Through the Wasm filter every
+// request for an InferenceModel's name keeps succeeding, served by one of
+// its target adapters: the filter resolves the model with the table it
+// keeps. Through a gateway on the ext_proc path (failureMode FailOpen) the
+// same requests reach the engine unrewritten and fail with its 404, while
+// requests for a model the engine serves succeed: what docs/deploy.md
+// says an operator there can and cannot rely on.
+func TestVirtualModelWhileThePickerIsAway(t *testing.T) {
+	adapters := []string{"tweet-summary-1", "tweet-summary-2"}
+	s := start(t, stack.Config{Sims: sims(2, "base", 200, adapters...), Pool: "sim-pool", PluginConfig: routed(""),
+		Objects: objects("DEFAULT", [3]string{"half", "Standard", "tweet-summary-1:50,tweet-summary-2:50"}), ExtProcFailOpen: true})
+	send := func(url, model string, n int) (served map[string]int, statuses map[int]int) {
+		served, statuses = map[string]int{}, map[int]int{}
+		for i := 0; i < n; i++ {
+			r := client.Do(context.Background(), url, loadgen.Request{Body: loadgen.Completion(model, "q", 2, i%2 == 0)})
+			require.NoError(t, r.Err)
+			statuses[r.Status]++
+			if r.OK() {
+				served[r.Model]++
+			}
+		}
+		return served, statuses
+	}
+	wasm := s.URL(stack.LLMListener)
+	_, statuses := send(wasm, "half", 10)
+	require.Equal(t, map[int]int{200: 10}, statuses)
+	eventually(t, 20*time.Second, "the filter to keep the pool's resolution table", func() bool {
+		return counterValue(s.PrometheusText(), `asm_llm_proxy_resolution_fetches_total{outcome="ok"}`) >= 1
+	})
+
+	require.NoError(t, s.StopPicker())
+	served, statuses := send(wasm, "half", 30)
+	t.Logf("picker down, through the filter: %v", served)
+	require.Equal(t, map[int]int{200: 30}, statuses, "no request lost")
+	require.Len(t, served, 2, "both targets, by weight")
+	prom := s.PrometheusText()
+	require.Equal(t, float64(30), counterValue(prom, `asm_llm_proxy_local_resolutions_total{outcome="rewritten"}`), prom)
+	require.Equal(t, float64(30), counterValue(prom, `asm_llm_proxy_picks_total{outcome="fallback"}`)+
+		counterValue(prom, `asm_llm_proxy_picks_total{outcome="failopen"}`))
+
+	_, statuses = send(s.ExtProcGateway.URL(), "half", 4)
+	require.Equal(t, map[int]int{404: 4}, statuses, "ext_proc failing open: the virtual model reaches the engine as it came")
+	_, statuses = send(s.ExtProcGateway.URL(), "tweet-summary-1", 4)
+	require.Equal(t, map[int]int{200: 4}, statuses, "a model the engine serves is fine")
+
+	require.NoError(t, s.RestartPicker())
+	picked := counterValue(s.PrometheusText(), `asm_llm_proxy_picks_total{outcome="picked"}`)
+	_, statuses = send(wasm, "half", 10)
+	require.Equal(t, map[int]int{200: 10}, statuses)
+	require.Equal(t, picked+10, counterValue(s.PrometheusText(), `asm_llm_proxy_picks_total{outcome="picked"}`), "picks again")
+}

@@ -455,6 +455,7 @@ func fuzzSeeds(t testing.TB) []fuzzInput {
 		{name: "json gzip", req: chatReq, resp: chatResp, pick: pick, shape: json | shapeGzip | cut(0, 3)},
 		{name: "picker refuses", req: chatReq, resp: chatResp, pick: []byte(`{"error":{"message":"no","type":"NotFoundError","code":404}}`), shape: 4<<8 | spoof},
 		{name: "picker fails", req: chatReq, resp: chatResp, shape: shapeCallFails | spoof},
+		in("pick naming a resolution table", string(chatReq), string(chatResp), `{"endpoint":"10.0.0.1:8000","pool":"p","resolution":"5c0e1b9d7a3f2e41"}`, spoof),
 		{name: "picker names the spoofed endpoint", req: chatReq, resp: chatResp, pick: []byte(`{"endpoint":"` + spoofedEndpoint + `"}`), shape: spoof},
 		{name: "no response", req: chatReq, pick: pick, shape: shapeNoResponse},
 		{name: "not an LLM call", req: chatReq, resp: chatResp, pick: pick, shape: 5 | spoof},

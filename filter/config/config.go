@@ -73,6 +73,13 @@ type Config struct {
 	// ClearRouteCache calls Envoy's clear_route_cache foreign function
 	// after setting the destination header.
 	ClearRouteCache bool
+	// ResolutionMaxAgeMillis bounds the age of the resolution table the
+	// filter keeps (the picker's model-to-targets mapping, learned from
+	// picks) to resolve models when no pick answers: a table no picker has
+	// named for longer is not used. 0 keeps none.
+	ResolutionMaxAgeMillis int
+	// ResolutionPath is where picker-svc serves resolution tables.
+	ResolutionPath string
 	// EndpointCIDRs, if set, are the only networks an endpoint the picker
 	// names may be in; any other answer counts as a failed pick. A guard for
 	// clusters that connect wherever the header says (ORIGINAL_DST).
@@ -103,6 +110,10 @@ func Default() Config {
 		WatchdogMillis:       1000,
 		FallbackCache:        true,
 		ClearRouteCache:      true,
+		// Long enough to ride out a picker upgrade or outage; short enough
+		// that a canary weight changed meanwhile is not applied for long.
+		ResolutionMaxAgeMillis: 300_000,
+		ResolutionPath:         pickapi.ResolutionPath,
 	}
 }
 
@@ -115,6 +126,8 @@ const (
 	// levels (the interpreter's recursion limit): deeper is never useful.
 	maxDepthLimit = 1000
 	maxCIDRs      = 256
+	// A day: a table older than that describes objects long gone.
+	maxResolutionAge = 86_400_000
 )
 
 // Parse reads a pluginConfig. Empty input means all defaults.
@@ -177,6 +190,13 @@ func Parse(raw []byte) (Config, error) {
 			c.ClearRouteCache, err = boolean(k.Str, v)
 		case "max_json_depth":
 			c.MaxJSONDepth, err = intIn(k.Str, v, 1, maxDepthLimit)
+		case "resolution_max_age_ms":
+			c.ResolutionMaxAgeMillis, err = intIn(k.Str, v, 0, maxResolutionAge)
+		case "resolution_path":
+			c.ResolutionPath, err = nonEmpty(k.Str, v)
+			if err == nil && (!strings.HasPrefix(c.ResolutionPath, "/") || strings.ContainsAny(c.ResolutionPath, "?# ")) {
+				err = fmt.Errorf("%s: %q is not a path (want /..., no query)", k.Str, c.ResolutionPath)
+			}
 		case "endpoint_cidrs":
 			c.EndpointCIDRs, err = prefixes(k.Str, v)
 		default:

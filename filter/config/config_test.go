@@ -28,9 +28,10 @@ func TestParseValues(t *testing.T) {
 
 	c, err = Parse([]byte(`{"route_on":"body","picker_cluster":"outbound|9002||picker-svc.default.svc.cluster.local",
 		"picker_authority":"picker-svc","picker_path":"/pick","picker_timeout_ms":80,"pool":"p","failure_mode":"closed",
-		"watchdog_ms":500,"fallback_cache":false,"clear_route_cache":false}`))
+		"watchdog_ms":500,"fallback_cache":false,"clear_route_cache":false,"resolution_max_age_ms":0,"resolution_path":"/r"}`))
 	require.NoError(t, err)
 	want = Default()
+	want.ResolutionMaxAgeMillis, want.ResolutionPath = 0, "/r"
 	want.RouteOn, want.PickerCluster, want.PickerAuthority, want.PickerPath = RouteBody, "outbound|9002||picker-svc.default.svc.cluster.local", "picker-svc", "/pick"
 	want.PickerTimeoutMillis, want.Pool, want.FailClosed, want.WatchdogMillis, want.FallbackCache, want.ClearRouteCache = 80, "p", true, 500, false, false
 	require.Equal(t, want, c)
@@ -67,6 +68,10 @@ func TestParseErrors(t *testing.T) {
 		{`{"endpoint_cidrs":["10.0.0.0"]}`, `endpoint_cidrs: "10.0.0.0" is not a CIDR`},
 		{`{"endpoint_cidrs":["vllm.svc/8"]}`, `endpoint_cidrs: "vllm.svc/8" is not a CIDR`},
 		{`{"a":` + strings.Repeat("[", 100) + `}`, `pluginConfig is not valid JSON`},
+		{`{"resolution_max_age_ms":-1}`, `resolution_max_age_ms: -1 is out of range [0, 86400000]`},
+		{`{"resolution_max_age_ms":86400001}`, `resolution_max_age_ms: 86400001 is out of range`},
+		{`{"resolution_path":"/v1/resolution?pool=x"}`, `resolution_path: "/v1/resolution?pool=x" is not a path`},
+		{`{"resolution_path":""}`, `resolution_path: want a non-empty string`},
 	} {
 		_, err := Parse([]byte(tc.in))
 		require.ErrorContains(t, err, tc.want, tc.in)

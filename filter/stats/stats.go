@@ -40,6 +40,9 @@ const (
 	Picks            = metricnames.Picks
 	PickerErrors     = metricnames.PickerErrors
 	PickMillis       = metricnames.PickMillis
+	LocalResolutions = metricnames.LocalResolutions
+	// ResolutionFetches: see metricnames.
+	ResolutionFetches = metricnames.ResolutionFetches
 )
 
 // Tag names (metricnames' label names).

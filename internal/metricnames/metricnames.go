@@ -28,12 +28,19 @@ const (
 	Picks            = Prefix + "picks_total"
 	PickerErrors     = Prefix + "picker_errors_total"
 	PickMillis       = Prefix + "pick_latency_ms"
+	// LocalResolutions counts requests whose model the filter resolved
+	// with its kept resolution table, no fresh pick having resolved it
+	// (outcome: filter/resolution Outcome*).
+	LocalResolutions = Prefix + "local_resolutions_total"
+	// ResolutionFetches counts fetches of the resolution table (outcome:
+	// filter/resolution Fetch*).
+	ResolutionFetches = Prefix + "resolution_fetches_total"
 )
 
 // Counters and Histograms list every series above by kind.
 var (
 	Counters = []string{PromptTokens, CompletionTokens, Requests, ParseErrors, OversizeBodies, DeepBodies, UsageMissing,
-		LabelOverflow, FilterErrors, Picks, PickerErrors}
+		LabelOverflow, FilterErrors, Picks, PickerErrors, LocalResolutions, ResolutionFetches}
 	Histograms = []string{TTFBMillis, DurationMillis, PickMillis}
 )
 

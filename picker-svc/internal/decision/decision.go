@@ -40,13 +40,26 @@ type Decider struct {
 	metrics *Metrics
 	log     *slog.Logger
 	now     func() time.Time
+	// tables are the pools' resolution tables, whose versions picks carry.
+	tables *resolve.Tables
 	// refusal logging: once per change of (pool, outcome), not per request.
 	lastRefusal atomic.Pointer[string]
 }
 
 // New wires a decider.
 func New(store *datastore.Store, res *resolve.Resolver, sched *scheduling.Scheduler, metrics *Metrics, log *slog.Logger) *Decider {
-	return &Decider{store: store, resolve: res, sched: sched, metrics: metrics, log: log, now: time.Now}
+	d := &Decider{store: store, resolve: res, sched: sched, metrics: metrics, log: log, now: time.Now}
+	d.tables = resolve.NewTables(func(pool string, err error) {
+		log.Warn("not offering the resolution table to filters: they will not resolve models while the picker is away",
+			"pool", pool, "reason", err.Error())
+	})
+	return d
+}
+
+// Resolution is the resolution table a request naming pool ("" for none)
+// is resolved by, for a filter to keep (pickapi.Resolution).
+func (s *Decider) Resolution(pool string) *resolve.Built {
+	return s.tables.Get(s.store.View(), pool)
 }
 
 // Decide places req: it takes the request ends req reports, resolves the
@@ -62,7 +75,8 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 		s.metrics.endsReported.Add(float64(len(req.Done)))
 		s.sched.RequestsDone(req.Done, s.now())
 	}
-	res, err := s.resolve.Resolve(s.store.View(), req.Pool, req.Model, req.Objective, req.Criticality)
+	view := s.store.View()
+	res, err := s.resolve.Resolve(view, req.Pool, req.Model, req.Objective, req.Criticality)
 	if err != nil {
 		outcome = OutcomeUnknown
 		return s.refusal(http.StatusNotFound, pickapi.ErrTypeNotFound, err.Error(), req.Pool+"|"+req.Model)
@@ -106,7 +120,7 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 	}
 	result.Endpoints[0].CountPick()
 	d = Decision{Status: http.StatusOK, Pick: pickapi.PickResponse{Endpoint: result.Endpoints[0].Addr, TargetModel: res.TargetModel,
-		Strategy: strategy, Pool: pool, PickID: result.PickID}}
+		Strategy: strategy, Pool: pool, PickID: result.PickID, Resolution: s.tables.Get(view, req.Pool).Version}}
 	if n := len(result.Endpoints) - 1; n > 0 {
 		d.Pick.Fallbacks = make([]string, n)
 		for i, ep := range result.Endpoints[1:] {

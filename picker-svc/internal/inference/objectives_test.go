@@ -19,8 +19,8 @@ func TestParseObjectivesExample(t *testing.T) {
 		{Name: "premium", Priority: 100, PrioritySet: true, Pools: []string{"sim-pool"}},
 	}, o.Objectives)
 	require.Equal(t, []Rewrite{{Name: "summarize-canary", PoolName: "sim-pool", Rules: []RewriteRule{
-		{Models: []string{"summarize"}, Targets: []Target{{"summarize-lora-v1", 90}, {"summarize-lora-v2", 10}}},
-		{Models: []string{"legacy-chat"}, Targets: []Target{{"chat-lora-stable", 1}}},
+		{Models: []string{"summarize"}, Targets: []Target{{Name: "summarize-lora-v1", Weight: 90}, {Name: "summarize-lora-v2", Weight: 10}}},
+		{Models: []string{"legacy-chat"}, Targets: []Target{{Name: "chat-lora-stable", Weight: 1}}},
 	}}}, o.Rewrites)
 }
 
@@ -53,7 +53,7 @@ func TestParseObjectiveAndRewrite(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), o.Rewrites[0].Created)
 	require.True(t, o.Rewrites[0].Rules[0].Generic(), "no matches: the rule matches every model")
-	require.Equal(t, []Target{{"base", 1}, {"other", 1}}, o.Rewrites[0].Rules[0].Targets, "unset weights share equally")
+	require.Equal(t, []Target{{Name: "base", Weight: 1}, {Name: "other", Weight: 1}}, o.Rewrites[0].Rules[0].Targets, "unset weights share equally")
 }
 
 func TestParseObjectiveAndRewriteErrors(t *testing.T) {

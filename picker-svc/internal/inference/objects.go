@@ -37,7 +37,7 @@ const (
 	GroupLLMD     = "llm-d.ai"
 	KindObjective = "InferenceObjective"
 	KindRewrite   = "InferenceModelRewrite"
-	MaxWeight     = 1000000
+	MaxWeight     = pickapi.MaxTargetWeight
 	MaxTargets    = 64
 )
 
@@ -62,11 +62,10 @@ type Pool struct {
 	ExtensionRef string
 }
 
-// Target is one weighted target model of an InferenceModel.
-type Target struct {
-	Name   string
-	Weight int32
-}
+// Target is one weighted target model of an InferenceModel or an
+// InferenceModelRewrite rule: the wire contract's type, so that the
+// resolution table a filter keeps (pickapi.Resolution) holds the same.
+type Target = pickapi.Target
 
 // Model is an InferenceModel: a model name clients use, mapped onto weighted
 // target models in one pool.

@@ -24,9 +24,9 @@ func TestParseExamples(t *testing.T) {
 	require.Equal(t, "meshllm-picker", p.ExtensionRef)
 	require.Len(t, o.Models, 3)
 	require.Equal(t, Model{Name: "chat", ModelName: "chat", Criticality: pickapi.Standard, CriticalitySet: true, PoolName: "sim-pool",
-		Targets: []Target{{"chat-lora-stable", 90}, {"chat-lora-canary", 10}}}, o.Models[0])
+		Targets: []Target{{Name: "chat-lora-stable", Weight: 90}, {Name: "chat-lora-canary", Weight: 10}}}, o.Models[0])
 	require.Equal(t, pickapi.Sheddable, o.Models[1].Criticality)
-	require.Equal(t, []Target{{"batch", 1}}, o.Models[1].Targets, "no targets: the model name serves itself")
+	require.Equal(t, []Target{{Name: "batch", Weight: 1}}, o.Models[1].Targets, "no targets: the model name serves itself")
 	require.Equal(t, pickapi.Critical, o.Models[2].Criticality)
 
 	b, err = os.ReadFile(filepath.Join("..", "..", "examples", "pool-v1alpha1.yaml"))

@@ -44,7 +44,7 @@ func TestIstioSamples(t *testing.T) {
 	}
 	require.Equal(t, pickapi.Criticality("Critical"), byName["sql-lora"].Criticality)
 	require.Equal(t, pickapi.Criticality("Sheddable"), byName["batch"].Criticality)
-	require.Equal(t, []Target{{"tweet-summary-1", 90}, {"tweet-summary-2", 10}}, byName["tweet-summary"].Targets)
+	require.Equal(t, []Target{{Name: "tweet-summary-1", Weight: 90}, {Name: "tweet-summary-2", Weight: 10}}, byName["tweet-summary"].Targets)
 
 	// The same parser refuses a broken sample.
 	_, err = ParseYAML([]byte(strings.Replace(src, "weight: 90", "weight: -90", 1)))

@@ -120,30 +120,16 @@ func (r *Resolver) Resolve(v *datastore.View, pool, model, objective string, cri
 }
 
 // ChooseTarget picks one of an InferenceModel's target models with
-// probability proportional to its weight. Weights are validated
-// (non-negative, positive sum) when the object is read.
+// probability proportional to its weight (pickapi.ChooseTarget: the draw a
+// filter makes with its kept resolution table when no pick answers).
+// Weights are validated (non-negative, positive sum) when the object is
+// read.
 func (r *Resolver) ChooseTarget(targets []inference.Target) string {
-	switch len(targets) {
-	case 0:
-		return ""
-	case 1:
-		return targets[0].Name
-	}
-	var total int64
-	for _, t := range targets {
-		total += int64(t.Weight)
-	}
-	if total <= 0 {
-		return targets[0].Name
-	}
+	return pickapi.ChooseTarget(targets, r.draw)
+}
+
+func (r *Resolver) draw(n int64) int64 {
 	r.mu.Lock()
-	x := r.rng.Int64N(total)
-	r.mu.Unlock()
-	for _, t := range targets {
-		x -= int64(t.Weight)
-		if x < 0 {
-			return t.Name
-		}
-	}
-	return targets[len(targets)-1].Name
+	defer r.mu.Unlock()
+	return r.rng.Int64N(n)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/internal/datastore"
 	"github.com/meshllm/meshllm/picker-svc/internal/decision"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
+	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 )
 
 // Server is the picker's HTTP surface: the pick API (a door to the
@@ -41,6 +42,7 @@ func New(store *datastore.Store, decider *decision.Decider, metrics *Metrics) *S
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(pickapi.Path, s.pick)
+	mux.HandleFunc("GET "+pickapi.ResolutionPath, s.resolution)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.ready)
@@ -103,6 +105,27 @@ func (s *Server) pick(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
 	_, _ = w.Write(out)
+}
+
+// resolution serves a pool's resolution table (query parameter "pool";
+// none: the table of a filter that names no pool).
+func (s *Server) resolution(w http.ResponseWriter, r *http.Request) {
+	pool := r.URL.Query().Get("pool")
+	if len(pool) > pickapi.MaxNameLen {
+		s.refuse(w, http.StatusBadRequest, pickapi.ErrTypeBadRequest, "pool is longer than "+strconv.Itoa(pickapi.MaxNameLen)+" bytes")
+		return
+	}
+	b := s.decider.Resolution(pool)
+	switch {
+	case errors.Is(b.Err, resolve.ErrUnknownPool):
+		s.refuse(w, http.StatusNotFound, pickapi.ErrTypeNotFound, b.Err.Error())
+		return
+	case b.Err != nil:
+		s.refuse(w, http.StatusServiceUnavailable, pickapi.ErrTypeUnavailable, "the resolution table is not offered: "+b.Err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b.JSON)
 }
 
 func (s *Server) refuse(w http.ResponseWriter, status int, typ, msg string) {
