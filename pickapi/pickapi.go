@@ -52,7 +52,24 @@ type Strategy string
 const (
 	StrategyDefault     Strategy = "DEFAULT"
 	StrategyPrefixCache Strategy = "PREFIX_CACHE"
+	// StrategyPrecisePrefixCache routes on the prefixes the engines report
+	// holding (vLLM's KV-cache events), PREFIX_CACHE's guess where they
+	// cannot tell.
+	StrategyPrecisePrefixCache Strategy = "PRECISE_PREFIX_CACHE"
 )
+
+// Strategies lists the routing strategies.
+var Strategies = []Strategy{StrategyDefault, StrategyPrefixCache, StrategyPrecisePrefixCache}
+
+// Known reports whether s is one of Strategies.
+func (s Strategy) Known() bool {
+	for _, k := range Strategies {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
 
 // RoutingStrategyAnnotation selects a pool's Strategy.
 const RoutingStrategyAnnotation = "inference.networking.x-k8s.io/routing-strategy"

@@ -364,10 +364,8 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("discovery mode %q: want static, dns or kubernetes", c.Discovery.Mode))
 	}
-	switch pickapi.Strategy(c.Discovery.Strategy) {
-	case pickapi.StrategyDefault, pickapi.StrategyPrefixCache:
-	default:
-		errs = append(errs, fmt.Errorf("strategy %q: want DEFAULT or PREFIX_CACHE", c.Discovery.Strategy))
+	if !pickapi.Strategy(c.Discovery.Strategy).Known() {
+		errs = append(errs, fmt.Errorf("strategy %q: want one of %q", c.Discovery.Strategy, pickapi.Strategies))
 	}
 	if c.Scrape.Interval.Duration <= 0 || c.Scrape.Timeout.Duration <= 0 || c.Scrape.StaleAfter.Duration <= 0 {
 		errs = append(errs, errors.New("scrape interval, timeout and staleAfter must be positive"))
