@@ -138,7 +138,7 @@ var eppSupported = map[string]eppMapping{
 	// engine reports holding (llm-d-kv-cache); its parameters configure
 	// its own KV-event pool and tokenizer, which meshllm sets with its
 	// kvEvents keys and flags instead (noted, not applied).
-	"precise-prefix-cache-scorer": {kind: eppScorer, ours: scheduling.PrecisePrefixName, params: precisePrefixParams},
+	"precise-prefix-cache-scorer":  {kind: eppScorer, ours: scheduling.PrecisePrefixName, params: precisePrefixParams},
 	"approx-prefix-cache-producer": {kind: eppPrefixProducer, ours: "prefix", params: prefixParams},
 	"max-score-picker":             {kind: eppPicker, ours: "max_score", params: maxScoreParams},
 	"single-profile-handler":       {kind: eppProfileHandler},

@@ -17,7 +17,9 @@ type fakeEngines struct {
 	picked []string
 }
 
-func (f *fakeEngines) Tokens(*Request, []Candidate) ([]uint32, bool) { return f.tokens, f.tokens != nil }
+func (f *fakeEngines) Tokens(*Request, []Candidate) ([]uint32, bool) {
+	return f.tokens, f.tokens != nil
+}
 
 func (f *fakeEngines) Held(_ *Request, cands []Candidate, out []HeldPrefix) {
 	for i := range cands {
