@@ -119,6 +119,11 @@ type PickRequest struct {
 	// only reports ids a picker gave it, so a picker that predates the
 	// field never receives it.
 	Done []uint64 `json:"done,omitempty"`
+	// Body is the request's body where the picker has it (Envoy's
+	// ext_proc), for a strategy that tokenizes the prompt
+	// (PRECISE_PREFIX_CACHE). Never on the wire: the filter's pick path
+	// sends prefix hashes only, and such a pick falls back to them.
+	Body []byte `json:"-"`
 }
 
 // MaxDone bounds the ids one pick request reports done.
