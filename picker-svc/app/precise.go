@@ -41,17 +41,17 @@ func (p *picker) buildPrecise(sched *scheduling.Scheduler) {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
 	}
 	reg.MustRegister(
-		counter("picker_precise_prefix_pods_scored_total", "Candidate pods scored from their engines' KV-cache events.",
+		counter("meshllm_picker_precise_prefix_pods_scored_total", "Candidate pods scored from their engines' KV-cache events.",
 			func() uint64 { return scorer.Counts().Precise }),
-		counter("picker_precise_prefix_pods_not_ready_total", "Candidate pods scored by the approximate prefix guess because their KV events were incomplete.",
+		counter("meshllm_picker_precise_prefix_pods_not_ready_total", "Candidate pods scored by the approximate prefix guess because their KV events were incomplete.",
 			func() uint64 { return scorer.Counts().NotReady }),
-		counter("picker_precise_prefix_no_tokens_total", "Picks scored by the approximate prefix guess for want of the prompt's token ids (no body on this path, or the tokenizer failed).",
+		counter("meshllm_picker_precise_prefix_no_tokens_total", "Picks scored by the approximate prefix guess for want of the prompt's token ids (no body on this path, or the tokenizer failed).",
 			func() uint64 { return scorer.Counts().NoTokens }),
-		counter("picker_tokenizer_cache_hits_total", "Prompts whose token ids came from the tokenizer cache.",
+		counter("meshllm_picker_tokenizer_cache_hits_total", "Prompts whose token ids came from the tokenizer cache.",
 			func() uint64 { return tok.Counts().Hits }),
-		counter("picker_tokenizer_calls_total", "Calls to an engine's render endpoint for a prompt's token ids.",
+		counter("meshllm_picker_tokenizer_calls_total", "Calls to an engine's render endpoint for a prompt's token ids.",
 			func() uint64 { return tok.Counts().Calls }),
-		counter("picker_tokenizer_failures_total", "Render calls that failed or timed out (the pick fell back to the approximate guess).",
+		counter("meshllm_picker_tokenizer_failures_total", "Render calls that failed or timed out (the pick fell back to the approximate guess).",
 			func() uint64 { return tok.Counts().Failures }),
 	)
 }
