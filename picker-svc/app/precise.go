@@ -31,7 +31,7 @@ func (p *picker) buildPrecise(sched *scheduling.Scheduler) {
 	tok := precise.NewTokenizer(precise.TokenizerConfig{Timeout: k.TokenizerTimeout.Duration, CacheEntries: k.TokenizerCache})
 	scorer.SetSource(&precise.Source{Index: ix, Tokenizer: tok})
 	p.precise = &precisePrefix{index: ix, metrics: m, follower: &precise.Follower{
-		View: p.store.View, Index: ix, Port: k.Port, Topic: k.Topic,
+		View: p.store.View, Index: ix, Port: k.Port, ReplayPort: k.ReplayPort, Topic: k.Topic,
 		Sub: kvevents.SubscriberConfig{Metrics: m, Logger: p.log},
 	}}
 	reg := p.metrics.Registry
@@ -69,7 +69,7 @@ func (p *picker) runPrecise(ctx context.Context) error {
 		go f.Run(ctx, true)
 		return nil
 	}
-	l, err := kvevents.Listen(ctx, listen, kvevents.ListenerConfig{Topic: p.cfg.KVEvents.Topic, PodOf: f.PodOf},
+	l, err := kvevents.Listen(ctx, listen, kvevents.ListenerConfig{Topic: p.cfg.KVEvents.Topic, PodOf: f.PodOf, ReplayOf: f.ReplayOf},
 		kvevents.SubscriberConfig{Index: p.precise.index, Metrics: p.precise.metrics, Logger: p.log})
 	if err != nil {
 		return err

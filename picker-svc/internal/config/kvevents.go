@@ -16,6 +16,10 @@ type KVEvents struct {
 	// Port of each engine's publisher; the picker dials the endpoint's
 	// host there (default 5557, vLLM's).
 	Port int `json:"port"`
+	// ReplayPort of each engine's replay socket (vLLM's replay_endpoint),
+	// asked for missed batches after a sequence gap (0: none, the pod
+	// falls back until it has caught up).
+	ReplayPort int `json:"replayPort"`
 	// Topic subscribed to: a prefix of the publishers' topic ("": all).
 	Topic string `json:"topic"`
 	// Listen binds a socket publishers dial into (tcp://*:5557) instead of
@@ -79,6 +83,9 @@ func (k *KVEvents) validate() error {
 	var errs []error
 	if k.Port < 1 || k.Port > 65535 {
 		errs = append(errs, fmt.Errorf("kvEvents.port %d: want 1..65535", k.Port))
+	}
+	if k.ReplayPort < 0 || k.ReplayPort > 65535 {
+		errs = append(errs, fmt.Errorf("kvEvents.replayPort %d: want 0 (none) or 1..65535", k.ReplayPort))
 	}
 	if k.TokenizerTimeout.Duration <= 0 {
 		errs = append(errs, errors.New("kvEvents.tokenizerTimeout must be positive"))

@@ -26,6 +26,8 @@ type Follower struct {
 	// prefix to subscribe to ("": every topic).
 	Port  int
 	Topic string
+	// ReplayPort of every engine's replay socket (0: none).
+	ReplayPort int
 	// Every is how often discovery's view is checked (default 1s).
 	Every time.Duration
 
@@ -110,7 +112,7 @@ func (f *Follower) reconcile(ctx context.Context, want map[string]bool, dial boo
 		sctx, cancel := context.WithCancel(ctx)
 		f.subs[addr] = cancel
 		if dial {
-			go kvevents.Subscribe(sctx, kvevents.Source{Pod: addr, Endpoint: PublisherOf(addr, f.Port), Topic: f.Topic}, f.Sub)
+			go kvevents.Subscribe(sctx, kvevents.Source{Pod: addr, Endpoint: PublisherOf(addr, f.Port), Replay: f.ReplayOf(addr), Topic: f.Topic}, f.Sub)
 		}
 	}
 }
@@ -142,4 +144,12 @@ func (f *Follower) PodOf(topic string) string {
 		return match
 	}
 	return name
+}
+
+// ReplayOf is the replay socket of the engine at addr ("" without one).
+func (f *Follower) ReplayOf(addr string) string {
+	if f.ReplayPort == 0 {
+		return ""
+	}
+	return PublisherOf(addr, f.ReplayPort)
 }
