@@ -172,6 +172,14 @@ func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 	for n, raw := range c.Scheduling.Plugins {
 		sc.Plugins[n] = raw
 	}
+	for st, p := range sc.Profiles {
+		// precise_prefix refines the guess prefix writes: prefix runs first
+		// (a weight alone, or a hand-written prepare list, may lack it).
+		if slices.Contains(p.Prepare, scheduling.PrecisePrefixName) || p.Weight(scheduling.PrecisePrefixName) > 0 {
+			p.Prepare = scheduling.PrecisePrefixPrepare(p.Prepare)
+			sc.Profiles[st] = p
+		}
+	}
 	if _, ok := sc.Plugins["prefix"]; !ok && uses(sc, "prefix") && c.Scheduling.PrefixCapacity != scheduling.DefaultPrefixCapacity && c.Scheduling.PrefixCapacity != 0 {
 		sc.Plugins["prefix"] = json.RawMessage(fmt.Sprintf(`{"capacity":%d}`, c.Scheduling.PrefixCapacity))
 	}
