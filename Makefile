@@ -131,8 +131,9 @@ bench-prefix: wasm
 # 80 customers, each with a 6,000-token shared context (480k tokens: about 75%
 # of the qwen2.5-7b-a10 fleet's KV cache, so not every prefix fits everywhere
 # and a guess of who holds what goes wrong), 12 users' questions of 1,200
-# tokens per customer, 200 output tokens, Poisson arrivals at BENCH_B2B_RATE
-# requests/s (simulated). BENCH_B2B_RATE is not yet the measured knee.
+# tokens per customer, 200 output tokens, Poisson arrivals at
+# --request-rate BENCH_B2B_RATE. BENCH_B2B_RATE is a placeholder, not yet the
+# measured knee (a smoke run at 4 and --speed 4 reported 0.25 requests/s).
 # precise (PRECISE_PREFIX_CACHE) runs on the gateway path with the engines
 # publishing KV events.
 BENCH_B2B_RATE ?= 4
