@@ -134,6 +134,25 @@ bench-prefix: wasm
 	  --shared-prefix-prompts-per-group 64 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
 	  --shared-prefix-output-len 200 --num-prompts 2048 --max-concurrency 64 --endpoint /v1/completions --ignore-eos
 
+# Business customers under cache pressure, modelled on llm-d's B2B workload:
+# 80 customers, each with a 6,000-token shared context (480k tokens: about 75%
+# of the qwen2.5-7b-a10 fleet's KV cache, so not every prefix fits everywhere
+# and a guess of who holds what goes wrong), 12 users' questions of 1,200
+# tokens per customer, 200 output tokens, Poisson arrivals at
+# --request-rate BENCH_B2B_RATE. BENCH_B2B_RATE is a placeholder, not yet the
+# measured knee (a smoke run at 4 and --speed 4 reported 0.25 requests/s).
+# precise (PRECISE_PREFIX_CACHE) runs on the gateway path with the engines
+# publishing KV events.
+BENCH_B2B_RATE ?= 4
+BENCH_B2B_POLICIES ?= round_robin,default,prefix_cache,precise
+.PHONY: bench-b2b
+bench-b2b: wasm
+	$(GO) run ./cmd/meshllm-compare --workload b2b-cache-pressure --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
+	  --policies $(BENCH_B2B_POLICIES) --out docs/benchmarks/b2b-cache-pressure -- --dataset-name shared_prefix \
+	  --shared-prefix-num-groups 80 --shared-prefix-prompts-per-group 12 --shared-prefix-system-prompt-len 6000 \
+	  --shared-prefix-question-len 1200 --shared-prefix-output-len 200 --num-prompts 960 \
+	  --request-rate $(BENCH_B2B_RATE) --burstiness 1 --endpoint /v1/completions --ignore-eos
+
 # vLLM benchmark random 1550/1800 tokens +-20%, 10-token shared prefix,
 # 3000 prompts, at 225 concurrent requests, where round robin saturates:
 # its output throughput peaks there and its TTFT tail leaves the prefill

@@ -52,7 +52,24 @@ type Strategy string
 const (
 	StrategyDefault     Strategy = "DEFAULT"
 	StrategyPrefixCache Strategy = "PREFIX_CACHE"
+	// StrategyPrecisePrefixCache routes on the prefixes the engines report
+	// holding (vLLM's KV-cache events), PREFIX_CACHE's guess where they
+	// cannot tell.
+	StrategyPrecisePrefixCache Strategy = "PRECISE_PREFIX_CACHE"
 )
+
+// Strategies lists the routing strategies.
+var Strategies = []Strategy{StrategyDefault, StrategyPrefixCache, StrategyPrecisePrefixCache}
+
+// Known reports whether s is one of Strategies.
+func (s Strategy) Known() bool {
+	for _, k := range Strategies {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
 
 // RoutingStrategyAnnotation selects a pool's Strategy.
 const RoutingStrategyAnnotation = "inference.networking.x-k8s.io/routing-strategy"
@@ -102,6 +119,11 @@ type PickRequest struct {
 	// only reports ids a picker gave it, so a picker that predates the
 	// field never receives it.
 	Done []uint64 `json:"done,omitempty"`
+	// Body is the request's body where the picker has it (Envoy's
+	// ext_proc), for a strategy that tokenizes the prompt
+	// (PRECISE_PREFIX_CACHE). Never on the wire: the filter's pick path
+	// sends prefix hashes only, and such a pick falls back to them.
+	Body []byte `json:"-"`
 }
 
 // MaxDone bounds the ids one pick request reports done.

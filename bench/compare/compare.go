@@ -43,6 +43,10 @@ var Policies = map[string]Policy{
 	"round_robin":  {Name: "round_robin", Listener: stack.PlainListener},
 	"default":      {Name: "default", Listener: stack.LLMListener, Strategy: "DEFAULT"},
 	"prefix_cache": {Name: "prefix_cache", Listener: stack.LLMListener, Strategy: "PREFIX_CACHE"},
+	// precise routes on the blocks the engines report holding (their KV
+	// events); it runs on the gateway path, where the picker has the
+	// prompt to tokenize (the filter's picks carry prefix hashes only).
+	"precise": {Name: "precise", Listener: ExtProcListener, Strategy: "PRECISE_PREFIX_CACHE"},
 }
 
 // PoolName is the InferencePool the fleet forms.
@@ -252,24 +256,40 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	if strategy == "" {
 		strategy = "DEFAULT" // the picker is up but :8080 never asks it
 	}
+	simCfgs := sims(c.Speed, logger)
+	kvArgs, err := preciseKVEvents(p, simCfgs)
+	if err != nil {
+		return nil, err
+	}
 	s, err := stack.Start(ctx, stack.Config{
-		Wasm: c.Wasm, Sims: sims(c.Speed, logger), Objects: fleet.PoolObjects(PoolName, strategy), Pool: PoolName,
+		Wasm: c.Wasm, Sims: simCfgs, Objects: fleet.PoolObjects(PoolName, strategy), Pool: PoolName,
 		PluginConfig: stack.PluginConfig(PoolName, c.PickerTimeoutMS), Log: c.Verbose, Cache: c.Cache, ConnectTimeout: connectTimeout,
-		PickerArgs: pickerArgs(c.PickerConfig),
+		PickerArgs: append(pickerArgs(c.PickerConfig), kvArgs...), ExtProc: p.Listener == ExtProcListener,
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
+	if kvArgs != nil {
+		if err := waitSubscribed(ctx, s.Fleet, 30*time.Second); err != nil {
+			return nil, err
+		}
+	}
 	o := c.Bench
 	model := c.Preset.Model
 	if o.Model != "" {
 		model = o.Model
 	}
+	base := ""
+	if p.Listener == ExtProcListener {
+		base = s.ExtProcGateway.URL()
+	} else {
+		base = s.URL(p.Listener)
+	}
 	smp := startSampler(s.Fleet.URLs(), s.PrometheusText, c.Speed, c.SampleInterval)
 	wall := time.Now()
 	res, runErr := bench.Run(ctx, bench.RunConfig{
-		APIURL: s.URL(p.Listener) + o.Endpoint, Chat: o.Chat(), Model: model, Requests: reqs,
+		APIURL: base + o.Endpoint, Chat: o.Chat(), Model: model, Requests: reqs,
 		RequestRate: o.RequestRate / c.Speed, Burstiness: o.Burstiness, MaxConcurrency: o.MaxConcurrency,
 		IgnoreEOS: o.IgnoreEOS, ExtraBody: o.ExtraBody, Header: o.Header,
 		RequestIDPrefix: o.RequestIDPrefix + p.Name + "-", Seed: o.Seed,
@@ -339,6 +359,9 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		cluster = stack.LLMCluster
 	}
 	counts := s.Gateway.UpstreamCounts(cluster)
+	if p.Listener == ExtProcListener {
+		counts = s.ExtProcGateway.UpstreamCounts()
+	}
 	for _, a := range s.Fleet.Addrs {
 		r.RequestsPerPod = append(r.RequestsPerPod, counts[a])
 	}

@@ -85,6 +85,7 @@ type picker struct {
 	http    *http.Server
 	grpc    *grpc.Server // nil: no ext_proc listener
 	source  discovery.Source
+	precise *precisePrefix // nil: no profile routes precisely
 }
 
 // Run runs picker-svc until ctx ends, then shuts down gracefully.
@@ -181,6 +182,7 @@ func (p *picker) build() error {
 	})
 	p.store = datastore.New(p.mgr, p.log, sched.EndpointsRemoved)
 	p.metrics.CollectEndpoints(p.store)
+	p.buildPrecise(sched)
 	if p.source, err = source(&p.cfg, &p.objs, p.log); err != nil {
 		p.mgr.Close()
 		return err
@@ -232,6 +234,9 @@ func (p *picker) serve(ctx context.Context, ln, gln net.Listener) error {
 		p.log.Info("ext_proc endpoint picker listening", "listen", gln.Addr().String(), "tls", p.cfg.ExtProc.TLS)
 	}
 	go func() { errc <- p.source.Run(ctx, p.store) }()
+	if err := p.runPrecise(ctx); err != nil {
+		return err
+	}
 	go func() {
 		if err := p.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err

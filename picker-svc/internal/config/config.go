@@ -99,6 +99,9 @@ type Config struct {
 		PrefixCapacity int                               `json:"prefixCapacity"`
 	} `json:"scheduling"`
 
+	// KVEvents: following the engines' KV-cache events (PRECISE_PREFIX_CACHE).
+	KVEvents KVEvents `json:"kvEvents"`
+
 	// EPP is the upstream EndpointPickerConfig read from --epp-config
 	// (nil: none); Scheduling's keys refine what it sets.
 	EPP *EPPConfig `json:"-"`
@@ -125,6 +128,7 @@ func Defaults() Config {
 	c.Scrape.Path = scrape.DefaultPath
 	c.Scrape.Engine = string(scrape.EngineAuto)
 	c.Scheduling.PrefixCapacity = scheduling.DefaultPrefixCapacity
+	kvEventsDefaults(&c.KVEvents)
 	return c
 }
 
@@ -167,6 +171,14 @@ func (c *Config) SchedulingConfig() (scheduling.Config, error) {
 	}
 	for n, raw := range c.Scheduling.Plugins {
 		sc.Plugins[n] = raw
+	}
+	for st, p := range sc.Profiles {
+		// precise_prefix refines the guess prefix writes: prefix runs first
+		// (a weight alone, or a hand-written prepare list, may lack it).
+		if slices.Contains(p.Prepare, scheduling.PrecisePrefixName) || p.Weight(scheduling.PrecisePrefixName) > 0 {
+			p.Prepare = scheduling.PrecisePrefixPrepare(p.Prepare)
+			sc.Profiles[st] = p
+		}
 	}
 	if _, ok := sc.Plugins["prefix"]; !ok && uses(sc, "prefix") && c.Scheduling.PrefixCapacity != scheduling.DefaultPrefixCapacity && c.Scheduling.PrefixCapacity != 0 {
 		sc.Plugins["prefix"] = json.RawMessage(fmt.Sprintf(`{"capacity":%d}`, c.Scheduling.PrefixCapacity))
@@ -219,7 +231,7 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 	objects := fs.String("objects", "", "comma-separated YAML files with InferencePool/InferenceModel objects (env PICKER_OBJECTS)")
 	mode := fs.String("discovery", "", "static, dns or kubernetes (env PICKER_DISCOVERY; default static)")
 	pool := fs.String("pool", "", "pool the static/dns endpoints belong to; in kubernetes mode, watch only this pool (env PICKER_POOL)")
-	strategy := fs.String("strategy", "", "DEFAULT or PREFIX_CACHE for a pool synthesised when no objects are given (env PICKER_STRATEGY)")
+	strategy := fs.String("strategy", "", "DEFAULT, PREFIX_CACHE or PRECISE_PREFIX_CACHE for a pool synthesised when no objects are given (env PICKER_STRATEGY)")
 	endpoints := fs.String("endpoints", "", "static mode: comma-separated ip:port list (env PICKER_ENDPOINTS)")
 	dns := fs.String("dns", "", "dns mode: comma-separated host:port names, resolved periodically (env PICKER_DNS)")
 	namespace := fs.String("namespace", "", "kubernetes mode: namespace to watch (env PICKER_NAMESPACE, else POD_NAMESPACE)")
@@ -228,6 +240,7 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 	timeout := fs.Duration("scrape-timeout", 0, "timeout of one scrape (env PICKER_SCRAPE_TIMEOUT; default "+scrape.DefaultTimeout.String()+")")
 	engine := fs.String("engine", "", "metrics dialect of pools without a meshllm.io/engine annotation: auto, vllm, sglang or triton-trtllm (env PICKER_ENGINE; default auto)")
 	stale := fs.Duration("stale-after", 0, "metrics older than this make an endpoint ineligible (env PICKER_STALE_AFTER; default "+scrape.DefaultStaleAfter.String()+")")
+	applyKVEvents := kvEventsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -308,6 +321,7 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 		pickDur("scrape-interval", "PICKER_SCRAPE_INTERVAL", *interval, &c.Scrape.Interval),
 		pickDur("scrape-timeout", "PICKER_SCRAPE_TIMEOUT", *timeout, &c.Scrape.Timeout),
 		pickDur("stale-after", "PICKER_STALE_AFTER", *stale, &c.Scrape.StaleAfter),
+		applyKVEvents(&c, set, getenv),
 	} {
 		if e != nil {
 			return c, e
@@ -364,10 +378,8 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("discovery mode %q: want static, dns or kubernetes", c.Discovery.Mode))
 	}
-	switch pickapi.Strategy(c.Discovery.Strategy) {
-	case pickapi.StrategyDefault, pickapi.StrategyPrefixCache:
-	default:
-		errs = append(errs, fmt.Errorf("strategy %q: want DEFAULT or PREFIX_CACHE", c.Discovery.Strategy))
+	if !pickapi.Strategy(c.Discovery.Strategy).Known() {
+		errs = append(errs, fmt.Errorf("strategy %q: want one of %q", c.Discovery.Strategy, pickapi.Strategies))
 	}
 	if c.Scrape.Interval.Duration <= 0 || c.Scrape.Timeout.Duration <= 0 || c.Scrape.StaleAfter.Duration <= 0 {
 		errs = append(errs, errors.New("scrape interval, timeout and staleAfter must be positive"))
@@ -383,6 +395,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := c.SchedulingConfig(); err != nil {
 		errs = append(errs, fmt.Errorf("scheduling: %w", err))
+	}
+	if err := c.KVEvents.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

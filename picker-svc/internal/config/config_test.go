@@ -3,9 +3,11 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 	"github.com/stretchr/testify/require"
@@ -144,4 +146,21 @@ func TestExtProc(t *testing.T) {
 	require.ErrorContains(t, err, "needs extProc.certPath")
 	_, err = Load([]string{"--endpoints", "10.0.0.1:8000", "--ext-proc-tls", "mtls"}, env(nil))
 	require.ErrorContains(t, err, `extProc.tls "mtls"`)
+}
+
+// A profile weighing precise_prefix gets what it needs before it, in order.
+func TestPrecisePrefixPrepareOrder(t *testing.T) {
+	c := Defaults()
+	c.Scheduling.Profiles = map[string]scheduling.ProfileSpec{"PREFIX_CACHE": {Prepare: []string{"precise_prefix", "in_flight"},
+		Scorers: []scheduling.WeightedScorer{{Name: "precise_prefix", Weight: 1}}}}
+	c.Scheduling.Weights = map[string]map[string]float64{"DEFAULT": {"precise_prefix": 2}}
+	sc, err := c.SchedulingConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []pickapi.Strategy{pickapi.StrategyPrefixCache, pickapi.StrategyDefault} {
+		if got, want := sc.Profiles[st].Prepare[len(sc.Profiles[st].Prepare)-2:], []string{"prefix", "precise_prefix"}; !slices.Equal(got, want) {
+			t.Errorf("%s prepare %v, want it to end %v", st, sc.Profiles[st].Prepare, want)
+		}
+	}
 }

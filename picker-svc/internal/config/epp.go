@@ -134,6 +134,11 @@ var eppSupported = map[string]eppMapping{
 	"lora-affinity-scorer":         {kind: eppScorer, ours: "lora"},
 	"running-requests-size-scorer": {kind: eppScorer, ours: "running"},
 	"prefix-cache-scorer":          {kind: eppScorer, ours: "prefix", params: prefixParams},
+	// llm-d's precise-prefix-cache-scorer scores the blocks each pod's
+	// engine reports holding (llm-d-kv-cache); its parameters configure
+	// its own KV-event pool and tokenizer, which meshllm sets with its
+	// kvEvents keys and flags instead (noted, not applied).
+	"precise-prefix-cache-scorer":  {kind: eppScorer, ours: scheduling.PrecisePrefixName, params: precisePrefixParams},
 	"approx-prefix-cache-producer": {kind: eppPrefixProducer, ours: "prefix", params: prefixParams},
 	"max-score-picker":             {kind: eppPicker, ours: "max_score", params: maxScoreParams},
 	"single-profile-handler":       {kind: eppProfileHandler},
@@ -263,7 +268,7 @@ func ParseEndpointPickerConfig(b []byte) (EPPConfig, error) {
 			return out, fmt.Errorf("%s: %w", where, err)
 		}
 		switch st := pickapi.Strategy(prof.Name); {
-		case st == pickapi.StrategyDefault || st == pickapi.StrategyPrefixCache:
+		case st.Known():
 			if _, dup := out.Profiles[st]; dup {
 				return out, fmt.Errorf("%s: strategy %s has two profiles", where, st)
 			}
@@ -272,8 +277,8 @@ func ParseEndpointPickerConfig(b []byte) (EPPConfig, error) {
 			out.Profiles[pickapi.StrategyDefault] = spec
 			out.Profiles[pickapi.StrategyPrefixCache] = spec
 		default:
-			return out, fmt.Errorf("%s: with several profiles each must be named %s or %s (meshllm runs one profile per request, chosen by the pool's routing-strategy annotation)",
-				where, pickapi.StrategyDefault, pickapi.StrategyPrefixCache)
+			return out, fmt.Errorf("%s: with several profiles each must be named %s or %s (or %s; meshllm runs one profile per request, chosen by the pool's routing-strategy annotation)",
+				where, pickapi.StrategyDefault, pickapi.StrategyPrefixCache, pickapi.StrategyPrecisePrefixCache)
 		}
 	}
 
@@ -334,6 +339,9 @@ func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.
 			if p.mapping.ours == "prefix" && !slices.Contains(spec.Prepare, "prefix") {
 				spec.Prepare = append(spec.Prepare, "prefix") // the index the scorer reads
 			}
+			if p.mapping.ours == scheduling.PrecisePrefixName {
+				spec.Prepare = append(spec.Prepare, p.mapping.ours)
+			}
 		case eppFilter: // decode-filter: a no-op (see eppSupported)
 		case eppDetector:
 			if !slices.Contains(spec.Filters, p.mapping.ours) {
@@ -343,6 +351,9 @@ func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.
 		default:
 			return spec, fmt.Errorf("%s: %q (%s) cannot be in a profile", where, ref.PluginRef, p.typ)
 		}
+	}
+	if slices.Contains(spec.Prepare, scheduling.PrecisePrefixName) {
+		spec.Prepare = scheduling.PrecisePrefixPrepare(spec.Prepare) // the guess it falls back to runs first
 	}
 	return spec, nil
 }
@@ -591,6 +602,17 @@ func maxScoreParams(p *eppPlugin, raw json.RawMessage, out *EPPConfig) error {
 
 // anyParams accepts any parameters (the plugin is ignored as a whole).
 func anyParams(*eppPlugin, json.RawMessage, *EPPConfig) error { return nil }
+
+// precisePrefixParams accepts llm-d's precise-prefix-cache-scorer
+// parameters (its indexer's and KV-event pool's settings) with a note:
+// meshllm's KV-event subscriptions and tokenizer are set by its kvEvents
+// configuration (--kv-events-port, --kv-events-topic, --kv-events-listen).
+func precisePrefixParams(p *eppPlugin, raw json.RawMessage, out *EPPConfig) error {
+	if hasParams(raw) {
+		out.Notes = append(out.Notes, fmt.Sprintf("plugin %q (%s): parameters ignored: meshllm's KV-event subscriptions and tokenizer are set with --kv-events-* (kvEvents.*)", p.name, p.typ))
+	}
+	return nil
+}
 
 func checkThresholds(where string, t scheduling.Saturation) error {
 	if !(t.Queue > 0) || math.IsInf(t.Queue, 0) {

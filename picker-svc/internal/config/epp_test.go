@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -352,3 +353,29 @@ func TestEPPAbsentKeepsDefaults(t *testing.T) {
 }
 
 func intp(v int) *int { return &v }
+
+func TestEPPPrecisePrefixScorer(t *testing.T) {
+	e, err := ParseEndpointPickerConfig([]byte(`apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: precise-prefix-cache-scorer
+  parameters: {kvEventsConfig: {zmqEndpoint: "tcp://*:5557"}}
+- type: queue-scorer
+schedulingProfiles:
+- name: PRECISE_PREFIX_CACHE
+  plugins: [{pluginRef: precise-prefix-cache-scorer, weight: 3}, {pluginRef: queue-scorer}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := e.Profiles[pickapi.StrategyPrecisePrefixCache]
+	if want := []string{"in_flight", "prefix", scheduling.PrecisePrefixName}; !slices.Equal(spec.Prepare, want) {
+		t.Errorf("prepare %v, want %v (the guess it falls back to first)", spec.Prepare, want)
+	}
+	if w := spec.Weight(scheduling.PrecisePrefixName); w != 3 {
+		t.Errorf("precise_prefix weight %v, want 3", w)
+	}
+	if len(e.Notes) != 1 || !strings.Contains(e.Notes[0], "parameters ignored") {
+		t.Errorf("notes %q: want one saying the parameters are not applied", e.Notes)
+	}
+}

@@ -93,7 +93,7 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 		}
 	}
 	sreq := scheduling.Request{TargetModel: res.TargetModel, Criticality: res.Criticality, PrefixHashes: req.PrefixHashes,
-		PromptTokens: req.PromptBytes / pickapi.BytesPerToken}
+		PromptTokens: req.PromptBytes / pickapi.BytesPerToken, Body: req.Body}
 	result, err := s.sched.Pick(eps, strategy, &sreq, s.now())
 	switch {
 	case errors.Is(err, scheduling.ErrNoEndpoints):

@@ -335,7 +335,7 @@ func (x *exchange) placeBody() error {
 			Message: "model name longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
 	}
 	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model, Objective: x.objective,
-		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt)}
+		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt), Body: x.body}
 	if x.respStream && r.NeedsUsageInjection() {
 		// As the filter does: a stream without include_usage reports no
 		// tokens. Only where every response chunk comes back through here,

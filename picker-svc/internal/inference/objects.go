@@ -273,13 +273,11 @@ func parsePool(obj *object) (Pool, error) {
 		return fail("metadata.name", "is required")
 	}
 	if s, ok := obj.Metadata.Annotations[pickapi.RoutingStrategyAnnotation]; ok {
-		switch pickapi.Strategy(s) {
-		case pickapi.StrategyDefault, pickapi.StrategyPrefixCache:
-			p.Strategy = pickapi.Strategy(s)
-		default:
+		if !pickapi.Strategy(s).Known() {
 			return fail("metadata.annotations["+pickapi.RoutingStrategyAnnotation+"]",
-				"%q is not a routing strategy (want DEFAULT or PREFIX_CACHE)", s)
+				"%q is not a routing strategy (want one of %q)", s, pickapi.Strategies)
 		}
+		p.Strategy = pickapi.Strategy(s)
 	}
 	if s, ok := obj.Metadata.Annotations[EngineAnnotation]; ok {
 		e, err := scrape.ParseEngine(s)

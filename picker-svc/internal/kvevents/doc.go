@@ -5,5 +5,6 @@
 // sequence checks with replay, and an Index that scores, for a request's
 // token ids, how many leading blocks each candidate pod holds. Pods whose
 // events are incomplete report not Ready, so callers fall back to another
-// source for them. Not yet wired into scheduling.
+// source for them. The app feeds it for PRECISE_PREFIX_CACHE pools
+// (picker-svc/internal/precise).
 package kvevents

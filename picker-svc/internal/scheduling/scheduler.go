@@ -80,6 +80,7 @@ func DefaultConfig() Config {
 			// cannot lose to DEFAULT on traffic without shared prefixes.
 			pickapi.StrategyPrefixCache: {Prepare: []string{"in_flight", "prefix"}, Filters: filters, Scorers: []WeightedScorer{
 				{"prefix", 5}, {"queue", 2}, {"outstanding", 1}, {"kv_cache", 3}, {"lora", 6}}},
+			pickapi.StrategyPrecisePrefixCache: precisePrefixProfile(filters),
 		},
 		ShedSheddable: Saturation{Queue: 5, KV: 0.8},
 		ShedStandard:  Saturation{Queue: 256, KV: math.Inf(1)},
@@ -156,7 +157,7 @@ func build1(c *Config) (*Scheduler, error) {
 	sort.Strings(strategies)
 	for _, st := range strategies {
 		spec := c.Profiles[pickapi.Strategy(st)]
-		if st != string(pickapi.StrategyDefault) && st != string(pickapi.StrategyPrefixCache) {
+		if !pickapi.Strategy(st).Known() {
 			return nil, fmt.Errorf("profiles: unknown strategy %q", st)
 		}
 		names := spec.names()

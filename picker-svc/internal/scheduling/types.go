@@ -55,6 +55,13 @@ type Request struct {
 	PromptTokens int
 	// PickID is the pick's id, set once the pick is made (for PostPick).
 	PickID uint64
+	// Body is the request's body when the picker has it (the ext_proc
+	// path), for plugins that need the prompt itself (precise_prefix
+	// tokenizes it); nil otherwise.
+	Body []byte
+	// Tokens are the prompt's token ids once a plugin has them (written by
+	// precise_prefix's Prepare); nil otherwise.
+	Tokens []uint32
 }
 
 // Plugin is anything a profile is built from.

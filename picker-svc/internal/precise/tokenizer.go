@@ -1,0 +1,154 @@
+package precise
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Tokenizer gets a request's prompt token ids from an engine's render
+// endpoint (vLLM's /v1/completions/render and /v1/chat/completions/render:
+// the request body in, the request as the engine will run it out, token
+// ids included), so they are exactly the ids the engine hashes into its KV
+// blocks. Answers are kept in a bounded LRU keyed by a hash of the body.
+type Tokenizer struct {
+	client  *http.Client
+	timeout time.Duration
+	maxIDs  int
+	cache   *lru.Cache[uint64, []uint32]
+	seed    maphash.Seed
+
+	hits, calls, failures atomic.Uint64
+}
+
+// TokenizerConfig tunes a Tokenizer. Zero fields take their defaults.
+type TokenizerConfig struct {
+	// Timeout bounds one render call (default 200ms).
+	Timeout time.Duration
+	// CacheEntries bounds the cache (default 4096 prompts).
+	CacheEntries int
+	// MaxTokens refuses longer answers (default 1<<20 ids).
+	MaxTokens int
+	// Client makes the calls (default: a client of its own).
+	Client *http.Client
+}
+
+// NewTokenizer returns a Tokenizer.
+func NewTokenizer(cfg TokenizerConfig) *Tokenizer {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 200 * time.Millisecond
+	}
+	if cfg.CacheEntries <= 0 {
+		cfg.CacheEntries = 4096
+	}
+	if cfg.MaxTokens <= 0 {
+		cfg.MaxTokens = 1 << 20
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}
+	}
+	c, _ := lru.New[uint64, []uint32](cfg.CacheEntries) // size > 0: no error
+	return &Tokenizer{client: cfg.Client, timeout: cfg.Timeout, maxIDs: cfg.MaxTokens, cache: c, seed: maphash.MakeSeed()}
+}
+
+// TokenizerCounts are a Tokenizer's outcomes so far.
+type TokenizerCounts struct {
+	Hits, Calls, Failures uint64
+}
+
+// Counts reports the outcomes so far.
+func (t *Tokenizer) Counts() TokenizerCounts {
+	return TokenizerCounts{Hits: t.hits.Load(), Calls: t.calls.Load(), Failures: t.failures.Load()}
+}
+
+// renderPath is the render endpoint for an OpenAI request body: chat when
+// it has messages.
+func renderPath(body []byte) string {
+	var probe struct {
+		Messages json.RawMessage `json:"messages"`
+	}
+	if json.Unmarshal(body, &probe) == nil && len(probe.Messages) > 0 {
+		return "/v1/chat/completions/render"
+	}
+	return "/v1/completions/render"
+}
+
+// Tokens returns body's prompt token ids, rendered by the engine at addr
+// (host:port), from the cache when it has them.
+func (t *Tokenizer) Tokens(ctx context.Context, addr string, body []byte) ([]uint32, error) {
+	path := renderPath(body)
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	h.WriteString(path)
+	h.Write(body)
+	key := h.Sum64()
+	if ids, ok := t.cache.Get(key); ok {
+		t.hits.Add(1)
+		return ids, nil
+	}
+	t.calls.Add(1)
+	ids, err := t.render(ctx, "http://"+addr+path, body)
+	if err != nil {
+		t.failures.Add(1)
+		return nil, err
+	}
+	t.cache.Add(key, ids)
+	return ids, nil
+}
+
+// renderAnswer is what both render endpoints answer with, one object
+// (chat) or a list of one per prompt (completions).
+type renderAnswer struct {
+	TokenIDs []uint32 `json:"token_ids"`
+}
+
+func (t *Tokenizer) render(ctx context.Context, url string, body []byte) ([]uint32, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	// A token id is at most 11 bytes of JSON; the rest of the answer is small.
+	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(t.maxIDs)*11+64<<10))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("render %s: status %d: %.200s", url, resp.StatusCode, b)
+	}
+	b = bytes.TrimSpace(b)
+	var ans []renderAnswer
+	if len(b) > 0 && b[0] == '[' {
+		err = json.Unmarshal(b, &ans)
+	} else {
+		ans = make([]renderAnswer, 1)
+		err = json.Unmarshal(b, &ans[0])
+	}
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("render %s: %w", url, err)
+	case len(ans) != 1:
+		return nil, fmt.Errorf("render %s: %d prompts, want one", url, len(ans))
+	case len(ans[0].TokenIDs) == 0:
+		return nil, errors.New("render " + url + ": no token_ids")
+	case len(ans[0].TokenIDs) > t.maxIDs:
+		return nil, fmt.Errorf("render %s: %d token ids, more than %d", url, len(ans[0].TokenIDs), t.maxIDs)
+	}
+	return ans[0].TokenIDs, nil
+}
