@@ -36,7 +36,7 @@ type recorder struct {
 }
 
 func newRecorder() *recorder {
-	return &recorder{eps: make(chan []string, 100), pools: map[string]inference.Pool{}, models: map[string]inference.Model{},
+	return &recorder{eps: make(chan []string, 10000), pools: map[string]inference.Pool{}, models: map[string]inference.Model{},
 		objectives: map[string]inference.Objective{}, rewrites: map[string]inference.Rewrite{}}
 }
 

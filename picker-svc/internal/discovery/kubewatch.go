@@ -262,6 +262,10 @@ func (d debugHandler) Handle(ctx context.Context, r slog.Record) error {
 	return d.Handler.Handle(ctx, r)
 }
 
-func (d debugHandler) WithAttrs(as []slog.Attr) slog.Handler { return debugHandler{d.Handler.WithAttrs(as)} }
+func (d debugHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return debugHandler{d.Handler.WithAttrs(as)}
+}
 
-func (d debugHandler) WithGroup(name string) slog.Handler { return debugHandler{d.Handler.WithGroup(name)} }
+func (d debugHandler) WithGroup(name string) slog.Handler {
+	return debugHandler{d.Handler.WithGroup(name)}
+}
