@@ -9,11 +9,14 @@ import (
 // Metrics are the decision's Prometheus series: picks, their latency,
 // request ends and token usage.
 type Metrics struct {
-	pickLatency  prometheus.Histogram
-	picks        *prometheus.CounterVec
-	stalePicks   *prometheus.CounterVec
-	endsReported prometheus.Counter
-	usage        *usageMetrics
+	pickLatency prometheus.Histogram
+	picks       *prometheus.CounterVec
+	stalePicks  *prometheus.CounterVec
+	// handoverPicks: picks among a pool's previous endpoints while none
+	// of its new ones has metrics yet (datastore's Handover).
+	handoverPicks *prometheus.CounterVec
+	endsReported  prometheus.Counter
+	usage         *usageMetrics
 }
 
 // Outcome labels of meshllm_picker_picks_total: the scheduler's outcomes
@@ -42,11 +45,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		stalePicks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshllm_picker_stale_picks_total", Help: "Picks made among endpoints with old metrics because none was eligible (stale or failing scrapes).",
 		}, []string{"pool"}),
+		handoverPicks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshllm_picker_handover_picks_total", Help: "Picks among a pool's previous endpoints because none of its new ones had metrics yet (every address changed at once).",
+		}, []string{"pool"}),
 		endsReported: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshllm_picker_request_ends_reported_total", Help: "Pick ids that pick requests reported as ended (\"done\"), known or not.",
 		}),
 		usage: newUsageMetrics(),
 	}
-	reg.MustRegister(m.pickLatency, m.picks, m.stalePicks, m.endsReported, m.usage.prompt, m.usage.completion, m.usage.missing)
+	reg.MustRegister(m.pickLatency, m.picks, m.stalePicks, m.handoverPicks, m.endsReported, m.usage.prompt, m.usage.completion, m.usage.missing)
 	return m
 }
