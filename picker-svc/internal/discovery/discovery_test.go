@@ -171,7 +171,9 @@ func TestDNS(t *testing.T) {
 	res.set("vllm.ns.svc", []string{"10.0.0.2", "10.0.0.1"}, nil)
 	res.set("other", []string{"10.0.1.1"}, nil)
 	ticks := make(chan time.Time)
-	d := &DNS{Pool: "p", Targets: []string{"vllm.ns.svc:8000", "other:9000"}, Resolver: res, Ticks: ticks, Logger: slog.New(slog.DiscardHandler)}
+	h := NewHealth(slog.New(slog.DiscardHandler))
+	d := &DNS{Pool: "p", Targets: []string{"vllm.ns.svc:8000", "other:9000"}, Resolver: res, Ticks: ticks, Logger: slog.New(slog.DiscardHandler),
+		Health: h}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := newRecorder()
 	done := make(chan error)
@@ -187,6 +189,9 @@ func TestDNS(t *testing.T) {
 	ticks <- time.Time{}
 	ticks <- time.Time{} // the second tick is taken only after the first round reported (or not)
 	require.Empty(t, r.eps)
+	ok, _ := h.Synced()
+	require.True(t, ok, "synced by the first round")
+	require.Eventually(t, func() bool { return failures(t, h, "dns") == 2 }, 10*time.Second, time.Millisecond, "each failed round counted")
 	cancel()
 	require.NoError(t, <-done)
 }

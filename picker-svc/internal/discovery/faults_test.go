@@ -104,7 +104,7 @@ func TestKubernetesWaitsForTheAPIServerAndCatchesUpAfterAnOutage(t *testing.T) {
 	ok, why := h.Synced()
 	require.False(t, ok)
 	require.Contains(t, why, "pods")
-	require.Contains(t, logs.String(), "discovery waiting for the API server")
+	require.Contains(t, logs.String(), "discovery cannot sync yet")
 
 	require.NoError(t, s.Up())
 	r.next(t, "pool", "10.1.0.1:8000", "10.1.0.2:8000")
@@ -114,14 +114,14 @@ func TestKubernetesWaitsForTheAPIServerAndCatchesUpAfterAnOutage(t *testing.T) {
 	// An outage: the age grows and it is logged; a pod deleted meanwhile
 	// is gone soon after the API server returns.
 	s.Down()
-	require.Eventually(t, func() bool { return h.Age("pods") > 0 && strings.Contains(logs.String(), "discovery watch failing") },
+	require.Eventually(t, func() bool { return h.Age("pods") > 0 && strings.Contains(logs.String(), "discovery failing") },
 		10*time.Second, time.Millisecond)
 	s.Delete(fakeapiserver.Pods, "ns/a")
 	up := time.Now()
 	require.NoError(t, s.Up())
 	r.next(t, "pool", "10.1.0.2:8000")
 	t.Logf("the deleted pod left the endpoints %v after the API server returned", time.Since(up))
-	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "discovery watch recovered") }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "discovery recovered") }, 10*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool { return h.Age("pods") == 0 }, 10*time.Second, time.Millisecond)
 
 	// Watches dropped and every resource version expired (410 Gone): the

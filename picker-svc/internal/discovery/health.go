@@ -87,7 +87,7 @@ func (h *Health) Current(name string) {
 func (h *Health) currentLocked(name string, r *resourceHealth) {
 	now := h.now()
 	if r.failing {
-		h.log.Info("discovery watch recovered", "resource", name, "failed_for", now.Sub(r.failedAt).Round(time.Millisecond).String(),
+		h.log.Info("discovery recovered", "resource", name, "failed_for", now.Sub(r.failedAt).Round(time.Millisecond).String(),
 			"stale_for", now.Sub(r.lastGood).Round(time.Millisecond).String())
 		r.failing = false
 	}
@@ -122,10 +122,22 @@ func (h *Health) Failed(name string, err error) {
 	}
 	r.failing, r.failedAt = true, now
 	if r.synced {
-		h.log.Warn("discovery watch failing; routing on the last known state until it recovers", "resource", name, "err", err.Error())
+		h.log.Warn("discovery failing; routing on the last known state until it recovers", "resource", name, "err", err.Error())
 	} else {
-		h.log.Warn("discovery waiting for the API server (not ready until the first sync)", "resource", name, "err", err.Error())
+		h.log.Warn("discovery cannot sync yet (not ready until it does); retrying", "resource", name, "err", err.Error())
 	}
+}
+
+// Missed records a failed round of a source that logs its own failures
+// (dns): counted, not current, nothing logged here.
+func (h *Health) Missed(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.get(name)
+	if r.current {
+		r.current, r.lastGood = false, h.now()
+	}
+	r.failures++
 }
 
 // Synced reports whether every tracked resource has had its first full

@@ -59,7 +59,7 @@ func TestHealthTransitionsAgesAndLogs(t *testing.T) {
 	// The API server is away at start: logged once, counted each time.
 	h.Failed("pods", errors.New("connection refused"))
 	h.Failed("pods", errors.New("connection refused"))
-	require.Equal(t, 1, strings.Count(logs.String(), "discovery waiting for the API server"))
+	require.Equal(t, 1, strings.Count(logs.String(), "discovery cannot sync yet"))
 	require.Equal(t, 2.0, failures(t, h, "pods"))
 
 	now = now.Add(time.Second)
@@ -67,7 +67,7 @@ func TestHealthTransitionsAgesAndLogs(t *testing.T) {
 	h.Listed("inferencepools", 1)
 	ok, _ = h.Synced()
 	require.True(t, ok)
-	require.Contains(t, logs.String(), "discovery watch recovered")
+	require.Contains(t, logs.String(), "discovery recovered")
 	require.Equal(t, time.Duration(0), h.Age("pods"), "current while the watch is open")
 	synced, _ := metric(t, h, "meshllm_picker_discovery_synced", "pods")
 	require.Equal(t, 1.0, synced)
@@ -89,11 +89,11 @@ func TestHealthTransitionsAgesAndLogs(t *testing.T) {
 	require.Equal(t, 30*time.Second, h.Age("pods"))
 	age, _ = metric(t, h, "meshllm_picker_discovery_last_sync_age_seconds", "pods")
 	require.Equal(t, 30.0, age)
-	require.Equal(t, 1, strings.Count(logs.String(), "discovery watch failing; routing on the last known state"))
+	require.Equal(t, 1, strings.Count(logs.String(), "discovery failing; routing on the last known state"))
 	ok, _ = h.Synced()
 	require.True(t, ok, "synced stays: the last known state is served")
 	h.Current("pods")
-	require.Contains(t, logs.String(), "discovery watch recovered")
+	require.Contains(t, logs.String(), "discovery recovered")
 	require.Contains(t, logs.String(), "stale_for=30s")
 
 	h.Untrack("inferencepools")
