@@ -86,6 +86,7 @@ type picker struct {
 	grpc    *grpc.Server // nil: no ext_proc listener
 	source  discovery.Source
 	precise *precisePrefix // nil: no profile routes precisely
+	health  *discovery.Health // how current discovery is: readiness, metrics
 }
 
 // Run runs picker-svc until ctx ends, then shuts down gracefully.
@@ -182,8 +183,10 @@ func (p *picker) build() error {
 	})
 	p.store = datastore.New(p.mgr, p.log, sched.EndpointsRemoved)
 	p.metrics.CollectEndpoints(p.store)
+	p.health = discovery.NewHealth(p.log)
+	p.metrics.Registry.MustRegister(p.health)
 	p.buildPrecise(sched)
-	if p.source, err = source(&p.cfg, &p.objs, p.log); err != nil {
+	if p.source, err = source(&p.cfg, &p.objs, p.log, p.health); err != nil {
 		p.mgr.Close()
 		return err
 	}
@@ -191,7 +194,7 @@ func (p *picker) build() error {
 		p.store.ReplaceObjects(p.objs)
 	}
 	p.decider = decision.New(p.store, resolve.New(nil), sched, decision.NewMetrics(p.metrics.Registry), p.log)
-	p.http = &http.Server{Addr: p.cfg.Listen, Handler: server.New(p.store, p.decider, p.metrics).Handler(), ReadHeaderTimeout: 5 * time.Second,
+	p.http = &http.Server{Addr: p.cfg.Listen, Handler: server.New(p.store, p.decider, p.metrics).WaitFor(p.health).Handler(), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	return nil
 }
@@ -280,10 +283,10 @@ func (p *picker) shutdown() {
 // belong to --pool, or to the only pool in the objects, or to a pool
 // synthesised from the flags when there are no objects (every model passes
 // through).
-func source(cfg *config.Config, objs *inference.Objects, log *slog.Logger) (discovery.Source, error) {
+func source(cfg *config.Config, objs *inference.Objects, log *slog.Logger, health *discovery.Health) (discovery.Source, error) {
 	d := &cfg.Discovery
 	if d.Mode == "kubernetes" {
-		return kubeSource(cfg, log)
+		return kubeSource(cfg, log, health)
 	}
 	pool := d.Pool
 	switch {
@@ -307,12 +310,15 @@ func source(cfg *config.Config, objs *inference.Objects, log *slog.Logger) (disc
 			Selector: map[string]string{}})
 	}
 	if d.Mode == "dns" {
-		return &discovery.DNS{Pool: pool, Targets: d.DNS, Interval: d.DNSInterval.Duration, Logger: log}, nil
+		return &discovery.DNS{Pool: pool, Targets: d.DNS, Interval: d.DNSInterval.Duration, Logger: log, Health: health}, nil
 	}
 	return discovery.NewStatic(pool, d.Endpoints)
 }
 
-func kubeSource(cfg *config.Config, log *slog.Logger) (discovery.Source, error) {
+// kubeSource builds the kubernetes source. Nothing here talks to the API
+// server: an API server away at start is waited for by the source, never
+// fatal.
+func kubeSource(cfg *config.Config, log *slog.Logger, health *discovery.Health) (discovery.Source, error) {
 	d := &cfg.Discovery
 	rc, err := clientcmd.BuildConfigFromFlags("", d.Kubeconfig)
 	if err != nil {
@@ -327,7 +333,7 @@ func kubeSource(cfg *config.Config, log *slog.Logger) (discovery.Source, error) 
 		return nil, err
 	}
 	k := &discovery.Kubernetes{Client: kc, Dynamic: dc, Namespace: d.Namespace, OnlyPool: d.Pool, Resync: d.Resync.Duration,
-		ReadOnly: d.ReadOnly, Logger: log}
+		ReadOnly: d.ReadOnly, RetryInitial: d.RetryInitial.Duration, RetryMax: d.RetryMax.Duration, Health: health, Logger: log}
 	if err := kubeResources(cfg, k); err != nil {
 		return nil, err
 	}

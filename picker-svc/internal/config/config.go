@@ -74,6 +74,12 @@ type Config struct {
 		ReadOnly   bool     `json:"readOnly"`
 		Kubeconfig string   `json:"kubeconfig"`
 		Resync     Duration `json:"resync"`
+		// RetryInitial and RetryMax: the wait before another request to
+		// the API server after one failed doubles from the one to the
+		// other (0: 250ms and 2s). RetryMax bounds how far behind the
+		// picker stays once the API server is back.
+		RetryInitial Duration `json:"retryInitial"`
+		RetryMax     Duration `json:"retryMax"`
 	} `json:"discovery"`
 	Scrape struct {
 		Interval     Duration `json:"interval"`
@@ -377,6 +383,11 @@ func (c *Config) validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("discovery mode %q: want static, dns or kubernetes", c.Discovery.Mode))
+	}
+	if d := &c.Discovery; d.RetryInitial.Duration < 0 || d.RetryMax.Duration < 0 ||
+		(d.RetryInitial.Duration > 0 && d.RetryMax.Duration > 0 && d.RetryInitial.Duration > d.RetryMax.Duration) {
+		errs = append(errs, fmt.Errorf("discovery.retryInitial %v and retryMax %v: must be >= 0 (0: default), initial <= max",
+			d.RetryInitial.Duration, d.RetryMax.Duration))
 	}
 	if !pickapi.Strategy(c.Discovery.Strategy).Known() {
 		errs = append(errs, fmt.Errorf("strategy %q: want one of %q", c.Discovery.Strategy, pickapi.Strategies))

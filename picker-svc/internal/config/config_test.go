@@ -67,6 +67,15 @@ func TestKubernetesObjectAPIs(t *testing.T) {
 	require.Equal(t, "llm-d.ai/v1alpha2", c.Discovery.ObjectiveAPI)
 	require.Equal(t, "none", c.Discovery.RewriteAPI)
 	require.True(t, c.Discovery.ReadOnly)
+
+	require.NoError(t, os.WriteFile(f, []byte("discovery: {mode: kubernetes, namespace: ns, retryInitial: 100ms, retryMax: 1s}\n"), 0o600))
+	c, err = Load([]string{"--config", f}, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, 100*time.Millisecond, c.Discovery.RetryInitial.Duration)
+	require.Equal(t, time.Second, c.Discovery.RetryMax.Duration)
+	require.NoError(t, os.WriteFile(f, []byte("discovery: {mode: kubernetes, namespace: ns, retryInitial: 3s, retryMax: 1s}\n"), 0o600))
+	_, err = Load([]string{"--config", f}, env(nil))
+	require.ErrorContains(t, err, "discovery.retryInitial 3s and retryMax 1s")
 }
 
 func TestEngine(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
@@ -36,6 +37,11 @@ type PoolView struct {
 	// for /debug/state and the log.
 	Conflicts []string
 	Endpoints []*scrape.Endpoint
+	// Handover holds the endpoints the pool had before its last change,
+	// while none of its new ones has fresh metrics, until HandoverUntil
+	// (see Handover).
+	Handover      []*scrape.Endpoint
+	HandoverUntil time.Time
 }
 
 // RewriteRule is one InferenceModelRewrite rule as a pick applies it.
@@ -68,6 +74,9 @@ type Store struct {
 	// engineConflict is, per address in pools naming different engines,
 	// the conflict last logged (logged once, not at every rebuild).
 	engineConflict map[string]string
+	handovers      map[string]*handover // by pool
+	handoverFor    time.Duration
+	now            func() time.Time
 	cur            atomic.Pointer[View]
 }
 
@@ -78,7 +87,7 @@ func New(mgr *scrape.Manager, log *slog.Logger, onRemoved func([]*scrape.Endpoin
 	s := &Store{mgr: mgr, log: log, onRemoved: onRemoved, pools: map[string]inference.Pool{},
 		models: map[string]inference.Model{}, objectives: map[string]inference.Objective{}, rewrites: map[string]inference.Rewrite{},
 		warned: map[string]bool{}, endpoints: map[string][]string{}, members: map[string]map[string]*scrape.Endpoint{},
-		engineConflict: map[string]string{}}
+		engineConflict: map[string]string{}, handovers: map[string]*handover{}, handoverFor: DefaultHandoverFor, now: time.Now}
 	s.cur.Store(&View{Pools: map[string]*PoolView{}, byModel: map[string][]*PoolView{}})
 	return s
 }
@@ -155,7 +164,9 @@ func (s *Store) DeletePool(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.pools, name)
-	s.setEndpointsLocked(name, nil)
+	released := s.setHandoverLocked(name, nil)
+	s.setEndpointsLocked(name, nil, false)
+	s.removedLocked(released)
 	s.rebuildLocked()
 }
 
@@ -177,21 +188,30 @@ func (s *Store) DeleteModel(namespace, name string) {
 
 // SetEndpoints makes addrs ("ip:port") the endpoints of pool. Endpoints that
 // stay keep their scraper and prefix index; gone ones are stopped.
+// If none of the new endpoints has fresh metrics yet, the old ones that do
+// stay routable for a while (Handover). An unchanged list costs a sort.
 func (s *Store) SetEndpoints(pool string, addrs []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.setEndpointsLocked(pool, addrs)
-	s.rebuildLocked()
+	if s.setEndpointsLocked(pool, addrs, true) {
+		s.rebuildLocked()
+	}
 }
 
-func (s *Store) setEndpointsLocked(pool string, addrs []string) {
+// setEndpointsLocked reports whether the endpoints changed.
+func (s *Store) setEndpointsLocked(pool string, addrs []string, handover bool) bool {
 	addrs = slices.Clone(addrs)
 	sort.Strings(addrs)
 	addrs = slices.Compact(addrs)
 	if slices.Equal(addrs, s.endpoints[pool]) {
-		return
+		return false
 	}
 	old, oldEPs := s.endpoints[pool], s.members[pool]
+	var keep []*scrape.Endpoint
+	if handover {
+		keep = s.handoverKeepLocked(pool, addrs)
+	}
+	s.holdHandoverLocked(pool, keep)
 	eps := s.mgr.Set("pool/"+pool, addrs)
 	ms := make(map[string]*scrape.Endpoint, len(eps))
 	for _, ep := range eps {
@@ -205,11 +225,18 @@ func (s *Store) setEndpointsLocked(pool string, addrs []string) {
 		s.members[pool] = ms
 	}
 	s.log.Info("pool endpoints changed", "pool", pool, "endpoints", len(addrs), "was", len(old))
+	released := s.setHandoverLocked(pool, keep)
+	s.removedLocked(append(slices.Collect(maps.Values(oldEPs)), released...))
+	return true
+}
+
+// removedLocked tells onRemoved which of eps no pool (nor handover) holds.
+func (s *Store) removedLocked(eps []*scrape.Endpoint) {
 	if s.onRemoved == nil {
 		return
 	}
 	var gone []*scrape.Endpoint
-	for _, ep := range oldEPs {
+	for _, ep := range eps {
 		if !s.heldLocked(ep) {
 			gone = append(gone, ep)
 		}
@@ -219,10 +246,15 @@ func (s *Store) setEndpointsLocked(pool string, addrs []string) {
 	}
 }
 
-// heldLocked reports whether any pool still has ep.
+// heldLocked reports whether any pool, or any pool's handover, still has ep.
 func (s *Store) heldLocked(ep *scrape.Endpoint) bool {
 	for _, ms := range s.members {
 		if ms[ep.Addr] == ep {
+			return true
+		}
+	}
+	for _, h := range s.handovers {
+		if h.byAddr[ep.Addr] == ep {
 			return true
 		}
 	}
@@ -275,6 +307,9 @@ func (s *Store) rebuildLocked() {
 		pv.Endpoints = make([]*scrape.Endpoint, 0, len(addrs))
 		for _, a := range addrs {
 			pv.Endpoints = append(pv.Endpoints, s.members[name][a])
+		}
+		if h := s.handovers[name]; h != nil {
+			pv.Handover, pv.HandoverUntil = h.eps, h.until
 		}
 		v.Pools[name] = pv
 	}

@@ -83,7 +83,12 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 	}
 	pool := res.Pool.Pool.Name
 	strategy = res.Pool.Pool.Strategy
+	now := s.now()
 	eps := res.Pool.Endpoints
+	if h := handedOver(res.Pool, now); h != nil {
+		eps = h
+		s.metrics.handoverPicks.WithLabelValues(pool).Inc()
+	}
 	if subset != nil {
 		eps = inSubset(eps, subset)
 		if len(eps) == 0 {
@@ -94,7 +99,7 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 	}
 	sreq := scheduling.Request{TargetModel: res.TargetModel, Criticality: res.Criticality, PrefixHashes: req.PrefixHashes,
 		PromptTokens: req.PromptBytes / pickapi.BytesPerToken, Body: req.Body}
-	result, err := s.sched.Pick(eps, strategy, &sreq, s.now())
+	result, err := s.sched.Pick(eps, strategy, &sreq, now)
 	switch {
 	case errors.Is(err, scheduling.ErrNoEndpoints):
 		outcome = OutcomeNoEndpoints
@@ -140,6 +145,27 @@ func (s *Decider) RequestsDone(ids []uint64) {
 // RecordExchange counts a request seen over ext_proc, at its end.
 func (s *Decider) RecordExchange(e Exchange) {
 	s.metrics.gatewayPath.record(e)
+}
+
+// handedOver returns the pool's handed-over endpoints that have fresh
+// metrics, when none of its current ones has (datastore's Handover); else
+// nil.
+func handedOver(pv *datastore.PoolView, now time.Time) []*scrape.Endpoint {
+	if len(pv.Handover) == 0 || !now.Before(pv.HandoverUntil) {
+		return nil
+	}
+	for _, ep := range pv.Endpoints {
+		if _, ok := ep.Eligible(now); ok {
+			return nil
+		}
+	}
+	var out []*scrape.Endpoint
+	for _, ep := range pv.Handover {
+		if _, ok := ep.Eligible(now); ok {
+			out = append(out, ep)
+		}
+	}
+	return out
 }
 
 // inSubset keeps the endpoints whose address is listed.

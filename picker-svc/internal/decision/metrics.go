@@ -10,11 +10,14 @@ import (
 // request ends, and the gateway path's asm_llm_proxy_* series
 // (gatewaypath.go).
 type Metrics struct {
-	pickLatency  prometheus.Histogram
-	picks        *prometheus.CounterVec
-	stalePicks   *prometheus.CounterVec
-	endsReported prometheus.Counter
-	gatewayPath  *gatewayPathMetrics
+	pickLatency prometheus.Histogram
+	picks       *prometheus.CounterVec
+	stalePicks  *prometheus.CounterVec
+	// handoverPicks: picks among a pool's previous endpoints while none
+	// of its new ones has metrics yet (datastore's Handover).
+	handoverPicks *prometheus.CounterVec
+	endsReported  prometheus.Counter
+	gatewayPath   *gatewayPathMetrics
 }
 
 // Outcome labels of meshllm_picker_picks_total: the scheduler's outcomes
@@ -43,12 +46,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		stalePicks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshllm_picker_stale_picks_total", Help: "Picks made among endpoints with old metrics because none was eligible (stale or failing scrapes).",
 		}, []string{"pool"}),
+		handoverPicks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshllm_picker_handover_picks_total", Help: "Picks among a pool's previous endpoints because none of its new ones had metrics yet (every address changed at once).",
+		}, []string{"pool"}),
 		endsReported: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshllm_picker_request_ends_reported_total", Help: "Pick ids that pick requests reported as ended (\"done\"), known or not.",
 		}),
 		gatewayPath: newGatewayPathMetrics(),
 	}
-	reg.MustRegister(m.pickLatency, m.picks, m.stalePicks, m.endsReported)
+	reg.MustRegister(m.pickLatency, m.picks, m.stalePicks, m.handoverPicks, m.endsReported)
 	reg.MustRegister(m.gatewayPath.collectors()...)
 	return m
 }

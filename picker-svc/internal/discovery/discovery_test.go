@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ type recorder struct {
 }
 
 func newRecorder() *recorder {
-	return &recorder{eps: make(chan []string, 100), pools: map[string]inference.Pool{}, models: map[string]inference.Model{},
+	return &recorder{eps: make(chan []string, 10000), pools: map[string]inference.Pool{}, models: map[string]inference.Model{},
 		objectives: map[string]inference.Objective{}, rewrites: map[string]inference.Rewrite{}}
 }
 
@@ -170,7 +171,9 @@ func TestDNS(t *testing.T) {
 	res.set("vllm.ns.svc", []string{"10.0.0.2", "10.0.0.1"}, nil)
 	res.set("other", []string{"10.0.1.1"}, nil)
 	ticks := make(chan time.Time)
-	d := &DNS{Pool: "p", Targets: []string{"vllm.ns.svc:8000", "other:9000"}, Resolver: res, Ticks: ticks, Logger: slog.New(slog.DiscardHandler)}
+	h := NewHealth(slog.New(slog.DiscardHandler))
+	d := &DNS{Pool: "p", Targets: []string{"vllm.ns.svc:8000", "other:9000"}, Resolver: res, Ticks: ticks, Logger: slog.New(slog.DiscardHandler),
+		Health: h}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := newRecorder()
 	done := make(chan error)
@@ -186,6 +189,9 @@ func TestDNS(t *testing.T) {
 	ticks <- time.Time{}
 	ticks <- time.Time{} // the second tick is taken only after the first round reported (or not)
 	require.Empty(t, r.eps)
+	ok, _ := h.Synced()
+	require.True(t, ok, "synced by the first round")
+	require.Eventually(t, func() bool { return failures(t, h, "dns") == 2 }, 10*time.Second, time.Millisecond, "each failed round counted")
 	cancel()
 	require.NoError(t, <-done)
 }
@@ -435,11 +441,38 @@ func TestKubernetesSkipsUnservedResourcesAndCanBeReadOnly(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 
-	// Discovery failing for another reason stops the picker.
+	// Discovery failing for another reason (the API server away) is
+	// retried, never fatal: not synced until it answers.
 	client = fake.NewSimpleClientset()
+	served(client, ObjectivesV1alpha2)
+	var away atomic.Bool
+	away.Store(true)
 	client.Discovery().(*fakediscovery.FakeDiscovery).PrependReactor("get", "resource", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, errors.New("connection refused")
+		if away.Load() {
+			return true, nil, errors.New("connection refused")
+		}
+		return false, nil, nil
 	})
-	k = &Kubernetes{Client: client, Dynamic: dyn, Namespace: "ns", PoolGVR: PoolsV1alpha2, ObjectiveGVR: &og, Logger: slog.New(slog.DiscardHandler)}
-	require.ErrorContains(t, k.Run(context.Background(), newRecorder()), "connection refused")
+	h := NewHealth(slog.New(slog.DiscardHandler))
+	k = &Kubernetes{Client: client, Dynamic: dyn, Namespace: "ns", PoolGVR: PoolsV1alpha2, ObjectiveGVR: &og, Logger: slog.New(slog.DiscardHandler),
+		Health: h, RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond}
+	ctx, cancel = context.WithCancel(context.Background())
+	r = newRecorder()
+	go func() { done <- k.Run(ctx, r) }()
+	r.next(t, "pool")
+	require.Eventually(t, func() bool { return failures(t, h, "inferenceobjectives") >= 3 }, 10*time.Second, time.Millisecond,
+		"retried with backoff")
+	ok, why := h.Synced()
+	require.False(t, ok)
+	require.Equal(t, "discovery has not synced inferenceobjectives yet", why)
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned %v while the API server was away", err)
+	default:
+	}
+	away.Store(false)
+	require.Eventually(t, func() bool { ok, _ := h.Synced(); return ok }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { _, ok := r.objective("o"); return ok }, 10*time.Second, time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
 }

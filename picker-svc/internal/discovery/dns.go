@@ -24,6 +24,9 @@ type DNS struct {
 	Interval time.Duration
 	Resolver Resolver
 	Logger   *slog.Logger
+	// Health learns of each round (resource "dns"): synced once every
+	// name resolved in one round (nil: not reported).
+	Health *Health
 	// Ticks replaces the interval timer (tests).
 	Ticks <-chan time.Time
 }
@@ -52,10 +55,14 @@ func (d *DNS) Run(ctx context.Context, sink Sink) error {
 		defer t.Stop()
 		ticks = t.C
 	}
+	if d.Health != nil {
+		d.Health.Track("dns")
+	}
 	last := map[string][]string{}
 	failing := map[string]bool{}
 	var reported []string
 	for {
+		allResolved := true
 		for _, t := range d.Targets {
 			host, port, _ := net.SplitHostPort(t)
 			ctx2, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -69,6 +76,7 @@ func (d *DNS) Run(ctx context.Context, sink Sink) error {
 					d.Logger.Warn("dns lookup failing; keeping previous addresses", "target", t, "err", err, "kept", len(last[t]))
 				}
 				failing[t] = true
+				allResolved = false
 				continue
 			}
 			if failing[t] {
@@ -90,6 +98,13 @@ func (d *DNS) Run(ctx context.Context, sink Sink) error {
 		if reported == nil || !slices.Equal(all, reported) {
 			sink.SetEndpoints(d.Pool, all)
 			reported = all
+		}
+		switch {
+		case d.Health == nil:
+		case allResolved:
+			d.Health.Listed("dns", len(all))
+		default:
+			d.Health.Missed("dns")
 		}
 		select {
 		case <-ctx.Done():

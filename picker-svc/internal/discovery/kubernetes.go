@@ -5,25 +5,29 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 )
 
 // GVRs the kubernetes mode can watch.
@@ -41,11 +45,24 @@ var (
 	RewritesLLMDV1alpha2   = schema.GroupVersionResource{Group: inference.GroupLLMD, Version: "v1alpha2", Resource: "inferencemodelrewrites"}
 )
 
+// Defaults of the Kubernetes fields that tune fault handling.
+const (
+	DefaultRetryInitial = 250 * time.Millisecond
+	DefaultRetryMax     = 2 * time.Second
+	DefaultCoalesce     = 10 * time.Millisecond
+)
+
 // Kubernetes watches, in one namespace, the InferencePools (and optionally
-// InferenceModels) and the ready pods their selectors match. Every pod, pool
-// or model event recomputes the affected endpoints, so additions, removals
-// and pods turning unready show within one event (and at the latest one
-// resync).
+// InferenceModels, InferenceObjectives and InferenceModelRewrites) and the
+// ready pods their selectors match.
+//
+// Faults: an API server that cannot be reached, at start or later, is
+// retried for ever (RetryInitial doubling to RetryMax), never fatal; until
+// every resource's first list is applied Health says not synced, and after
+// that the last known state keeps being served while Health shows its age.
+// Cost: pod events only mark the endpoints dirty; one recompute, O(pods),
+// folds every event of the Coalesce window after the previous one, so a
+// burst of N pod events costs O(N), not N recomputes of O(N).
 type Kubernetes struct {
 	Client    kubernetes.Interface
 	Dynamic   dynamic.Interface
@@ -63,8 +80,20 @@ type Kubernetes struct {
 	ReadOnly bool
 	// OnlyPool, if set, ignores every other pool.
 	OnlyPool string
-	Resync   time.Duration
-	Logger   *slog.Logger
+	// Resync re-reads every cached object this often (0: never).
+	Resync time.Duration
+	// RetryInitial and RetryMax bound the wait before another list, watch
+	// or discovery request after one failed: doubling from the one to the
+	// other, plus up to 25% jitter (0: DefaultRetryInitial,
+	// DefaultRetryMax). The picker is current again at most about RetryMax
+	// after the API server comes back.
+	RetryInitial, RetryMax time.Duration
+	// Coalesce is how long after an endpoint recompute pod events wait to
+	// be folded into the next one (0: DefaultCoalesce).
+	Coalesce time.Duration
+	// Health learns how current each resource is (nil: a private one).
+	Health *Health
+	Logger *slog.Logger
 	// Now stamps condition transitions (nil: time.Now).
 	Now func() time.Time
 
@@ -74,11 +103,23 @@ type Kubernetes struct {
 	badSeen   map[string]string // object key -> last error logged
 	statusErr map[string]string // object key -> last status write error logged
 	pods      listersv1.PodLister
+	podsW     *watched
 	sink      Sink
-	synced    bool
+	queue     *workqueue.Typed[item]
+	dirty     chan struct{} // the endpoints need a recompute
 }
 
-// Run implements Source.
+// item is a work queue entry: an object of a watched resource to apply
+// (by namespace/name key), or, with synced set, the end of a full list.
+type item struct {
+	w      *watched
+	key    string
+	synced bool
+	n      int
+}
+
+// Run implements Source. It returns only when ctx ends: failures to reach
+// the API server are retried, whatever is watched.
 func (k *Kubernetes) Run(ctx context.Context, sink Sink) error {
 	if k.Logger == nil {
 		k.Logger = slog.Default()
@@ -86,36 +127,35 @@ func (k *Kubernetes) Run(ctx context.Context, sink Sink) error {
 	if k.Now == nil {
 		k.Now = time.Now
 	}
+	if k.Health == nil {
+		k.Health = NewHealth(k.Logger)
+	}
+	// client-go's own log lines go to debug: Health logs what an operator
+	// needs (failing, recovered) once per change.
+	ctx = klog.NewContext(ctx, logr.FromSlogHandler(debugHandler{k.Logger.Handler()}))
 	k.ctx, k.sink, k.pools, k.badSeen, k.statusErr = ctx, sink, map[string]inference.Pool{}, map[string]string{}, map[string]string{}
-	pf := informers.NewSharedInformerFactoryWithOptions(k.Client, k.Resync, informers.WithNamespace(k.Namespace))
-	podInf := pf.Core().V1().Pods()
-	k.pods = podInf.Lister()
-	df := dynamicinformer.NewFilteredDynamicSharedInformerFactory(k.Dynamic, k.Resync, k.Namespace, nil)
-	poolInf := df.ForResource(k.PoolGVR).Informer()
+	k.queue = workqueue.NewTyped[item]()
+	k.dirty = make(chan struct{}, 1)
 
-	podHandler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { k.reconcileAll() },
-		UpdateFunc: func(_, _ any) { k.reconcileAll() },
-		DeleteFunc: func(any) { k.reconcileAll() },
+	ns := k.Namespace
+	pods := k.Client.CoreV1().Pods(ns)
+	k.podsW = newWatched("pods", &cache.ListWatch{
+		ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return pods.List(ctx, o) },
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return pods.Watch(ctx, o) },
+	}, k.Client, &corev1.Pod{}, k.Resync, k.backoff(), k.Health,
+		func(string) { k.markDirty() },
+		func(n int) { k.markDirty(); k.Health.Listed("pods", n) })
+	k.pods = listersv1.NewPodLister(k.podsW.store.Indexer)
+
+	var wg sync.WaitGroup
+	start := func(w *watched) {
+		k.Health.Track(w.name)
+		wg.Go(func() { w.run(ctx) })
 	}
-	if _, err := podInf.Informer().AddEventHandler(podHandler); err != nil {
-		return err
-	}
-	if _, err := poolInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { k.poolEvent(o, false) },
-		UpdateFunc: func(_, o any) { k.poolEvent(o, false) },
-		DeleteFunc: func(o any) { k.poolEvent(o, true) },
-	}); err != nil {
-		return err
-	}
+	start(k.podsW)
+	start(k.dynWatched(k.PoolGVR, func(ns, name string, u *unstructured.Unstructured) { k.poolEvent(name, u) }))
 	if k.ModelGVR != nil {
-		if _, err := df.ForResource(*k.ModelGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { k.modelEvent(o, false) },
-			UpdateFunc: func(_, o any) { k.modelEvent(o, false) },
-			DeleteFunc: func(o any) { k.modelEvent(o, true) },
-		}); err != nil {
-			return err
-		}
+		start(k.dynWatched(*k.ModelGVR, k.modelEvent))
 	}
 	for _, opt := range []struct {
 		gvr  *schema.GroupVersionResource
@@ -124,43 +164,150 @@ func (k *Kubernetes) Run(ctx context.Context, sink Sink) error {
 		if opt.gvr == nil {
 			continue
 		}
-		served, err := k.serves(*opt.gvr)
-		if err != nil {
-			return err
-		}
-		if !served {
-			k.Logger.Info("the API server does not serve it (CRD not installed?): not watching", "resource", opt.gvr.String())
-			continue
-		}
 		gvr, kind := *opt.gvr, opt.kind
-		if _, err := df.ForResource(gvr).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { k.policyEvent(gvr, kind, o, false) },
-			UpdateFunc: func(_, o any) { k.policyEvent(gvr, kind, o, false) },
-			DeleteFunc: func(o any) { k.policyEvent(gvr, kind, o, true) },
-		}); err != nil {
-			return err
-		}
+		k.Health.Track(gvr.Resource)
+		wg.Go(func() {
+			k.watchIfServed(ctx, gvr, func(ns, name string, u *unstructured.Unstructured) { k.policyEvent(gvr, kind, ns, name, u) })
+		})
 	}
-	pf.Start(ctx.Done())
-	df.Start(ctx.Done())
-	pf.WaitForCacheSync(ctx.Done())
-	df.WaitForCacheSync(ctx.Done())
-	k.mu.Lock()
-	k.synced = true
-	k.mu.Unlock()
-	k.reconcileAll()
+	wg.Go(k.applyObjects)
+	wg.Go(func() { k.publishEndpoints(ctx) })
 	<-ctx.Done()
-	pf.Shutdown()
-	df.Shutdown()
+	k.queue.ShutDown()
+	wg.Wait()
 	return nil
 }
 
-func toUnstructured(o any) (*unstructured.Unstructured, bool) {
-	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = d.Obj
+// backoff is the wait between failed requests: capped, so that the picker
+// catches up soon after the API server returns.
+func (k *Kubernetes) backoff() wait.Backoff {
+	first, most := k.RetryInitial, k.RetryMax
+	if first <= 0 {
+		first = DefaultRetryInitial
 	}
-	u, ok := o.(*unstructured.Unstructured)
-	return u, ok
+	if most <= 0 {
+		most = DefaultRetryMax
+	}
+	return wait.Backoff{Duration: min(first, most), Factor: 2, Jitter: 0.25, Steps: math.MaxInt32, Cap: most}
+}
+
+// dynWatched watches a custom resource; handle applies one object (nil:
+// deleted) on the apply goroutine.
+func (k *Kubernetes) dynWatched(gvr schema.GroupVersionResource, handle func(ns, name string, u *unstructured.Unstructured)) *watched {
+	ri := k.Dynamic.Resource(gvr).Namespace(k.Namespace)
+	var w *watched
+	w = newWatched(gvr.Resource, &cache.ListWatch{
+		ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return ri.List(ctx, o) },
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return ri.Watch(ctx, o) },
+	}, k.Dynamic, &unstructured.Unstructured{}, k.Resync, k.backoff(), k.Health,
+		func(key string) { k.queue.Add(item{w: w, key: key}) },
+		func(n int) { k.queue.Add(item{w: w, synced: true, n: n}) })
+	w.handle = handle
+	return w
+}
+
+// watchIfServed asks the API server whether it serves gvr, until it
+// answers, and watches it if so: a cluster without a CRD costs one log
+// line rather than a watch that never syncs, and an API server away at
+// start is waited for rather than fatal.
+func (k *Kubernetes) watchIfServed(ctx context.Context, gvr schema.GroupVersionResource, handle func(ns, name string, u *unstructured.Unstructured)) {
+	b := k.backoff()
+	for {
+		served, err := k.serves(gvr)
+		switch {
+		case err == nil && served:
+			k.dynWatched(gvr, handle).run(ctx)
+			return
+		case err == nil:
+			k.Logger.Info("the API server does not serve it (CRD not installed?): not watching", "resource", gvr.String())
+			k.Health.Untrack(gvr.Resource)
+			return
+		case ctx.Err() != nil:
+			return
+		}
+		k.Health.Failed(gvr.Resource, err)
+		t := time.NewTimer(b.Step())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// serves asks the API server's discovery whether it serves gvr.
+func (k *Kubernetes) serves(gvr schema.GroupVersionResource) (bool, error) {
+	list, err := k.Client.Discovery().ServerResourcesForGroupVersion(gvr.GroupVersion().String())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discovering %s: %w", gvr.String(), err)
+	}
+	for _, r := range list.APIResources {
+		if r.Name == gvr.Resource {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// applyObjects applies queued objects one at a time, in order: each key
+// once however often it changed while queued, read from the cache as it is
+// now.
+func (k *Kubernetes) applyObjects() {
+	for {
+		it, shutdown := k.queue.Get()
+		if shutdown {
+			return
+		}
+		if it.synced {
+			k.Health.Listed(it.w.name, it.n)
+		} else {
+			ns, name, _ := cache.SplitMetaNamespaceKey(it.key)
+			var u *unstructured.Unstructured
+			if o, exists, err := it.w.store.GetByKey(it.key); err == nil && exists {
+				u, _ = o.(*unstructured.Unstructured)
+			}
+			it.w.handle(ns, name, u)
+		}
+		k.queue.Done(it)
+	}
+}
+
+// markDirty asks for an endpoint recompute; any number of calls before it
+// runs make one.
+func (k *Kubernetes) markDirty() {
+	select {
+	case k.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// publishEndpoints recomputes the endpoints when marked dirty, at once if
+// the last recompute was more than Coalesce ago, else at the end of that
+// window, so a burst of events makes a few recomputes.
+func (k *Kubernetes) publishEndpoints(ctx context.Context) {
+	every := k.Coalesce
+	if every <= 0 {
+		every = DefaultCoalesce
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.dirty:
+		}
+		k.reconcileAll()
+		t := time.NewTimer(every)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // parse turns an API object into inference objects through the same code as
@@ -183,16 +330,16 @@ func (k *Kubernetes) parse(u *unstructured.Unstructured) (inference.Objects, boo
 	return inference.Objects{}, false
 }
 
-func (k *Kubernetes) poolEvent(o any, deleted bool) {
-	u, ok := toUnstructured(o)
-	if !ok || (k.OnlyPool != "" && u.GetName() != k.OnlyPool) {
+// poolEvent applies an InferencePool (u nil: deleted).
+func (k *Kubernetes) poolEvent(name string, u *unstructured.Unstructured) {
+	if k.OnlyPool != "" && name != k.OnlyPool {
 		return
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if deleted {
-		delete(k.pools, u.GetName())
-		k.sink.DeletePool(u.GetName())
+	if u == nil {
+		delete(k.pools, name)
+		k.sink.DeletePool(name)
 		return
 	}
 	objs, ok := k.parse(u)
@@ -202,18 +349,15 @@ func (k *Kubernetes) poolEvent(o any, deleted bool) {
 	p := objs.Pools[0]
 	k.pools[p.Name] = p
 	k.sink.SetPool(p)
-	k.reconcileLocked(p)
+	k.markDirty()
 }
 
-func (k *Kubernetes) modelEvent(o any, deleted bool) {
-	u, ok := toUnstructured(o)
-	if !ok {
-		return
-	}
+// modelEvent applies an InferenceModel (u nil: deleted).
+func (k *Kubernetes) modelEvent(ns, name string, u *unstructured.Unstructured) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if deleted {
-		k.sink.DeleteModel(u.GetNamespace(), u.GetName())
+	if u == nil {
+		k.sink.DeleteModel(ns, name)
 		return
 	}
 	objs, ok := k.parse(u)
@@ -226,160 +370,20 @@ func (k *Kubernetes) modelEvent(o any, deleted bool) {
 	k.sink.SetModel(objs.Models[0])
 }
 
-// serves asks the API server's discovery whether it serves gvr, so that a
-// cluster without a CRD costs one log line rather than an informer that
-// never syncs. Any other discovery failure stops the picker: better a
-// restart than running without objects that exist.
-func (k *Kubernetes) serves(gvr schema.GroupVersionResource) (bool, error) {
-	list, err := k.Client.Discovery().ServerResourcesForGroupVersion(gvr.GroupVersion().String())
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("discovering %s: %w", gvr.String(), err)
-	}
-	for _, r := range list.APIResources {
-		if r.Name == gvr.Resource {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// ours reports whether an object naming pools belongs to this picker: any
-// pool when it watches all of them; else only OnlyPool. An object whose
-// pools cannot be read is ours only when the picker watches every pool.
-func (k *Kubernetes) ours(pools []string) bool {
-	if k.OnlyPool == "" {
-		return true
-	}
-	for _, p := range pools {
-		if p == k.OnlyPool {
-			return true
-		}
-	}
-	return false
-}
-
-// policyEvent handles an InferenceObjective or InferenceModelRewrite: the
-// sink gets the valid ones (an invalid update keeps the last valid
-// version), and the object gets its Accepted condition.
-func (k *Kubernetes) policyEvent(gvr schema.GroupVersionResource, kind string, o any, deleted bool) {
-	u, ok := toUnstructured(o)
-	if !ok {
-		return
-	}
-	j, err := json.Marshal(u.Object)
-	if err != nil {
-		return
-	}
-	k.mu.Lock()
-	if deleted {
-		if kind == inference.KindObjective {
-			k.sink.DeleteObjective(u.GetNamespace(), u.GetName())
-		} else {
-			k.sink.DeleteRewrite(u.GetNamespace(), u.GetName())
-		}
-		delete(k.badSeen, u.GetNamespace()+"/"+u.GetName()+"/"+kind)
-		delete(k.statusErr, u.GetNamespace()+"/"+u.GetName()+"/"+kind)
-		k.mu.Unlock()
-		return
-	}
-	if !k.ours(inference.PoolRefNames(j)) {
-		// Another picker's, or it moved to another pool: forget it, as
-		// the upstream's reconcilers do when poolRef stops matching.
-		if kind == inference.KindObjective {
-			k.sink.DeleteObjective(u.GetNamespace(), u.GetName())
-		} else {
-			k.sink.DeleteRewrite(u.GetNamespace(), u.GetName())
-		}
-		k.mu.Unlock()
-		return
-	}
-	objs, valid := k.parse(u)
-	switch {
-	case valid && len(objs.Objectives) == 1:
-		k.sink.SetObjective(objs.Objectives[0])
-	case valid && len(objs.Rewrites) == 1:
-		k.sink.SetRewrite(objs.Rewrites[0])
-	}
-	cond := metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted,
-		Message: "read by the meshllm picker", ObservedGeneration: u.GetGeneration()}
-	if !valid {
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonInvalid, k.badSeen[u.GetNamespace()+"/"+u.GetName()+"/"+kind]
-	}
-	k.mu.Unlock()
-	if !k.ReadOnly {
-		k.writeCondition(gvr, kind, u, cond)
-	}
-}
-
-// Condition written on InferenceObjectives and InferenceModelRewrites. The
-// type and its True reason are the upstream's (llm-d/llm-d-router
-// apix/v1alpha2/inferenceobjective_types.go ObjectiveConditionAccepted,
-// ObjectiveReasonAccepted; the rewrite type has the same pair), whose CRDs
-// default the condition to Unknown/Pending. The upstream endpoint picker
-// itself writes none (pkg/epp/controller/*_reconciler.go only read), so a
-// rejected object would look pending forever; meshllm says why instead.
-const (
-	ConditionAccepted = "Accepted"
-	ReasonAccepted    = "Accepted"
-	ReasonInvalid     = "Invalid" // the spec does not parse; Message quotes the error
-)
-
-// writeCondition sets cond on u's status.conditions when it differs from
-// what is there (status, reason, message, generation): the status update
-// comes back as an informer event, which then finds nothing to write.
-func (k *Kubernetes) writeCondition(gvr schema.GroupVersionResource, kind string, u *unstructured.Unstructured, cond metav1.Condition) {
-	raw, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	var conds []metav1.Condition
-	if b, err := json.Marshal(raw); err == nil {
-		_ = json.Unmarshal(b, &conds)
-	}
-	if c := apimeta.FindStatusCondition(conds, cond.Type); c != nil && c.Status == cond.Status && c.Reason == cond.Reason &&
-		c.Message == cond.Message && c.ObservedGeneration == cond.ObservedGeneration {
-		return
-	}
-	cond.LastTransitionTime = metav1.NewTime(k.Now())
-	apimeta.SetStatusCondition(&conds, cond)
-	out := u.DeepCopy()
-	var list []any
-	if b, err := json.Marshal(conds); err == nil {
-		_ = json.Unmarshal(b, &list)
-	}
-	if err := unstructured.SetNestedSlice(out.Object, list, "status", "conditions"); err != nil {
-		return
-	}
-	key := u.GetNamespace() + "/" + u.GetName() + "/" + kind
-	_, err := k.Dynamic.Resource(gvr).Namespace(u.GetNamespace()).UpdateStatus(k.ctx, out, metav1.UpdateOptions{})
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	switch {
-	case err == nil:
-		delete(k.statusErr, key)
-	case apierrors.IsConflict(err):
-		// The object changed meanwhile: its next event writes again.
-	case k.statusErr[key] != err.Error():
-		k.statusErr[key] = err.Error()
-		k.Logger.Warn("cannot write status (RBAC for the status subresource?)", "object", key, "err", err)
-	}
-}
-
+// reconcileAll recomputes every pool's endpoints from the pod cache, once
+// it holds a full list.
 func (k *Kubernetes) reconcileAll() {
+	if !k.podsW.store.hasSynced.Load() {
+		return
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if !k.synced {
-		return // the first full reconcile runs once every cache is synced
-	}
 	for _, p := range k.pools {
 		k.reconcileLocked(p)
 	}
 }
 
 func (k *Kubernetes) reconcileLocked(p inference.Pool) {
-	if !k.synced {
-		return
-	}
 	pods, err := k.pods.List(labels.SelectorFromSet(p.Selector))
 	if err != nil {
 		k.Logger.Error("listing pods", "pool", p.Name, "err", err)

@@ -24,17 +24,30 @@ import (
 // Server is the picker's HTTP surface: the pick API (a door to the
 // decision), metrics, health, readiness and the debug view.
 type Server struct {
-	store   *datastore.Store
-	decider *decision.Decider
-	metrics *Metrics
-	now     func() time.Time
-	bufs    sync.Pool
+	store     *datastore.Store
+	decider   *decision.Decider
+	metrics   *Metrics
+	discovery Discovery // nil: nothing to wait for
+	now       func() time.Time
+	bufs      sync.Pool
+}
+
+// Discovery is what readiness asks of endpoint discovery: whether its
+// first full sync is applied, and if not, why.
+type Discovery interface {
+	Synced() (bool, string)
 }
 
 // New wires a server.
 func New(store *datastore.Store, decider *decision.Decider, metrics *Metrics) *Server {
 	s := &Server{store: store, decider: decider, metrics: metrics, now: time.Now}
 	s.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
+	return s
+}
+
+// WaitFor makes readiness wait for d's first full sync.
+func (s *Server) WaitFor(d Discovery) *Server {
+	s.discovery = d
 	return s
 }
 
@@ -50,22 +63,41 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Ready reports whether at least one endpoint has a fresh snapshot.
-func (s *Server) Ready() bool {
+// Ready reports whether picks are answered as configured: discovery has
+// applied its first full sync (every pool, model, rewrite and objective
+// known: before, a virtual model name would be refused or sent on
+// unrewritten), and at least one endpoint has fresh metrics (a pool's
+// current endpoints, or those it hands over while its new ones have none).
+// After the first sync, an API server outage leaves it ready: the last
+// known endpoints keep being scraped, and routing on them beats no routing;
+// the discovery metrics show the outage. It says why not.
+func (s *Server) Ready() (bool, string) {
+	if s.discovery != nil {
+		if ok, why := s.discovery.Synced(); !ok {
+			return false, why
+		}
+	}
 	now := s.now()
 	for _, pv := range s.store.View().Pools {
 		for _, ep := range pv.Endpoints {
 			if _, ok := ep.Eligible(now); ok {
-				return true
+				return true, ""
+			}
+		}
+		if now.Before(pv.HandoverUntil) {
+			for _, ep := range pv.Handover {
+				if _, ok := ep.Eligible(now); ok {
+					return true, ""
+				}
 			}
 		}
 	}
-	return false
+	return false, "no endpoint has fresh metrics yet"
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
-	if !s.Ready() {
-		http.Error(w, "no endpoint has fresh metrics yet", http.StatusServiceUnavailable)
+	if ok, why := s.Ready(); !ok {
+		http.Error(w, why, http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
@@ -180,6 +212,9 @@ type debugPool struct {
 	Objectives []debugObjective `json:"objectives,omitempty"`
 	Conflicts  []string         `json:"conflicts,omitempty"`
 	Endpoints  []debugEndpoint  `json:"endpoints"`
+	// Handover: the previous endpoints still routed to while none of the
+	// new ones has metrics.
+	Handover []string `json:"handover,omitempty"`
 }
 
 func weights(ts []inference.Target) map[string]int32 {
@@ -228,13 +263,23 @@ func (s *Server) debug(w http.ResponseWriter, _ *http.Request) {
 			}
 			dp.Endpoints = append(dp.Endpoints, de)
 		}
+		if now.Before(pv.HandoverUntil) {
+			for _, ep := range pv.Handover {
+				dp.Handover = append(dp.Handover, ep.Addr)
+			}
+		}
 		out = append(out, dp)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(map[string]any{"ready": s.Ready(), "pools": out})
+	state := map[string]any{"pools": out}
+	state["ready"], state["not_ready_because"] = s.Ready()
+	if state["ready"] == true {
+		delete(state, "not_ready_because")
+	}
+	_ = enc.Encode(state)
 }
 
 func selectorString(sel map[string]string) string {
