@@ -1,6 +1,6 @@
 // Package discovery finds a pool's endpoints (and, in kubernetes mode, the
 // pools and models themselves) and reports them to a Sink. Modes: static (a
-// list), dns (names resolved periodically), kubernetes (informers).
+// list), dns (names resolved periodically), kubernetes (list and watch).
 package discovery
 
 import (

@@ -185,6 +185,9 @@ func TestKubernetesCoalescesABurstOfPodEvents(t *testing.T) {
 	var logs syncBuffer
 	k := fakeSource(s, &logs)
 	k.ModelGVR, k.ObjectiveGVR, k.RewriteGVR = nil, nil, nil
+	// A wider window than the default so that a slow machine, delivering
+	// the burst over seconds, still folds it into few recomputes.
+	k.Coalesce = 100 * time.Millisecond
 	r := newRecorder()
 	runSource(t, k, r)
 	r.next(t, burstWant(n, 1)...)
