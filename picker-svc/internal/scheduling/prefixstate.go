@@ -45,9 +45,10 @@ func liveBySeq[V any](t *slotTable[V]) []*slot[V] {
 	return out
 }
 
-// ExportState returns the index, at most maxBlocks blocks in all (the most
-// recent of each endpoint's, shared evenly) and as many holder entries.
-func (p *PrefixScorer) ExportState(maxBlocks int) PrefixState {
+// ExportState returns the index: at most maxBlocks blocks in all (the most
+// recent of each endpoint's, shared evenly) and the maxHolders most
+// recently served prompt starts.
+func (p *PrefixScorer) ExportState(maxBlocks, maxHolders int) PrefixState {
 	p.mu.RLock()
 	idx := make([]*endpointIndex, 0, len(p.indexes))
 	for _, e := range p.indexes {
@@ -78,7 +79,7 @@ func (p *PrefixScorer) ExportState(maxBlocks int) PrefixState {
 	}
 	p.holders.mu.Lock()
 	live := liveBySeq(&p.holders.table)
-	live = live[max(len(live)-maxBlocks, 0):]
+	live = live[max(len(live)-maxHolders, 0):]
 	for _, s := range live {
 		h := PrefixHolders{Hash: s.hash}
 		for _, id := range s.val {

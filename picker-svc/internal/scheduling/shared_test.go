@@ -100,7 +100,7 @@ func TestPrefixStateExportImport(t *testing.T) {
 	for _, ep := range eps {
 		byAddr[ep.Addr] = ep
 	}
-	st := a.ExportState(1 << 20)
+	st := a.ExportState(1<<20, 1<<20)
 	b.ImportState(st, func(addr string) *scrape.Endpoint { return byAddr[addr] })
 	prep := func(p *PrefixScorer, h []uint64) []int {
 		c := make([]Candidate, len(eps))
@@ -119,14 +119,14 @@ func TestPrefixStateExportImport(t *testing.T) {
 	}
 	require.Equal(t, []int{20, 0, 20}, prep(b, hs[0]))
 
-	small := a.ExportState(15)
+	small := a.ExportState(15, 2)
 	n := 0
 	for _, blocks := range small.Blocks {
 		require.LessOrEqual(t, len(blocks), 5)
 		n += len(blocks)
 	}
 	require.LessOrEqual(t, n, 15)
-	require.Len(t, small.Holders, 3)
+	require.Len(t, small.Holders, 2)
 
 	none := NewPrefixScorer(1024)
 	none.ImportState(st, func(string) *scrape.Endpoint { return nil })
