@@ -41,8 +41,8 @@ type Replica struct {
 	warm   atomic.Bool
 
 	mu      sync.Mutex
-	lastSeq map[string]uint64  // per peer, the last UDP batch number seen
-	senders map[string]*sender // per peer, its TCP queue
+	lastSeq map[string]*seqWindow // per peer, the UDP batch numbers seen
+	senders map[string]*sender    // per peer, its TCP queue
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -77,7 +77,7 @@ func New(cfg Config, sched *scheduling.Scheduler, lookup func(string) *scrape.En
 	}
 	r := &Replica{cfg: cfg, sched: sched, lookup: lookup, peers: peers, log: logger.With("component", "replicas"),
 		out: newOutbox(cfg.MaxQueueBytes), recent: newRecentPicks(recentPickCap), ended: newEndedIDs(endedCap),
-		lastSeq: map[string]uint64{}, senders: map[string]*sender{}, stop: make(chan struct{})}
+		lastSeq: map[string]*seqWindow{}, senders: map[string]*sender{}, stop: make(chan struct{})}
 	r.prefix, _ = sched.Plugin("prefix").(*scheduling.PrefixScorer)
 	mc, err := r.memberlistConfig()
 	if err != nil {
@@ -310,18 +310,50 @@ func (r *Replica) peerLeft(name string) {
 	}
 }
 
-// noteSeq counts the UDP batches of from that never arrived.
+// noteSeq counts the UDP batches of from that never arrived. memberlist
+// hands packets over newest first under load, so a batch counts as lost
+// only once seqWindow later ones have come.
 func (r *Replica) noteSeq(from string, seq uint64) {
 	if seq == 0 {
 		return // TCP: reliable, not numbered
 	}
 	r.mu.Lock()
-	last, known := r.lastSeq[from]
-	if !known || seq > last {
-		r.lastSeq[from] = seq
+	w := r.lastSeq[from]
+	if w == nil {
+		w = &seqWindow{base: seq}
+		r.lastSeq[from] = w
 	}
+	lost := w.see(seq)
 	r.mu.Unlock()
-	if known && seq > last+1 {
-		r.m.lost.Add(float64(seq - last - 1))
+	if lost > 0 {
+		r.m.lost.Add(float64(lost))
 	}
+}
+
+// seqWindowSize is how far out of order a batch may arrive and still count.
+const seqWindowSize = 1024
+
+// seqWindow tracks which of a sender's last seqWindowSize batch numbers
+// arrived, from base on.
+type seqWindow struct {
+	base uint64
+	seen [seqWindowSize]bool
+}
+
+// see marks seq and returns how many batches slid out of the window unseen.
+func (w *seqWindow) see(seq uint64) int {
+	if seq < w.base {
+		return 0 // late, or a duplicate
+	}
+	lost := 0
+	for seq >= w.base+seqWindowSize {
+		i := w.base % seqWindowSize
+		if !w.seen[i] {
+			lost++
+		}
+		w.seen[i] = false
+		w.base++
+	}
+	w.seen[seq%seqWindowSize] = true
+	return lost
 }
