@@ -28,6 +28,25 @@ type Server struct {
 	metrics *Metrics
 	now     func() time.Time
 	bufs    sync.Pool
+	// readyChecks are further conditions of readiness (RequireReady).
+	readyChecks []func() error
+}
+
+// RequireReady adds a condition to readiness: /readyz answers 503 with
+// check's error until it returns nil. Call it before serving.
+func (s *Server) RequireReady(check func() error) { s.readyChecks = append(s.readyChecks, check) }
+
+// notReady says why the picker is not ready ("" when it is).
+func (s *Server) notReady() string {
+	if !s.Ready() {
+		return "no endpoint has fresh metrics yet"
+	}
+	for _, c := range s.readyChecks {
+		if err := c(); err != nil {
+			return err.Error()
+		}
+	}
+	return ""
 }
 
 // New wires a server.
@@ -62,8 +81,8 @@ func (s *Server) Ready() bool {
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
-	if !s.Ready() {
-		http.Error(w, "no endpoint has fresh metrics yet", http.StatusServiceUnavailable)
+	if why := s.notReady(); why != "" {
+		http.Error(w, why, http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
@@ -211,7 +230,7 @@ func (s *Server) debug(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(map[string]any{"ready": s.Ready(), "pools": out})
+	_ = enc.Encode(map[string]any{"ready": s.notReady() == "", "pools": out})
 }
 
 func selectorString(sel map[string]string) string {
