@@ -15,9 +15,11 @@ import (
 // A policy may run on several picker replicas, the gateway's picks spread
 // round robin over them: NAME@N shares state between the replicas,
 // NAME@N/alone runs them without sharing, and a fault may be added:
-// NAME@N+kill stops one replica FaultAfter into the run and starts it
+// NAME@N+kill kills one replica FaultAfter into the run (the gateway keeps
+// sending it picks, which fail, as to a pod that crashed) and starts it
 // again FaultEvery later; NAME@N+rolling restarts every replica in turn,
-// one each FaultEvery, from FaultAfter on.
+// one each FaultEvery, from FaultAfter on, as a rolling update does (each
+// leaves the picker Service before it stops, and rejoins it once ready).
 
 // Faults.
 const (
@@ -86,11 +88,11 @@ func injectFaults(ctx context.Context, s *stack.Stack, p Policy, after, every ti
 			return true
 		}
 	}
-	restart := func(i int) bool {
-		if err = s.StopReplica(i); err != nil {
+	restart := func(i int, stop func(int) error, how string) bool {
+		if err = stop(i); err != nil {
 			return false
 		}
-		note("replica %d stopped", i)
+		note("replica %d %s", i, how)
 		if !pause(every) {
 			return false
 		}
@@ -108,10 +110,10 @@ func injectFaults(ctx context.Context, s *stack.Stack, p Policy, after, every ti
 		}
 		switch p.Fault {
 		case FaultKill:
-			restart(s.Replicas() - 1)
+			restart(s.Replicas()-1, s.KillReplica, "killed")
 		case FaultRolling:
 			for i := range s.Replicas() {
-				if !restart(i) || (i < s.Replicas()-1 && !pause(every)) {
+				if !restart(i, s.StopReplica, "stopped") || (i < s.Replicas()-1 && !pause(every)) {
 					return
 				}
 			}

@@ -24,8 +24,9 @@ func pickerMetric(t *testing.T, addr, series string) float64 {
 
 // Three picker replicas behind the gateway's picker cluster, picks spread
 // round robin: each applies its peers' picks and the ends the filter
-// reports to whichever replica it reaches; one replica stopped and
-// restarted mid-run (it warms up from the others) fails no request.
+// reports to whichever replica it reaches; one replica killed and
+// restarted mid-run (it warms up from the others, and takes picks once
+// ready) fails no request.
 func TestReplicasShareAndSurviveARestart(t *testing.T) {
 	s := start(t, stack.Config{Sims: sims(3, "base", 100), Objects: objects("PREFIX_CACHE"), Pool: "sim-pool", PluginConfig: routed(""),
 		Pickers: 3, PickerSharing: true})
@@ -47,7 +48,7 @@ func TestReplicasShareAndSurviveARestart(t *testing.T) {
 		require.Equal(t, 3.0, pickerMetric(t, a, "meshllm_picker_replica_members"))
 	}
 
-	require.NoError(t, s.StopReplica(1))
+	require.NoError(t, s.KillReplica(1)) // the gateway still sends it picks: they fail over
 	send(15)
 	require.NoError(t, s.RestartReplica(1)) // ready only once warm
 	require.Equal(t, 1.0, pickerMetric(t, addrs[1], "meshllm_picker_replica_warm"))

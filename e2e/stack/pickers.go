@@ -16,6 +16,33 @@ type pickerProc struct {
 	addr, gossip string
 	stop         context.CancelFunc // nil: not running
 	done         chan error
+	// listed: the gateway's picker cluster sends it picks (a Service's
+	// ready endpoints).
+	listed bool
+}
+
+// relist gives the gateway's picker cluster the listed replicas, as
+// Kubernetes gives a Service its ready pods.
+func (s *Stack) relist() error {
+	s.mu.Lock()
+	var addrs []string
+	for _, p := range s.pickers {
+		if p.listed {
+			addrs = append(addrs, p.addr)
+		}
+	}
+	s.mu.Unlock()
+	if s.Gateway == nil {
+		return nil
+	}
+	return s.Gateway.SetEndpoints(PickerCluster, addrs)
+}
+
+func (s *Stack) setListed(i int, listed bool) error {
+	s.mu.Lock()
+	s.pickers[i].listed = listed
+	s.mu.Unlock()
+	return s.relist()
 }
 
 // startPickers starts Config.Pickers replicas, each joining the ones
@@ -103,7 +130,10 @@ func (s *Stack) runPicker(i int) error {
 		cancel()
 		return fmt.Errorf("picker-svc %d: %w", i, err)
 	}
-	return waitReady("http://"+p.addr+"/readyz", 30*time.Second)
+	if err := waitReady("http://"+p.addr+"/readyz", 30*time.Second); err != nil {
+		return err
+	}
+	return s.setListed(i, true)
 }
 
 // waitReady polls /readyz: readiness needs a first scrape (and, for a
@@ -123,9 +153,21 @@ func waitReady(url string, limit time.Duration) error {
 	return fmt.Errorf("%s not ready after %s", url, limit)
 }
 
-// StopReplica stops picker replica i (gracefully: it finishes its picks
-// and leaves the group) and waits until it is gone.
+// StopReplica takes picker replica i out of the gateway's picker cluster,
+// then stops it (gracefully: it finishes its picks and leaves the group),
+// as Kubernetes ends a terminating pod's endpoints; it waits until it is
+// gone.
 func (s *Stack) StopReplica(i int) error {
+	if err := s.setListed(i, false); err != nil {
+		return err
+	}
+	return s.KillReplica(i)
+}
+
+// KillReplica stops picker replica i and leaves it in the gateway's picker
+// cluster: picks sent there fail (connection refused), as to a pod that
+// crashed before its readiness probe noticed.
+func (s *Stack) KillReplica(i int) error {
 	s.mu.Lock()
 	p := s.pickers[i]
 	stop, done := p.stop, p.done
@@ -138,8 +180,14 @@ func (s *Stack) StopReplica(i int) error {
 	return <-done
 }
 
-// RestartReplica starts picker replica i again on the same addresses.
-func (s *Stack) RestartReplica(i int) error { return s.runPicker(i) }
+// RestartReplica starts picker replica i again on the same addresses; the
+// gateway sends it picks once it is ready.
+func (s *Stack) RestartReplica(i int) error {
+	if err := s.setListed(i, false); err != nil {
+		return err
+	}
+	return s.runPicker(i)
+}
 
 // Replicas is how many picker replicas the stack has.
 func (s *Stack) Replicas() int {
@@ -152,7 +200,7 @@ func (s *Stack) Replicas() int {
 func (s *Stack) StopPicker() error {
 	var errs []error
 	for i := range s.Replicas() {
-		errs = append(errs, s.StopReplica(i))
+		errs = append(errs, s.KillReplica(i))
 	}
 	return errors.Join(errs...)
 }
