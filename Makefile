@@ -139,7 +139,7 @@ bench-replicas: wasm
 	  --out docs/benchmarks/replicas/saturated -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
 	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 225 --endpoint /v1/completions --ignore-eos
 	$(GO) run ./cmd/meshllm-compare --workload replicas-prefill-prefix --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
-	  --policies $(REPLICA_POLICIES) --fault-after 15s --fault-every 5s \
+	  --policies $(REPLICA_POLICIES) --fault-after 5s --fault-every 3s \
 	  --out docs/benchmarks/replicas/prefill-prefix -- --dataset-name shared_prefix --shared-prefix-num-groups 32 \
 	  --shared-prefix-prompts-per-group 64 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
 	  --shared-prefix-output-len 200 --num-prompts 2048 --max-concurrency 64 --endpoint /v1/completions --ignore-eos
