@@ -132,3 +132,32 @@ func TestPrefixStateExportImport(t *testing.T) {
 	none.ImportState(st, func(string) *scrape.Endpoint { return nil })
 	require.Empty(t, none.indexes, "endpoints this replica does not know are skipped")
 }
+
+// Three schedulers that replay each other's picks spread a burst between
+// two scrapes as one scheduler does: every pod gets its share, to one pick.
+func TestReplayedPicksSpreadABurstAsOne(t *testing.T) {
+	scheds := []*Scheduler{mustNew(DefaultConfig()), mustNew(DefaultConfig()), mustNew(DefaultConfig())}
+	recs := make([]*recorder, len(scheds))
+	for i, s := range scheds {
+		recs[i] = &recorder{}
+		s.SetObserver(recs[i])
+	}
+	same := scrape.Snapshot{Waiting: 2, Running: 8, KVCacheUsage: 0.4}
+	eps := endpoints(same, same, same, same, same)
+	count := map[*scrape.Endpoint]int{}
+	for i := range 50 {
+		k := i % len(scheds)
+		res, err := scheds[k].Pick(eps, pickapi.StrategyDefault, &Request{PromptTokens: 500}, t0.Add(time.Millisecond))
+		require.NoError(t, err)
+		count[res.Endpoints[0]]++
+		r := recs[k].picks[len(recs[k].picks)-1]
+		for j, s := range scheds {
+			if j != k {
+				s.ApplyPeerPick(&r)
+			}
+		}
+	}
+	for _, ep := range eps {
+		require.Equal(t, 10, count[ep], "an even share for every pod")
+	}
+}
