@@ -33,7 +33,8 @@ type Config struct {
 	// suffix (a restarted process is a new member).
 	NodeName string
 
-	// FlushInterval bounds how long a pick waits before it is sent.
+	// FlushInterval bounds how long a pick waits before it is sent, and
+	// spaces a replica's sends (a pick after a quiet spell goes at once).
 	FlushInterval time.Duration
 	// MaxQueueBytes bounds picks and ends waiting to be sent; past it the
 	// oldest are dropped (and counted).

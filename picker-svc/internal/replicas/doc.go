@@ -4,8 +4,8 @@
 // cache, first-token counts) every replica reads first-hand. What only a
 // picker knows is shared: each pick (its id, endpoint, prompt size, the
 // prefix guess it taught the prefix index) and each request end reported
-// to a replica reach every peer within a bounded lag (the flush interval
-// plus the network), and a peer replays them through the same scheduling
+// to a replica reach every peer within a bounded lag (at most the flush
+// interval plus the network), and a peer replays them through the same scheduling
 // hooks as its own picks (scheduling.ApplyPeerPick). A request end counts
 // wherever the filter reports it: every replica holds every pick, so ends
 // are sent to every peer too.

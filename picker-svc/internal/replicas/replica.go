@@ -191,25 +191,32 @@ func (r *Replica) RequestsEnded(ids []uint64) {
 	r.out.addEnds(ids)
 }
 
-// flusher sends what is queued at most FlushInterval after it was queued.
+// flusher sends what is queued at once when the last send is more than
+// FlushInterval old, else FlushInterval after the last send: a pick waits
+// at most FlushInterval (none at low rates), and a peer gets at most one
+// batch of packets per FlushInterval (bounded packet rates under load).
 func (r *Replica) flusher() {
 	defer r.wg.Done()
 	t := time.NewTimer(0)
 	<-t.C
+	var last time.Time
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-r.out.wake:
 		}
-		t.Reset(r.cfg.FlushInterval)
-		select {
-		case <-r.stop:
-			t.Stop()
-			return
-		case <-t.C:
+		if d := r.cfg.FlushInterval - time.Since(last); d > 0 {
+			t.Reset(d)
+			select {
+			case <-r.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
 		}
 		r.flush()
+		last = time.Now()
 	}
 }
 
