@@ -1,11 +1,14 @@
 package replicas
 
 import (
+	"math"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshllm/meshllm/pickapi"
@@ -89,10 +92,40 @@ func benchReplicas(b *testing.B, perSecond int) {
 	b.ReportMetric(applied/want, "applied/sent")
 	b.ReportMetric(lost, "lost-msgs")
 	b.ReportMetric(drops, "dropped-picks")
+	b.ReportMetric(lagQuantile(nodes, 0.5)*1000, "lag-p50-ms")
+	b.ReportMetric(lagQuantile(nodes, 0.99)*1000, "lag-p99-ms")
 	if perSecond > 0 {
 		b.ReportMetric(bytes/elapsed.Seconds()/3, "bytes/s/replica")
 		b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cpu-cores")
 	}
+}
+
+// lagQuantile is the upper bound of the state-lag bucket that holds quantile q
+// of every node's observations.
+func lagQuantile(nodes []*node, q float64) float64 {
+	counts := map[float64]uint64{}
+	var total uint64
+	for _, n := range nodes {
+		var m dto.Metric
+		if err := n.m.lag.Write(&m); err != nil {
+			return -1
+		}
+		for _, bk := range m.GetHistogram().GetBucket() {
+			counts[bk.GetUpperBound()] += bk.GetCumulativeCount()
+		}
+		total += m.GetHistogram().GetSampleCount()
+	}
+	bounds := make([]float64, 0, len(counts))
+	for ub := range counts {
+		bounds = append(bounds, ub)
+	}
+	slices.Sort(bounds)
+	for _, ub := range bounds {
+		if float64(counts[ub]) >= q*float64(total) {
+			return ub
+		}
+	}
+	return math.Inf(1)
 }
 
 // BenchmarkReplicaPicks: three replicas in one process, picks round robin
