@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 	"time"
 
@@ -186,4 +187,33 @@ func TestWarmupTimeoutWithoutPeers(t *testing.T) {
 	require.Equal(t, 1, n.Members())
 	alone := start(t, f, nil, nil)
 	require.Eventually(t, alone.Warm, lagBound, time.Millisecond, "no peers configured: warm at once")
+}
+
+// freeAddr is a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Two replicas that could not see each other at first (a split, or one
+// started late) serve alone; once the peer answers, the rejoin loop joins
+// it and each takes what the other learnt meanwhile.
+func TestRejoinMergesWhatEachSideLearnt(t *testing.T) {
+	f := newFleet(3)
+	later := freeAddr(t)
+	a := start(t, f, []string{later}, func(c *Config) { c.WarmupTimeout, c.RejoinInterval = 100*time.Millisecond, 50*time.Millisecond })
+	require.Eventually(t, a.Warm, lagBound, time.Millisecond)
+	ha := chain(21, 16)
+	epA := a.pick(t, f, ha).Endpoints[0]
+
+	b := start(t, f, nil, func(c *Config) { c.Listen = later })
+	require.Eventually(t, b.Warm, lagBound, time.Millisecond)
+	hb := chain(22, 9)
+	epB := b.pick(t, f, hb).Endpoints[0]
+
+	require.Eventually(t, func() bool { return a.Members() == 2 && b.Members() == 2 }, lagBound, time.Millisecond, "the rejoin loop found the peer")
+	require.Eventually(t, func() bool { return a.matches(epB, hb) == 9 && b.matches(epA, ha) == 16 }, lagBound, time.Millisecond,
+		"each side has the other's prefixes")
 }
