@@ -144,6 +144,25 @@ strategy:
 {{- if include "meshllm.replicated" .root }}
 - --replica-listen=:{{ .root.Values.picker.gossipPort }}
 - --replica-peers={{ .name }}-gossip:{{ .root.Values.picker.gossipPort }}
+{{- if .root.Values.picker.gossipSecret }}
+- --replica-secret-key-file=/etc/picker-gossip/key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The gossip key's mount and volume (replicas with picker.gossipSecret). */}}
+{{- define "meshllm.gossipKeyMount" -}}
+{{- if and (include "meshllm.replicated" .) .Values.picker.gossipSecret }}
+- name: gossip-key
+  mountPath: /etc/picker-gossip
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- define "meshllm.gossipKeyVolume" -}}
+{{- if and (include "meshllm.replicated" .) .Values.picker.gossipSecret }}
+- name: gossip-key
+  secret:
+    secretName: {{ .Values.picker.gossipSecret }}
 {{- end }}
 {{- end }}
 
