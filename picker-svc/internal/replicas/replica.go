@@ -44,8 +44,10 @@ type Replica struct {
 	lastSeq map[string]*seqWindow // per peer, the UDP batch numbers seen
 	senders map[string]*sender    // per peer, its TCP queue
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // PeerSource lists the addresses (ip:port) where peers may be; this
@@ -158,19 +160,16 @@ func (r *Replica) setWarm(why string, args ...any) {
 // Close leaves the group (peers stop counting on this replica at once
 // instead of after failure detection) and stops gossip.
 func (r *Replica) Close() error {
-	select {
-	case <-r.stop:
-		return nil
-	default:
-	}
-	r.flush() // what is queued still counts at the peers
-	err := r.ml.Leave(time.Second)
-	close(r.stop)
-	r.wg.Wait()
-	if e := r.ml.Shutdown(); err == nil {
-		err = e
-	}
-	return err
+	r.closeOnce.Do(func() {
+		r.flush() // what is queued still counts at the peers
+		r.closeErr = r.ml.Leave(time.Second)
+		close(r.stop)
+		r.wg.Wait()
+		if err := r.ml.Shutdown(); r.closeErr == nil {
+			r.closeErr = err
+		}
+	})
+	return r.closeErr
 }
 
 // PickMade implements scheduling.PickObserver: queue the pick for peers.
