@@ -163,6 +163,23 @@ bench-random-saturated: wasm
 	  --out docs/benchmarks/random-c225 -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
 	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 225 --endpoint /v1/completions --ignore-eos
 
+# Picker replicas (docs/benchmarks/replicas/README.md): one picker, three
+# sharing their state, three alone, three with one killed mid-run and with a
+# rolling restart, on vLLM benchmark random 1550/1800 tokens +-20% at concurrency 225 and on
+# the prefill-prefix shape.
+REPLICA_POLICIES ?= prefix_cache,prefix_cache@3,prefix_cache@3/alone,prefix_cache@3+kill,prefix_cache@3+rolling
+.PHONY: bench-replicas
+bench-replicas: wasm
+	$(GO) run ./cmd/meshllm-compare --workload replicas-saturated --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
+	  --policies $(REPLICA_POLICIES) --fault-after 15s --fault-every 5s \
+	  --out docs/benchmarks/replicas/saturated -- --dataset-name random --random-input-len 1550 --random-output-len 1800 \
+	  --random-range-ratio 0.2 --random-prefix-len 10 --num-prompts 3000 --max-concurrency 225 --endpoint /v1/completions --ignore-eos
+	$(GO) run ./cmd/meshllm-compare --workload replicas-prefill-prefix --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
+	  --policies $(REPLICA_POLICIES) --fault-after 5s --fault-every 3s \
+	  --out docs/benchmarks/replicas/prefill-prefix -- --dataset-name shared_prefix --shared-prefix-num-groups 32 \
+	  --shared-prefix-prompts-per-group 64 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
+	  --shared-prefix-output-len 200 --num-prompts 2048 --max-concurrency 64 --endpoint /v1/completions --ignore-eos
+
 # The regime grid (docs/benchmarks/grid/README.md): ten short cells over three
 # fleets, loads relative to each fleet's knee, fixed and natural output
 # lengths, prefill-heavy, decode-heavy and multi-turn work; round robin,

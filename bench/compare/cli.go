@@ -40,7 +40,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshllm-compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	workload := fs.String("workload", "random", "name of the workload (summary.json's \"workload\")")
-	policies := fs.String("policies", "round_robin,default,prefix_cache", "policies to compare: round_robin, default, prefix_cache, precise (PRECISE_PREFIX_CACHE on the gateway path, the engines publishing KV events)")
+	policies := fs.String("policies", "round_robin,default,prefix_cache", "policies to compare: round_robin, default, prefix_cache, precise (PRECISE_PREFIX_CACHE on the gateway path, the engines publishing KV events); an LLM-aware one on N picker replicas: prefix_cache@3 (sharing state), prefix_cache@3/alone (not sharing), with a fault: prefix_cache@3+kill, prefix_cache@3+rolling")
+	faultAfter := fs.Duration("fault-after", 2*time.Second, "wall time into a run before a policy's fault (+kill, +rolling) stops its first replica")
+	faultEvery := fs.Duration("fault-every", 2*time.Second, "wall time a stopped replica stays down, and between two restarts of +rolling")
 	reps := fs.Int("repetitions", 3, "repetitions of every policy, each on a fresh fleet")
 	preset := fs.String("preset", "qwen2.5-7b-a10", "fleet preset: "+strings.Join(fleet.PresetNames(), ", "))
 	pods := fs.Int("pods", 0, "pods (default: the preset's)")
@@ -92,9 +94,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var pols []Policy
 	var names []string
 	for _, n := range strings.Split(*policies, ",") {
-		pol, ok := Policies[strings.TrimSpace(n)]
-		if !ok {
-			fmt.Fprintf(stderr, "meshllm-compare: unknown policy %q\n", n)
+		pol, err := ParsePolicy(n)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshllm-compare: %v\n", err)
 			return 2
 		}
 		pols = append(pols, pol)
@@ -117,7 +119,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := Config{
 		Workload: *workload, Bench: bo, Policies: pols, Repetitions: *reps, Preset: p, Speed: *speed,
-		SampleInterval: *interval, PickerTimeoutMS: *pickTimeout, PickerConfig: *pickerConfig, Wasm: wasm, Log: stdout,
+		SampleInterval: *interval, PickerTimeoutMS: *pickTimeout, FaultAfter: *faultAfter, FaultEvery: *faultEvery, PickerConfig: *pickerConfig, Wasm: wasm, Log: stdout,
 	}
 	if *verbose {
 		cfg.Verbose = stderr

@@ -35,6 +35,12 @@ type Policy struct {
 	// Strategy is the pool's routing-strategy annotation ("" for round
 	// robin, which never asks the picker).
 	Strategy string
+	// Pickers is how many picker replicas run (0: one); Unshared runs
+	// them without sharing state; Fault is "", FaultKill or FaultRolling
+	// (replicas.go).
+	Pickers  int
+	Unshared bool
+	Fault    string
 }
 
 // Policies are the known policies: round robin is envoy.yaml's :8080; the
@@ -86,6 +92,9 @@ type Config struct {
 	// not the policy. The report shows the picks by outcome, so fallbacks
 	// are visible.
 	PickerTimeoutMS int
+	// FaultAfter and FaultEvery time a policy's fault (wall time):
+	// the first stop, and the time between a stop and the restart.
+	FaultAfter, FaultEvery time.Duration
 	// PickerConfig is a picker-svc config file (its --config) for the
 	// LLM-aware policies: profiles, weights, shedding; "" the defaults.
 	PickerConfig string
@@ -191,6 +200,12 @@ func RunAll(ctx context.Context, c Config) ([]*Run, error) {
 	if c.PickerTimeoutMS <= 0 {
 		c.PickerTimeoutMS = 2000
 	}
+	if c.FaultAfter <= 0 {
+		c.FaultAfter = 2 * time.Second
+	}
+	if c.FaultEvery <= 0 {
+		c.FaultEvery = 2 * time.Second
+	}
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
@@ -265,6 +280,7 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		Wasm: c.Wasm, Sims: simCfgs, Objects: fleet.PoolObjects(PoolName, strategy), Pool: PoolName,
 		PluginConfig: stack.PluginConfig(PoolName, c.PickerTimeoutMS), Log: c.Verbose, Cache: c.Cache, ConnectTimeout: connectTimeout,
 		PickerArgs: append(pickerArgs(c.PickerConfig), kvArgs...), ExtProc: p.Listener == ExtProcListener,
+		Pickers: p.Pickers, PickerSharing: !p.Unshared,
 	})
 	if err != nil {
 		return nil, err
@@ -287,6 +303,8 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		base = s.URL(p.Listener)
 	}
 	smp := startSampler(s.Fleet.URLs(), s.PrometheusText, c.Speed, c.SampleInterval)
+	faultCtx, stopFaults := context.WithCancel(ctx)
+	faultsDone := injectFaults(faultCtx, s, p, c.FaultAfter, c.FaultEvery, c.Log)
 	wall := time.Now()
 	res, runErr := bench.Run(ctx, bench.RunConfig{
 		APIURL: base + o.Endpoint, Chat: o.Chat(), Model: model, Requests: reqs,
@@ -295,9 +313,14 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		RequestIDPrefix: o.RequestIDPrefix + p.Name + "-", Seed: o.Seed,
 	})
 	wallSecs := time.Since(wall).Seconds()
+	stopFaults()
+	faultErr := faultsDone()
 	samples := smp.Stop()
 	if runErr != nil {
 		return nil, runErr
+	}
+	if faultErr != nil {
+		return nil, fmt.Errorf("fault: %w", faultErr)
 	}
 	// Everything the client measured is wall time; the fleet runs
 	// c.Speed simulated seconds per wall second.

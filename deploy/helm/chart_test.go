@@ -42,7 +42,7 @@ func defaults(t *testing.T) want {
 		poolService: "vllm-llama2-7b-pool", ingressNS: "istio-system", ingressPort: 8081,
 		pickerImage: "registry.example.com/meshllm/picker-svc:0.1.0",
 		wasmURL:     "oci://registry.example.com/meshllm/meshllm-wasm:0.1.0",
-		replicas:    1, meshRole: role, server: serverSource(t),
+		replicas:    3, strategy: appsv1.RollingUpdateDeploymentStrategyType, meshRole: role, server: serverSource(t),
 	}
 }
 
@@ -69,7 +69,7 @@ func TestChartRenders(t *testing.T) {
 				"images.registry", "ghcr.io/acme/meshllm", "images.tag", "1.2.3",
 				"images.picker.repository", "mirror.example/picker", "images.picker.tag", "1.2.4",
 				"images.wasm.sha256", strings.Repeat("ab", 32), "images.pullPolicy", "Always",
-				"picker.replicas", 3, "picker.strategy", map[string]any{"type": "Recreate"}, "picker.logLevel", "debug",
+				"picker.replicas", 5, "picker.minAvailable", 3, "picker.gossipPort", 7000, "picker.logLevel", "debug",
 				"pool.name", "qwen-pool", "pool.selector", map[string]any{"model": "qwen"}, "pool.targetPort", 8001,
 				"pool.routingStrategy", "PREFIX_CACHE", "pool.service", "qwen",
 				"mesh.ingressGateway.namespace", "gateways", "mesh.ingressGateway.port", 9443,
@@ -82,12 +82,14 @@ func TestChartRenders(t *testing.T) {
 				w.namespace, w.gateway, w.gatewayMade, w.routeOn = "llm", true, false, "body"
 				w.pickerImage = "mirror.example/picker:1.2.4"
 				w.wasmURL = "oci://ghcr.io/acme/meshllm/meshllm-wasm:1.2.3"
-				w.replicas, w.strategy = 3, appsv1.RecreateDeploymentStrategyType
+				w.replicas = 5
 				w.pool, w.poolSelector, w.poolPort, w.poolService = "qwen-pool", map[string]string{"model": "qwen"}, 8001, "qwen"
 				w.ingressNS, w.ingressPort = "gateways", 9443
 			},
 		},
 		{name: "mesh without the pool", values: set("mesh.createInferencePool", false), edit: func(w *want) { w.meshPool = false }},
+		{name: "one picker, Recreate", values: set("gateway.enabled", true, "picker.replicas", 1, "picker.strategy", map[string]any{"type": "Recreate"}),
+			edit: func(w *want) { w.gateway, w.replicas, w.strategy = true, 1, appsv1.RecreateDeploymentStrategyType }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := base
@@ -114,7 +116,10 @@ func TestCheckRenderingRejects(t *testing.T) {
 	require.NoError(t, checkRendering(docs, base))
 	for _, tc := range []struct{ file, old, new, want string }{
 		{"mesh-picker.yaml", "- --pool=vllm-llama2-7b-pool", "- --pool=other", "--pool"},
-		{"mesh-picker.yaml", "replicas: 1", "replica: 1", "replica"},
+		{"mesh-picker.yaml", "replicas: 3", "replica: 3", "replica"},
+		{"mesh-picker.yaml", "--replica-peers=picker-svc-gossip:7946", "--replica-peers=picker-svc:7946", "--replica-peers"},
+		{"gateway-picker.yaml", "publishNotReadyAddresses: true", "publishNotReadyAddresses: false", "publishNotReadyAddresses"},
+		{"gateway-picker.yaml", "minAvailable: 2", "minAvailable: 3", "minAvailable 3"},
 		{"mesh-wasmplugin.yaml", "number: 8081", "number: 8080", "port 8081"},
 		{"mesh-wasmplugin.yaml", "route_on: headers", "route_onn: headers", "route_onn"},
 		{"mesh-pool-cluster.yaml", "portNumber: 8000", "portNumber: 8001", "cluster match"},

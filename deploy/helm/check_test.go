@@ -106,7 +106,9 @@ func checkRendering(docs []doc, w want) error {
 		for _, o := range meshObjs {
 			switch v := o.(type) {
 			case *corev1.Service:
-				svc = v
+				if v.Spec.ClusterIP != corev1.ClusterIPNone { // not the replicas' gossip
+					svc = v
+				}
 			case *appsv1.Deployment:
 				checkDeployment(v, w, fail)
 			case *rbacv1.Role:

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
@@ -115,6 +116,9 @@ type GatewayPath struct {
 	Account    *corev1.ServiceAccount
 	Role       *rbacv1.Role
 	Binding    *rbacv1.RoleBinding
+	// The picker replicas' headless gossip Service and disruption budget.
+	Gossip *corev1.Service
+	PDB    *policyv1.PodDisruptionBudget
 }
 
 var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
@@ -135,12 +139,23 @@ func DecodeGatewayPath(stream []byte, m *GatewayPath) error {
 		var tm struct {
 			APIVersion string `json:"apiVersion"`
 			Kind       string `json:"kind"`
+			Spec       struct {
+				ClusterIP string `json:"clusterIP"`
+			} `json:"spec"`
 		}
 		if err := json.Unmarshal(j, &tm); err != nil {
 			return err
 		}
 		var dst any
 		switch tm.APIVersion + " " + tm.Kind {
+		case "v1 Service":
+			if tm.Spec.ClusterIP == corev1.ClusterIPNone {
+				dst = setOnce(&m.Gossip)
+			} else {
+				dst = setOnce(&m.Service)
+			}
+		case "policy/v1 PodDisruptionBudget":
+			dst = setOnce(&m.PDB)
 		case "gateway.networking.k8s.io/v1 Gateway":
 			dst = setOnce(&m.Gateway)
 		case "gateway.networking.k8s.io/v1 HTTPRoute":
@@ -149,8 +164,6 @@ func DecodeGatewayPath(stream []byte, m *GatewayPath) error {
 			dst = setOnce(&m.Pool)
 		case "apps/v1 Deployment":
 			dst = setOnce(&m.Deployment)
-		case "v1 Service":
-			dst = setOnce(&m.Service)
 		case "v1 ConfigMap":
 			dst = setOnce(&m.ConfigMap)
 		case "v1 ServiceAccount":
@@ -398,6 +411,9 @@ func CheckGatewayPath(m *GatewayPath, mesh MeshPool, meshRole *rbacv1.Role, serv
 	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
 		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
 		fail("want runAsNonRoot, no privilege escalation, read-only root and all capabilities dropped")
+	}
+	if err := checkReplicasIfAny(m.Deployment, m.Gossip, m.PDB); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

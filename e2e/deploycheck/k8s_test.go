@@ -39,8 +39,16 @@ func TestPickerManifests(t *testing.T) {
 func TestPickerManifestsReject(t *testing.T) {
 	src := string(read(t, "istio/picker-deployment.yaml"))
 	for _, tc := range []struct{ name, old, new, want string }{
-		{"unknown field", "replicas: 1", "replica: 1", "replica"},
-		{"wrong type", "replicas: 1", "replicas: one", "replicas"},
+		{"unknown field", "replicas: 3", "replica: 3", "replica"},
+		{"wrong type", "replicas: 3", "replicas: one", "replicas"},
+		{"one replica", "replicas: 3", "replicas: 1", "at least 2"},
+		{"budget stops the rollout", "minAvailable: 2", "minAvailable: 3", "minAvailable 3"},
+		{"budget selects nothing", "spec:\n  minAvailable: 2\n  selector:\n    matchLabels:\n      app: picker-svc", "spec:\n  minAvailable: 2\n  selector:\n    matchLabels:\n      app: picker", "PodDisruptionBudget selector"},
+		{"not spread", "topologyKey: kubernetes.io/hostname", "topologyKey: topology.kubernetes.io/zone", "topologySpreadConstraint"},
+		{"ready replicas only", "publishNotReadyAddresses: true", "publishNotReadyAddresses: false", "publishNotReadyAddresses"},
+		{"peers elsewhere", "--replica-peers=picker-svc-gossip:7946", "--replica-peers=picker-svc:7946", "--replica-peers"},
+		{"no UDP", "    targetPort: udp-gossip\n    protocol: UDP", "    targetPort: udp-gossip\n    protocol: TCP", "over TCP and UDP"},
+		{"surge only", "maxUnavailable: 0", "maxUnavailable: 1", "maxUnavailable 0"},
 		{"probe path the picker does not serve", "path: /readyz", "path: /ready", "/ready"},
 		{"port mismatch", "- --listen=:9002", "- --listen=:9003", "--listen"},
 		{"other pool", "- --pool=vllm-llama2-7b-pool", "- --pool=other", "--pool"},

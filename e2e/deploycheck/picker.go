@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -31,6 +32,8 @@ func K8sObject(doc []byte) (any, error) {
 		obj = &appsv1.Deployment{}
 	case "v1 Service":
 		obj = &corev1.Service{}
+	case "policy/v1 PodDisruptionBudget":
+		obj = &policyv1.PodDisruptionBudget{}
 	case "v1 ServiceAccount":
 		obj = &corev1.ServiceAccount{}
 	case "rbac.authorization.k8s.io/v1 Role":
@@ -65,7 +68,8 @@ func K8sObjects(stream []byte) ([]any, error) {
 // CheckPicker holds the promises of picker-deployment.yaml and picker-rbac.yaml.
 func CheckPicker(objs []any, pool string, serverSource string) error {
 	var dep *appsv1.Deployment
-	var svc *corev1.Service
+	var svc, gossip *corev1.Service
+	var pdb *policyv1.PodDisruptionBudget
 	var sa *corev1.ServiceAccount
 	var role *rbacv1.Role
 	var rb *rbacv1.RoleBinding
@@ -74,7 +78,13 @@ func CheckPicker(objs []any, pool string, serverSource string) error {
 		case *appsv1.Deployment:
 			dep = v
 		case *corev1.Service:
-			svc = v
+			if v.Spec.ClusterIP == corev1.ClusterIPNone {
+				gossip = v
+			} else {
+				svc = v
+			}
+		case *policyv1.PodDisruptionBudget:
+			pdb = v
 		case *corev1.ServiceAccount:
 			sa = v
 		case *rbacv1.Role:
@@ -184,6 +194,9 @@ func CheckPicker(objs []any, pool string, serverSource string) error {
 	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
 		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
 		fail("want runAsNonRoot, no privilege escalation, read-only root and all capabilities dropped")
+	}
+	if err := checkReplicasIfAny(dep, gossip, pdb); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

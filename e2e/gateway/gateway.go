@@ -101,6 +101,8 @@ type cluster struct {
 	// take the cluster's connect timeout.
 	transport *http.Transport
 	rr        atomic.Uint64
+	// live replaces spec.Endpoints once SetEndpoints was called.
+	live atomic.Pointer[[]string]
 	// Requests per endpoint, for the demo's spread.
 	mu    sync.Mutex
 	count map[string]int
@@ -338,10 +340,26 @@ func (g *Gateway) Close() {
 	}
 }
 
+// SetEndpoints replaces a cluster's endpoints while the gateway runs, as
+// Kubernetes updates a Service's endpoints when pods become ready or
+// terminate.
+func (g *Gateway) SetEndpoints(clusterName string, addrs []string) error {
+	c := g.clusters[clusterName]
+	if c == nil {
+		return fmt.Errorf("no cluster %q", clusterName)
+	}
+	eps := append([]string(nil), addrs...)
+	c.live.Store(&eps)
+	return nil
+}
+
 // pick chooses a cluster endpoint: the override header's value if it names a
 // member (first of a comma-separated list that does), else round robin.
 func (c *cluster) pick(override string) (string, bool) {
 	eps := c.spec.Endpoints
+	if p := c.live.Load(); p != nil {
+		eps = *p
+	}
 	if len(eps) == 0 {
 		return "", false
 	}

@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -23,7 +21,6 @@ import (
 	"github.com/meshllm/meshllm/e2e/extprocgw"
 	"github.com/meshllm/meshllm/e2e/gateway"
 	"github.com/meshllm/meshllm/e2e/vllmsim"
-	"github.com/meshllm/meshllm/picker-svc/app"
 )
 
 // Listener and cluster names in envoy/envoy.yaml.
@@ -72,6 +69,14 @@ type Config struct {
 	// ExtProcTLS serves ext_proc with a self-signed certificate, and the
 	// gateway dials it over TLS.
 	ExtProcTLS bool
+	// Pickers is how many picker-svc replicas run (default 1). The
+	// gateway's picker cluster lists them all and spreads picks round
+	// robin, as a gateway's workers (or several gateways) behind one
+	// Service would; the ext_proc gateway talks to the first.
+	Pickers int
+	// PickerSharing runs the pickers as one replica group (gossip on
+	// loopback); otherwise each keeps its own state.
+	PickerSharing bool
 }
 
 // Stack is a running system.
@@ -82,11 +87,9 @@ type Stack struct {
 	// ExtProcGateway routes through the picker over ext_proc (Config.ExtProc).
 	ExtProcGateway *extprocgw.Gateway
 
-	mu         sync.Mutex
-	pickerAddr string
-	extProc    string // the picker's ext_proc address (stable across restarts)
-	stopPicker context.CancelFunc
-	pickerDone chan error
+	mu      sync.Mutex
+	pickers []*pickerProc
+	extProc string // the first picker's ext_proc address (stable across restarts)
 }
 
 // ModuleRoot finds the repository root (where go.mod is) from the working
@@ -147,11 +150,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if s.Fleet, err = vllmsim.StartFleet(ctx, cfg.Sims); err != nil {
 		return nil, err
 	}
-	pickerAddr := cfg.PickerAddr
-	if pickerAddr == "" {
-		pickerAddr = "127.0.0.1:0"
-	}
-	if err := s.startPicker(pickerAddr); err != nil {
+	if err := s.startPickers(); err != nil {
 		return nil, err
 	}
 	listeners := map[string]string{PlainListener: "127.0.0.1:0", LLMListener: "127.0.0.1:0"}
@@ -168,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	opts := gateway.Options{
 		EnvoyYAML: cfg.EnvoyYAML, Wasm: cfg.Wasm, ListenerAddrs: listeners, AdminAddr: admin,
 		Endpoints: map[string][]string{
-			PlainCluster: s.Fleet.Addrs, LLMCluster: s.Fleet.Addrs, PickerCluster: {s.PickerAddr()},
+			PlainCluster: s.Fleet.Addrs, LLMCluster: s.Fleet.Addrs, PickerCluster: s.PickerAddrs(),
 		},
 		Workers: cfg.Workers, Cache: cfg.Cache, AccessLog: cfg.AccessLog, Log: log.New(cfg.Log, "gateway: ", log.LstdFlags),
 		ConnectTimeout: cfg.ConnectTimeout,
@@ -197,87 +196,6 @@ func (s *Stack) ExtProcAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.extProc
-}
-
-// PickerAddr is where picker-svc listens (stable across restarts).
-func (s *Stack) PickerAddr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pickerAddr
-}
-
-func (s *Stack) startPicker(addr string) error {
-	o := app.Options{Args: s.cfg.PickerArgs, Log: s.cfg.Log, Listen: addr, Endpoints: s.Fleet.Addrs, Pool: s.cfg.Pool,
-		Objects: []byte(s.cfg.Objects)}
-	if s.cfg.ExtProc {
-		s.mu.Lock()
-		o.ExtProcListen = s.extProc
-		s.mu.Unlock()
-		if o.ExtProcListen == "" {
-			o.ExtProcListen = "127.0.0.1:0"
-		}
-		if s.cfg.ExtProcTLS {
-			o.ExtProcTLS = "self-signed"
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() {
-		o.Ready = func(a net.Addr) { ready <- a }
-		o.ExtProcReady = func(a net.Addr) {
-			s.mu.Lock()
-			s.extProc = a.String()
-			s.mu.Unlock()
-		}
-		done <- app.Run(ctx, o)
-	}()
-	select {
-	case a := <-ready:
-		s.mu.Lock()
-		s.pickerAddr, s.stopPicker, s.pickerDone = a.String(), cancel, done
-		s.mu.Unlock()
-	case err := <-done:
-		cancel()
-		return fmt.Errorf("picker-svc: %w", err)
-	}
-	return s.waitPickerReady(10 * time.Second)
-}
-
-// waitPickerReady polls /readyz: readiness needs a first scrape, which
-// happens in the picker's own goroutines.
-func (s *Stack) waitPickerReady(limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	url := "http://" + s.PickerAddr() + "/readyz"
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("picker-svc not ready after %s", limit)
-}
-
-// StopPicker stops picker-svc (gracefully) and waits until it is gone.
-func (s *Stack) StopPicker() error {
-	s.mu.Lock()
-	stop, done := s.stopPicker, s.pickerDone
-	s.stopPicker = nil
-	s.mu.Unlock()
-	if stop == nil {
-		return nil
-	}
-	stop()
-	return <-done
-}
-
-// RestartPicker starts picker-svc again on the same address.
-func (s *Stack) RestartPicker() error {
-	return s.startPicker(s.PickerAddr())
 }
 
 // URL of a listener ("plain_8080" or "llm_8081").

@@ -29,6 +29,7 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/internal/discovery"
 	"github.com/meshllm/meshllm/picker-svc/internal/extproc"
 	"github.com/meshllm/meshllm/picker-svc/internal/inference"
+	"github.com/meshllm/meshllm/picker-svc/internal/replicas"
 	"github.com/meshllm/meshllm/picker-svc/internal/resolve"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
@@ -55,6 +56,12 @@ type Options struct {
 	Objects       []byte
 	ExtProcListen string // --ext-proc-listen
 	ExtProcTLS    string // --ext-proc-tls
+	// ReplicaListen and ReplicaPeers: --replica-listen, --replica-peers.
+	ReplicaListen string
+	ReplicaPeers  []string
+	// ReplicaReady is called with the bound gossip address once the
+	// replica listens (replica mode only), before Ready.
+	ReplicaReady func(addr string)
 }
 
 // override applies the typed options over the flags.
@@ -71,6 +78,10 @@ func (o *Options) override(c *config.Config) {
 	if len(o.Endpoints) > 0 {
 		c.Discovery.Endpoints = o.Endpoints
 	}
+	set(&c.Replicas.Listen, o.ReplicaListen)
+	if len(o.ReplicaPeers) > 0 {
+		c.Replicas.Peers = o.ReplicaPeers
+	}
 }
 
 // picker is one running picker-svc, built in Run's steps.
@@ -85,8 +96,9 @@ type picker struct {
 	http    *http.Server
 	grpc    *grpc.Server // nil: no ext_proc listener
 	source  discovery.Source
-	precise *precisePrefix // nil: no profile routes precisely
+	precise *precisePrefix    // nil: no profile routes precisely
 	health  *discovery.Health // how current discovery is: readiness, metrics
+	replica *replicas.Replica // nil: not in replica mode
 }
 
 // Run runs picker-svc until ctx ends, then shuts down gracefully.
@@ -101,7 +113,11 @@ func Run(ctx context.Context, o Options) error {
 	defer p.mgr.Close()
 	ln, gln, err := p.listen()
 	if err != nil {
+		p.closeReplica()
 		return err
+	}
+	if p.replica != nil && o.ReplicaReady != nil {
+		o.ReplicaReady(p.replica.Addr())
 	}
 	if gln != nil && o.ExtProcReady != nil {
 		o.ExtProcReady(gln.Addr())
@@ -194,7 +210,12 @@ func (p *picker) build() error {
 		p.store.ReplaceObjects(p.objs)
 	}
 	p.decider = decision.New(p.store, resolve.New(nil), sched, decision.NewMetrics(p.metrics.Registry), p.log)
-	p.http = &http.Server{Addr: p.cfg.Listen, Handler: server.New(p.store, p.decider, p.metrics).WaitFor(p.health).Handler(), ReadHeaderTimeout: 5 * time.Second,
+	srv := server.New(p.store, p.decider, p.metrics).WaitFor(p.health)
+	if err := p.buildReplica(sched, srv); err != nil {
+		p.mgr.Close()
+		return err
+	}
+	p.http = &http.Server{Addr: p.cfg.Listen, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	return nil
 }
@@ -240,6 +261,9 @@ func (p *picker) serve(ctx context.Context, ln, gln net.Listener) error {
 	if err := p.runPrecise(ctx); err != nil {
 		return err
 	}
+	if p.replica != nil {
+		go p.replica.Run(ctx)
+	}
 	go func() {
 		if err := p.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
@@ -276,6 +300,9 @@ func (p *picker) shutdown() {
 			p.grpc.Stop()
 		}
 	}
+	// Picks are over: send the last of them and leave the group, so that
+	// peers stop waiting on this replica at once.
+	p.closeReplica()
 	p.log.Info("picker-svc stopped")
 }
 

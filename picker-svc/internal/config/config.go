@@ -107,6 +107,10 @@ type Config struct {
 
 	// KVEvents: following the engines' KV-cache events (PRECISE_PREFIX_CACHE).
 	KVEvents KVEvents `json:"kvEvents"`
+	// Replicas runs this picker as one of several active replicas that
+	// share what they learn from picks (see replicas.go); off unless Listen
+	// is set.
+	Replicas ReplicaSettings `json:"replicas"`
 
 	// EPP is the upstream EndpointPickerConfig read from --epp-config
 	// (nil: none); Scheduling's keys refine what it sets.
@@ -245,6 +249,11 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 	interval := fs.Duration("scrape-interval", 0, "time between scrapes of one endpoint (env PICKER_SCRAPE_INTERVAL; default "+scrape.DefaultInterval.String()+")")
 	timeout := fs.Duration("scrape-timeout", 0, "timeout of one scrape (env PICKER_SCRAPE_TIMEOUT; default "+scrape.DefaultTimeout.String()+")")
 	engine := fs.String("engine", "", "metrics dialect of pools without a meshllm.io/engine annotation: auto, vllm, sglang or triton-trtllm (env PICKER_ENGINE; default auto)")
+	replicaListen := fs.String("replica-listen", "", "run as one of several picker replicas: gossip (TCP and UDP) on this address, e.g. :7946 (env PICKER_REPLICA_LISTEN; default off)")
+	replicaAdvertise := fs.String("replica-advertise", "", "address peers reach this replica at, ip or ip:port (env PICKER_REPLICA_ADVERTISE; default: the listen address, or the first private IP)")
+	replicaPeers := fs.String("replica-peers", "", "comma-separated host:port of peer replicas: IPs or DNS names, every address of a name being a peer (a headless Service) (env PICKER_REPLICA_PEERS)")
+	replicaService := fs.String("replica-service", "", "Service in the namespace whose EndpointSlices list the peer replicas (env PICKER_REPLICA_SERVICE)")
+	replicaKey := fs.String("replica-secret-key-file", "", "file holding a base64 key of 16, 24 or 32 bytes that encrypts gossip (env PICKER_REPLICA_SECRET_KEY_FILE)")
 	stale := fs.Duration("stale-after", 0, "metrics older than this make an endpoint ineligible (env PICKER_STALE_AFTER; default "+scrape.DefaultStaleAfter.String()+")")
 	applyKVEvents := kvEventsFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -323,6 +332,11 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 	}
 	pick("kubeconfig", "KUBECONFIG", *kubeconfig, &c.Discovery.Kubeconfig)
 	pick("engine", "PICKER_ENGINE", *engine, &c.Scrape.Engine)
+	pick("replica-listen", "PICKER_REPLICA_LISTEN", *replicaListen, &c.Replicas.Listen)
+	pick("replica-advertise", "PICKER_REPLICA_ADVERTISE", *replicaAdvertise, &c.Replicas.Advertise)
+	pickList("replica-peers", "PICKER_REPLICA_PEERS", *replicaPeers, &c.Replicas.Peers)
+	pick("replica-service", "PICKER_REPLICA_SERVICE", *replicaService, &c.Replicas.KubernetesService)
+	pick("replica-secret-key-file", "PICKER_REPLICA_SECRET_KEY_FILE", *replicaKey, &c.Replicas.SecretKeyFile)
 	for _, e := range []error{
 		pickDur("scrape-interval", "PICKER_SCRAPE_INTERVAL", *interval, &c.Scrape.Interval),
 		pickDur("scrape-timeout", "PICKER_SCRAPE_TIMEOUT", *timeout, &c.Scrape.Timeout),
@@ -409,6 +423,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.KVEvents.validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.validateReplicas(); err != nil {
+		errs = append(errs, fmt.Errorf("replicas: %w", err))
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

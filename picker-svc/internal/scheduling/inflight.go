@@ -182,7 +182,7 @@ func (t *InFlightTracker) PostPick(req *Request, c *Candidate, now time.Time) {
 		t.forget(p.picks[:1])
 		p.picks = append(p.picks[:0], p.picks[1:]...)
 	}
-	p.picks = append(p.picks, recentPick{id: req.PickID, at: now, tokens: req.PromptTokens})
+	p.picks = insertByTime(p.picks, recentPick{id: req.PickID, at: now, tokens: req.PromptTokens})
 	if req.PickID != 0 {
 		t.mu.Lock()
 		t.byID[req.PickID] = p
@@ -194,6 +194,23 @@ func (t *InFlightTracker) PostPick(req *Request, c *Candidate, now time.Time) {
 	p.all = append(p.all, recentPick{at: now, tokens: work})
 	p.picked++
 	p.mu.Unlock()
+}
+
+// insertByTime adds r to picks kept in time order: at the end for this
+// picker's own picks, a little before it for a peer replica's, which
+// arrive a few milliseconds after they were made (Prepare drops picks
+// from the front, oldest first).
+func insertByTime(picks []recentPick, r recentPick) []recentPick {
+	i := len(picks)
+	for i > 0 && picks[i-1].at.After(r.at) {
+		i--
+	}
+	picks = append(picks, r)
+	if i < len(picks)-1 {
+		copy(picks[i+1:], picks[i:])
+		picks[i] = r
+	}
+	return picks
 }
 
 // forget drops picks' ids from byID; their pod's mu held.

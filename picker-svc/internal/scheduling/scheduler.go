@@ -108,6 +108,8 @@ type Scheduler struct {
 	// picker replicas, whose ids a filter may report to any of them, do
 	// not share ids.
 	lastID atomic.Uint64
+	// observer learns of picks and ends for peer replicas (shared.go).
+	observer PickObserver
 }
 
 // Outcome of a pick, in the words of the picker's metrics.
@@ -232,6 +234,9 @@ func (s *Scheduler) RequestsDone(ids []uint64, now time.Time) {
 	for _, e := range s.enders {
 		e.RequestsDone(ids, now)
 	}
+	if s.observer != nil {
+		s.observer.RequestsEnded(ids)
+	}
 }
 
 // EndpointsRemoved tells stateful plugins that eps left every pool.
@@ -306,6 +311,9 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	}
 	for _, p := range prof.postPickers {
 		p.PostPick(req, &cands[sc.idx[0]], now)
+	}
+	if s.observer != nil {
+		s.observer.PickMade(prof.record(strategy, req, &cands[sc.idx[0]], now))
 	}
 	return res, nil
 }

@@ -30,7 +30,13 @@ type Server struct {
 	discovery Discovery // nil: nothing to wait for
 	now       func() time.Time
 	bufs      sync.Pool
+	// readyChecks are further conditions of readiness (RequireReady).
+	readyChecks []func() error
 }
+
+// RequireReady adds a condition to readiness: /readyz answers 503 with
+// check's error until it returns nil. Call it before serving.
+func (s *Server) RequireReady(check func() error) { s.readyChecks = append(s.readyChecks, check) }
 
 // Discovery is what readiness asks of endpoint discovery: whether its
 // first full sync is applied, and if not, why.
@@ -75,6 +81,11 @@ func (s *Server) Ready() (bool, string) {
 	if s.discovery != nil {
 		if ok, why := s.discovery.Synced(); !ok {
 			return false, why
+		}
+	}
+	for _, c := range s.readyChecks {
+		if err := c(); err != nil {
+			return false, err.Error()
 		}
 	}
 	now := s.now()

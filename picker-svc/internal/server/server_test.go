@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -159,6 +160,19 @@ func TestPickEndToEnd(t *testing.T) {
 	busy, calm := newVLLM(t, 4, 0.7), newVLLM(t, 0, 0.1)
 	f.store.SetEndpoints("sim-pool", []string{busy.addr(), calm.addr()})
 	f.waitReady(t, 2)
+	code, _ = f.get(t, "/readyz")
+	require.Equal(t, http.StatusOK, code)
+	var warm atomic.Bool
+	f.srv.RequireReady(func() error {
+		if !warm.Load() {
+			return errors.New("waiting for peer replicas' state")
+		}
+		return nil
+	})
+	code, why := f.get(t, "/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code, "a further condition holds readiness back")
+	require.Contains(t, why, "peer replicas")
+	warm.Store(true)
 	code, _ = f.get(t, "/readyz")
 	require.Equal(t, http.StatusOK, code)
 

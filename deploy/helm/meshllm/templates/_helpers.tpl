@@ -45,23 +45,39 @@ outbound|9002||{{ include "meshllm.pickerFQDN" . }}
   verbs: ["get", "update", "patch"]
 {{- end }}
 
-{{/* The pod's scheduling and security settings shared by both pickers. */}}
+{{/* Whether the pickers run as a replica group. */}}
+{{- define "meshllm.replicated" -}}
+{{- if gt (int .Values.picker.replicas) 1 }}true{{ end }}
+{{- end }}
+
+{{/* The pod's scheduling and security settings shared by both pickers
+(dict "root" . "name" <the picker's app label>). */}}
 {{- define "meshllm.pickerPodSettings" -}}
+{{- $root := .root }}
 securityContext:
   runAsNonRoot: true
   runAsUser: 65532
   runAsGroup: 65532
   seccompProfile:
     type: RuntimeDefault
-{{- with .Values.picker.nodeSelector }}
+{{- if include "meshllm.replicated" $root }}
+topologySpreadConstraints:
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      app: {{ .name }}
+{{- end }}
+{{- with $root.Values.picker.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.picker.tolerations }}
+{{- with $root.Values.picker.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.picker.affinity }}
+{{- with $root.Values.picker.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -76,7 +92,14 @@ env:
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
-# /healthz: the process serves. /readyz: at least one pod has fresh metrics.
+{{- if include "meshllm.replicated" . }}
+- name: PICKER_REPLICA_ADVERTISE
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end }}
+# /healthz: the process serves. /readyz: at least one pod has fresh metrics
+# and, as a replica, it has its peers' state.
 livenessProbe:
   httpGet:
     path: /healthz
@@ -113,4 +136,91 @@ strategy:
 {{- end }}
 {{- define "meshllm.ingressSelector" -}}
 {{ toYaml (.Values.mesh.ingressGateway.selector | default (dict "istio" "ingressgateway")) }}
+{{- end }}
+
+
+{{/* A replica's gossip flags (dict "root" . "name" <the picker's app label>). */}}
+{{- define "meshllm.replicaArgs" -}}
+{{- if include "meshllm.replicated" .root }}
+- --replica-listen=:{{ .root.Values.picker.gossipPort }}
+- --replica-peers={{ .name }}-gossip:{{ .root.Values.picker.gossipPort }}
+{{- if .root.Values.picker.gossipSecret }}
+- --replica-secret-key-file=/etc/picker-gossip/key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The gossip key's mount and volume (replicas with picker.gossipSecret). */}}
+{{- define "meshllm.gossipKeyMount" -}}
+{{- if and (include "meshllm.replicated" .) .Values.picker.gossipSecret }}
+- name: gossip-key
+  mountPath: /etc/picker-gossip
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- define "meshllm.gossipKeyVolume" -}}
+{{- if and (include "meshllm.replicated" .) .Values.picker.gossipSecret }}
+- name: gossip-key
+  secret:
+    secretName: {{ .Values.picker.gossipSecret }}
+{{- end }}
+{{- end }}
+
+{{/* A replica's gossip ports. */}}
+{{- define "meshllm.replicaPorts" -}}
+{{- if include "meshllm.replicated" . }}
+- name: tcp-gossip
+  containerPort: {{ .Values.picker.gossipPort }}
+  protocol: TCP
+- name: udp-gossip
+  containerPort: {{ .Values.picker.gossipPort }}
+  protocol: UDP
+{{- end }}
+{{- end }}
+
+{{/* The replica group's PodDisruptionBudget and headless gossip Service
+(dict "root" . "name" <the picker's app label>). */}}
+{{- define "meshllm.replicaObjects" -}}
+{{- $root := .root }}
+{{- if include "meshllm.replicated" $root }}
+---
+# Voluntary disruptions take one replica at a time.
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    app: {{ .name }}
+    {{- include "meshllm.labels" $root | nindent 4 }}
+spec:
+  minAvailable: {{ $root.Values.picker.minAvailable | default (sub (int $root.Values.picker.replicas) 1) }}
+  selector:
+    matchLabels:
+      app: {{ .name }}
+---
+# The replicas find each other here: every picker pod, ready or not.
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .name }}-gossip
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    app: {{ .name }}
+    {{- include "meshllm.labels" $root | nindent 4 }}
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector:
+    app: {{ .name }}
+  ports:
+  - name: tcp-gossip
+    port: {{ $root.Values.picker.gossipPort }}
+    targetPort: tcp-gossip
+    protocol: TCP
+  - name: udp-gossip
+    port: {{ $root.Values.picker.gossipPort }}
+    targetPort: udp-gossip
+    protocol: UDP
+{{- end }}
 {{- end }}
