@@ -77,7 +77,20 @@ type Config struct {
 	// names may be in; any other answer counts as a failed pick. A guard for
 	// clusters that connect wherever the header says (ORIGINAL_DST).
 	EndpointCIDRs []netip.Prefix
+	// PickExplain says what a request carrying pickapi.HeaderExplain
+	// gets: ExplainOff nothing, ExplainLog the pick's explanation in the
+	// access log (wasm.llm_pick_explain), ExplainHeader that and the
+	// response header pickapi.HeaderPickExplanation (which shows the
+	// client the pool's endpoints and their load).
+	PickExplain string
 }
+
+// Values of pick_explain.
+const (
+	ExplainOff    = "off"
+	ExplainLog    = "log"
+	ExplainHeader = "header"
+)
 
 // Values of route_on.
 const (
@@ -103,6 +116,7 @@ func Default() Config {
 		WatchdogMillis:       1000,
 		FallbackCache:        true,
 		ClearRouteCache:      true,
+		PickExplain:          ExplainLog,
 	}
 }
 
@@ -179,6 +193,8 @@ func Parse(raw []byte) (Config, error) {
 			c.MaxJSONDepth, err = intIn(k.Str, v, 1, maxDepthLimit)
 		case "endpoint_cidrs":
 			c.EndpointCIDRs, err = prefixes(k.Str, v)
+		case "pick_explain":
+			c.PickExplain, err = oneOf(k.Str, v, ExplainOff, ExplainLog, ExplainHeader)
 		default:
 			err = fmt.Errorf("unknown key %q in pluginConfig", k.Str)
 		}

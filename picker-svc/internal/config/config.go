@@ -219,7 +219,7 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 	objects := fs.String("objects", "", "comma-separated YAML files with InferencePool/InferenceModel objects (env PICKER_OBJECTS)")
 	mode := fs.String("discovery", "", "static, dns or kubernetes (env PICKER_DISCOVERY; default static)")
 	pool := fs.String("pool", "", "pool the static/dns endpoints belong to; in kubernetes mode, watch only this pool (env PICKER_POOL)")
-	strategy := fs.String("strategy", "", "DEFAULT or PREFIX_CACHE for a pool synthesised when no objects are given (env PICKER_STRATEGY)")
+	strategy := fs.String("strategy", "", pickapi.StrategyList()+" for a pool synthesised when no objects are given (env PICKER_STRATEGY)")
 	endpoints := fs.String("endpoints", "", "static mode: comma-separated ip:port list (env PICKER_ENDPOINTS)")
 	dns := fs.String("dns", "", "dns mode: comma-separated host:port names, resolved periodically (env PICKER_DNS)")
 	namespace := fs.String("namespace", "", "kubernetes mode: namespace to watch (env PICKER_NAMESPACE, else POD_NAMESPACE)")
@@ -364,10 +364,8 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("discovery mode %q: want static, dns or kubernetes", c.Discovery.Mode))
 	}
-	switch pickapi.Strategy(c.Discovery.Strategy) {
-	case pickapi.StrategyDefault, pickapi.StrategyPrefixCache:
-	default:
-		errs = append(errs, fmt.Errorf("strategy %q: want DEFAULT or PREFIX_CACHE", c.Discovery.Strategy))
+	if _, err := pickapi.ParseStrategy(c.Discovery.Strategy); err != nil {
+		errs = append(errs, fmt.Errorf("strategy: %w", err))
 	}
 	if c.Scrape.Interval.Duration <= 0 || c.Scrape.Timeout.Duration <= 0 || c.Scrape.StaleAfter.Duration <= 0 {
 		errs = append(errs, errors.New("scrape interval, timeout and staleAfter must be positive"))

@@ -80,7 +80,9 @@ func ParseBodyMode(s string) (BodyMode, error) {
 // Decider places requests (decision.Decider).
 type Decider interface {
 	Decide(req *pickapi.PickRequest, subset []string, start time.Time) decision.Decision
-	RequestsDone(ids []uint64)
+	// RequestEnded reports a routed request's end: its pick id and the
+	// completion tokens it generated (-1: not known).
+	RequestEnded(id uint64, completionTokens int)
 	// RecordUsage counts a finished response's token usage.
 	RecordUsage(model, target string, oc llmapi.Outcome)
 }
@@ -170,16 +172,21 @@ func (x *exchange) end() {
 		return
 	}
 	x.ended = true
-	if x.pickID != 0 {
-		x.s.dec.RequestsDone([]uint64{x.pickID})
-	}
+	completion := -1
 	switch {
 	case x.obs != nil:
-		x.s.dec.RecordUsage(x.model, x.target, x.obs.Finish())
+		oc := x.obs.Finish()
+		if oc.Usage.HasCompletion {
+			completion = int(min(oc.Usage.CompletionTokens, pickapi.MaxOutputTokens))
+		}
+		x.s.dec.RecordUsage(x.model, x.target, oc)
 	case x.model != "":
 		// Routed, and over before a response came (the client left, the
 		// upstream failed): counted as the filter counts it.
 		x.s.dec.RecordUsage(x.model, x.target, llmapi.Outcome{Missing: llmapi.MissingNoBody})
+	}
+	if x.pickID != 0 {
+		x.s.dec.RequestEnded(x.pickID, completion)
 	}
 }
 
@@ -321,7 +328,8 @@ func (x *exchange) placeBody() error {
 			Message: "model name longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
 	}
 	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model, Objective: x.objective,
-		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt)}
+		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt),
+		MaxTokens: int(min(max(r.MaxTokens, 0), pickapi.MaxOutputTokens))}
 	if x.respStream && r.NeedsUsageInjection() {
 		// As the filter does: a stream without include_usage reports no
 		// tokens. Only where every response chunk comes back through here,

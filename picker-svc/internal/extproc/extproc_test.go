@@ -31,7 +31,9 @@ type fakeDecider struct {
 	asked   []pickapi.PickRequest
 	subsets [][]string
 	done    []uint64
-	usage   []usageCall
+	// doneTokens: the completion tokens each end reported.
+	doneTokens []int
+	usage      []usageCall
 }
 
 type usageCall struct {
@@ -59,10 +61,11 @@ func (f *fakeDecider) Decide(req *pickapi.PickRequest, subset []string, _ time.T
 	return f.next
 }
 
-func (f *fakeDecider) RequestsDone(ids []uint64) {
+func (f *fakeDecider) RequestEnded(id uint64, completionTokens int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.done = append(f.done, ids...)
+	f.done = append(f.done, id)
+	f.doneTokens = append(f.doneTokens, completionTokens)
 }
 
 func (f *fakeDecider) ended() []uint64 {
@@ -159,6 +162,7 @@ func TestFullDuplex(t *testing.T) {
 	require.Equal(t, "p", dec.asked[0].Pool)
 	require.Equal(t, pickapi.PrefixHashes(nil, "lora", []byte(`"tell me about the sea"`)), dec.asked[0].PrefixHashes)
 	require.Equal(t, len(`"tell me about the sea"`), dec.asked[0].PromptBytes)
+	require.Equal(t, 5, dec.asked[0].MaxTokens)
 	require.Nil(t, dec.subsets[0], "no subset hint: the whole pool")
 
 	require.NoError(t, st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
@@ -180,6 +184,9 @@ func TestFullDuplex(t *testing.T) {
 		}
 	}
 	require.Equal(t, []uint64{42}, dec.ended(), "reported once the response ended")
+	dec.mu.Lock()
+	require.Equal(t, []int{-1}, dec.doneTokens, "the stream reported no usage")
+	dec.mu.Unlock()
 	require.NoError(t, st.CloseSend())
 	_, err = st.Recv()
 	require.Error(t, err, "the server closes the stream")
@@ -376,6 +383,9 @@ func TestUsage(t *testing.T) {
 		require.Equal(t, "lora", u[0].model)
 		require.Equal(t, "lora-b", u[0].target)
 		require.Equal(t, llmapi.Usage{PromptTokens: 7, CompletionTokens: 5, HasPrompt: true, HasCompletion: true}, u[0].oc.Usage)
+		dec.mu.Lock()
+		require.Equal(t, []int{5}, dec.doneTokens, "the end carries the completion tokens")
+		dec.mu.Unlock()
 	})
 	t.Run("stream without include_usage", func(t *testing.T) {
 		dec := &fakeDecider{next: picked}

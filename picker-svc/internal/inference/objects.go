@@ -274,13 +274,11 @@ func parsePool(obj *object) (Pool, error) {
 		return fail("metadata.name", "is required")
 	}
 	if s, ok := obj.Metadata.Annotations[pickapi.RoutingStrategyAnnotation]; ok {
-		switch pickapi.Strategy(s) {
-		case pickapi.StrategyDefault, pickapi.StrategyPrefixCache:
-			p.Strategy = pickapi.Strategy(s)
-		default:
-			return fail("metadata.annotations["+pickapi.RoutingStrategyAnnotation+"]",
-				"%q is not a routing strategy (want DEFAULT or PREFIX_CACHE)", s)
+		st, err := pickapi.ParseStrategy(s)
+		if err != nil {
+			return fail("metadata.annotations["+pickapi.RoutingStrategyAnnotation+"]", "%v", err)
 		}
+		p.Strategy = st
 	}
 	if s, ok := obj.Metadata.Annotations[EngineAnnotation]; ok {
 		e, err := scrape.ParseEngine(s)

@@ -44,13 +44,13 @@ func BenchmarkPick(b *testing.B) {
 	for i := range req {
 		req[i] = uint64(i)*0x9e3779b97f4a7c15 + 1
 	}
-	for _, st := range []pickapi.Strategy{pickapi.StrategyDefault, pickapi.StrategyPrefixCache} {
+	for _, st := range []pickapi.Strategy{pickapi.StrategyDefault, pickapi.StrategyPrefixCache, pickapi.StrategyLatency} {
 		for _, n := range []int{100, 1000} {
 			b.Run(fmt.Sprintf("%s/%d", st, n), func(b *testing.B) {
 				s := mustNew(DefaultConfig())
-				ms := benchPool(s, n, st == pickapi.StrategyPrefixCache, req)
-				r := &Request{TargetModel: "a", Criticality: pickapi.Standard, PromptTokens: 1000}
-				if st == pickapi.StrategyPrefixCache {
+				ms := benchPool(s, n, st != pickapi.StrategyDefault, req)
+				r := &Request{TargetModel: "a", Criticality: pickapi.Standard, PromptTokens: 1000, MaxTokens: 1800}
+				if st != pickapi.StrategyDefault {
 					r.PrefixHashes = req
 				}
 				now := time.Now()

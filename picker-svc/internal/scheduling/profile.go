@@ -59,6 +59,9 @@ type profile struct {
 	scorers     []weighted
 	picker      Picker
 	postPickers []PostPicker
+	// specScorers names scorers (with their weights), as explanations
+	// show them.
+	specScorers []WeightedScorer
 }
 
 // names lists every plugin name spec uses.
@@ -113,6 +116,7 @@ func (p ProfileSpec) resolve(instances map[string]Plugin) (*profile, error) {
 				return nil, fmt.Errorf("scorers: %q needs its data: list it under prepare too", ws.Name)
 			}
 			out.scorers = append(out.scorers, weighted{s, ws.Weight})
+			out.specScorers = append(out.specScorers, ws)
 			hook(s)
 		}
 	}
