@@ -45,10 +45,10 @@ type pluginContext struct {
 	// (pickapi.APILevel); apiLevelKnown: read from shared data once.
 	apiLevel      int
 	apiLevelKnown bool
-	rankedAt              time.Time               // last fallback-cache write
-	rotation              int                     // round robin over cached endpoints
-	waiting               map[uint32]*httpContext // paused for a body (watchdog)
-	logged                map[string]bool         // logOnce
+	rankedAt      time.Time               // last fallback-cache write
+	rotation      int                     // round robin over cached endpoints
+	waiting       map[uint32]*httpContext // paused for a body (watchdog)
+	logged        map[string]bool         // logOnce
 
 	ticks         int // ticks seen
 	watchdogTicks int // ticks a paused request may wait for its body
