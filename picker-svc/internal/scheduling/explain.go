@@ -22,10 +22,11 @@ type Explanation struct {
 	PromptTokens, MaxTokens int
 	// Scorers are the profile's, in the order of each candidate's Scores.
 	Scorers []WeightedScorer
-	// Judged is how many candidates the profile scored (after filters);
-	// Candidates holds the best MaxExplained of them.
-	Judged     int
-	Candidates []ExplainedCandidate
+	// Eligible is how many endpoints the pick could choose from, Judged
+	// how many of them the profile's filters kept and its scorers rated;
+	// Candidates holds the best MaxExplained of those.
+	Eligible, Judged int
+	Candidates       []ExplainedCandidate
 }
 
 // ExplainedCandidate is one candidate of an Explanation.
@@ -33,8 +34,9 @@ type ExplainedCandidate struct {
 	EP     *scrape.Endpoint
 	Total  float64
 	Scores []float64
-	// PredictedTTFT in seconds (0: the profile does not predict).
-	PredictedTTFT float64
+	// PredictedTTFT in seconds (0: the profile does not predict), and
+	// PredictedRecompute, the seconds of prefill it risks redoing there.
+	PredictedTTFT, PredictedRecompute float64
 	// The snapshot it was judged on, and this picker's picks it could not
 	// show yet.
 	Waiting, Running, KVCacheUsage float64
@@ -46,9 +48,9 @@ const MaxExplained = 16
 
 // explain builds the Explanation of a pick; ranked holds the candidates'
 // indices best first as the picker ranked them (the pick first).
-func explain(st pickapi.Strategy, req *Request, prof *profile, cands []Candidate, totals, perScorer []float64, ranked []int, now time.Time) *Explanation {
+func explain(st pickapi.Strategy, req *Request, prof *profile, eligible int, cands []Candidate, totals, perScorer []float64, ranked []int, now time.Time) *Explanation {
 	e := &Explanation{At: now, PickID: req.PickID, Strategy: st, Model: req.TargetModel, PromptTokens: req.PromptTokens,
-		MaxTokens: req.MaxTokens, Scorers: prof.specScorers, Judged: len(cands)}
+		MaxTokens: req.MaxTokens, Scorers: prof.specScorers, Eligible: eligible, Judged: len(cands)}
 	n := len(cands)
 	k := min(n, MaxExplained)
 	order := make([]int, 0, k)
@@ -72,7 +74,7 @@ func explain(st pickapi.Strategy, req *Request, prof *profile, cands []Candidate
 	for j, i := range order {
 		c := &cands[i]
 		ec := &e.Candidates[j]
-		ec.EP, ec.Total, ec.PredictedTTFT = c.EP, totals[i], c.PredictedTTFT
+		ec.EP, ec.Total, ec.PredictedTTFT, ec.PredictedRecompute = c.EP, totals[i], c.PredictedTTFT, c.PredictedRecompute
 		ec.Waiting, ec.Running, ec.KVCacheUsage, ec.Unscraped = c.S.Waiting, c.S.Running, c.S.KVCacheUsage, c.InFlight.Requests
 		ec.Scores = scores[j*ns : (j+1)*ns : (j+1)*ns]
 		for s := 0; s < ns; s++ {
@@ -93,7 +95,8 @@ func contains(xs []int, x int) bool {
 
 // Line is the explanation on one line of at most maxLen bytes, for a
 // response header or an access-log field: the strategy, then candidates
-// best first as "endpoint ttft=412ms total=9.81 predicted_ttft=1.00 lora=1.00",
+// best first as "endpoint ttft=412ms recompute=30ms total=9.81
+// predicted_ttft=1.00 lora=1.00" (the times only where predicted),
 // separated by "; ". Candidates that do not fit are left out.
 func (e *Explanation) Line(maxLen int) string {
 	b := make([]byte, 0, min(maxLen, 512))
@@ -110,6 +113,11 @@ func (e *Explanation) Line(maxLen int) string {
 		if c.PredictedTTFT > 0 {
 			b = append(b, " ttft="...)
 			b = strconv.AppendFloat(b, c.PredictedTTFT*1e3, 'f', 0, 64)
+			b = append(b, "ms"...)
+		}
+		if c.PredictedRecompute > 0 {
+			b = append(b, " recompute="...)
+			b = strconv.AppendFloat(b, c.PredictedRecompute*1e3, 'f', 0, 64)
 			b = append(b, "ms"...)
 		}
 		b = append(b, " total="...)

@@ -47,6 +47,12 @@ func (p ProfileSpec) WithWeight(name string, w float64) ProfileSpec {
 	return out
 }
 
+// after is a Prepare plugin that reads what others write in the same pick:
+// they must run before it.
+type after interface {
+	After() []string
+}
+
 type weighted struct {
 	s Scorer
 	w float64
@@ -87,10 +93,17 @@ func (p ProfileSpec) resolve(instances map[string]Plugin) (*profile, error) {
 		}
 		seen[pl] = true
 	}
-	for _, n := range p.Prepare {
+	for i, n := range p.Prepare {
 		pr, ok := instances[n].(Preparer)
 		if !ok {
 			return nil, fmt.Errorf("prepare: %q is not a Prepare plugin", n)
+		}
+		if a, ok := pr.(after); ok {
+			for _, need := range a.After() {
+				if !slices.Contains(p.Prepare[:i], need) {
+					return nil, fmt.Errorf("prepare: %q reads what %q writes: list %q before it", n, need, need)
+				}
+			}
 		}
 		out.prepare = append(out.prepare, pr)
 		hook(pr)

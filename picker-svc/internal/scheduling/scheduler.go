@@ -305,6 +305,7 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	if outcome == Picked && s.shed(req.Criticality, cands) {
 		return Result{Outcome: Shed}, nil
 	}
+	eligible := len(cands)
 	for _, f := range prof.filters {
 		if kept := f.Filter(req, cands); len(kept) > 0 {
 			cands = kept
@@ -336,7 +337,7 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 		res.Endpoints[i] = cands[sc.idx[i]].EP
 	}
 	if explained {
-		res.Explanation = explain(strategy, req, prof, cands, totals, sc.perScorer[:n*len(prof.scorers)], sc.idx[:k], now)
+		res.Explanation = explain(strategy, req, prof, eligible, cands, totals, sc.perScorer[:n*len(prof.scorers)], sc.idx[:k], now)
 		if s.picks != nil {
 			s.picks.add(res.Explanation)
 		}

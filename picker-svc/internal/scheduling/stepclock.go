@@ -1,57 +1,104 @@
 package scheduling
 
 import (
+	"sync"
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
 )
 
 // stepClock follows one pod's engine steps from scrape to scrape, in the
-// picker's own clock: how long a step takes when it only decodes, and what
-// a prefill token adds. vLLM's /metrics count the steps
+// picker's own clock. vLLM's /metrics count the steps
 // (vllm:iteration_tokens_total's count) and the prefill tokens
-// (vllm:prompt_tokens_total); their changes between two scrapes, against
-// the time between them, give both. Until a pod has shown them, or for an
-// engine that does not export them, the defaults stand.
+// (vllm:prompt_tokens_total, counted when a request's prefill completes);
+// their changes over a window of steps, against the time it took, give
+// what a step costs and what a prefill token adds to it. A prompt's
+// chunks run in several steps, often in another window than the one that
+// counts it, so the cost of a prefill token is fitted over every pod's
+// windows at once (prefillCost: it is the model's and the hardware's),
+// and a pod's own step time is what its windows took beyond that. Until a
+// pod has shown its steps, or for an engine that does not export them,
+// the defaults stand.
 type stepClock struct {
-	last *scrape.Snapshot
-	// decode is the seconds of a decode-only step; perToken the seconds a
-	// prefill token adds to its step (moving averages; 0 until measured).
-	decode, perToken float64
+	last  *scrape.Snapshot
+	start *scrape.Snapshot // the open window's first snapshot
+	// decode is the seconds of the pod's step beyond its prefill tokens
+	// (a moving average; 0 until measured).
+	decode float64
 }
 
-// stepSmoothing is the weight of one scrape interval in the averages: a
-// few seconds of scrapes at 50 ms.
+// stepWindow is the fewest steps a window spans: enough that most
+// prompts it counts were computed in it.
+const stepWindow = 16
+
+// stepSmoothing is the weight of one window in the averages.
 const stepSmoothing = 0.05
 
-// observe takes s if it is a new snapshot. It reports whether it was.
-func (c *stepClock) observe(s *scrape.Snapshot) bool {
+// observe takes s if it is a new snapshot (reporting whether it was), and
+// closes the pod's window when it spans stepWindow steps.
+func (c *stepClock) observe(s *scrape.Snapshot, cost *prefillCost) bool {
 	if s == c.last {
 		return false
 	}
-	prev := c.last
 	c.last = s
-	if prev == nil || !s.HasSteps || !prev.HasSteps {
+	if !s.HasSteps {
+		c.start = nil
 		return true
 	}
-	dt := scrapeTime(s).Sub(scrapeTime(prev)).Seconds()
-	steps := s.Steps - prev.Steps
-	prompt := s.PromptTokens - prev.PromptTokens
-	if !(dt > 0) || !(steps >= 1) || prompt < 0 {
-		return true // idle, or counters reset: nothing to learn
+	w := c.start
+	if w == nil || s.Steps < w.Steps || s.PromptTokens < w.PromptTokens || s.Running+s.Waiting == 0 {
+		c.start = s // the first, counters reset, or idle: a window times busy steps only
+		return true
 	}
-	per := dt / steps
-	switch {
-	case prompt == 0:
-		c.decode = smooth(c.decode, per)
-	case c.decode > 0:
-		// The prefill steps also decode: what they took beyond a decode
-		// step each is the prefill tokens' cost.
-		if extra := (dt - steps*c.decode) / prompt; extra > 0 {
-			c.perToken = smooth(c.perToken, extra)
-		}
+	steps := s.Steps - w.Steps
+	if steps < stepWindow {
+		return true
+	}
+	c.start = s
+	dt := scrapeTime(s).Sub(scrapeTime(w)).Seconds()
+	if !(dt > 0) {
+		return true
+	}
+	prompt := s.PromptTokens - w.PromptTokens
+	cost.observe(dt, steps, prompt)
+	if per := cost.perToken(); per > 0 || prompt == 0 {
+		c.decode = smooth(c.decode, max(dt-per*prompt, 0)/steps)
 	}
 	return true
+}
+
+// prefillCost fits, over every pod's windows, seconds = a·steps +
+// c·prefill tokens by least squares on moving sums; c is the seconds a
+// prefill token adds to its step.
+type prefillCost struct {
+	mu                 sync.Mutex
+	ss, sp, pp, st, pt float64
+	n                  float64
+}
+
+func (p *prefillCost) observe(seconds, steps, tokens float64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := func(avg *float64, x float64) { *avg += stepSmoothing * (x - *avg) }
+	m(&p.ss, steps*steps)
+	m(&p.sp, steps*tokens)
+	m(&p.pp, tokens*tokens)
+	m(&p.st, steps*seconds)
+	m(&p.pt, tokens*seconds)
+	p.n++
+}
+
+// perToken is the fitted cost of a prefill token, 0 until the windows
+// tell it apart from the steps' own.
+func (p *prefillCost) perToken() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	det := p.ss*p.pp - p.sp*p.sp
+	if p.n < 8 || det <= 1e-9*p.ss*p.pp {
+		return 0
+	}
+	c := (p.ss*p.pt - p.sp*p.st) / det
+	return max(c, 0)
 }
 
 func smooth(avg, x float64) float64 {

@@ -29,6 +29,10 @@ type Candidate struct {
 	// endpoint, in seconds (written by the predicted_ttft scorer; 0
 	// without it), for the pick's explanation.
 	PredictedTTFT float64
+	// PredictedRecompute is the seconds of prefill the endpoint is
+	// predicted to spend redoing requests it preempts, for lack of KV
+	// cache, if this one is placed there (the predicted_ttft scorer).
+	PredictedRecompute float64
 }
 
 // InFlight is what the in_flight plugin knows beyond an endpoint's last
