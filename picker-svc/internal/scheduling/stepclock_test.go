@@ -58,7 +58,7 @@ func TestStepClockLearnsNothingFromIdleOrResets(t *testing.T) {
 	}
 	require.True(t, c.observe(snap(100, 0, 0), &cost))
 	require.False(t, c.observe(c.last, &cost), "the same snapshot again")
-	c.observe(snap(5, 0, time.Second), &cost)   // restarted: the counters went back
+	c.observe(snap(5, 0, time.Second), &cost)    // restarted: the counters went back
 	c.observe(snap(10, 0, 2*time.Second), &cost) // 5 steps
 	idle := snap(10, 0, 3*time.Second)
 	idle.Running = 0
