@@ -52,6 +52,12 @@ type Config struct {
 		// in CertPath, re-read when rotated); a CertPath alone means files.
 		TLS      string `json:"tls"`
 		CertPath string `json:"certPath"`
+		// ExplainHeader answers a request carrying x-meshllm-explain with
+		// its pick's explanation in the x-meshllm-pick-explanation response
+		// header (it shows the client the pool's endpoints and their load);
+		// the explanation is in the access log's dynamic metadata
+		// (meshllm:pick_explain) whatever this says.
+		ExplainHeader bool `json:"explainHeader"`
 	} `json:"extProc"`
 	LogLevel  string   `json:"logLevel"`
 	Objects   []string `json:"objects"` // YAML files with InferencePool / InferenceModel

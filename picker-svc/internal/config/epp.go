@@ -134,6 +134,9 @@ var eppSupported = map[string]eppMapping{
 	"lora-affinity-scorer":         {kind: eppScorer, ours: "lora"},
 	"running-requests-size-scorer": {kind: eppScorer, ours: "running"},
 	"prefix-cache-scorer":          {kind: eppScorer, ours: "prefix", params: prefixParams},
+	// meshllm's own: the LATENCY strategy's scorer (predicted time to
+	// first token), with its parameters as meshllm's predicted_ttft.
+	"predicted-ttft-scorer":        {kind: eppScorer, ours: "predicted_ttft", params: ownParams("predicted_ttft")},
 	"approx-prefix-cache-producer": {kind: eppPrefixProducer, ours: "prefix", params: prefixParams},
 	"max-score-picker":             {kind: eppPicker, ours: "max_score", params: maxScoreParams},
 	"single-profile-handler":       {kind: eppProfileHandler},
@@ -262,18 +265,19 @@ func ParseEndpointPickerConfig(b []byte) (EPPConfig, error) {
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", where, err)
 		}
-		switch st := pickapi.Strategy(prof.Name); {
-		case st == pickapi.StrategyDefault || st == pickapi.StrategyPrefixCache:
+		switch st, err := pickapi.ParseStrategy(prof.Name); {
+		case err == nil:
 			if _, dup := out.Profiles[st]; dup {
 				return out, fmt.Errorf("%s: strategy %s has two profiles", where, st)
 			}
 			out.Profiles[st] = spec
 		case len(profiles) == 1:
-			out.Profiles[pickapi.StrategyDefault] = spec
-			out.Profiles[pickapi.StrategyPrefixCache] = spec
+			for _, st := range pickapi.Strategies {
+				out.Profiles[st] = spec
+			}
 		default:
-			return out, fmt.Errorf("%s: with several profiles each must be named %s or %s (meshllm runs one profile per request, chosen by the pool's routing-strategy annotation)",
-				where, pickapi.StrategyDefault, pickapi.StrategyPrefixCache)
+			return out, fmt.Errorf("%s: with several profiles each must be named %s (meshllm runs one profile per request, chosen by the pool's routing-strategy annotation)",
+				where, pickapi.StrategyList())
 		}
 	}
 
@@ -309,6 +313,7 @@ func ParseEndpointPickerConfig(b []byte) (EPPConfig, error) {
 // eppProfileSpec translates one upstream profile into a meshllm profile.
 func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.ProfileSpec, error) {
 	spec := scheduling.ProfileSpec{Prepare: []string{"in_flight"}, Scorers: []scheduling.WeightedScorer{}, Picker: scheduling.MaxScorePicker{}.Name()}
+	predicts := false
 	for j, ref := range prof.Plugins {
 		p := plugins[ref.PluginRef]
 		where := fmt.Sprintf("plugins[%d]", j)
@@ -334,6 +339,9 @@ func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.
 			if p.mapping.ours == "prefix" && !slices.Contains(spec.Prepare, "prefix") {
 				spec.Prepare = append(spec.Prepare, "prefix") // the index the scorer reads
 			}
+			if p.mapping.ours == "predicted_ttft" {
+				predicts = true
+			}
 		case eppFilter: // decode-filter: a no-op (see eppSupported)
 		case eppDetector:
 			if !slices.Contains(spec.Filters, p.mapping.ours) {
@@ -343,6 +351,9 @@ func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.
 		default:
 			return spec, fmt.Errorf("%s: %q (%s) cannot be in a profile", where, ref.PluginRef, p.typ)
 		}
+	}
+	if predicts { // last: it reads what in_flight and prefix write
+		spec.Prepare = append(spec.Prepare, "predicted_ttft")
 	}
 	return spec, nil
 }
@@ -591,6 +602,17 @@ func maxScoreParams(p *eppPlugin, raw json.RawMessage, out *EPPConfig) error {
 
 // anyParams accepts any parameters (the plugin is ignored as a whole).
 func anyParams(*eppPlugin, json.RawMessage, *EPPConfig) error { return nil }
+
+// ownParams passes a meshllm plugin's parameters on as they are (the
+// scheduler checks them strictly).
+func ownParams(name string) func(*eppPlugin, json.RawMessage, *EPPConfig) error {
+	return func(_ *eppPlugin, raw json.RawMessage, out *EPPConfig) error {
+		if hasParams(raw) {
+			out.Plugins[name] = raw
+		}
+		return nil
+	}
+}
 
 func checkThresholds(where string, t scheduling.Saturation) error {
 	if !(t.Queue > 0) || math.IsInf(t.Queue, 0) {

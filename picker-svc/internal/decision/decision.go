@@ -139,6 +139,10 @@ func requestEnds(ids []uint64, tokens []int) []scheduling.RequestEnd {
 	return out
 }
 
+// RecentPicks returns the explanations of the scheduler's last picks,
+// newest first.
+func (s *Decider) RecentPicks() []*scheduling.Explanation { return s.sched.RecentPicks() }
+
 // RecordUsage counts a response's token usage seen over ext_proc.
 func (s *Decider) RecordUsage(model, target string, oc llmapi.Outcome) {
 	s.metrics.RecordUsage(model, target, oc)

@@ -46,6 +46,11 @@ const (
 	// endpoints the pick must come from.
 	SubsetNamespace = "envoy.lb.subset_hint"
 	SubsetKey       = "x-gateway-destination-endpoint-subset"
+	// ExplainNamespace and ExplainKey hold a pick's explanation in the
+	// dynamic metadata, for access logs:
+	// %DYNAMIC_METADATA(meshllm:pick_explain)%.
+	ExplainNamespace = "meshllm"
+	ExplainKey       = "pick_explain"
 )
 
 // chunkBytes bounds one streamed body mutation: some Envoy builds limit a
@@ -97,6 +102,11 @@ type Config struct {
 	Mode BodyMode
 	// MaxBodyBytes bounds a request body; a larger one is refused (413).
 	MaxBodyBytes int
+	// ExplainHeader puts a pick's explanation, for a request that asks
+	// (pickapi.HeaderExplain), in the response header
+	// pickapi.HeaderPickExplanation; it is in the dynamic metadata
+	// (ExplainNamespace) either way.
+	ExplainHeader bool
 	// MaxJSONDepth bounds the body's nesting, as the filter's max_json_depth.
 	MaxJSONDepth int
 }
@@ -136,10 +146,14 @@ type exchange struct {
 	respStream bool // response body mode FULL_DUPLEX_STREAMED: echo each chunk
 	subset     []string
 	objective  string // the first pickapi.ObjectiveHeaders header's value
-	body       []byte
-	routed     bool // the request's destination has been answered
-	pickID     uint64
-	ended      bool
+	// explain: the request asked for its pick's explanation; explanation
+	// is kept for the response header.
+	explain     bool
+	explanation string
+	body        []byte
+	routed      bool // the request's destination has been answered
+	pickID      uint64
+	ended       bool
 	// Usage: the request's model and the picker's target, whether the
 	// picker added include_usage to a stream (the usage-only chunk is then
 	// taken out again), and the response's observer.
@@ -231,13 +245,16 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata)
 	}
 	x.subset = subset
 	x.objective = objective(h.GetHeaders())
+	if v := headerValue(h.GetHeaders(), pickapi.HeaderExplain); v != "" && v != "0" && v != "false" {
+		x.explain = true
+	}
 	if len(x.objective) > pickapi.MaxNameLen {
 		return x.refuse(decision.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
 			Message: "objective header longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
 	}
 	if h.GetEndOfStream() {
 		// No body (a GET): a pool-level pick by load alone.
-		return x.route(nil, &pickapi.PickRequest{Pool: x.s.cfg.Pool, Objective: x.objective})
+		return x.route(nil, &pickapi.PickRequest{Pool: x.s.cfg.Pool, Objective: x.objective, Explain: x.explain})
 	}
 	if x.reqMode == Buffered {
 		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
@@ -281,6 +298,12 @@ func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) error {
 			// The stream loses the chunk the client did not ask for.
 			hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}}
 		}
+	}
+	if x.explanation != "" {
+		if hr.Response == nil {
+			hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{}}
+		}
+		hr.Response.HeaderMutation.SetHeaders = append(hr.Response.HeaderMutation.SetHeaders, header(pickapi.HeaderPickExplanation, x.explanation))
 	}
 	if h.GetEndOfStream() {
 		x.end() // before the answer: counted by the time the client has it
@@ -329,7 +352,7 @@ func (x *exchange) placeBody() error {
 	}
 	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model, Objective: x.objective,
 		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt),
-		MaxTokens: int(min(max(r.MaxTokens, 0), pickapi.MaxOutputTokens))}
+		MaxTokens: int(min(max(r.MaxTokens, 0), pickapi.MaxOutputTokens)), Explain: x.explain}
 	if x.respStream && r.NeedsUsageInjection() {
 		// As the filter does: a stream without include_usage reports no
 		// tokens. Only where every response chunk comes back through here,
@@ -369,6 +392,13 @@ func (x *exchange) route(r *llmapi.Request, pr *pickapi.PickRequest) error {
 	}
 	mutation := &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: set}, ClearRouteCache: true}
 	meta := destinationMetadata(dest)
+	if d.Pick.Explain != "" {
+		meta.Fields[ExplainNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			ExplainKey: structpb.NewStringValue(d.Pick.Explain)}})
+		if x.s.cfg.ExplainHeader {
+			x.explanation = d.Pick.Explain
+		}
+	}
 	if r == nil {
 		return x.send(&extprocv3.ProcessingResponse{DynamicMetadata: meta,
 			Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: mutation}}})

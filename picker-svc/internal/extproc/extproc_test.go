@@ -470,3 +470,44 @@ func TestParseBodyMode(t *testing.T) {
 	_, err := ParseBodyMode("streamed")
 	require.ErrorContains(t, err, `"streamed"`)
 }
+
+// A request carrying x-meshllm-explain asks for its pick's explanation: it
+// is in the dynamic metadata for the access log, and in the response
+// header only where the configuration says.
+func TestExplainedPick(t *testing.T) {
+	for _, header := range []bool{false, true} {
+		explained := picked
+		explained.Pick.Explain = "LATENCY 10.0.0.1:8000 ttft=120ms total=10.00"
+		dec := &fakeDecider{next: explained}
+		st := open(t, dec, Config{ExplainHeader: header})
+		req := requestHeaders(false, nil, nil)
+		hs := req.GetRequestHeaders().GetHeaders()
+		hs.Headers = append(hs.Headers, &corev3.HeaderValue{Key: pickapi.HeaderExplain, RawValue: []byte("1")})
+		require.NoError(t, st.Send(req))
+		require.NoError(t, st.Send(requestBody(body, true)))
+		hr, err := st.Recv()
+		require.NoError(t, err)
+		require.True(t, dec.asked[0].Explain)
+		require.Equal(t, explained.Pick.Explain, hr.GetDynamicMetadata().GetFields()[ExplainNamespace].GetStructValue().GetFields()[ExplainKey].GetStringValue())
+		_, err = st.Recv() // the body
+		require.NoError(t, err)
+		require.NoError(t, st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HttpHeaders{}}}))
+		r, err := st.Recv()
+		require.NoError(t, err)
+		got, ok := setHeaders(t, r.GetResponseHeaders().GetResponse().GetHeaderMutation())[pickapi.HeaderPickExplanation]
+		require.Equal(t, header, ok)
+		if header {
+			require.Equal(t, explained.Pick.Explain, got)
+		}
+		require.NoError(t, st.CloseSend())
+	}
+	// Not asked: not explained.
+	dec := &fakeDecider{next: picked}
+	st := open(t, dec, Config{ExplainHeader: true})
+	require.NoError(t, st.Send(requestHeaders(false, nil, nil)))
+	require.NoError(t, st.Send(requestBody(body, true)))
+	_, err := st.Recv()
+	require.NoError(t, err)
+	require.False(t, dec.asked[0].Explain)
+}
