@@ -29,7 +29,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshllm-compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	workload := fs.String("workload", "random", "name of the workload (summary.json's \"workload\")")
-	policies := fs.String("policies", "round_robin,default,prefix_cache", "policies to compare: round_robin, default, prefix_cache")
+	policies := fs.String("policies", "round_robin,default,prefix_cache", "policies to compare: round_robin, default, prefix_cache, latency")
 	reps := fs.Int("repetitions", 3, "repetitions of every policy, each on a fresh fleet")
 	preset := fs.String("preset", "qwen2.5-7b-a10", "fleet preset: "+strings.Join(PresetNames(), ", "))
 	pods := fs.Int("pods", 0, "pods (default: the preset's)")

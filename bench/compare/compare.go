@@ -38,11 +38,13 @@ type Policy struct {
 }
 
 // Policies are the known policies: round robin is envoy.yaml's :8080; the
-// others are :8081 with the pool annotated DEFAULT or PREFIX_CACHE.
+// others are :8081 with the pool annotated DEFAULT, PREFIX_CACHE or
+// LATENCY.
 var Policies = map[string]Policy{
 	"round_robin":  {Name: "round_robin", Listener: stack.PlainListener},
 	"default":      {Name: "default", Listener: stack.LLMListener, Strategy: "DEFAULT"},
 	"prefix_cache": {Name: "prefix_cache", Listener: stack.LLMListener, Strategy: "PREFIX_CACHE"},
+	"latency":      {Name: "latency", Listener: stack.LLMListener, Strategy: "LATENCY"},
 }
 
 // PoolName is the InferencePool the fleet forms.

@@ -28,6 +28,7 @@ func TestPresetBlocks(t *testing.T) {
 	require.Equal(t, int64(7_301_444_403), Presets["qwen2.5-7b-a10"].KVBytes())
 	require.Equal(t, 7957, Presets["qwen2.5-7b-a10"].NumGPUBlocks())
 	require.Equal(t, 870, Presets["llama-2-7b-a10"].NumGPUBlocks())
+	require.Equal(t, 6144, Presets["vllmsim-default"].NumGPUBlocks(), "vllmsim's own default")
 	for _, name := range PresetNames() {
 		p := Presets[name]
 		require.GreaterOrEqual(t, p.NumGPUBlocks()*BlockSize, MaxModelLen, "%s must hold one max_model_len request", name)

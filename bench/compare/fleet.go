@@ -25,6 +25,9 @@ type Preset struct {
 	WeightBytes int64
 	// Params is the parameter count (for the prefill FLOPs).
 	Params float64
+	// SimDefaults: the pods are vllmsim's defaults (its KV size and
+	// fitted step model), not derived from a GPU.
+	SimDefaults bool
 }
 
 // The A10 and vLLM settings of the seeds, and the assumptions of the
@@ -54,6 +57,11 @@ var Presets = map[string]Preset{
 		KVBytesPerToken: 2 * 28 * 4 * 128 * 2, WeightBytes: 15 << 30, Params: 7.6e9},
 	"llama-2-7b-a10": {Name: "llama-2-7b-a10", Model: "meta-llama/Llama-2-7b-hf", Pods: 5,
 		KVBytesPerToken: 2 * 32 * 32 * 128 * 2, WeightBytes: 15 << 30, Params: 6.7e9},
+	// vllmsim's own defaults: 6,144 blocks of 16 tokens (98,304 KV tokens)
+	// a pod and its fitted step model. Random 1550/1800 traffic at 200 in
+	// flight fills this fleet's KV cache (it binds harder than on the A10
+	// presets).
+	"vllmsim-default": {Name: "vllmsim-default", Model: vllmsim.Defaults().Model, Pods: 5, SimDefaults: true},
 }
 
 // PresetNames lists the presets, sorted.
@@ -77,6 +85,9 @@ func (p Preset) KVBytes() int64 {
 // determine_num_available_blocks divides the memory left after profiling by
 // the size of one block.
 func (p Preset) NumGPUBlocks() int {
+	if p.SimDefaults {
+		return vllmsim.Defaults().NumGPUBlocks
+	}
 	return int(p.KVBytes() / (p.KVBytesPerToken * BlockSize))
 }
 
@@ -98,6 +109,10 @@ func (p Preset) Step() vllmsim.StepModel {
 func (p Preset) Sims(speed float64, logger *slog.Logger) []vllmsim.Config {
 	out := make([]vllmsim.Config, p.Pods)
 	for i := range out {
+		if p.SimDefaults {
+			out[i] = vllmsim.Config{Model: p.Model, Speed: speed, Logger: logger}
+			continue
+		}
 		out[i] = vllmsim.Config{
 			Model: p.Model, Speed: speed, BlockSize: BlockSize, NumGPUBlocks: p.NumGPUBlocks(),
 			MaxModelLen: MaxModelLen, Step: p.Step(), Logger: logger,
@@ -109,6 +124,14 @@ func (p Preset) Sims(speed float64, logger *slog.Logger) []vllmsim.Config {
 // Describe is the derivation in one paragraph, for the report.
 func (p Preset) Describe() string {
 	var b strings.Builder
+	if p.SimDefaults {
+		d := vllmsim.Defaults()
+		fmt.Fprintf(&b, "%d pods of vllmsim with its defaults: %d blocks of %d tokens (%d KV tokens) a pod, max_num_seqs %d, max_num_batched_tokens %d. ",
+			p.Pods, d.NumGPUBlocks, d.BlockSize, d.NumGPUBlocks*d.BlockSize, d.MaxNumSeqs, d.MaxNumBatchedTokens)
+		fmt.Fprintf(&b, "Step model (simulated s): decode = %.4f + %.3g x kv_tokens + %.3g x batch; prefill = max(%.2f, %.4f + %.3g x tokens) + the decode terms.",
+			d.Step.DecodeBase, d.Step.DecodeKV, d.Step.DecodeBatch, d.Step.PrefillMin, d.Step.PrefillBase, d.Step.PrefillPerToken)
+		return b.String()
+	}
 	gib := func(x int64) string { return fmt.Sprintf("%.2f GiB", float64(x)/(1<<30)) }
 	fmt.Fprintf(&b, "%d pods of %s on an A10: KV memory = 24 GiB x %.2f - weights %s - activations %s = %s; ",
 		p.Pods, p.Model, GPUMemoryUtilization, gib(p.WeightBytes), gib(ActivationBytes), gib(p.KVBytes()))
