@@ -53,21 +53,28 @@ func explain(st pickapi.Strategy, req *Request, prof *profile, eligible int, can
 		MaxTokens: req.MaxTokens, Scorers: prof.specScorers, Eligible: eligible, Judged: len(cands)}
 	n := len(cands)
 	k := min(n, MaxExplained)
-	order := make([]int, 0, k)
-	order = append(order, ranked...)
-	// Then the best of the rest, by total (a few candidates: selection).
-	for len(order) < k {
-		best := -1
-		for i := range cands {
-			if contains(order, i) {
-				continue
-			}
-			if best < 0 || totals[i] > totals[best] {
-				best = i
-			}
+	// The pick first, then the best of the others by total: one pass
+	// keeping the top k in order.
+	var top [MaxExplained]int
+	top[0] = ranked[0]
+	m := 1
+	for i := range cands {
+		if i == ranked[0] || (m == k && totals[i] <= totals[top[m-1]]) {
+			continue
 		}
-		order = append(order, best)
+		pos := m
+		if m == k {
+			pos = m - 1
+		} else {
+			m++
+		}
+		for pos > 1 && totals[i] > totals[top[pos-1]] {
+			top[pos] = top[pos-1]
+			pos--
+		}
+		top[pos] = i
 	}
+	order := top[:m]
 	ns := len(prof.scorers)
 	scores := make([]float64, k*ns)
 	e.Candidates = make([]ExplainedCandidate, k)
@@ -82,15 +89,6 @@ func explain(st pickapi.Strategy, req *Request, prof *profile, eligible int, can
 		}
 	}
 	return e
-}
-
-func contains(xs []int, x int) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // Line is the explanation on one line of at most maxLen bytes, for a

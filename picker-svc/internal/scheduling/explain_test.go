@@ -69,6 +69,9 @@ func TestRecentPicksBounded(t *testing.T) {
 	cfg.DebugPicks = 3
 	s := mustNew(cfg)
 	snaps := make([]scrape.Snapshot, MaxExplained+5)
+	for i := range snaps {
+		snaps[i].Running = float64((i * 7) % len(snaps)) // all different, in no order
+	}
 	eps := endpoints(snaps...)
 	var last uint64
 	for i := 0; i < 5; i++ {
@@ -81,6 +84,20 @@ func TestRecentPicksBounded(t *testing.T) {
 	require.Equal(t, last, recent[0].PickID)
 	require.Equal(t, len(eps), recent[0].Judged)
 	require.Len(t, recent[0].Candidates, MaxExplained)
+	for i, c := range recent[0].Candidates[1:] {
+		require.LessOrEqual(t, c.Total, recent[0].Candidates[i].Total, "best first")
+	}
+	least := recent[0].Candidates[MaxExplained-1].Total
+	kept := 0
+	for _, e := range eps {
+		for _, c := range recent[0].Candidates {
+			if c.EP == e {
+				kept++
+			}
+		}
+	}
+	require.Equal(t, MaxExplained, kept, "each candidate once")
+	require.Positive(t, least)
 
 	cfg.DebugPicks = 0
 	s = mustNew(cfg)
