@@ -90,6 +90,14 @@ type httpContext struct {
 	// model; the body, when read, takes its target from the kept table.
 	resolveAtBody bool
 	objective     string // the InferenceObjective the request names (pickapi.ObjectiveHeaders)
+	// explain: the request asked for its pick's explanation
+	// (pickapi.HeaderExplain); explanation is what the picker said, kept
+	// for the response header when the configuration allows it.
+	explain     bool
+	explanation string
+	// completion is the completion tokens the response reported (-1: not
+	// known), for the end report.
+	completion int64
 	// copied counts body bytes this request copied into the VM.
 	copied int
 
@@ -128,6 +136,10 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	cfg := &h.plugin.cfg
 	if cfg.RouteOn != config.RouteNone {
 		h.objective = objectiveHeader()
+		if cfg.PickExplain != config.ExplainOff {
+			v, err := proxywasm.GetHttpRequestHeader(pickapi.HeaderExplain)
+			h.explain = err == nil && v != "" && v != "0" && v != "false"
+		}
 	}
 	switch cfg.RouteOn {
 	case config.RouteBody:
@@ -315,6 +327,9 @@ func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action typ
 	if h.observer.StripActive() {
 		_ = proxywasm.RemoveHttpResponseHeader("content-length")
 	}
+	if h.explanation != "" {
+		_ = proxywasm.ReplaceHttpResponseHeader(pickapi.HeaderPickExplanation, h.explanation)
+	}
 	if endOfStream {
 		h.finish()
 	}
@@ -354,7 +369,7 @@ func (h *httpContext) OnHttpStreamDone() {
 	if h.observing() {
 		h.finish()
 	}
-	h.plugin.ends.Add(h.pickID)
+	h.plugin.ends.Add(h.pickID, h.completion)
 	if h.copied >= gcAfterBytes {
 		// Linear memory never shrinks, and the Go heap grows rather than
 		// wait for a collection when the next large body comes: collect
@@ -395,6 +410,7 @@ func (h *httpContext) finish() {
 		h.setState(stats.StatePromptTokens, strconv.FormatInt(oc.Usage.PromptTokens, 10))
 	}
 	if oc.Usage.HasCompletion {
+		h.completion = oc.Usage.CompletionTokens
 		series.completion.Increment(uint64(oc.Usage.CompletionTokens))
 		h.setState(stats.StateCompletionTokens, strconv.FormatInt(oc.Usage.CompletionTokens, 10))
 	}

@@ -31,6 +31,7 @@ type pluginContext struct {
 	hashBuf []uint64   // reused for prefix hashes
 	ends    route.Ends // ended requests' pick ids, for the next pick
 	doneBuf []uint64   // reused for a pick request's done ids
+	tokBuf  []int      // reused for their completion tokens
 	// pickBuf is reused for the pick request's JSON: the host copies a
 	// call's body before DispatchHttpCall returns (the ABI hands it a
 	// pointer into guest memory, valid only during the call; Envoy's
@@ -41,10 +42,14 @@ type pluginContext struct {
 	// pickerKnowsObjectives: the picker has answered with a pick_id, so
 	// it is new enough to read the pick request's "objective".
 	pickerKnowsObjectives bool
-	rankedAt              time.Time               // last fallback-cache write
-	rotation              int                     // round robin over cached endpoints
-	waiting               map[uint32]*httpContext // paused for a body (watchdog)
-	logged                map[string]bool         // logOnce
+	// apiLevel is the contract level the picker last said it reads
+	// (pickapi.APILevel); apiLevelKnown: read from shared data once.
+	apiLevel      int
+	apiLevelKnown bool
+	rankedAt      time.Time               // last fallback-cache write
+	rotation      int                     // round robin over cached endpoints
+	waiting       map[uint32]*httpContext // paused for a body (watchdog)
+	logged        map[string]bool         // logOnce
 
 	ticks         int // ticks seen
 	watchdogTicks int // ticks a paused request may wait for its body
@@ -70,6 +75,7 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 	p.metrics = newHostMetrics(cfg)
 	p.hashBuf = make([]uint64, 0, pickapi.MaxBlocks)
 	p.doneBuf = make([]uint64, 0, pickapi.MaxDone)
+	p.tokBuf = make([]int, 0, pickapi.MaxDone)
 	period := 0
 	switch {
 	case cfg.RouteOn == config.RouteBody:
@@ -96,7 +102,31 @@ const resolutionTickMillis = 250
 
 // NewHttpContext implements types.PluginContext.
 func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
-	return &httpContext{plugin: p, id: contextID}
+	return &httpContext{plugin: p, id: contextID, completion: -1}
+}
+
+// pickerAPILevel is the contract level the picker last said it reads
+// (this VM's answers, or another worker's: shared data).
+func (p *pluginContext) pickerAPILevel() int {
+	if !p.apiLevelKnown {
+		if b, _, err := proxywasm.GetSharedData(route.APILevelKey); err == nil && len(b) == 1 {
+			p.apiLevel = int(b[0])
+		}
+		p.apiLevelKnown = true
+	}
+	return p.apiLevel
+}
+
+// setPickerAPILevel records the level an answer carried (0 for a picker
+// that predates levels, or one that refused a newer field: a rolled-back
+// picker is then sent only what it reads).
+func (p *pluginContext) setPickerAPILevel(level int) {
+	level = min(max(level, 0), 255)
+	if p.apiLevelKnown && p.apiLevel == level {
+		return
+	}
+	p.apiLevel, p.apiLevelKnown = level, true
+	_ = proxywasm.SetSharedData(route.APILevelKey, []byte{byte(level)}, 0)
 }
 
 // knowsObjectives reports whether the picker reads "objective": this VM

@@ -6,6 +6,7 @@ import (
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 
+	"github.com/meshllm/meshllm/filter/config"
 	"github.com/meshllm/meshllm/filter/route"
 	"github.com/meshllm/meshllm/filter/stats"
 	"github.com/meshllm/meshllm/internal/llmapi"
@@ -21,13 +22,26 @@ import (
 // answered, and its phase says which).
 func (h *httpContext) startPick(model string, req *llmapi.Request) bool {
 	cfg := &h.plugin.cfg
-	pr := pickapi.PickRequest{Pool: cfg.Pool, Model: model, Done: h.plugin.ends.Take(h.plugin.doneBuf[:0])}
+	pr := pickapi.PickRequest{Pool: cfg.Pool, Model: model}
+	var tokens []int
+	pr.Done, tokens = h.plugin.ends.Take(h.plugin.doneBuf[:0], h.plugin.tokBuf[:0])
 	if h.objective != "" && h.plugin.knowsObjectives() {
 		pr.Objective = h.objective
+	}
+	level2 := h.plugin.pickerAPILevel() >= 2
+	if level2 {
+		// A picker that says it reads them: older ones refuse unknown fields.
+		if len(pr.Done) > 0 {
+			pr.DoneTokens = tokens
+		}
+		pr.Explain = h.explain
 	}
 	if req != nil {
 		pr.PrefixHashes = pickapi.PrefixHashes(h.plugin.hashBuf[:0], model, req.Prompt)
 		pr.PromptBytes = len(req.Prompt)
+		if level2 && req.MaxTokens > 0 {
+			pr.MaxTokens = int(min(req.MaxTokens, pickapi.MaxOutputTokens))
+		}
 	}
 	headers := [][2]string{
 		{":method", "POST"}, {":path", cfg.PickerPath}, {":authority", cfg.PickerAuthority},
@@ -76,6 +90,11 @@ func (h *httpContext) onPickResponse(numHeaders, bodySize, _ int) {
 	case route.Refuse:
 		h.answer(route.OutcomeRefused, uint32(d.Status), d.Body)
 	default:
+		if a.Status == 400 {
+			// Perhaps a picker older than the fields this filter sent (a
+			// rollback): send it only what every picker reads from now on.
+			h.plugin.setPickerAPILevel(0)
+		}
 		h.pickFailed(d.Reason, true)
 	}
 }
@@ -84,6 +103,13 @@ func (h *httpContext) onPickResponse(numHeaders, bodySize, _ int) {
 // another target, and refreshes the fallback cache.
 func (h *httpContext) applyPick(p pickapi.PickResponse) {
 	h.pickID = p.PickID
+	h.plugin.setPickerAPILevel(p.APILevel)
+	if p.Explain != "" && h.explain {
+		h.setState(stats.StatePickExplain, p.Explain)
+		if h.plugin.cfg.PickExplain == config.ExplainHeader && route.HeaderSafe(p.Explain) {
+			h.explanation = p.Explain
+		}
+	}
 	if p.PickID != 0 && !h.plugin.pickerKnowsObjectives {
 		// A picker that numbers picks also reads "objective"; an older
 		// one would refuse the field (400), so it is sent only from now,

@@ -164,6 +164,111 @@ func TestRouteForwardsObjective(t *testing.T) {
 	})
 }
 
+// max_tokens, the ends' completion tokens and the explanation request go
+// only to a picker that said it reads them (api 2): an older one would
+// refuse the pick. A 400 from the picker (a rollback) stops them again.
+func TestRouteSendsLevelTwoFieldsToAPickerThatReadsThem(t *testing.T) {
+	bothVMs(t, func(t *testing.T, vm types.VMContext) {
+		host, _ := routedHost(t, vm, bodyRouting)
+		req := fixture(t, "chat_request.json") // max_completion_tokens 128; the response reports 15 completion tokens
+		explain := [2]string{pickapi.HeaderExplain, "1"}
+		pickOnce := func(status int, pickAnswer string) pickapi.PickRequest {
+			id, call := startRouted(t, host, llmRequest("/v1/chat/completions", explain), req)
+			pr, err := pickapi.ParsePickRequest(call.Body)
+			require.NoError(t, err, string(call.Body))
+			answer(host, call, status, pickAnswer)
+			if status == 200 {
+				host.CallOnResponseHeaders(id, jsonResponse("200"), false)
+				host.CallOnResponseBody(id, fixture(t, "chat_response.json"), true)
+			}
+			host.CompleteHttpContext(id)
+			deleteContext(t, id)
+			return pr
+		}
+		pr := pickOnce(200, `{"endpoint":"10.1.2.3:8000","pick_id":1}`)
+		require.Zero(t, pr.MaxTokens, "no level yet")
+		require.False(t, pr.Explain)
+		pr = pickOnce(200, `{"endpoint":"10.1.2.3:8000","pick_id":2,"api":2}`)
+		require.Zero(t, pr.MaxTokens, "sent before the picker said 2")
+		require.Equal(t, []uint64{1}, pr.Done)
+		require.Nil(t, pr.DoneTokens)
+		pr = pickOnce(200, `{"endpoint":"10.1.2.3:8000","pick_id":3,"api":2}`)
+		require.Equal(t, 128, pr.MaxTokens)
+		require.True(t, pr.Explain)
+		require.Equal(t, []uint64{2}, pr.Done)
+		require.Equal(t, []int{15}, pr.DoneTokens, "the end carries the response's completion tokens")
+
+		// The refused pick carried end 3 (lost: the pod's scrapes show it
+		// a moment later).
+		require.Equal(t, []uint64{3}, pickOnce(400, string(pickapi.ErrorBody(400, pickapi.ErrTypeBadRequest, `unknown field "max_tokens"`))).Done)
+		pr = pickOnce(200, `{"endpoint":"10.1.2.3:8000","pick_id":4}`)
+		require.Zero(t, pr.MaxTokens, "after a 400 the newer fields stop")
+		require.False(t, pr.Explain)
+		pr = pickOnce(200, `{"endpoint":"10.1.2.3:8000","pick_id":5}`)
+		require.Equal(t, []uint64{4}, pr.Done)
+		require.Nil(t, pr.DoneTokens)
+	})
+}
+
+// A request with the explain header gets the picker's explanation in the
+// access log; in a response header only where the configuration says so,
+// and only if it is printable.
+func TestRouteExplainsAPick(t *testing.T) {
+	const why = "LATENCY 10.1.2.3:8000 ttft=120ms total=10.00 predicted_ttft=1.00"
+	for _, tc := range []struct {
+		explain   string // pick_explain ("" the default)
+		asked     bool
+		answerWhy string
+		logged    string
+		header    string
+	}{
+		{explain: "", asked: true, answerWhy: why, logged: why},
+		{explain: "header", asked: true, answerWhy: why, logged: why, header: why},
+		{explain: "header", asked: false, answerWhy: why},
+		{explain: "header", asked: true, answerWhy: "a\r\nx-evil: 1", logged: `a\x0d\x0ax-evil: 1`},
+		{explain: "off", asked: true, answerWhy: why},
+	} {
+		t.Run(fmt.Sprintf("%s/%v/%q", tc.explain, tc.asked, tc.answerWhy), func(t *testing.T) {
+			bothVMs(t, func(t *testing.T, vm types.VMContext) {
+				cfg := bodyRouting
+				if tc.explain != "" {
+					cfg = strings.Replace(cfg, "{", `{"pick_explain":"`+tc.explain+`",`, 1)
+				}
+				host, _ := routedHost(t, vm, cfg)
+				var hs [][2]string
+				if tc.asked {
+					hs = append(hs, [2]string{pickapi.HeaderExplain, "yes"})
+				}
+				// The first pick teaches the level; the second asks.
+				for i, a := range []string{`{"endpoint":"10.1.2.3:8000","api":2}`,
+					`{"endpoint":"10.1.2.3:8000","api":2,"explain":` + fmt.Sprintf("%q", tc.answerWhy) + `}`} {
+					id, call := startRouted(t, host, llmRequest("/v1/chat/completions", hs...), fixture(t, "chat_request.json"))
+					pr, err := pickapi.ParsePickRequest(call.Body)
+					require.NoError(t, err)
+					require.Equal(t, i == 1 && tc.asked && tc.explain != "off", pr.Explain)
+					answer(host, call, 200, a)
+					host.CallOnResponseHeaders(id, jsonResponse("200"), false)
+					got, ok := header(host.GetCurrentResponseHeaders(id), pickapi.HeaderPickExplanation)
+					if i == 1 && tc.header != "" {
+						require.True(t, ok)
+						require.Equal(t, tc.header, got)
+					} else {
+						require.False(t, ok, "no explanation header")
+					}
+					host.CallOnResponseBody(id, fixture(t, "chat_response.json"), true)
+					host.CompleteHttpContext(id)
+					if i == 1 && tc.logged != "" {
+						require.Equal(t, tc.logged, property(t, host, stats.StatePickExplain))
+					} else {
+						noProperty(t, host, stats.StatePickExplain)
+					}
+					deleteContext(t, id)
+				}
+			})
+		})
+	}
+}
+
 func TestRouteRefusalIsLocalReply(t *testing.T) {
 	bothVMs(t, func(t *testing.T, vm types.VMContext) {
 		host, _ := routedHost(t, vm, bodyRouting)

@@ -19,6 +19,15 @@ const Path = "/v1/pick"
 // Extension endpoint-picker protocol).
 const HeaderDestinationEndpoint = "x-gateway-destination-endpoint"
 
+// HeaderExplain, on a client's request, asks the gateway for the pick's
+// explanation (PickRequest.Explain): it lands in the access log
+// (wasm.llm_pick_explain) and, where the operator allows it, in the
+// response header HeaderPickExplanation.
+const HeaderExplain = "x-meshllm-explain"
+
+// HeaderPickExplanation carries the pick's explanation on the response.
+const HeaderPickExplanation = "x-meshllm-pick-explanation"
+
 // MaxFallbacks bounds the ranked fallback list an answer may carry.
 const MaxFallbacks = 8
 
@@ -56,19 +65,44 @@ const (
 	// holding (vLLM's KV-cache events), PREFIX_CACHE's guess where they
 	// cannot tell.
 	StrategyPrecisePrefixCache Strategy = "PRECISE_PREFIX_CACHE"
+	// StrategyLatency places each request where it is predicted to get
+	// its first token soonest (the predicted_ttft scorer).
+	StrategyLatency Strategy = "LATENCY"
 )
 
-// Strategies lists the routing strategies.
-var Strategies = []Strategy{StrategyDefault, StrategyPrefixCache, StrategyPrecisePrefixCache}
+// Strategies lists the routing strategies, in the order errors name them.
+var Strategies = []Strategy{StrategyDefault, StrategyPrefixCache, StrategyPrecisePrefixCache, StrategyLatency}
 
 // Known reports whether s is one of Strategies.
 func (s Strategy) Known() bool {
-	for _, k := range Strategies {
-		if s == k {
-			return true
+	_, err := ParseStrategy(string(s))
+	return err == nil
+}
+
+// ParseStrategy maps an annotation value to a Strategy.
+func ParseStrategy(s string) (Strategy, error) {
+	for _, st := range Strategies {
+		if string(st) == s {
+			return st, nil
 		}
 	}
-	return false
+	return "", fmt.Errorf("%q is not a routing strategy (want %s)", s, StrategyList())
+}
+
+// StrategyList names the strategies for messages: "DEFAULT, PREFIX_CACHE or LATENCY".
+func StrategyList() string {
+	out := ""
+	for i, st := range Strategies {
+		switch {
+		case i == 0:
+		case i == len(Strategies)-1:
+			out += " or "
+		default:
+			out += ", "
+		}
+		out += string(st)
+	}
+	return out
 }
 
 // RoutingStrategyAnnotation selects a pool's Strategy.
@@ -124,10 +158,33 @@ type PickRequest struct {
 	// (PRECISE_PREFIX_CACHE). Never on the wire: the filter's pick path
 	// sends prefix hashes only, and such a pick falls back to them.
 	Body []byte `json:"-"`
+	// DoneTokens, when present, holds one entry per Done id: the
+	// completion tokens that request generated (-1: not known). The
+	// picker learns from them how long outputs run against max_tokens.
+	// Sent only to a picker whose answers carry APILevel 2 or more.
+	DoneTokens []int `json:"done_tokens,omitempty"`
+	// MaxTokens is the request's output limit (max_completion_tokens,
+	// else max_tokens); 0 is none given. Sent only to a picker whose
+	// answers carry APILevel 2 or more.
+	MaxTokens int `json:"max_tokens,omitempty"`
+	// Explain asks the picker to say why it chose (PickResponse.Explain).
+	// Sent only to a picker whose answers carry APILevel 2 or more.
+	Explain bool `json:"explain,omitempty"`
 }
 
 // MaxDone bounds the ids one pick request reports done.
 const MaxDone = 64
+
+// APILevel is the level of this contract a picker reads and says it reads
+// in every answer (PickResponse.APILevel). Level 2 adds max_tokens,
+// done_tokens and explain to the pick request. A filter sends those fields
+// only once an answer said 2: a picker refuses fields it does not know,
+// so a filter upgraded before its picker keeps working.
+const APILevel = 2
+
+// MaxOutputTokens bounds max_tokens and done_tokens (16M tokens: far past
+// any model's context).
+const MaxOutputTokens = 1 << 24
 
 // MaxPickID is the largest pick id (63 bits: exact in any JSON reader that
 // parses integers as int64).
@@ -178,6 +235,23 @@ func (r *PickRequest) AppendJSON(dst []byte) []byte {
 			dst = strconv.AppendUint(dst, id, 10)
 		}
 		dst = append(dst, ']')
+	}
+	if len(r.DoneTokens) > 0 {
+		dst = append(dst, `,"done_tokens":[`...)
+		for i, n := range r.DoneTokens {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = strconv.AppendInt(dst, int64(n), 10)
+		}
+		dst = append(dst, ']')
+	}
+	if r.MaxTokens > 0 {
+		dst = append(dst, `,"max_tokens":`...)
+		dst = strconv.AppendInt(dst, int64(r.MaxTokens), 10)
+	}
+	if r.Explain {
+		dst = append(dst, `,"explain":true`...)
 	}
 	return append(dst, '}')
 }
@@ -240,6 +314,21 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 				break
 			}
 			r.PromptBytes = int(n)
+		case "done_tokens":
+			r.DoneTokens, err = doneTokensField(v)
+		case "max_tokens":
+			n, perr := strconv.ParseInt(v.Raw, 10, 64)
+			if v.Type != gjson.Number || perr != nil || n < 0 || n > MaxOutputTokens {
+				err = fmt.Errorf("max_tokens is %s, want an integer in 0..%d", v.Raw, MaxOutputTokens)
+				break
+			}
+			r.MaxTokens = int(n)
+		case "explain":
+			if v.Type != gjson.True && v.Type != gjson.False {
+				err = fmt.Errorf("explain must be true or false, got %s", v.Raw)
+				break
+			}
+			r.Explain = v.Type == gjson.True
 		default:
 			err = fmt.Errorf("unknown field %q", k.Str)
 		}
@@ -250,6 +339,9 @@ func ParsePickRequest(b []byte) (PickRequest, error) {
 	}
 	if r.Model == "" && r.Pool == "" {
 		return r, errors.New("model or pool is required")
+	}
+	if r.DoneTokens != nil && len(r.DoneTokens) != len(r.Done) {
+		return r, fmt.Errorf("done_tokens holds %d entries for %d done ids, want one each", len(r.DoneTokens), len(r.Done))
 	}
 	if r.Criticality == "" {
 		r.Criticality = Standard
@@ -311,6 +403,28 @@ func doneField(v gjson.Result) ([]uint64, error) {
 	return out, err
 }
 
+func doneTokensField(v gjson.Result) ([]int, error) {
+	if !v.IsArray() {
+		return nil, fmt.Errorf("done_tokens must be an array, got %s", v.Raw)
+	}
+	out := []int{}
+	var err error
+	v.ForEach(func(_, h gjson.Result) bool {
+		if len(out) == MaxDone {
+			err = fmt.Errorf("done_tokens holds more than %d entries", MaxDone)
+			return false
+		}
+		n, perr := strconv.ParseInt(h.Raw, 10, 32)
+		if h.Type != gjson.Number || perr != nil || n < -1 || n > MaxOutputTokens {
+			err = fmt.Errorf("done_tokens holds %s, want integers in -1..%d", h.Raw, MaxOutputTokens)
+			return false
+		}
+		out = append(out, int(n))
+		return true
+	})
+	return out, err
+}
+
 // pickID reads an integer in 1..MaxPickID.
 func pickID(v gjson.Result) (uint64, bool) {
 	n, err := strconv.ParseUint(v.Raw, 10, 63)
@@ -340,7 +454,17 @@ type PickResponse struct {
 	// fetches the table, to resolve models itself when no pick answers.
 	// "": the picker offers none.
 	Resolution string `json:"resolution,omitempty"`
+	// APILevel is the contract level the picker reads (APILevel); 0 from
+	// pickers that predate it.
+	APILevel int `json:"api,omitempty"`
+	// Explain says why the endpoint was chosen, when the request asked
+	// (PickRequest.Explain): one line, at most MaxExplainLen bytes, fit
+	// for a response header or an access-log field.
+	Explain string `json:"explain,omitempty"`
 }
+
+// MaxExplainLen bounds PickResponse.Explain.
+const MaxExplainLen = 2048
 
 // AppendJSON appends the response's JSON encoding to dst without reflection.
 func (p *PickResponse) AppendJSON(dst []byte) []byte {
@@ -370,6 +494,14 @@ func (p *PickResponse) AppendJSON(dst []byte) []byte {
 		dst = append(dst, `,"resolution":`...)
 		dst = jsonenc.AppendString(dst, p.Resolution)
 	}
+	if p.APILevel != 0 {
+		dst = append(dst, `,"api":`...)
+		dst = strconv.AppendInt(dst, int64(p.APILevel), 10)
+	}
+	if p.Explain != "" {
+		dst = append(dst, `,"explain":`...)
+		dst = jsonenc.AppendString(dst, p.Explain)
+	}
 	return append(dst, '}')
 }
 
@@ -396,6 +528,13 @@ func ParsePickResponse(b []byte) (PickResponse, error) {
 	// Likewise a bad version costs only the table's refresh.
 	if v := root.Get("resolution"); v.Type == gjson.String && ValidVersion(v.Str) {
 		p.Resolution = v.Str
+	}
+	// A bad level or explanation costs only the newer fields.
+	if lv := root.Get("api"); lv.Type == gjson.Number && lv.Int() > 0 && lv.Int() < 1<<16 {
+		p.APILevel = int(lv.Int())
+	}
+	if ex := root.Get("explain"); ex.Type == gjson.String && len(ex.Str) <= MaxExplainLen {
+		p.Explain = ex.Str
 	}
 	root.Get("fallbacks").ForEach(func(_, f gjson.Result) bool {
 		if len(p.Fallbacks) == MaxFallbacks {

@@ -12,7 +12,7 @@ import (
 
 func TestPickRequestRoundTrip(t *testing.T) {
 	in := PickRequest{Pool: "p\"1", Model: "m\n", Criticality: Sheddable, Objective: "batch\u00e9\"", PrefixHashes: []uint64{1, 1<<64 - 1}, PromptBytes: 6200,
-		Done: []uint64{1, MaxPickID}}
+		Done: []uint64{1, MaxPickID}, DoneTokens: []int{-1, 1800}, MaxTokens: 2048, Explain: true}
 	b := in.AppendJSON(nil)
 	require.True(t, json.Valid(b), string(b))
 	out, err := ParsePickRequest(b)
@@ -46,6 +46,15 @@ func TestParsePickRequestErrors(t *testing.T) {
 		{`{"model":"m","done":[9223372036854775808]}`, "done holds 9223372036854775808"},
 		{`{"model":"m","done":["7"]}`, `done holds "7"`},
 		{`{"model":"m","done":[` + strings.Repeat("1,", MaxDone) + `1]}`, "more than 64 ids"},
+		{`{"model":"m","max_tokens":-1}`, "max_tokens is -1"},
+		{`{"model":"m","max_tokens":16777217}`, "max_tokens is 16777217"},
+		{`{"model":"m","max_tokens":1.5}`, "max_tokens is 1.5"},
+		{`{"model":"m","explain":1}`, "explain must be true or false, got 1"},
+		{`{"model":"m","done":[1],"done_tokens":5}`, "done_tokens must be an array, got 5"},
+		{`{"model":"m","done":[1],"done_tokens":[-2]}`, "done_tokens holds -2"},
+		{`{"model":"m","done":[1],"done_tokens":[7.5]}`, "done_tokens holds 7.5"},
+		{`{"model":"m","done":[1,2],"done_tokens":[3]}`, "done_tokens holds 1 entries for 2 done ids"},
+		{`{"model":"m","done_tokens":[3]}`, "done_tokens holds 1 entries for 0 done ids"},
 	} {
 		_, err := ParsePickRequest([]byte(tc.in))
 		require.ErrorContains(t, err, tc.want, tc.in)
@@ -63,14 +72,39 @@ func TestParsePickRequestErrors(t *testing.T) {
 	r, err = ParsePickRequest([]byte(`{"model":"m","objective":"premium"}`))
 	require.NoError(t, err)
 	require.Equal(t, "premium", r.Objective)
+	// Level-2 fields stay off the wire when unset, so a filter that has
+	// not heard APILevel 2 sends what an older picker reads.
+	b := (&PickRequest{Model: "m", Done: []uint64{3}}).AppendJSON(nil)
+	for _, f := range []string{"max_tokens", "done_tokens", "explain"} {
+		require.NotContains(t, string(b), f)
+	}
+}
+
+func TestParseStrategy(t *testing.T) {
+	for _, st := range Strategies {
+		got, err := ParseStrategy(string(st))
+		require.NoError(t, err)
+		require.Equal(t, st, got)
+	}
+	_, err := ParseStrategy("FASTEST")
+	require.EqualError(t, err, `"FASTEST" is not a routing strategy (want DEFAULT, PREFIX_CACHE or LATENCY)`)
 }
 
 func TestPickResponseRoundTrip(t *testing.T) {
 	in := PickResponse{Endpoint: "10.0.0.1:8000", TargetModel: "a", Strategy: StrategyPrefixCache, Pool: "p",
-		Fallbacks: []string{"10.0.0.2:8000", "[fd00::1]:8000"}, PickID: MaxPickID}
+		Fallbacks: []string{"10.0.0.2:8000", "[fd00::1]:8000"}, PickID: MaxPickID, APILevel: APILevel,
+		Explain: `10.0.0.1:8000 "ttft" 12ms`}
 	out, err := ParsePickResponse(in.AppendJSON(nil))
 	require.NoError(t, err)
 	require.Equal(t, in, out)
+
+	// A bad level or explanation loses only those fields.
+	for _, bad := range []string{`"api":"2"`, `"api":-1`, `"api":1e9`, `"explain":7`, `"explain":"` + strings.Repeat("x", MaxExplainLen+1) + `"`} {
+		out, err = ParsePickResponse([]byte(`{"endpoint":"10.0.0.1:1",` + bad + `}`))
+		require.NoError(t, err, bad)
+		require.Zero(t, out.APILevel, bad)
+		require.Empty(t, out.Explain, bad)
+	}
 
 	// A bad pick id only loses the end report: the pick stands.
 	for _, id := range []string{`0`, `-3`, `1.5`, `"12"`, `9223372036854775808`, `[1]`} {

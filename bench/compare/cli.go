@@ -40,7 +40,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshllm-compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	workload := fs.String("workload", "random", "name of the workload (summary.json's \"workload\")")
-	policies := fs.String("policies", "round_robin,default,prefix_cache", "policies to compare: round_robin, default, prefix_cache, precise (PRECISE_PREFIX_CACHE on the gateway path, the engines publishing KV events); an LLM-aware one on N picker replicas: prefix_cache@3 (sharing state), prefix_cache@3/alone (not sharing), with a fault: prefix_cache@3+kill, prefix_cache@3+rolling")
+	policies := fs.String("policies", "round_robin,default,prefix_cache", "policies to compare: round_robin, default, prefix_cache, latency (the LATENCY strategy), precise (PRECISE_PREFIX_CACHE on the gateway path, the engines publishing KV events); an LLM-aware one on N picker replicas: prefix_cache@3 (sharing state), prefix_cache@3/alone (not sharing), with a fault: prefix_cache@3+kill, prefix_cache@3+rolling")
 	faultAfter := fs.Duration("fault-after", 2*time.Second, "wall time into a run before a policy's fault (+kill, +rolling) stops its first replica")
 	faultEvery := fs.Duration("fault-every", 2*time.Second, "wall time a stopped replica stays down, and between two restarts of +rolling")
 	reps := fs.Int("repetitions", 3, "repetitions of every policy, each on a fresh fleet")

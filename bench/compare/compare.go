@@ -44,7 +44,8 @@ type Policy struct {
 }
 
 // Policies are the known policies: round robin is envoy.yaml's :8080; the
-// others are :8081 with the pool annotated DEFAULT or PREFIX_CACHE.
+// others are :8081 with the pool annotated DEFAULT, PREFIX_CACHE or
+// LATENCY.
 var Policies = map[string]Policy{
 	"round_robin":  {Name: "round_robin", Listener: stack.PlainListener},
 	"default":      {Name: "default", Listener: stack.LLMListener, Strategy: "DEFAULT"},
@@ -53,6 +54,7 @@ var Policies = map[string]Policy{
 	// events); it runs on the gateway path, where the picker has the
 	// prompt to tokenize (the filter's picks carry prefix hashes only).
 	"precise": {Name: "precise", Listener: ExtProcListener, Strategy: "PRECISE_PREFIX_CACHE"},
+	"latency": {Name: "latency", Listener: stack.LLMListener, Strategy: "LATENCY"},
 }
 
 // PoolName is the InferencePool the fleet forms.

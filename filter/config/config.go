@@ -84,7 +84,20 @@ type Config struct {
 	// names may be in; any other answer counts as a failed pick. A guard for
 	// clusters that connect wherever the header says (ORIGINAL_DST).
 	EndpointCIDRs []netip.Prefix
+	// PickExplain says what a request carrying pickapi.HeaderExplain
+	// gets: ExplainOff nothing, ExplainLog the pick's explanation in the
+	// access log (wasm.llm_pick_explain), ExplainHeader that and the
+	// response header pickapi.HeaderPickExplanation (which shows the
+	// client the pool's endpoints and their load).
+	PickExplain string
 }
+
+// Values of pick_explain.
+const (
+	ExplainOff    = "off"
+	ExplainLog    = "log"
+	ExplainHeader = "header"
+)
 
 // Values of route_on.
 const (
@@ -114,6 +127,7 @@ func Default() Config {
 		// that a canary weight changed meanwhile is not applied for long.
 		ResolutionMaxAgeMillis: 300_000,
 		ResolutionPath:         pickapi.ResolutionPath,
+		PickExplain:            ExplainLog,
 	}
 }
 
@@ -199,6 +213,8 @@ func Parse(raw []byte) (Config, error) {
 			}
 		case "endpoint_cidrs":
 			c.EndpointCIDRs, err = prefixes(k.Str, v)
+		case "pick_explain":
+			c.PickExplain, err = oneOf(k.Str, v, ExplainOff, ExplainLog, ExplainHeader)
 		default:
 			err = fmt.Errorf("unknown key %q in pluginConfig", k.Str)
 		}

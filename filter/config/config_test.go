@@ -28,10 +28,11 @@ func TestParseValues(t *testing.T) {
 
 	c, err = Parse([]byte(`{"route_on":"body","picker_cluster":"outbound|9002||picker-svc.default.svc.cluster.local",
 		"picker_authority":"picker-svc","picker_path":"/pick","picker_timeout_ms":80,"pool":"p","failure_mode":"closed",
-		"watchdog_ms":500,"fallback_cache":false,"clear_route_cache":false,"resolution_max_age_ms":0,"resolution_path":"/r"}`))
+		"watchdog_ms":500,"fallback_cache":false,"clear_route_cache":false,"resolution_max_age_ms":0,"resolution_path":"/r","pick_explain":"header"}`))
 	require.NoError(t, err)
 	want = Default()
 	want.ResolutionMaxAgeMillis, want.ResolutionPath = 0, "/r"
+	want.PickExplain = ExplainHeader
 	want.RouteOn, want.PickerCluster, want.PickerAuthority, want.PickerPath = RouteBody, "outbound|9002||picker-svc.default.svc.cluster.local", "picker-svc", "/pick"
 	want.PickerTimeoutMillis, want.Pool, want.FailClosed, want.WatchdogMillis, want.FallbackCache, want.ClearRouteCache = 80, "p", true, 500, false, false
 	require.Equal(t, want, c)
@@ -58,6 +59,7 @@ func TestParseErrors(t *testing.T) {
 		{`{"route_on":"body"}`, `route_on "body" needs picker_cluster`},
 		{`{"route_on":"headers","picker_cluster":"picker"}`, `route_on "headers" needs picker_authority`},
 		{`{"failure_mode":"sometimes"}`, `failure_mode: want one of open, closed, got "sometimes"`},
+		{`{"pick_explain":true}`, `pick_explain: want one of off, log, header, got true`},
 		{`{"picker_timeout_ms":0}`, `picker_timeout_ms: 0 is out of range`},
 		{`{"picker_path":"pick"}`, `picker_path: "pick" is not a path`},
 		{`{"pool":""}`, `pool: want a non-empty string, got ""`},

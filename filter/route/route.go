@@ -164,6 +164,11 @@ func FailClosedBody() []byte {
 // request's "objective" (it answered with a pick_id): set once by any VM.
 const ObjectivesKey = "meshllm/picker_reads_objectives"
 
+// APILevelKey is the shared-data key holding the contract level the
+// picker last said it reads (pickapi.PickResponse.APILevel), one byte:
+// the filter sends the newer pick-request fields only from level 2.
+const APILevelKey = "meshllm/picker_api_level"
+
 // CacheKey is the shared-data key of a pool's cache.
 func CacheKey(pool string) string { return "meshllm/ranked/" + pool }
 
@@ -196,3 +201,15 @@ func DecodeCache(b []byte) (nowMillis int64, endpoints []string, ok bool) {
 // FallbackTTLMillis is how long cached endpoints stay usable: long enough to
 // ride out a picker restart, short enough not to route to pods long gone.
 const FallbackTTLMillis = 30_000
+
+// HeaderSafe reports whether s can go into a response header as it is:
+// printable ASCII only (an answer is the picker's, but a header is the
+// client's to read, and a control byte would break it).
+func HeaderSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return s != ""
+}

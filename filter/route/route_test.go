@@ -98,3 +98,10 @@ func TestCache(t *testing.T) {
 		require.False(t, ok, bad)
 	}
 }
+
+func TestHeaderSafe(t *testing.T) {
+	require.True(t, HeaderSafe("LATENCY 10.0.0.1:8000 ttft=12ms total=10.00 predicted_ttft=1.00"))
+	for _, bad := range []string{"", "a\r\nx-evil: 1", "tab\there", "caf\u00e9", "\x7f"} {
+		require.False(t, HeaderSafe(bad), "%q", bad)
+	}
+}

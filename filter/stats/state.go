@@ -18,11 +18,12 @@ const (
 	StateRoute            = "llm_route"             // routing outcome (filter/route Outcome*)
 	StateStrategy         = "llm_strategy"          // the pool's strategy, as the picker says
 	StatePickMillis       = "llm_pick_ms"           // time the pick took
+	StatePickExplain      = "llm_pick_explain"      // why the picker chose, when the request asked (pickapi.HeaderExplain)
 )
 
 // StateKeys lists every filter-state key, in access-log order.
 var StateKeys = []string{
 	StateModel, StateTargetModel, StateStream, StateMaxTokens, StatePromptTokens, StateCompletionTokens,
 	StateUsageSource, StateTTFBMillis, StateDurationMillis, StateErrorType, StateRequestBody,
-	StateEndpoint, StateRoute, StateStrategy, StatePickMillis,
+	StateEndpoint, StateRoute, StateStrategy, StatePickMillis, StatePickExplain,
 }

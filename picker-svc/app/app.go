@@ -246,7 +246,7 @@ func (p *picker) listen() (ln, gln net.Listener, err error) {
 	}
 	p.grpc = grpc.NewServer(opts...)
 	extprocv3.RegisterExternalProcessorServer(p.grpc, extproc.New(p.decider, extproc.Config{Pool: p.cfg.Discovery.Pool, Mode: mode,
-		MaxBodyBytes: ep.MaxBodyBytes}, p.log))
+		MaxBodyBytes: ep.MaxBodyBytes, ExplainHeader: ep.ExplainHeader}, p.log))
 	return ln, gln, nil
 }
 

@@ -52,6 +52,12 @@ type Config struct {
 		// in CertPath, re-read when rotated); a CertPath alone means files.
 		TLS      string `json:"tls"`
 		CertPath string `json:"certPath"`
+		// ExplainHeader answers a request carrying x-meshllm-explain with
+		// its pick's explanation in the x-meshllm-pick-explanation response
+		// header (it shows the client the pool's endpoints and their load);
+		// the explanation is in the access log's dynamic metadata
+		// (meshllm:pick_explain) whatever this says.
+		ExplainHeader bool `json:"explainHeader"`
 	} `json:"extProc"`
 	LogLevel  string   `json:"logLevel"`
 	Objects   []string `json:"objects"` // YAML files with InferencePool / InferenceModel
@@ -241,7 +247,7 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 	objects := fs.String("objects", "", "comma-separated YAML files with InferencePool/InferenceModel objects (env PICKER_OBJECTS)")
 	mode := fs.String("discovery", "", "static, dns or kubernetes (env PICKER_DISCOVERY; default static)")
 	pool := fs.String("pool", "", "pool the static/dns endpoints belong to; in kubernetes mode, watch only this pool (env PICKER_POOL)")
-	strategy := fs.String("strategy", "", "DEFAULT, PREFIX_CACHE or PRECISE_PREFIX_CACHE for a pool synthesised when no objects are given (env PICKER_STRATEGY)")
+	strategy := fs.String("strategy", "", pickapi.StrategyList()+" for a pool synthesised when no objects are given (env PICKER_STRATEGY)")
 	endpoints := fs.String("endpoints", "", "static mode: comma-separated ip:port list (env PICKER_ENDPOINTS)")
 	dns := fs.String("dns", "", "dns mode: comma-separated host:port names, resolved periodically (env PICKER_DNS)")
 	namespace := fs.String("namespace", "", "kubernetes mode: namespace to watch (env PICKER_NAMESPACE, else POD_NAMESPACE)")
@@ -403,8 +409,8 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("discovery.retryInitial %v and retryMax %v: must be >= 0 (0: default), initial <= max",
 			d.RetryInitial.Duration, d.RetryMax.Duration))
 	}
-	if !pickapi.Strategy(c.Discovery.Strategy).Known() {
-		errs = append(errs, fmt.Errorf("strategy %q: want one of %q", c.Discovery.Strategy, pickapi.Strategies))
+	if _, err := pickapi.ParseStrategy(c.Discovery.Strategy); err != nil {
+		errs = append(errs, fmt.Errorf("strategy: %w", err))
 	}
 	if c.Scrape.Interval.Duration <= 0 || c.Scrape.Timeout.Duration <= 0 || c.Scrape.StaleAfter.Duration <= 0 {
 		errs = append(errs, errors.New("scrape interval, timeout and staleAfter must be positive"))

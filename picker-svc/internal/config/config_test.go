@@ -114,7 +114,7 @@ func TestInvalid(t *testing.T) {
 		{nil, "static discovery needs endpoints"},
 		{[]string{"--discovery", "magic"}, `discovery mode "magic"`},
 		{[]string{"--discovery", "kubernetes"}, "needs a namespace"},
-		{[]string{"--endpoints", "10.0.0.1:1", "--strategy", "FAST"}, `strategy "FAST"`},
+		{[]string{"--endpoints", "10.0.0.1:1", "--strategy", "FAST"}, `strategy: "FAST" is not a routing strategy`},
 		{[]string{"--endpoints", "10.0.0.1:1", "--scrape-interval", "-1s"}, "must be positive"},
 		{[]string{"--endpoints", "10.0.0.1:1", "extra"}, "unexpected arguments"},
 		{[]string{"--endpoints", "10.0.0.1:1", "--engine", "tgi"}, `scrape: engine "tgi": want auto, vllm, sglang, triton-trtllm`},

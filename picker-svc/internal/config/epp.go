@@ -138,7 +138,10 @@ var eppSupported = map[string]eppMapping{
 	// engine reports holding (llm-d-kv-cache); its parameters configure
 	// its own KV-event pool and tokenizer, which meshllm sets with its
 	// kvEvents keys and flags instead (noted, not applied).
-	"precise-prefix-cache-scorer":  {kind: eppScorer, ours: scheduling.PrecisePrefixName, params: precisePrefixParams},
+	"precise-prefix-cache-scorer": {kind: eppScorer, ours: scheduling.PrecisePrefixName, params: precisePrefixParams},
+	// meshllm's own: the LATENCY strategy's scorer (predicted time to
+	// first token), with its parameters as meshllm's predicted_ttft.
+	"predicted-ttft-scorer":        {kind: eppScorer, ours: "predicted_ttft", params: ownParams("predicted_ttft")},
 	"approx-prefix-cache-producer": {kind: eppPrefixProducer, ours: "prefix", params: prefixParams},
 	"max-score-picker":             {kind: eppPicker, ours: "max_score", params: maxScoreParams},
 	"single-profile-handler":       {kind: eppProfileHandler},
@@ -267,18 +270,19 @@ func ParseEndpointPickerConfig(b []byte) (EPPConfig, error) {
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", where, err)
 		}
-		switch st := pickapi.Strategy(prof.Name); {
-		case st.Known():
+		switch st, err := pickapi.ParseStrategy(prof.Name); {
+		case err == nil:
 			if _, dup := out.Profiles[st]; dup {
 				return out, fmt.Errorf("%s: strategy %s has two profiles", where, st)
 			}
 			out.Profiles[st] = spec
 		case len(profiles) == 1:
-			out.Profiles[pickapi.StrategyDefault] = spec
-			out.Profiles[pickapi.StrategyPrefixCache] = spec
+			for _, st := range pickapi.Strategies {
+				out.Profiles[st] = spec
+			}
 		default:
-			return out, fmt.Errorf("%s: with several profiles each must be named %s or %s (or %s; meshllm runs one profile per request, chosen by the pool's routing-strategy annotation)",
-				where, pickapi.StrategyDefault, pickapi.StrategyPrefixCache, pickapi.StrategyPrecisePrefixCache)
+			return out, fmt.Errorf("%s: with several profiles each must be named %s (meshllm runs one profile per request, chosen by the pool's routing-strategy annotation)",
+				where, pickapi.StrategyList())
 		}
 	}
 
@@ -314,6 +318,7 @@ func ParseEndpointPickerConfig(b []byte) (EPPConfig, error) {
 // eppProfileSpec translates one upstream profile into a meshllm profile.
 func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.ProfileSpec, error) {
 	spec := scheduling.ProfileSpec{Prepare: []string{"in_flight"}, Scorers: []scheduling.WeightedScorer{}, Picker: scheduling.MaxScorePicker{}.Name()}
+	predicts := false
 	for j, ref := range prof.Plugins {
 		p := plugins[ref.PluginRef]
 		where := fmt.Sprintf("plugins[%d]", j)
@@ -342,6 +347,9 @@ func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.
 			if p.mapping.ours == scheduling.PrecisePrefixName {
 				spec.Prepare = append(spec.Prepare, p.mapping.ours)
 			}
+			if p.mapping.ours == "predicted_ttft" {
+				predicts = true
+			}
 		case eppFilter: // decode-filter: a no-op (see eppSupported)
 		case eppDetector:
 			if !slices.Contains(spec.Filters, p.mapping.ours) {
@@ -354,6 +362,9 @@ func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.
 	}
 	if slices.Contains(spec.Prepare, scheduling.PrecisePrefixName) {
 		spec.Prepare = scheduling.PrecisePrefixPrepare(spec.Prepare) // the guess it falls back to runs first
+	}
+	if predicts { // last: it reads what in_flight and prefix write
+		spec.Prepare = append(spec.Prepare, "predicted_ttft")
 	}
 	return spec, nil
 }
@@ -612,6 +623,17 @@ func precisePrefixParams(p *eppPlugin, raw json.RawMessage, out *EPPConfig) erro
 		out.Notes = append(out.Notes, fmt.Sprintf("plugin %q (%s): parameters ignored: meshllm's KV-event subscriptions and tokenizer are set with --kv-events-* (kvEvents.*)", p.name, p.typ))
 	}
 	return nil
+}
+
+// ownParams passes a meshllm plugin's parameters on as they are (the
+// scheduler checks them strictly).
+func ownParams(name string) func(*eppPlugin, json.RawMessage, *EPPConfig) error {
+	return func(_ *eppPlugin, raw json.RawMessage, out *EPPConfig) error {
+		if hasParams(raw) {
+			out.Plugins[name] = raw
+		}
+		return nil
+	}
 }
 
 func checkThresholds(where string, t scheduling.Saturation) error {

@@ -23,8 +23,13 @@ func ws(pairs ...any) []scheduling.WeightedScorer {
 	return out
 }
 
-func both(p scheduling.ProfileSpec) map[pickapi.Strategy]scheduling.ProfileSpec {
-	return map[pickapi.Strategy]scheduling.ProfileSpec{pickapi.StrategyDefault: p, pickapi.StrategyPrefixCache: p}
+// everyStrategy: upstream runs its one profile for every request.
+func everyStrategy(p scheduling.ProfileSpec) map[pickapi.Strategy]scheduling.ProfileSpec {
+	out := map[pickapi.Strategy]scheduling.ProfileSpec{}
+	for _, st := range pickapi.Strategies {
+		out[st] = p
+	}
+	return out
 }
 
 var inFlightOnly = []string{"in_flight"}
@@ -68,7 +73,7 @@ schedulingProfiles:
   - pluginRef: running-requests-size-scorer
     weight: 0
 `,
-		profiles: both(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 2, "kv_cache", 1, "lora", 4, "running", 0), Picker: "max_score"}),
+		profiles: everyStrategy(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 2, "kv_cache", 1, "lora", 4, "running", 0), Picker: "max_score"}),
 	}, {
 		name: "prefix-cache-scorer adds the prefix prepare plugin; lruCapacityPerServer is its capacity",
 		yaml: `plugins:
@@ -80,7 +85,7 @@ schedulingProfiles:
   - pluginRef: prefix-cache-scorer
     weight: 3
 `,
-		profiles: both(scheduling.ProfileSpec{Prepare: []string{"in_flight", "prefix"}, Scorers: ws("prefix", 3), Picker: "max_score"}),
+		profiles: everyStrategy(scheduling.ProfileSpec{Prepare: []string{"in_flight", "prefix"}, Scorers: ws("prefix", 3), Picker: "max_score"}),
 		plugins:  map[string]string{"prefix": `{"capacity":31250}`},
 	}, {
 		name: "prefix parameters meshllm cannot apply are noted",
@@ -91,7 +96,7 @@ schedulingProfiles:
 - name: default
   plugins: [{pluginRef: prefix-cache-scorer}]
 `,
-		profiles: both(scheduling.ProfileSpec{Prepare: []string{"in_flight", "prefix"}, Scorers: ws("prefix", 1), Picker: "max_score"}),
+		profiles: everyStrategy(scheduling.ProfileSpec{Prepare: []string{"in_flight", "prefix"}, Scorers: ws("prefix", 1), Picker: "max_score"}),
 		notes:    []string{"autoTune ignored", "blockSizeTokens 8 ignored", "hashBlockSize 5 ignored", "maxModelLen 8192 ignored", "maxPrefixBlocksToMatch 256 ignored"},
 	}, {
 		name: "approx-prefix-cache-producer's parameters set the index; named profiles map to their strategy only",
@@ -114,6 +119,20 @@ schedulingProfiles:
 		plugins: map[string]string{"prefix": `{"capacity":1000}`},
 		notes:   []string{"maxPrefixTokensToMatch 4096 ignored"},
 	}, {
+		name: "predicted-ttft-scorer is LATENCY's scorer: its Prepare runs last, its parameters pass on",
+		yaml: `plugins:
+- type: prefix-cache-scorer
+- type: predicted-ttft-scorer
+  parameters: {maxBatchedTokens: 8192}
+schedulingProfiles:
+- name: LATENCY
+  plugins: [{pluginRef: predicted-ttft-scorer, weight: 10}, {pluginRef: prefix-cache-scorer, weight: 1}]
+`,
+		profiles: map[pickapi.Strategy]scheduling.ProfileSpec{
+			pickapi.StrategyLatency: {Prepare: []string{"in_flight", "prefix", "predicted_ttft"}, Scorers: ws("predicted_ttft", 10, "prefix", 1), Picker: "max_score"},
+		},
+		plugins: map[string]string{"predicted_ttft": `{"maxBatchedTokens":8192}`},
+	}, {
 		name: "one named profile leaves the other strategy to meshllm's default",
 		yaml: `plugins: [{type: queue-scorer}]
 schedulingProfiles: [{name: DEFAULT, plugins: [{pluginRef: queue-scorer}]}]
@@ -123,13 +142,13 @@ schedulingProfiles: [{name: DEFAULT, plugins: [{pluginRef: queue-scorer}]}]
 		name: "no profiles: one default profile with every scorer, as upstream's loader",
 		yaml: `plugins: [{type: queue-scorer}, {type: single-profile-handler}, {type: kv-cache-utilization-scorer}]
 `,
-		profiles: both(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1, "kv_cache", 1), Picker: "max_score"}),
+		profiles: everyStrategy(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1, "kv_cache", 1), Picker: "max_score"}),
 	}, {
 		name: "max-score-picker's maxNumOfEndpoints is fallbacks + 1",
 		yaml: `plugins: [{type: queue-scorer}, {type: max-score-picker, parameters: {maxNumOfEndpoints: 3}}]
 schedulingProfiles: [{name: default, plugins: [{pluginRef: queue-scorer}, {pluginRef: max-score-picker}]}]
 `,
-		profiles:  both(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1), Picker: "max_score"}),
+		profiles:  everyStrategy(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1), Picker: "max_score"}),
 		fallbacks: intp(2),
 	}, {
 		name: "utilization-detector in a profile is the capacity filter (with headroom) and, as the default detector, shedding",
@@ -139,7 +158,7 @@ schedulingProfiles: [{name: default, plugins: [{pluginRef: queue-scorer}, {plugi
   parameters: {queueDepthThreshold: 10, kvCacheUtilThreshold: 0.9, headroom: 0.5, metricsStalenessThreshold: 200ms}
 schedulingProfiles: [{name: default, plugins: [{pluginRef: utilization-detector}, {pluginRef: queue-scorer}]}]
 `,
-		profiles: both(scheduling.ProfileSpec{Prepare: inFlightOnly, Filters: []string{"capacity"}, Scorers: ws("queue", 1), Picker: "max_score"}),
+		profiles: everyStrategy(scheduling.ProfileSpec{Prepare: inFlightOnly, Filters: []string{"capacity"}, Scorers: ws("queue", 1), Picker: "max_score"}),
 		plugins:  map[string]string{"capacity": `{"queue":15,"kv":1}`},
 		shed:     &scheduling.Saturation{Queue: 10, KV: 0.9},
 		notes:    []string{`metricsStalenessThreshold "200ms" ignored`},
@@ -151,7 +170,7 @@ schedulingProfiles: [{name: default, plugins: [{pluginRef: utilization-detector}
 schedulingProfiles: [{name: default, plugins: [{pluginRef: queue-scorer}]}]
 flowControl: {saturationDetector: {pluginRef: sat}}
 `,
-		profiles: both(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1), Picker: "max_score"}),
+		profiles: everyStrategy(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1), Picker: "max_score"}),
 		shed:     &scheduling.Saturation{Queue: 7, KV: 0.8},
 	}, {
 		name: "GIE's saturationDetector thresholds are shedSheddable",
@@ -159,7 +178,7 @@ flowControl: {saturationDetector: {pluginRef: sat}}
 schedulingProfiles: [{name: default, plugins: [{pluginRef: queue-scorer}]}]
 saturationDetector: {queueDepthThreshold: 8, kvCacheUtilThreshold: 0.85, metricsStalenessThreshold: 1s}
 `,
-		profiles: both(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1), Picker: "max_score"}),
+		profiles: everyStrategy(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1), Picker: "max_score"}),
 		shed:     &scheduling.Saturation{Queue: 8, KV: 0.85},
 		notes:    []string{`metricsStalenessThreshold "1s": ignored`},
 	}, {
@@ -176,7 +195,7 @@ schedulingProfiles: [{name: default, plugins: [{pluginRef: decode-filter}, {plug
 dataLayer: {sources: [{pluginRef: metrics-data-source, extractors: [{pluginRef: core-metrics-extractor}]}]}
 requestHandler: {parsers: [{pluginRef: openai-parser}]}
 `,
-		profiles: both(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1), Picker: "max_score"}),
+		profiles: everyStrategy(scheduling.ProfileSpec{Prepare: inFlightOnly, Scorers: ws("queue", 1), Picker: "max_score"}),
 		notes:    []string{"dataLayer: ignored", `featureGates "dataLayer": ignored`, `"core-metrics-extractor" (core-metrics-extractor): ignored`, `"decode-filter" (decode-filter): no-op`, `"metrics-data-source" (metrics-data-source): ignored`},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -240,7 +259,7 @@ func TestEPPErrors(t *testing.T) {
 		{"plugins: [{type: max-score-picker}]\nschedulingProfiles: [{name: default, plugins: [{pluginRef: max-score-picker, weight: 2}]}]\n", `"max-score-picker" (max-score-picker) is not a scorer: weight 2`},
 		{"plugins: [{type: single-profile-handler}]\nschedulingProfiles: [{name: default, plugins: [{pluginRef: single-profile-handler}]}]\n", `"single-profile-handler" (single-profile-handler) cannot be in a profile`},
 		{"plugins: [{type: queue-scorer}, {name: q2, type: queue-scorer}]\nschedulingProfiles: [{name: default, plugins: [{pluginRef: queue-scorer}, {pluginRef: q2}]}]\n", `"q2" is a second queue-scorer`},
-		{"plugins: [{type: queue-scorer}]\nschedulingProfiles: [{name: prefill, plugins: [{pluginRef: queue-scorer}]}, {name: decode, plugins: [{pluginRef: queue-scorer}]}]\n", `schedulingProfiles[0] ("prefill"): with several profiles each must be named DEFAULT or PREFIX_CACHE`},
+		{"plugins: [{type: queue-scorer}]\nschedulingProfiles: [{name: prefill, plugins: [{pluginRef: queue-scorer}]}, {name: decode, plugins: [{pluginRef: queue-scorer}]}]\n", `schedulingProfiles[0] ("prefill"): with several profiles each must be named DEFAULT, PREFIX_CACHE or LATENCY`},
 		{"plugins: [{type: queue-scorer}]\nschedulingProfiles: [{name: DEFAULT, plugins: [{pluginRef: queue-scorer}]}, {name: DEFAULT, plugins: [{pluginRef: queue-scorer}]}]\n", `strategy DEFAULT has two profiles`},
 		{"plugins: [{type: queue-scorer}]\n" + profile + "saturationDetector: {pluginRef: nope}\n", `saturationDetector: pluginRef "nope" names no entry`},
 		{"plugins: [{type: queue-scorer}]\n" + profile + "saturationDetector: {pluginRef: queue-scorer}\n", `pluginRef "queue-scorer" is a queue-scorer, not a saturation detector`},
@@ -272,7 +291,7 @@ func TestEPPUpstreamSamples(t *testing.T) {
 	// GIE's chart default: queue 2, KV 2, prefix 3 for every request.
 	e, err := ParseEndpointPickerConfig(read("gie-chart-default-plugins.yaml"))
 	require.NoError(t, err)
-	require.Equal(t, both(scheduling.ProfileSpec{Prepare: []string{"in_flight", "prefix"}, Scorers: ws("queue", 2, "kv_cache", 2, "prefix", 3), Picker: "max_score"}), e.Profiles)
+	require.Equal(t, everyStrategy(scheduling.ProfileSpec{Prepare: []string{"in_flight", "prefix"}, Scorers: ws("queue", 2, "kv_cache", 2, "prefix", 3), Picker: "max_score"}), e.Profiles)
 	require.Empty(t, e.Notes)
 	require.Nil(t, e.ShedSheddable)
 	sc := mustSchedule(t, e)
@@ -282,7 +301,7 @@ func TestEPPUpstreamSamples(t *testing.T) {
 	// sized by the producer's lruCapacityPerServer.
 	e, err = ParseEndpointPickerConfig(read("llm-d-sim-epp-config.yaml"))
 	require.NoError(t, err)
-	require.Equal(t, both(scheduling.ProfileSpec{Prepare: []string{"in_flight", "prefix"}, Scorers: ws("prefix", 2), Picker: "max_score"}), e.Profiles)
+	require.Equal(t, everyStrategy(scheduling.ProfileSpec{Prepare: []string{"in_flight", "prefix"}, Scorers: ws("prefix", 2), Picker: "max_score"}), e.Profiles)
 	require.JSONEq(t, `{"capacity":31250}`, string(e.Plugins["prefix"]))
 	require.Len(t, e.Notes, 2, "%q", e.Notes)
 	require.Contains(t, e.Notes[0], "maxPrefixTokensToMatch 4096 ignored")

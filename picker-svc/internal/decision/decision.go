@@ -73,7 +73,7 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 	if len(req.Done) > 0 {
 		// Before anything can refuse the pick: the ends are news either way.
 		s.metrics.endsReported.Add(float64(len(req.Done)))
-		s.sched.RequestsDone(req.Done, s.now())
+		s.sched.RequestsDone(requestEnds(req.Done, req.DoneTokens), s.now())
 	}
 	view := s.store.View()
 	res, err := s.resolve.Resolve(view, req.Pool, req.Model, req.Objective, req.Criticality)
@@ -98,7 +98,7 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 		}
 	}
 	sreq := scheduling.Request{TargetModel: res.TargetModel, Criticality: res.Criticality, PrefixHashes: req.PrefixHashes,
-		PromptTokens: req.PromptBytes / pickapi.BytesPerToken, Body: req.Body}
+		PromptTokens: req.PromptBytes / pickapi.BytesPerToken, Body: req.Body, MaxTokens: req.MaxTokens, Explain: req.Explain}
 	result, err := s.sched.Pick(eps, strategy, &sreq, now)
 	switch {
 	case errors.Is(err, scheduling.ErrNoEndpoints):
@@ -125,7 +125,11 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 	}
 	result.Endpoints[0].CountPick()
 	d = Decision{Status: http.StatusOK, Pick: pickapi.PickResponse{Endpoint: result.Endpoints[0].Addr, TargetModel: res.TargetModel,
-		Strategy: strategy, Pool: pool, PickID: result.PickID, Resolution: s.tables.Get(view, req.Pool).Version}}
+		Strategy: strategy, Pool: pool, PickID: result.PickID, Resolution: s.tables.Get(view, req.Pool).Version,
+		APILevel: pickapi.APILevel}}
+	if req.Explain && result.Explanation != nil {
+		d.Pick.Explain = result.Explanation.Line(pickapi.MaxExplainLen)
+	}
 	if n := len(result.Endpoints) - 1; n > 0 {
 		d.Pick.Fallbacks = make([]string, n)
 		for i, ep := range result.Endpoints[1:] {
@@ -135,12 +139,30 @@ func (s *Decider) Decide(req *pickapi.PickRequest, subset []string, start time.T
 	return d
 }
 
-// RequestsDone takes request ends reported outside a pick (ext_proc sees
-// each request's end on its own stream).
-func (s *Decider) RequestsDone(ids []uint64) {
-	s.metrics.endsReported.Add(float64(len(ids)))
-	s.sched.RequestsDone(ids, s.now())
+// RequestEnded takes a request end seen outside a pick (ext_proc sees
+// each request's end on its own stream): the pick's id and the completion
+// tokens it generated (-1: not known).
+func (s *Decider) RequestEnded(id uint64, completionTokens int) {
+	s.metrics.endsReported.Inc()
+	s.sched.RequestsDone([]scheduling.RequestEnd{{ID: id, CompletionTokens: completionTokens}}, s.now())
 }
+
+// requestEnds pairs reported ids with their completion tokens (tokens may
+// be nil: none known).
+func requestEnds(ids []uint64, tokens []int) []scheduling.RequestEnd {
+	out := make([]scheduling.RequestEnd, len(ids))
+	for i, id := range ids {
+		out[i] = scheduling.RequestEnd{ID: id, CompletionTokens: -1}
+		if i < len(tokens) {
+			out[i].CompletionTokens = tokens[i]
+		}
+	}
+	return out
+}
+
+// RecentPicks returns the explanations of the scheduler's last picks,
+// newest first.
+func (s *Decider) RecentPicks() []*scheduling.Explanation { return s.sched.RecentPicks() }
 
 // RecordExchange counts a request seen over ext_proc, at its end.
 func (s *Decider) RecordExchange(e Exchange) {

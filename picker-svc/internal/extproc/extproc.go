@@ -46,6 +46,11 @@ const (
 	// endpoints the pick must come from.
 	SubsetNamespace = "envoy.lb.subset_hint"
 	SubsetKey       = "x-gateway-destination-endpoint-subset"
+	// ExplainNamespace and ExplainKey hold a pick's explanation in the
+	// dynamic metadata, for access logs:
+	// %DYNAMIC_METADATA(meshllm:pick_explain)%.
+	ExplainNamespace = "meshllm"
+	ExplainKey       = "pick_explain"
 )
 
 // chunkBytes bounds one streamed body mutation: some Envoy builds limit a
@@ -80,7 +85,9 @@ func ParseBodyMode(s string) (BodyMode, error) {
 // Decider places requests (decision.Decider).
 type Decider interface {
 	Decide(req *pickapi.PickRequest, subset []string, start time.Time) decision.Decision
-	RequestsDone(ids []uint64)
+	// RequestEnded reports a routed request's end: its pick id and the
+	// completion tokens it generated (-1: not known).
+	RequestEnded(id uint64, completionTokens int)
 	// RecordExchange counts a request at its end: tokens, status, timing.
 	RecordExchange(e decision.Exchange)
 }
@@ -95,6 +102,11 @@ type Config struct {
 	Mode BodyMode
 	// MaxBodyBytes bounds a request body; a larger one is refused (413).
 	MaxBodyBytes int
+	// ExplainHeader puts a pick's explanation, for a request that asks
+	// (pickapi.HeaderExplain), in the response header
+	// pickapi.HeaderPickExplanation; it is in the dynamic metadata
+	// (ExplainNamespace) either way.
+	ExplainHeader bool
 	// MaxJSONDepth bounds the body's nesting, as the filter's max_json_depth.
 	MaxJSONDepth int
 }
@@ -134,10 +146,14 @@ type exchange struct {
 	respStream bool // response body mode FULL_DUPLEX_STREAMED: echo each chunk
 	subset     []string
 	objective  string // the first pickapi.ObjectiveHeaders header's value
-	body       []byte
-	routed     bool // the request's destination has been answered
-	pickID     uint64
-	ended      bool
+	// explain: the request asked for its pick's explanation; explanation
+	// is kept for the response header.
+	explain     bool
+	explanation string
+	body        []byte
+	routed      bool // the request's destination has been answered
+	pickID      uint64
+	ended       bool
 	// What the exchange reports at its end: whether the request has a body
 	// (an LLM call), the request's model and the picker's target, whether
 	// the picker added include_usage to a stream (the usage-only chunk is
@@ -175,19 +191,26 @@ func (x *exchange) end() {
 		return
 	}
 	x.ended = true
+	var e decision.Exchange
+	if x.llm {
+		e = decision.Exchange{Model: x.model, Target: x.target, Status: x.status, Start: x.start, FirstByte: x.firstByte, End: time.Now()}
+		if x.obs != nil {
+			e.Outcome = x.obs.Finish()
+		} else {
+			// Refused, or over before a response came (the client left, the
+			// upstream failed): counted as the filter counts it.
+			e.Outcome = llmapi.Outcome{Missing: llmapi.MissingNoBody}
+		}
+	}
 	if x.pickID != 0 {
-		x.s.dec.RequestsDone([]uint64{x.pickID})
+		completion := -1
+		if u := e.Outcome.Usage; x.llm && u.HasCompletion {
+			completion = int(min(u.CompletionTokens, pickapi.MaxOutputTokens))
+		}
+		x.s.dec.RequestEnded(x.pickID, completion)
 	}
 	if !x.llm {
 		return // no body: not an LLM call, as the filter sees it
-	}
-	e := decision.Exchange{Model: x.model, Target: x.target, Status: x.status, Start: x.start, FirstByte: x.firstByte, End: time.Now()}
-	if x.obs != nil {
-		e.Outcome = x.obs.Finish()
-	} else {
-		// Refused, or over before a response came (the client left, the
-		// upstream failed): counted as the filter counts it.
-		e.Outcome = llmapi.Outcome{Missing: llmapi.MissingNoBody}
 	}
 	x.s.dec.RecordExchange(e)
 }
@@ -234,13 +257,16 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata)
 	}
 	x.subset = subset
 	x.objective = objective(h.GetHeaders())
+	if v := headerValue(h.GetHeaders(), pickapi.HeaderExplain); v != "" && v != "0" && v != "false" {
+		x.explain = true
+	}
 	if len(x.objective) > pickapi.MaxNameLen {
 		return x.refuse(decision.Decision{Status: http.StatusBadRequest, ErrType: pickapi.ErrTypeBadRequest,
 			Message: "objective header longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
 	}
 	if h.GetEndOfStream() {
 		// No body (a GET): a pool-level pick by load alone.
-		return x.route(nil, &pickapi.PickRequest{Pool: x.s.cfg.Pool, Objective: x.objective})
+		return x.route(nil, &pickapi.PickRequest{Pool: x.s.cfg.Pool, Objective: x.objective, Explain: x.explain})
 	}
 	if x.reqMode == Buffered {
 		return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
@@ -285,6 +311,12 @@ func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) error {
 			// The stream loses the chunk the client did not ask for.
 			hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}}
 		}
+	}
+	if x.explanation != "" {
+		if hr.Response == nil {
+			hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{}}
+		}
+		hr.Response.HeaderMutation.SetHeaders = append(hr.Response.HeaderMutation.SetHeaders, header(pickapi.HeaderPickExplanation, x.explanation))
 	}
 	if h.GetEndOfStream() {
 		x.end() // before the answer: counted by the time the client has it
@@ -335,7 +367,8 @@ func (x *exchange) placeBody() error {
 			Message: "model name longer than " + strconv.Itoa(pickapi.MaxNameLen) + " bytes"})
 	}
 	pr := &pickapi.PickRequest{Pool: x.s.cfg.Pool, Model: r.Model, Objective: x.objective,
-		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt), Body: x.body}
+		PrefixHashes: pickapi.PrefixHashes(nil, r.Model, r.Prompt), PromptBytes: len(r.Prompt), Body: x.body,
+		MaxTokens: int(min(max(r.MaxTokens, 0), pickapi.MaxOutputTokens)), Explain: x.explain}
 	if x.respStream && r.NeedsUsageInjection() {
 		// As the filter does: a stream without include_usage reports no
 		// tokens. Only where every response chunk comes back through here,
@@ -378,6 +411,13 @@ func (x *exchange) route(r *llmapi.Request, pr *pickapi.PickRequest) error {
 	}
 	mutation := &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: set}, ClearRouteCache: true}
 	meta := destinationMetadata(dest)
+	if d.Pick.Explain != "" {
+		meta.Fields[ExplainNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			ExplainKey: structpb.NewStringValue(d.Pick.Explain)}})
+		if x.s.cfg.ExplainHeader {
+			x.explanation = d.Pick.Explain
+		}
+	}
 	if r == nil {
 		return x.send(&extprocv3.ProcessingResponse{DynamicMetadata: meta,
 			Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: mutation}}})

@@ -32,6 +32,8 @@ type fakeDecider struct {
 	subsets [][]string
 	done    []uint64
 	usage   []decision.Exchange
+	// doneTokens: the completion tokens each end reported.
+	doneTokens []int
 }
 
 func (f *fakeDecider) RecordExchange(e decision.Exchange) {
@@ -54,10 +56,11 @@ func (f *fakeDecider) Decide(req *pickapi.PickRequest, subset []string, _ time.T
 	return f.next
 }
 
-func (f *fakeDecider) RequestsDone(ids []uint64) {
+func (f *fakeDecider) RequestEnded(id uint64, completionTokens int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.done = append(f.done, ids...)
+	f.done = append(f.done, id)
+	f.doneTokens = append(f.doneTokens, completionTokens)
 }
 
 func (f *fakeDecider) ended() []uint64 {
@@ -154,6 +157,7 @@ func TestFullDuplex(t *testing.T) {
 	require.Equal(t, "p", dec.asked[0].Pool)
 	require.Equal(t, pickapi.PrefixHashes(nil, "lora", []byte(`"tell me about the sea"`)), dec.asked[0].PrefixHashes)
 	require.Equal(t, len(`"tell me about the sea"`), dec.asked[0].PromptBytes)
+	require.Equal(t, 5, dec.asked[0].MaxTokens)
 	require.Nil(t, dec.subsets[0], "no subset hint: the whole pool")
 
 	require.NoError(t, st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
@@ -175,6 +179,9 @@ func TestFullDuplex(t *testing.T) {
 		}
 	}
 	require.Equal(t, []uint64{42}, dec.ended(), "reported once the response ended")
+	dec.mu.Lock()
+	require.Equal(t, []int{-1}, dec.doneTokens, "the stream reported no usage")
+	dec.mu.Unlock()
 	require.NoError(t, st.CloseSend())
 	_, err = st.Recv()
 	require.Error(t, err, "the server closes the stream")
@@ -379,6 +386,9 @@ func TestUsage(t *testing.T) {
 		require.False(t, u[0].FirstByte.Before(u[0].Start))
 		require.False(t, u[0].End.Before(u[0].FirstByte))
 		require.Equal(t, llmapi.Usage{PromptTokens: 7, CompletionTokens: 5, HasPrompt: true, HasCompletion: true}, u[0].Outcome.Usage)
+		dec.mu.Lock()
+		require.Equal(t, []int{5}, dec.doneTokens, "the end carries the completion tokens")
+		dec.mu.Unlock()
 	})
 	t.Run("stream without include_usage", func(t *testing.T) {
 		dec := &fakeDecider{next: picked}
@@ -464,4 +474,45 @@ func TestParseBodyMode(t *testing.T) {
 	}
 	_, err := ParseBodyMode("streamed")
 	require.ErrorContains(t, err, `"streamed"`)
+}
+
+// A request carrying x-meshllm-explain asks for its pick's explanation: it
+// is in the dynamic metadata for the access log, and in the response
+// header only where the configuration says.
+func TestExplainedPick(t *testing.T) {
+	for _, header := range []bool{false, true} {
+		explained := picked
+		explained.Pick.Explain = "LATENCY 10.0.0.1:8000 ttft=120ms total=10.00"
+		dec := &fakeDecider{next: explained}
+		st := open(t, dec, Config{ExplainHeader: header})
+		req := requestHeaders(false, nil, nil)
+		hs := req.GetRequestHeaders().GetHeaders()
+		hs.Headers = append(hs.Headers, &corev3.HeaderValue{Key: pickapi.HeaderExplain, RawValue: []byte("1")})
+		require.NoError(t, st.Send(req))
+		require.NoError(t, st.Send(requestBody(body, true)))
+		hr, err := st.Recv()
+		require.NoError(t, err)
+		require.True(t, dec.asked[0].Explain)
+		require.Equal(t, explained.Pick.Explain, hr.GetDynamicMetadata().GetFields()[ExplainNamespace].GetStructValue().GetFields()[ExplainKey].GetStringValue())
+		_, err = st.Recv() // the body
+		require.NoError(t, err)
+		require.NoError(t, st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HttpHeaders{}}}))
+		r, err := st.Recv()
+		require.NoError(t, err)
+		got, ok := setHeaders(t, r.GetResponseHeaders().GetResponse().GetHeaderMutation())[pickapi.HeaderPickExplanation]
+		require.Equal(t, header, ok)
+		if header {
+			require.Equal(t, explained.Pick.Explain, got)
+		}
+		require.NoError(t, st.CloseSend())
+	}
+	// Not asked: not explained.
+	dec := &fakeDecider{next: picked}
+	st := open(t, dec, Config{ExplainHeader: true})
+	require.NoError(t, st.Send(requestHeaders(false, nil, nil)))
+	require.NoError(t, st.Send(requestBody(body, true)))
+	_, err := st.Recv()
+	require.NoError(t, err)
+	require.False(t, dec.asked[0].Explain)
 }

@@ -273,11 +273,11 @@ func parsePool(obj *object) (Pool, error) {
 		return fail("metadata.name", "is required")
 	}
 	if s, ok := obj.Metadata.Annotations[pickapi.RoutingStrategyAnnotation]; ok {
-		if !pickapi.Strategy(s).Known() {
-			return fail("metadata.annotations["+pickapi.RoutingStrategyAnnotation+"]",
-				"%q is not a routing strategy (want one of %q)", s, pickapi.Strategies)
+		st, err := pickapi.ParseStrategy(s)
+		if err != nil {
+			return fail("metadata.annotations["+pickapi.RoutingStrategyAnnotation+"]", "%v", err)
 		}
-		p.Strategy = pickapi.Strategy(s)
+		p.Strategy = st
 	}
 	if s, ok := obj.Metadata.Annotations[EngineAnnotation]; ok {
 		e, err := scrape.ParseEngine(s)

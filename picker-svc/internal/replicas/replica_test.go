@@ -142,7 +142,7 @@ func TestPicksAndEndsReachEveryPeer(t *testing.T) {
 	}
 
 	// The filter reports the end to whichever replica it reaches next.
-	nodes[2].sched.RequestsDone([]uint64{res.PickID}, time.Now())
+	nodes[2].sched.RequestsDone([]scheduling.RequestEnd{{ID: res.PickID, CompletionTokens: -1}}, time.Now())
 	for _, n := range nodes {
 		require.Eventually(t, func() bool { return n.inFlight(ep) == 0 }, lagBound, time.Millisecond, "the end counts everywhere")
 	}

@@ -44,16 +44,37 @@ func BenchmarkPick(b *testing.B) {
 	for i := range req {
 		req[i] = uint64(i)*0x9e3779b97f4a7c15 + 1
 	}
-	for _, st := range []pickapi.Strategy{pickapi.StrategyDefault, pickapi.StrategyPrefixCache} {
+	for _, v := range []struct {
+		st       pickapi.Strategy
+		unlogged bool // no recent-picks log (Config.DebugPicks 0)
+	}{{pickapi.StrategyDefault, true}, {pickapi.StrategyDefault, false}, {pickapi.StrategyPrefixCache, false}, {pickapi.StrategyLatency, false}} {
+		st := v.st
 		for _, n := range []int{100, 1000} {
-			b.Run(fmt.Sprintf("%s/%d", st, n), func(b *testing.B) {
-				s := mustNew(DefaultConfig())
-				ms := benchPool(s, n, st == pickapi.StrategyPrefixCache, req)
-				r := &Request{TargetModel: "a", Criticality: pickapi.Standard, PromptTokens: 1000}
-				if st == pickapi.StrategyPrefixCache {
+			name := fmt.Sprintf("%s/%d", st, n)
+			if v.unlogged {
+				name = fmt.Sprintf("%s-unlogged/%d", st, n)
+			}
+			b.Run(name, func(b *testing.B) {
+				cfg := DefaultConfig()
+				if v.unlogged {
+					cfg.DebugPicks = 0
+				}
+				s := mustNew(cfg)
+				ms := benchPool(s, n, st != pickapi.StrategyDefault, req)
+				r := &Request{TargetModel: "a", Criticality: pickapi.Standard, PromptTokens: 1000, MaxTokens: 1800}
+				if st != pickapi.StrategyDefault {
 					r.PrefixHashes = req
 				}
 				now := time.Now()
+				if st == pickapi.StrategyLatency {
+					// Every pod follows as many open requests as it runs
+					// (40 picks a pod, the excess let go by its scrape).
+					for i := 0; i < 40*n; i++ {
+						if _, err := s.Pick(ms, st, r, now); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
 				lat := make([]time.Duration, 0, 1<<16)
 				b.ReportAllocs()
 				b.ResetTimer()

@@ -57,3 +57,12 @@ func mustNew(cfg Config) *Scheduler {
 }
 
 func prefixOf(s *Scheduler) *PrefixScorer { return s.Plugin("prefix").(*PrefixScorer) }
+
+// ends reports the picks ids ended, their output unknown.
+func ends(ids ...uint64) []RequestEnd {
+	out := make([]RequestEnd, len(ids))
+	for i, id := range ids {
+		out[i] = RequestEnd{ID: id, CompletionTokens: -1}
+	}
+	return out
+}

@@ -225,8 +225,9 @@ func (t *InFlightTracker) forget(picks []recentPick) {
 // RequestsDone implements RequestEnder: a pick whose request ended no
 // longer counts as in flight. Ids of picks a scrape already covers (or
 // that this tracker never made) change nothing.
-func (t *InFlightTracker) RequestsDone(ids []uint64, _ time.Time) {
-	for _, id := range ids {
+func (t *InFlightTracker) RequestsDone(ends []RequestEnd, _ time.Time) {
+	for _, e := range ends {
+		id := e.ID
 		t.mu.Lock()
 		p := t.byID[id]
 		delete(t.byID, id)

@@ -47,6 +47,12 @@ func (p ProfileSpec) WithWeight(name string, w float64) ProfileSpec {
 	return out
 }
 
+// after is a Prepare plugin that reads what others write in the same pick:
+// they must run before it.
+type after interface {
+	After() []string
+}
+
 type weighted struct {
 	s Scorer
 	w float64
@@ -59,6 +65,9 @@ type profile struct {
 	scorers     []weighted
 	picker      Picker
 	postPickers []PostPicker
+	// specScorers names scorers (with their weights), as explanations
+	// show them.
+	specScorers []WeightedScorer
 }
 
 // names lists every plugin name spec uses.
@@ -84,10 +93,17 @@ func (p ProfileSpec) resolve(instances map[string]Plugin) (*profile, error) {
 		}
 		seen[pl] = true
 	}
-	for _, n := range p.Prepare {
+	for i, n := range p.Prepare {
 		pr, ok := instances[n].(Preparer)
 		if !ok {
 			return nil, fmt.Errorf("prepare: %q is not a Prepare plugin", n)
+		}
+		if a, ok := pr.(after); ok {
+			for _, need := range a.After() {
+				if !slices.Contains(p.Prepare[:i], need) {
+					return nil, fmt.Errorf("prepare: %q reads what %q writes: list %q before it", n, need, need)
+				}
+			}
 		}
 		out.prepare = append(out.prepare, pr)
 		hook(pr)
@@ -113,6 +129,7 @@ func (p ProfileSpec) resolve(instances map[string]Plugin) (*profile, error) {
 				return nil, fmt.Errorf("scorers: %q needs its data: list it under prepare too", ws.Name)
 			}
 			out.scorers = append(out.scorers, weighted{s, ws.Weight})
+			out.specScorers = append(out.specScorers, ws)
 			hook(s)
 		}
 	}

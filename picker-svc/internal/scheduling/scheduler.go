@@ -52,7 +52,14 @@ type Config struct {
 	ShedStandard  Saturation `json:"shedStandard"`
 	// Fallbacks is how many ranked fallbacks an answer carries.
 	Fallbacks int `json:"fallbacks"`
+	// DebugPicks is how many recent picks' explanations the scheduler
+	// keeps for the picker's /debug/picks; 0 keeps none (a pick that asks
+	// for its explanation still gets it).
+	DebugPicks int `json:"debugPicks"`
 }
+
+// MaxDebugPicks bounds Config.DebugPicks.
+const MaxDebugPicks = 4096
 
 // DefaultConfig. DEFAULT: queue 2 as in the Gateway API Inference
 // Extension's default profile, outstanding 1, KV 3, LoRA 6; PREFIX_CACHE:
@@ -81,10 +88,18 @@ func DefaultConfig() Config {
 			pickapi.StrategyPrefixCache: {Prepare: []string{"in_flight", "prefix"}, Filters: filters, Scorers: []WeightedScorer{
 				{"prefix", 5}, {"queue", 2}, {"outstanding", 1}, {"kv_cache", 3}, {"lora", 6}}},
 			pickapi.StrategyPrecisePrefixCache: precisePrefixProfile(filters),
+			// LATENCY places each request where it is predicted to get its
+			// first token soonest; the prefix index only tells the
+			// predictor what the request's prefill would cost there. No
+			// capacity filter: the prediction already weighs a full KV
+			// cache against a long queue.
+			pickapi.StrategyLatency: {Prepare: []string{"in_flight", "prefix", "predicted_ttft"}, Scorers: []WeightedScorer{
+				{"predicted_ttft", 10}, {"lora", 2}}},
 		},
 		ShedSheddable: Saturation{Queue: 5, KV: 0.8},
 		ShedStandard:  Saturation{Queue: 256, KV: math.Inf(1)},
 		Fallbacks:     3,
+		DebugPicks:    64,
 	}
 }
 
@@ -104,6 +119,7 @@ type Scheduler struct {
 	removers  []EndpointRemover
 	enders    []RequestEnder
 	scratch   sync.Pool
+	picks     *pickLog
 	// lastID numbers picks (Result.PickID). It starts at random so that
 	// picker replicas, whose ids a filter may report to any of them, do
 	// not share ids.
@@ -129,6 +145,8 @@ type Result struct {
 	Outcome   Outcome
 	// PickID names the pick for RequestsDone (never 0).
 	PickID uint64
+	// Explanation says why, when the request asked (Request.Explain).
+	Explanation *Explanation
 }
 
 // ErrNoEndpoints means the pool has no endpoint with a snapshot.
@@ -139,11 +157,17 @@ type scratch struct {
 	scores []float64
 	totals []float64
 	idx    []int
+	// perScorer holds every scorer's scores, scorer by scorer, when the
+	// pick is explained.
+	perScorer []float64
 }
 
 func build1(c *Config) (*Scheduler, error) {
 	if c.Fallbacks < 0 || c.Fallbacks > pickapi.MaxFallbacks {
 		return nil, fmt.Errorf("fallbacks: %d outside 0..%d", c.Fallbacks, pickapi.MaxFallbacks)
+	}
+	if c.DebugPicks < 0 || c.DebugPicks > MaxDebugPicks {
+		return nil, fmt.Errorf("debugPicks: %d outside 0..%d", c.DebugPicks, MaxDebugPicks)
 	}
 	for name, t := range map[string]Saturation{"shedSheddable": c.ShedSheddable, "shedStandard": c.ShedStandard} {
 		if math.IsNaN(t.Queue) || math.IsNaN(t.KV) || t.Queue < 0 || t.KV < 0 {
@@ -159,8 +183,8 @@ func build1(c *Config) (*Scheduler, error) {
 	sort.Strings(strategies)
 	for _, st := range strategies {
 		spec := c.Profiles[pickapi.Strategy(st)]
-		if !pickapi.Strategy(st).Known() {
-			return nil, fmt.Errorf("profiles: unknown strategy %q", st)
+		if _, err := pickapi.ParseStrategy(st); err != nil {
+			return nil, fmt.Errorf("profiles: %w", err)
 		}
 		names := spec.names()
 		if spec.Picker == "" {
@@ -204,6 +228,7 @@ func build1(c *Config) (*Scheduler, error) {
 			s.enders = append(s.enders, e)
 		}
 	}
+	s.picks = newPickLog(c.DebugPicks)
 	s.lastID.Store(rand.Uint64N(pickapi.MaxPickID / 2))
 	s.scratch.New = func() any { return &scratch{idx: make([]int, 1+pickapi.MaxFallbacks)} }
 	return s, nil
@@ -227,14 +252,20 @@ func (s *Scheduler) nextID() uint64 {
 
 // RequestsDone tells stateful plugins that the requests of these picks
 // have ended (ids this scheduler never gave are ignored).
-func (s *Scheduler) RequestsDone(ids []uint64, now time.Time) {
-	if len(ids) == 0 {
+func (s *Scheduler) RequestsDone(ends []RequestEnd, now time.Time) {
+	if len(ends) == 0 {
 		return
 	}
 	for _, e := range s.enders {
-		e.RequestsDone(ids, now)
+		e.RequestsDone(ends, now)
 	}
 	if s.observer != nil {
+		// Peers learn the ends, not the completion tokens (their output
+		// estimates learn from the ends reported to them).
+		ids := make([]uint64, len(ends))
+		for i, e := range ends {
+			ids[i] = e.ID
+		}
 		s.observer.RequestsEnded(ids)
 	}
 }
@@ -286,6 +317,7 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	if outcome == Picked && s.shed(req.Criticality, cands) {
 		return Result{Outcome: Shed}, nil
 	}
+	eligible := len(cands)
 	for _, f := range prof.filters {
 		if kept := f.Filter(req, cands); len(kept) > 0 {
 			cands = kept
@@ -297,10 +329,17 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	}
 	scores, totals := sc.scores[:n], sc.totals[:n]
 	clear(totals)
-	for _, ws := range prof.scorers {
+	explained := req.Explain || s.picks != nil
+	if explained && cap(sc.perScorer) < n*len(prof.scorers) {
+		sc.perScorer = make([]float64, n*len(prof.scorers))
+	}
+	for j, ws := range prof.scorers {
 		ws.s.Score(req, cands, scores)
 		for i, v := range scores {
 			totals[i] += ws.w * v
+		}
+		if explained {
+			copy(sc.perScorer[j*n:(j+1)*n], scores)
 		}
 	}
 	k := prof.picker.Pick(cands, totals, sc.idx[:min(1+s.cfg.Fallbacks, len(sc.idx))])
@@ -308,6 +347,15 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	res := Result{Endpoints: make([]*scrape.Endpoint, k), Outcome: outcome, PickID: req.PickID}
 	for i := 0; i < k; i++ {
 		res.Endpoints[i] = cands[sc.idx[i]].EP
+	}
+	if explained {
+		res.Explanation = explain(strategy, req, prof, eligible, cands, totals, sc.perScorer[:n*len(prof.scorers)], sc.idx[:k], now)
+		if s.picks != nil {
+			s.picks.add(res.Explanation)
+		}
+		if !req.Explain {
+			res.Explanation = nil
+		}
 	}
 	for _, p := range prof.postPickers {
 		p.PostPick(req, &cands[sc.idx[0]], now)
@@ -317,6 +365,10 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	}
 	return res, nil
 }
+
+// RecentPicks returns the explanations of the last picks (Config.DebugPicks
+// of them at most), newest first.
+func (s *Scheduler) RecentPicks() []*Explanation { return s.picks.recent() }
 
 // shed decides whether to refuse req because every eligible pod is
 // saturated for its criticality.

@@ -296,10 +296,10 @@ func TestInFlightRequestsDone(t *testing.T) {
 		tr.PostPick(&Request{PromptTokens: 100 * int(id), PickID: id}, &Candidate{EP: ep}, t0.Add(time.Millisecond))
 	}
 	require.Equal(t, InFlight{Requests: 3, PromptTokens: 600, BeforeFirstToken: 3, BacklogTokens: 600}, look())
-	tr.RequestsDone([]uint64{2, 99, 2}, t0)
+	tr.RequestsDone(ends(2, 99, 2), t0)
 	require.Equal(t, InFlight{Requests: 2, PromptTokens: 400, BeforeFirstToken: 2, BacklogTokens: 500}, look(),
 		"the second is gone; an unknown id and a repeat change nothing")
-	tr.RequestsDone([]uint64{1, 3}, t0)
+	tr.RequestsDone(ends(1, 3), t0)
 	require.Equal(t, InFlight{}, look(), "all ended: nothing before its first token either, whatever the TTFT count says")
 	require.Empty(t, tr.byID)
 
@@ -332,7 +332,7 @@ func TestShortRequestsReportedDoneStayOnTheFreePod(t *testing.T) {
 			scrape.Snapshot{FirstTokens: 50, HasFirstTokens: true},
 		)
 		free := 0
-		var done []uint64
+		var done []RequestEnd
 		for i := 0; i < 30; i++ {
 			// 10 ms a request, and no scrape for the whole run.
 			s.RequestsDone(done, t0.Add(time.Duration(i)*10*time.Millisecond))
@@ -343,7 +343,7 @@ func TestShortRequestsReportedDoneStayOnTheFreePod(t *testing.T) {
 				free++
 			}
 			if report {
-				done = []uint64{r.PickID}
+				done = ends(r.PickID)
 			}
 		}
 		if report {
@@ -412,7 +412,7 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown scorer", func(c *Config) {
 			c.Profiles[pickapi.StrategyDefault] = c.Profiles[pickapi.StrategyDefault].WithWeight("nope", 1)
 		}, `unknown plugin "nope"`},
-		{"unknown strategy", func(c *Config) { c.Profiles["FASTEST"] = ProfileSpec{} }, `unknown strategy "FASTEST"`},
+		{"unknown strategy", func(c *Config) { c.Profiles["FASTEST"] = ProfileSpec{} }, `"FASTEST" is not a routing strategy`},
 		{"negative weight", func(c *Config) {
 			c.Profiles[pickapi.StrategyDefault] = c.Profiles[pickapi.StrategyDefault].WithWeight("queue", -1)
 		}, `weight of "queue" is -1`},

@@ -79,7 +79,11 @@ func (s *Scheduler) ApplyPeerPick(r *PickRecord) {
 
 // ApplyPeerEnds takes request ends a peer replica was told of.
 func (s *Scheduler) ApplyPeerEnds(ids []uint64, now time.Time) {
+	ends := make([]RequestEnd, len(ids))
+	for i, id := range ids {
+		ends[i] = RequestEnd{ID: id, CompletionTokens: -1}
+	}
 	for _, e := range s.enders {
-		e.RequestsDone(ids, now)
+		e.RequestsDone(ends, now)
 	}
 }

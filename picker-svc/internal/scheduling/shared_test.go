@@ -61,7 +61,7 @@ func TestPeerPickTeachesWhatTheOwnPickTaught(t *testing.T) {
 		}
 	}
 
-	a.RequestsDone([]uint64{r.ID}, t0)
+	a.RequestsDone(ends(r.ID), t0)
 	require.Equal(t, [][]uint64{{r.ID}}, rec.ends)
 	b.ApplyPeerEnds([]uint64{r.ID}, t0)
 	require.Empty(t, seen.ends)

@@ -25,6 +25,14 @@ type Candidate struct {
 	// PrefixBlocks is how many of the request's leading prefix blocks the
 	// endpoint likely holds (written by the prefix plugin; 0 without it).
 	PrefixBlocks int
+	// PredictedTTFT is the request's predicted time to first token on the
+	// endpoint, in seconds (written by the predicted_ttft scorer; 0
+	// without it), for the pick's explanation.
+	PredictedTTFT float64
+	// PredictedRecompute is the seconds of prefill the endpoint is
+	// predicted to spend redoing requests it preempts, for lack of KV
+	// cache, if this one is placed there (the predicted_ttft scorer).
+	PredictedRecompute float64
 }
 
 // InFlight is what the in_flight plugin knows beyond an endpoint's last
@@ -53,6 +61,10 @@ type Request struct {
 	PrefixHashes []uint64
 	// PromptTokens estimates the prompt's length (0: unknown).
 	PromptTokens int
+	// MaxTokens is the request's output limit (0: none given).
+	MaxTokens int
+	// Explain asks Pick for the pick's explanation (Result.Explanation).
+	Explain bool
 	// PickID is the pick's id, set once the pick is made (for PostPick).
 	PickID uint64
 	// Body is the request's body when the picker has it (the ext_proc
@@ -105,11 +117,19 @@ type PostPicker interface {
 	PostPick(req *Request, picked *Candidate, now time.Time)
 }
 
+// RequestEnd is one ended request, as its sender reported it.
+type RequestEnd struct {
+	// ID is the pick's id (Result.PickID).
+	ID uint64
+	// CompletionTokens is the output it generated; -1 when not known.
+	CompletionTokens int
+}
+
 // RequestEnder learns that the requests of earlier picks have ended (the
 // filter reports them on its next pick): sooner than a scrape shows it.
 type RequestEnder interface {
 	Plugin
-	RequestsDone(ids []uint64, now time.Time)
+	RequestsDone(ends []RequestEnd, now time.Time)
 }
 
 // EndpointRemover forgets state about endpoints that left every pool.

@@ -31,6 +31,12 @@ const (
 	// The TTFT histogram's count: requests that have had their first
 	// token (their prefill is done).
 	mFirstTokens = "vllm:time_to_first_token_seconds_count"
+	// The per-step token histogram's count: engine steps taken (v1,
+	// vllm/v1/metrics/loggers.py histogram_iteration_tokens, observed once
+	// per step); and the prefill tokens computed. Their rates give a step's
+	// duration and a prefill token's cost, in the picker's own clock.
+	mSteps        = "vllm:iteration_tokens_total_count"
+	mPromptTokens = "vllm:prompt_tokens_total"
 )
 
 // The SGLang series the picker reads. Every name is declared in
@@ -75,7 +81,7 @@ const (
 var engineWanted = map[Engine]map[string]bool{
 	EngineVLLM: {mRunning: true, mWaiting: true, mSwapped: true, mKVUsage: true, mGPUUsage: true, mLoRA: true,
 		mCacheConfig: true, mPrefixQueries: true, mPrefixHits: true, mGPUPrefixQ: true, mGPUPrefixH: true,
-		mFirstTokens: true},
+		mFirstTokens: true, mSteps: true, mPromptTokens: true},
 	EngineSGLang: {sgRunning: true, sgWaiting: true, sgKVUsage: true, sgMaxTokens: true, sgPromptTokens: true,
 		sgCachedTokens: true, sgFirstTokens: true},
 	EngineTritonTRTLLM: {ttRequests: true, ttKVBlocks: true},
@@ -190,7 +196,7 @@ func mapSelected(sel []byte, engine Engine, now time.Time, pageBytes int) (Snaps
 	if err != nil {
 		return s, err
 	}
-	for _, v := range []float64{s.Running, s.Waiting, s.Swapped, s.PrefixQueries, s.PrefixHits, s.FirstTokens} {
+	for _, v := range []float64{s.Running, s.Waiting, s.Swapped, s.PrefixQueries, s.PrefixHits, s.FirstTokens, s.Steps, s.PromptTokens} {
 		if math.IsInf(v, 0) { // sums of huge values
 			return s, errors.New("counts overflow")
 		}
@@ -238,6 +244,13 @@ func mapVLLM(s *Snapshot, fams map[string]*dto.MetricFamily) error {
 			case mFirstTokens:
 				s.FirstTokens += v
 				s.HasFirstTokens = true
+			case mSteps:
+				// Data-parallel engines step side by side: the busiest
+				// one's count is the pod's step clock.
+				s.Steps = max(s.Steps, v)
+				s.HasSteps = true
+			case mPromptTokens:
+				s.PromptTokens += v
 			case mLoRA:
 				switch {
 				case v > bestLoRA:

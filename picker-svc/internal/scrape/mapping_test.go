@@ -27,6 +27,7 @@ func TestMapRealisticPage(t *testing.T) {
 		MaxLoRA: 4, RunningAdapters: []string{"sql-lora", "tweet-summary-1"}, WaitingAdapters: []string{"tweet-summary-2"},
 		BlockSize: 16, NumGPUBlocks: 27153,
 		PrefixQueries: 4.812345e+06, PrefixHits: 2.101234e+06, FirstTokens: 4314, HasFirstTokens: true,
+		Steps: 4314, HasSteps: true, PromptTokens: 4.812345e+06,
 		ScrapedAt: t0, PageBytes: len(page),
 	}, s)
 	require.Equal(t, AdapterRunning, s.Adapter("sql-lora"))
@@ -94,6 +95,10 @@ func TestMapTable(t *testing.T) {
 			"vllm:time_to_first_token_seconds_bucket{engine=\"0\",le=\"+Inf\"} 7\nvllm:time_to_first_token_seconds_sum{engine=\"0\"} 3.5\n" +
 			"vllm:time_to_first_token_seconds_count{engine=\"0\"} 7\nvllm:time_to_first_token_seconds_count{engine=\"1\"} 5\n",
 			want: Snapshot{Running: 2, Waiting: 3, FirstTokens: 12, HasFirstTokens: true, BaseModel: "m"}},
+		{name: "steps: the busiest engine's count; prompt tokens summed", page: core + "vllm:kv_cache_usage_perc 0\n" +
+			"vllm:iteration_tokens_total_count{engine=\"0\"} 40\nvllm:iteration_tokens_total_count{engine=\"1\"} 30\n" +
+			"vllm:iteration_tokens_total_sum{engine=\"0\"} 9000\nvllm:prompt_tokens_total{engine=\"0\"} 100\nvllm:prompt_tokens_total{engine=\"1\"} 50\n",
+			want: Snapshot{Running: 2, Waiting: 3, Steps: 40, HasSteps: true, PromptTokens: 150, BaseModel: "m"}},
 		{name: "no trailing newline", page: core + "vllm:kv_cache_usage_perc 0.1", want: Snapshot{Running: 2, Waiting: 3, KVCacheUsage: 0.1, BaseModel: "m"}},
 		{name: "missing KV gauge (partial page)", page: core, err: ErrIncomplete.Error()},
 		{name: "missing waiting (truncated)", page: "vllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.1\n", err: ErrIncomplete.Error()},

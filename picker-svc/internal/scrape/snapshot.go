@@ -49,6 +49,15 @@ type Snapshot struct {
 	FirstTokens    float64
 	HasFirstTokens bool
 
+	// Steps counts engine steps (the count of vllm:iteration_tokens_total;
+	// the busiest engine's); HasSteps is false when the page lacks it.
+	// PromptTokens counts prefill tokens computed (vllm:prompt_tokens_total).
+	// Between two scrapes they give the pod's step time and the cost of a
+	// prefill token (the predicted_ttft scorer).
+	Steps        float64
+	HasSteps     bool
+	PromptTokens float64
+
 	// ScrapedAt is when the page was read (the picker's clock).
 	ScrapedAt time.Time
 	// RequestedAt is when the scrape was sent: the page reflects requests
