@@ -87,7 +87,7 @@ func TestParseStrategy(t *testing.T) {
 		require.Equal(t, st, got)
 	}
 	_, err := ParseStrategy("FASTEST")
-	require.EqualError(t, err, `"FASTEST" is not a routing strategy (want DEFAULT, PREFIX_CACHE or LATENCY)`)
+	require.EqualError(t, err, `"FASTEST" is not a routing strategy (want DEFAULT, PREFIX_CACHE, PRECISE_PREFIX_CACHE or LATENCY)`)
 }
 
 func TestPickResponseRoundTrip(t *testing.T) {
