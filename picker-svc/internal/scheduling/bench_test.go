@@ -45,19 +45,19 @@ func BenchmarkPick(b *testing.B) {
 		req[i] = uint64(i)*0x9e3779b97f4a7c15 + 1
 	}
 	for _, v := range []struct {
-		st       pickapi.Strategy
-		unlogged bool // no recent-picks log (Config.DebugPicks 0)
-	}{{pickapi.StrategyDefault, true}, {pickapi.StrategyDefault, false}, {pickapi.StrategyPrefixCache, false}, {pickapi.StrategyLatency, false}} {
+		st        pickapi.Strategy
+		explained bool // every pick explained (and kept for /debug/picks)
+	}{{pickapi.StrategyDefault, false}, {pickapi.StrategyDefault, true}, {pickapi.StrategyPrefixCache, false}, {pickapi.StrategyLatency, false}} {
 		st := v.st
 		for _, n := range []int{100, 1000} {
 			name := fmt.Sprintf("%s/%d", st, n)
-			if v.unlogged {
-				name = fmt.Sprintf("%s-unlogged/%d", st, n)
+			if v.explained {
+				name = fmt.Sprintf("%s-explained/%d", st, n)
 			}
 			b.Run(name, func(b *testing.B) {
 				cfg := DefaultConfig()
-				if v.unlogged {
-					cfg.DebugPicks = 0
+				if v.explained {
+					cfg.DebugPicksEvery = 1
 				}
 				s := mustNew(cfg)
 				ms := benchPool(s, n, st != pickapi.StrategyDefault, req)

@@ -12,9 +12,11 @@ import (
 
 // An explanation lists the candidates best first, the pick first, with
 // every scorer's score; it is in the result only when asked for, and in
-// the recent picks always.
+// the recent picks when asked for or sampled (one pick in DebugPicksEvery).
 func TestExplanation(t *testing.T) {
-	s := mustNew(DefaultConfig())
+	cfg := DefaultConfig()
+	cfg.DebugPicksEvery = 1000
+	s := mustNew(cfg)
 	eps := endpoints(scrape.Snapshot{Waiting: 3, KVCacheUsage: 0.5}, scrape.Snapshot{KVCacheUsage: 0.1}, scrape.Snapshot{Waiting: 1, KVCacheUsage: 0.9})
 	res, err := s.Pick(eps, pickapi.StrategyDefault, &Request{TargetModel: "m", PromptTokens: 10}, t0)
 	require.NoError(t, err)
@@ -49,8 +51,8 @@ func TestExplanation(t *testing.T) {
 	require.NotContains(t, short, ";", "candidates that do not fit are left out, whole")
 
 	recent := s.RecentPicks()
-	require.Len(t, recent, 2)
-	require.Same(t, e, recent[0], "newest first")
+	require.Len(t, recent, 1, "the first pick was neither asked for nor sampled")
+	require.Same(t, e, recent[0])
 }
 
 func names(ws []WeightedScorer) []string {
@@ -66,22 +68,22 @@ func names(ws []WeightedScorer) []string {
 // candidates.
 func TestRecentPicksBounded(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.DebugPicks = 3
+	cfg.DebugPicks, cfg.DebugPicksEvery = 3, 2
 	s := mustNew(cfg)
 	snaps := make([]scrape.Snapshot, MaxExplained+5)
 	for i := range snaps {
 		snaps[i].Running = float64((i * 7) % len(snaps)) // all different, in no order
 	}
 	eps := endpoints(snaps...)
-	var last uint64
-	for i := 0; i < 5; i++ {
+	var ids []uint64
+	for i := 0; i < 8; i++ {
 		res, err := s.Pick(eps, pickapi.StrategyDefault, &Request{TargetModel: "m"}, t0)
 		require.NoError(t, err)
-		last = res.PickID
+		ids = append(ids, res.PickID)
 	}
 	recent := s.RecentPicks()
-	require.Len(t, recent, 3)
-	require.Equal(t, last, recent[0].PickID)
+	require.Len(t, recent, 3, "every second pick, the last 3 of them")
+	require.Equal(t, []uint64{ids[7], ids[5], ids[3]}, []uint64{recent[0].PickID, recent[1].PickID, recent[2].PickID})
 	require.Equal(t, len(eps), recent[0].Judged)
 	require.Len(t, recent[0].Candidates, MaxExplained)
 	for i, c := range recent[0].Candidates[1:] {
@@ -109,4 +111,7 @@ func TestRecentPicksBounded(t *testing.T) {
 	cfg.DebugPicks = MaxDebugPicks + 1
 	_, err = New(cfg)
 	require.ErrorContains(t, err, "debugPicks")
+	cfg.DebugPicks, cfg.DebugPicksEvery = 1, 0
+	_, err = New(cfg)
+	require.ErrorContains(t, err, "debugPicksEvery")
 }

@@ -54,8 +54,11 @@ type Config struct {
 	Fallbacks int `json:"fallbacks"`
 	// DebugPicks is how many recent picks' explanations the scheduler
 	// keeps for the picker's /debug/picks; 0 keeps none (a pick that asks
-	// for its explanation still gets it).
-	DebugPicks int `json:"debugPicks"`
+	// for its explanation still gets it). DebugPicksEvery: one pick in
+	// that many is kept, and every pick that asked (an explanation costs
+	// about 2 us at 100 endpoints, and its memory).
+	DebugPicks      int `json:"debugPicks"`
+	DebugPicksEvery int `json:"debugPicksEvery"`
 }
 
 // MaxDebugPicks bounds Config.DebugPicks.
@@ -100,6 +103,8 @@ func DefaultConfig() Config {
 		ShedStandard:  Saturation{Queue: 256, KV: math.Inf(1)},
 		Fallbacks:     3,
 		DebugPicks:    64,
+		// A burst of 1,000 picks a second keeps about 60 a second.
+		DebugPicksEvery: 16,
 	}
 }
 
@@ -120,6 +125,7 @@ type Scheduler struct {
 	enders    []RequestEnder
 	scratch   sync.Pool
 	picks     *pickLog
+	picked    atomic.Uint64 // picks made, for DebugPicksEvery
 	// lastID numbers picks (Result.PickID). It starts at random so that
 	// picker replicas, whose ids a filter may report to any of them, do
 	// not share ids.
@@ -168,6 +174,9 @@ func build1(c *Config) (*Scheduler, error) {
 	}
 	if c.DebugPicks < 0 || c.DebugPicks > MaxDebugPicks {
 		return nil, fmt.Errorf("debugPicks: %d outside 0..%d", c.DebugPicks, MaxDebugPicks)
+	}
+	if c.DebugPicks > 0 && (c.DebugPicksEvery < 1 || c.DebugPicksEvery > 1<<20) {
+		return nil, fmt.Errorf("debugPicksEvery: %d outside 1..%d", c.DebugPicksEvery, 1<<20)
 	}
 	for name, t := range map[string]Saturation{"shedSheddable": c.ShedSheddable, "shedStandard": c.ShedStandard} {
 		if math.IsNaN(t.Queue) || math.IsNaN(t.KV) || t.Queue < 0 || t.KV < 0 {
@@ -329,7 +338,8 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	}
 	scores, totals := sc.scores[:n], sc.totals[:n]
 	clear(totals)
-	explained := req.Explain || s.picks != nil
+	logged := s.picks != nil && s.picked.Add(1)%uint64(s.cfg.DebugPicksEvery) == 0
+	explained := req.Explain || logged
 	if explained && cap(sc.perScorer) < n*len(prof.scorers) {
 		sc.perScorer = make([]float64, n*len(prof.scorers))
 	}
@@ -351,7 +361,7 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	if explained {
 		res.Explanation = explain(strategy, req, prof, eligible, cands, totals, sc.perScorer[:n*len(prof.scorers)], sc.idx[:k], now)
 		if s.picks != nil {
-			s.picks.add(res.Explanation)
+			s.picks.add(res.Explanation) // asked for, or sampled
 		}
 		if !req.Explain {
 			res.Explanation = nil

@@ -437,3 +437,65 @@ func mustScheduler() *scheduling.Scheduler {
 	}
 	return s
 }
+
+// A pick that asks is explained in its answer and kept in /debug/picks
+// (with one pick in scheduling.Config.DebugPicksEvery), newest first, with
+// each candidate's scores.
+func TestExplainedPicks(t *testing.T) {
+	f := newFixture(t)
+	busy, calm := newVLLM(t, 4, 0.7), newVLLM(t, 0, 0.1)
+	f.store.SetEndpoints("sim-pool", []string{busy.addr(), calm.addr()})
+	f.waitReady(t, 2)
+	status, body := f.post(t, `{"model":"chat"}`)
+	require.Equal(t, http.StatusOK, status)
+	resp, err := pickapi.ParsePickResponse(body)
+	require.NoError(t, err)
+	require.Equal(t, pickapi.APILevel, resp.APILevel, "every answer says what the picker reads")
+	require.Empty(t, resp.Explain, "not asked")
+
+	status, body = f.post(t, `{"model":"chat","explain":true,"max_tokens":64}`)
+	require.Equal(t, http.StatusOK, status, string(body))
+	resp, err = pickapi.ParsePickResponse(body)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(resp.Explain, "PREFIX_CACHE "+calm.addr()+" total="), resp.Explain)
+	require.Contains(t, resp.Explain, "; "+busy.addr()+" total=")
+
+	code, d := f.get(t, "/debug/picks?n=1")
+	require.Equal(t, 200, code)
+	var picks struct {
+		Picks []struct {
+			PickID     uint64             `json:"pick_id"`
+			Strategy   string             `json:"strategy"`
+			MaxTokens  int                `json:"max_tokens"`
+			Weights    map[string]float64 `json:"weights"`
+			Candidates []struct {
+				Endpoint string             `json:"endpoint"`
+				Chosen   bool               `json:"chosen"`
+				Scores   map[string]float64 `json:"scores"`
+				Waiting  float64            `json:"waiting"`
+			} `json:"candidates"`
+		} `json:"picks"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(d), &picks), d)
+	require.Len(t, picks.Picks, 1)
+	p := picks.Picks[0]
+	require.Equal(t, resp.PickID, p.PickID)
+	require.Equal(t, "PREFIX_CACHE", p.Strategy)
+	require.Equal(t, 64, p.MaxTokens)
+	require.Equal(t, 5.0, p.Weights["prefix"])
+	require.Len(t, p.Candidates, 2)
+	require.Equal(t, calm.addr(), p.Candidates[0].Endpoint)
+	require.True(t, p.Candidates[0].Chosen)
+	require.False(t, p.Candidates[1].Chosen)
+	require.Equal(t, 4.0, p.Candidates[1].Waiting)
+	require.Less(t, p.Candidates[1].Scores["queue"], p.Candidates[0].Scores["queue"])
+
+	status, _ = f.post(t, `{"model":"chat","explain":true}`)
+	require.Equal(t, http.StatusOK, status)
+	_, d = f.get(t, "/debug/picks")
+	require.NoError(t, json.Unmarshal([]byte(d), &picks))
+	require.Len(t, picks.Picks, 2)
+	require.Greater(t, picks.Picks[0].PickID, picks.Picks[1].PickID, "newest first")
+	code, _ = f.get(t, "/debug/picks?n=many")
+	require.Equal(t, http.StatusBadRequest, code)
+}
