@@ -56,6 +56,13 @@ type podForecast struct {
 	// end within the forecast.
 	running []trajectory
 	unknown int
+	// strangers is how many of the requests waiting ahead are someone
+	// else's: a queue the KV cache does not explain waits for batch slots
+	// (--max-num-seqs, LoRA), that is for running requests to end.
+	// strangerOutput is the output taken for requests the picker cannot
+	// follow (what it knows of them is nothing).
+	strangers      int
+	strangerOutput float64
 	// decodeStep is the seconds of a step; prefillToken what a prefill
 	// token adds to its step; chunk the prefill tokens a step takes.
 	decodeStep, prefillToken, chunk float64
@@ -71,6 +78,9 @@ const noRoomSteps = 1000
 // cache before it ends.
 func (p *podForecast) predict() (ttft, recompute float64) {
 	steps, short := p.admit()
+	if p.strangers > 0 {
+		steps = max(steps, p.slotWait(p.strangers))
+	}
 	short = min(short, p.own+p.ownOutput)
 	work := p.ahead + p.own
 	chunks := math.Ceil(max(work, 1) / p.chunk)
@@ -131,4 +141,32 @@ func (p *podForecast) shortfall(j int, k float64) float64 {
 	}
 	low = min(low, p.capacity-p.used-p.queued-p.own-alive*(k+life)+freed-g*life)
 	return -low
+}
+
+// slotWait is the decode steps until m running requests have ended, and
+// this one can take a slot after m waiting ones: requests the picker
+// cannot follow are taken to be halfway through strangerOutput, and past
+// the running ones each round of slots takes a whole one.
+func (p *podForecast) slotWait(m int) float64 {
+	n := len(p.running) + p.unknown
+	if n == 0 {
+		return 0 // nothing runs: nothing holds the slots
+	}
+	half := p.strangerOutput / 2
+	last, seen := 0.0, 0
+	i, unknown := 0, p.unknown
+	for seen < min(m, n) {
+		if i < len(p.running) && (unknown == 0 || p.running[i].left <= half) {
+			last = p.running[i].left
+			i++
+		} else {
+			last = half
+			unknown--
+		}
+		seen++
+	}
+	if m <= n {
+		return last
+	}
+	return last + math.Ceil(float64(m-n)/float64(n))*p.strangerOutput
 }

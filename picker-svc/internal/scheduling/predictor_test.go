@@ -10,7 +10,7 @@ import (
 // tokens at 100 us, 1,000-token chunks.
 func TestPodForecast(t *testing.T) {
 	base := func() podForecast {
-		return podForecast{capacity: 10_000, decodeStep: 0.05, prefillToken: 1e-4, chunk: 1000, own: 500, ownOutput: 100}
+		return podForecast{capacity: 10_000, decodeStep: 0.05, prefillToken: 1e-4, chunk: 1000, own: 500, ownOutput: 100, strangerOutput: 200}
 	}
 	for _, tc := range []struct {
 		name            string
@@ -40,6 +40,13 @@ func TestPodForecast(t *testing.T) {
 		{name: "nothing foreseen ends and it does not fit: a long wait", change: func(f *podForecast) {
 			f.used, f.unknown = 9900, 3
 		}, steps: noRoomSteps, ttft: noRoomSteps*0.05 + 500*1e-4 + 0.05},
+		{name: "someone else's requests wait though the cache has room: for batch slots, as requests end", change: func(f *podForecast) {
+			f.strangers, f.unknown = 8, 2 // 2 slots, taken by requests the picker cannot follow: halfway through 200 tokens
+		}, steps: 0, ttft: (100+3*200)*0.05 + 500*1e-4 + 0.05},
+		{name: "one waits for a slot: the first foreseen end", change: func(f *podForecast) {
+			f.strangers = 1
+			f.running = []trajectory{{left: 10, held: 100}, {left: 40, held: 100}}
+		}, steps: 0, ttft: 10*0.05 + 500*1e-4 + 0.05},
 		{name: "cache size not known: queues only", change: func(f *podForecast) { f.capacity, f.used = 0, 1e9 },
 			ttft: 500*1e-4 + 0.05},
 	} {

@@ -48,7 +48,7 @@ type predictedTTFTParams struct {
 	PrefillTokenUs float64 `json:"prefillTokenUs"`
 	// DefaultOutputTokens is the output expected of a request without
 	// max_tokens, until requests of its model have ended with their
-	// completion tokens reported.
+	// completion tokens reported; and of requests someone else sent.
 	DefaultOutputTokens int `json:"defaultOutputTokens"`
 	// MaxBatchedTokens is the pods' per-step token budget (vLLM's
 	// --max-num-batched-tokens), which /metrics do not show.
@@ -108,6 +108,9 @@ func (s *PredictedTTFTScorer) pod(ep *scrape.Endpoint) *podState {
 func (s *PredictedTTFTScorer) estimates(p *podState) podEstimates {
 	e := podEstimates{decodeStep: p.clock.decode, prefillToken: s.prefill.perToken(), chunk: float64(s.params.MaxBatchedTokens)}
 	if e.decodeStep <= 0 {
+		e.decodeStep = s.prefill.stepTime() // the pool's, for a pod not measured yet
+	}
+	if e.decodeStep <= 0 {
 		e.decodeStep = s.params.DecodeStepMs / 1e3
 	}
 	if e.prefillToken <= 0 {
@@ -125,7 +128,7 @@ func (s *PredictedTTFTScorer) Prepare(req *Request, cands []Candidate, now time.
 		p := s.pod(c.EP)
 		p.mu.Lock()
 		p.observe(c.S, &s.prefill)
-		f := p.forecast(c, now, s.estimates(p), own, out, s.forget)
+		f := p.forecast(c, now, s.estimates(p), own, out, float64(s.params.DefaultOutputTokens), s.forget)
 		c.PredictedTTFT, c.PredictedRecompute = f.predict()
 		p.mu.Unlock()
 	}

@@ -63,6 +63,7 @@ func (c *stepClock) observe(s *scrape.Snapshot, cost *prefillCost) bool {
 	cost.observe(dt, steps, prompt)
 	if per := cost.perToken(); per > 0 || prompt == 0 {
 		c.decode = smooth(c.decode, max(dt-per*prompt, 0)/steps)
+		cost.observeStep(c.decode)
 	}
 	return true
 }
@@ -74,6 +75,23 @@ type prefillCost struct {
 	mu                 sync.Mutex
 	ss, sp, pp, st, pt float64
 	n                  float64
+	// step is a moving average of the pods' step times: the guess for a
+	// pod not measured yet (an idle one), where a default would stand out
+	// against its measured peers.
+	step float64
+}
+
+func (p *prefillCost) observeStep(s float64) {
+	p.mu.Lock()
+	p.step = smooth(p.step, s)
+	p.mu.Unlock()
+}
+
+// stepTime is the pods' mean step, 0 until one was measured.
+func (p *prefillCost) stepTime() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.step
 }
 
 func (p *prefillCost) observe(seconds, steps, tokens float64) {

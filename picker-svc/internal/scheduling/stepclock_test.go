@@ -48,6 +48,7 @@ func TestStepClockFits(t *testing.T) {
 	for i := range clocks {
 		require.InEpsilon(t, step, clocks[i].decode, 0.1, "pod %d", i)
 	}
+	require.InEpsilon(t, step, cost.stepTime(), 0.1, "the pool's step, for pods not measured yet")
 }
 
 func TestStepClockLearnsNothingFromIdleOrResets(t *testing.T) {

@@ -60,7 +60,7 @@ type podEstimates struct {
 // forecast brings p up to c's snapshot and now, and returns what the model
 // needs of the pod for req (own: its uncached prompt; ownOutput: its
 // expected output). forget is told of the picks taken as ended.
-func (p *podTrajectories) forecast(c *Candidate, now time.Time, est podEstimates, own, ownOutput float64, forget func(uint64)) podForecast {
+func (p *podTrajectories) forecast(c *Candidate, now time.Time, est podEstimates, own, ownOutput, strangerOutput float64, forget func(uint64)) podForecast {
 	snap := c.S
 	steps := p.clock.steps(now, est.decodeStep)
 	inf := &c.InFlight
@@ -82,7 +82,7 @@ func (p *podTrajectories) forecast(c *Candidate, now time.Time, est podEstimates
 		p.running = p.running[1:]
 	}
 
-	f := podForecast{own: own, ownOutput: ownOutput, decodeStep: est.decodeStep, prefillToken: est.prefillToken, chunk: est.chunk,
+	f := podForecast{own: own, ownOutput: ownOutput, strangerOutput: strangerOutput, decodeStep: est.decodeStep, prefillToken: est.prefillToken, chunk: est.chunk,
 		queued: float64(inf.BacklogTokens), queuedRequests: float64(inf.BeforeFirstToken)}
 	// This picker's requests the pod holds before their first token are
 	// waiting, or being prefilled (and counted running). More waiting than
@@ -96,7 +96,8 @@ func (p *podTrajectories) forecast(c *Candidate, now time.Time, est podEstimates
 	if size == 0 {
 		size = own
 	}
-	strangers := (others - float64(preempted)) * size
+	f.strangers = int(others) - preempted
+	strangers := float64(f.strangers) * size
 	f.queuedRequests += others
 	f.unknown = max(int(snap.Running-prefilling)-(len(p.running)-preempted), 0)
 	newest := math.Inf(1) // picks started at or after this step are the preempted
