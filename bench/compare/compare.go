@@ -310,7 +310,7 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	wall := time.Now()
 	res, runErr := bench.Run(ctx, bench.RunConfig{
 		APIURL: base + o.Endpoint, Chat: o.Chat(), Model: model, Requests: reqs,
-		RequestRate: o.RequestRate / c.Speed, Burstiness: o.Burstiness, MaxConcurrency: o.MaxConcurrency,
+		RequestRate: wallRate(o.RequestRate, c.Speed), Burstiness: o.Burstiness, MaxConcurrency: o.MaxConcurrency,
 		IgnoreEOS: o.IgnoreEOS, ExtraBody: o.ExtraBody, Header: o.Header,
 		RequestIDPrefix: o.RequestIDPrefix + p.Name + "-", Seed: o.Seed,
 	})
@@ -416,3 +416,11 @@ func sentPrefixBound(reqs []bench.SampleRequest, res *bench.RunResult, model str
 
 // itoa is strconv.Itoa (short, for tables).
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// wallRate is the client's send rate in wall seconds for a rate given in
+// simulated seconds: the fleet runs speed simulated seconds per wall
+// second, so rate r a simulated second is r*speed a wall second. An
+// infinite rate stays infinite.
+func wallRate(simRate, speed float64) float64 {
+	return simRate * speed
+}

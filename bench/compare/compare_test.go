@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,4 +155,20 @@ type testLog struct{ t *testing.T }
 func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// A rate the user gives in simulated requests a second is sent faster in
+// wall time when the fleet runs faster than real time: at speed 4, 10
+// requests a simulated second are 40 a wall second.
+func TestWallRate(t *testing.T) {
+	for _, c := range []struct{ rate, speed, want float64 }{
+		{10, 4, 40},
+		{10, 1, 10},
+		{3, 0.5, 1.5},
+		{math.Inf(1), 4, math.Inf(1)},
+	} {
+		if got := wallRate(c.rate, c.speed); got != c.want {
+			t.Errorf("wallRate(%v, %v) = %v, want %v", c.rate, c.speed, got, c.want)
+		}
+	}
 }
