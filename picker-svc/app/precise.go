@@ -49,9 +49,11 @@ func (p *picker) buildPrecise(sched *scheduling.Scheduler) {
 			func() uint64 { return scorer.Counts().NoTokens }),
 		counter("meshllm_picker_tokenizer_cache_hits_total", "Prompts whose token ids came from the tokenizer cache.",
 			func() uint64 { return tok.Counts().Hits }),
-		counter("meshllm_picker_tokenizer_calls_total", "Calls to an engine's render endpoint for a prompt's token ids.",
+		counter("meshllm_picker_tokenizer_calls_total", "Calls to an engine's render or /tokenize endpoint for a prompt's token ids.",
 			func() uint64 { return tok.Counts().Calls }),
-		counter("meshllm_picker_tokenizer_failures_total", "Render calls that failed or timed out (the pick fell back to the approximate guess).",
+		counter("meshllm_picker_tokenizer_fallback_calls_total", "Calls to an engine's /tokenize because it serves no render endpoint (older vLLM).",
+			func() uint64 { return tok.Counts().Fallbacks }),
+		counter("meshllm_picker_tokenizer_failures_total", "Prompts left without token ids: the engine's answer failed, did not read, or came too late (the pick fell back to the approximate guess).",
 			func() uint64 { return tok.Counts().Failures }),
 	)
 }
