@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshllm/meshllm/picker-svc/internal/config"
 	"github.com/meshllm/meshllm/picker-svc/internal/kvevents"
 	"github.com/meshllm/meshllm/picker-svc/internal/precise"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
@@ -30,10 +31,16 @@ func (p *picker) buildPrecise(sched *scheduling.Scheduler) {
 	ix := kvevents.New(kvevents.Config{Metrics: m})
 	tok := precise.NewTokenizer(precise.TokenizerConfig{Timeout: k.TokenizerTimeout.Duration, CacheEntries: k.TokenizerCache})
 	scorer.SetSource(&precise.Source{Index: ix, Tokenizer: tok})
-	p.precise = &precisePrefix{index: ix, metrics: m, follower: &precise.Follower{
-		View: p.store.View, Index: ix, Port: k.Port, ReplayPort: k.ReplayPort, Topic: k.Topic,
-		Sub: kvevents.SubscriberConfig{Metrics: m, Logger: p.log},
-	}}
+	def, pools := k.Publishers()
+	publisher := func(c config.KVPublisher) precise.Publisher {
+		return precise.Publisher{Port: c.Port, ReplayPort: c.ReplayPort, Topic: c.Topic}
+	}
+	f := &precise.Follower{View: p.store.View, Index: ix, Default: publisher(def), Pools: map[string]precise.Publisher{},
+		Sub: kvevents.SubscriberConfig{Metrics: m, Logger: p.log}}
+	for name, c := range pools {
+		f.Pools[name] = publisher(c)
+	}
+	p.precise = &precisePrefix{index: ix, metrics: m, follower: f}
 	reg := p.metrics.Registry
 	reg.MustRegister(m.Collectors()...)
 	reg.MustRegister(ix.Collector())
