@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/meshllm/meshllm/picker-svc/internal/config"
 	"github.com/meshllm/meshllm/picker-svc/internal/kvevents"
 	"github.com/meshllm/meshllm/picker-svc/internal/precise"
@@ -21,7 +23,7 @@ type precisePrefix struct {
 
 // buildPrecise gives the scheduler's precise_prefix (when a profile uses
 // it) the engines' account, and registers its metrics.
-func (p *picker) buildPrecise(sched *scheduling.Scheduler) {
+func (p *picker) buildPrecise(sched *scheduling.Scheduler, cfg scheduling.Config) {
 	scorer, ok := sched.Plugin(scheduling.PrecisePrefixName).(*scheduling.PrecisePrefixScorer)
 	if !ok {
 		return
@@ -39,6 +41,14 @@ func (p *picker) buildPrecise(sched *scheduling.Scheduler) {
 		Sub: kvevents.SubscriberConfig{Metrics: m, Logger: p.log}}
 	for name, c := range pools {
 		f.Pools[name] = publisher(c)
+	}
+	// Follow the pools whose profile reads the engines' events (an
+	// EndpointPickerConfig may put precise_prefix in DEFAULT's).
+	f.Strategies = map[pickapi.Strategy]bool{}
+	for st, prof := range cfg.Profiles {
+		if prof.Weight(scheduling.PrecisePrefixName) > 0 || slices.Contains(prof.Prepare, scheduling.PrecisePrefixName) {
+			f.Strategies[st] = true
+		}
 	}
 	p.precise = &precisePrefix{index: ix, metrics: m, follower: f}
 	reg := p.metrics.Registry

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshllm/meshllm/pickapi"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -116,4 +117,50 @@ kvEvents: {pools: {chat: {port: 70000, replayPort: -1}}}
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "kvEvents.pools.chat.port 70000")
 	assert.Contains(t, err.Error(), "kvEvents.pools.chat.replayPort -1")
+}
+
+// llm-d-router's form: a precise-prefix-cache-producer holding the index
+// and a prefix-cache-scorer naming it, as its precise routing guide
+// writes them, is meshllm's precise_prefix.
+func TestEPPPrecisePrefixProducer(t *testing.T) {
+	e, err := ParseEndpointPickerConfig([]byte(`apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: decode-filter
+- type: precise-prefix-cache-producer
+  parameters:
+    tokenProcessorConfig: {blockSize: 64}
+    kvEventsConfig: {topicFilter: "kv@", discoverPods: true, podDiscoveryConfig: {socketPort: 5557}}
+- type: prefix-cache-scorer
+  parameters: {prefixMatchInfoProducerName: precise-prefix-cache-producer}
+- type: kv-cache-utilization-scorer
+- type: queue-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: decode-filter
+  - {pluginRef: prefix-cache-scorer, weight: 2}
+  - {pluginRef: kv-cache-utilization-scorer, weight: 1}
+  - {pluginRef: queue-scorer, weight: 1}
+  - pluginRef: max-score-picker
+`))
+	require.NoError(t, err)
+	for _, st := range []string{"DEFAULT", "PREFIX_CACHE"} {
+		spec := e.Profiles[pickapi.Strategy(st)]
+		assert.Equal(t, 2.0, spec.Weight("precise_prefix"), st)
+		assert.Zero(t, spec.Weight("prefix"), st)
+		assert.Equal(t, []string{"in_flight", "prefix", "precise_prefix"}, spec.Prepare, st)
+	}
+	assert.Equal(t, EPPKVEvents{Port: intp(5557), Topic: strp("kv@")}, e.KVEvents)
+
+	for yaml, wantErr := range map[string]string{
+		"plugins: [{type: queue-scorer}, {type: prefix-cache-scorer, parameters: {prefixMatchInfoProducerName: queue-scorer}}]\n": `"queue-scorer" is a queue-scorer, not a prefix-cache producer`,
+		"plugins: [{type: precise-prefix-cache-producer, parameters: {sessionManager: sessions}}]\n":                              "sessionManager",
+	} {
+		_, err := ParseEndpointPickerConfig([]byte("apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n" + yaml))
+		if assert.Error(t, err, yaml) {
+			assert.Contains(t, err.Error(), wantErr)
+		}
+	}
 }

@@ -38,6 +38,9 @@ type Follower struct {
 	// Default is where engines publish; Pools override it by pool name.
 	Default Publisher
 	Pools   map[string]Publisher
+	// Strategies whose pools are followed: those whose profile reads the
+	// engines' events (nil: PRECISE_PREFIX_CACHE alone).
+	Strategies map[pickapi.Strategy]bool
 	// Every is how often discovery's view is checked (default 1s).
 	Every time.Duration
 
@@ -63,6 +66,13 @@ func (f *Follower) publisherOf(pool string) Publisher {
 	return f.Default
 }
 
+func (f *Follower) follows(st pickapi.Strategy) bool {
+	if f.Strategies == nil {
+		return st == pickapi.StrategyPrecisePrefixCache
+	}
+	return f.Strategies[st]
+}
+
 // preciseAddrs lists the endpoint addresses of the pools that route
 // precisely, with their pool's publisher settings. An address in several
 // such pools takes the settings of the first pool by name.
@@ -73,7 +83,7 @@ func (f *Follower) preciseAddrs(v *datastore.View) map[string]Publisher {
 	}
 	for _, name := range slices.Sorted(maps.Keys(v.Pools)) {
 		pv := v.Pools[name]
-		if pv.Pool.Strategy != pickapi.StrategyPrecisePrefixCache {
+		if !f.follows(pv.Pool.Strategy) {
 			continue
 		}
 		for _, ep := range pv.Endpoints {

@@ -39,6 +39,11 @@ func TestFollowerForgetsDepartedEndpoints(t *testing.T) {
 	assert.Equal(t, 1, ix.Stats().Pods, "the departed endpoint's blocks are gone")
 	f.reconcile(ctx, f.preciseAddrs(view(pickapi.StrategyPrefixCache, "10.0.0.2:8000")), false)
 	assert.Equal(t, 0, ix.Stats().Pods, "a pool that stops routing precisely is not followed")
+
+	// A strategy whose profile reads the events is followed too.
+	f.Strategies = map[pickapi.Strategy]bool{pickapi.StrategyDefault: true}
+	assert.Len(t, f.preciseAddrs(view(pickapi.StrategyDefault, "10.0.0.2:8000")), 1)
+	assert.Empty(t, f.preciseAddrs(view(pickapi.StrategyPrecisePrefixCache, "10.0.0.2:8000")))
 }
 
 func TestPodOfTopic(t *testing.T) {
