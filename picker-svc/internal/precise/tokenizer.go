@@ -13,6 +13,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/tidwall/gjson"
 )
 
 // Tokenizer gets a request's prompt token ids from an engine's render
@@ -99,12 +100,10 @@ func (t *Tokenizer) Counts() TokenizerCounts {
 }
 
 // renderPath is the render endpoint for an OpenAI request body: chat when
-// it has messages.
+// it has messages. gjson skims the body without decoding it, which keeps a
+// cache hit cheap for a long prompt.
 func renderPath(body []byte) string {
-	var probe struct {
-		Messages json.RawMessage `json:"messages"`
-	}
-	if json.Unmarshal(body, &probe) == nil && len(probe.Messages) > 0 {
+	if m := gjson.GetBytes(body, "messages"); m.Exists() && m.Type != gjson.Null {
 		return "/v1/chat/completions/render"
 	}
 	return "/v1/completions/render"
