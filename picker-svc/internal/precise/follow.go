@@ -25,7 +25,8 @@ type Publisher struct {
 }
 
 // Follower keeps the index fed from the endpoints of every pool whose
-// strategy is PRECISE_PREFIX_CACHE, as discovery changes them: one
+// strategy reads the engines' events (PRECISE_PREFIX_CACHE, or any whose
+// profile has precise_prefix), as discovery changes them: one
 // subscriber per endpoint (dialling the endpoint's host at its pool's
 // publisher port), stopped and its pod forgotten when the endpoint leaves,
 // restarted when its pool's settings change. In bind mode publishers dial
