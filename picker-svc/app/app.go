@@ -201,7 +201,7 @@ func (p *picker) build() error {
 	p.metrics.CollectEndpoints(p.store)
 	p.health = discovery.NewHealth(p.log)
 	p.metrics.Registry.MustRegister(p.health)
-	p.buildPrecise(sched)
+	p.buildPrecise(sched, schedCfg)
 	if p.source, err = source(&p.cfg, &p.objs, p.log, p.health); err != nil {
 		p.mgr.Close()
 		return err

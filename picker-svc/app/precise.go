@@ -2,9 +2,12 @@ package app
 
 import (
 	"context"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshllm/meshllm/pickapi"
+	"github.com/meshllm/meshllm/picker-svc/internal/config"
 	"github.com/meshllm/meshllm/picker-svc/internal/kvevents"
 	"github.com/meshllm/meshllm/picker-svc/internal/precise"
 	"github.com/meshllm/meshllm/picker-svc/internal/scheduling"
@@ -20,7 +23,7 @@ type precisePrefix struct {
 
 // buildPrecise gives the scheduler's precise_prefix (when a profile uses
 // it) the engines' account, and registers its metrics.
-func (p *picker) buildPrecise(sched *scheduling.Scheduler) {
+func (p *picker) buildPrecise(sched *scheduling.Scheduler, cfg scheduling.Config) {
 	scorer, ok := sched.Plugin(scheduling.PrecisePrefixName).(*scheduling.PrecisePrefixScorer)
 	if !ok {
 		return
@@ -30,10 +33,24 @@ func (p *picker) buildPrecise(sched *scheduling.Scheduler) {
 	ix := kvevents.New(kvevents.Config{Metrics: m})
 	tok := precise.NewTokenizer(precise.TokenizerConfig{Timeout: k.TokenizerTimeout.Duration, CacheEntries: k.TokenizerCache})
 	scorer.SetSource(&precise.Source{Index: ix, Tokenizer: tok})
-	p.precise = &precisePrefix{index: ix, metrics: m, follower: &precise.Follower{
-		View: p.store.View, Index: ix, Port: k.Port, ReplayPort: k.ReplayPort, Topic: k.Topic,
-		Sub: kvevents.SubscriberConfig{Metrics: m, Logger: p.log},
-	}}
+	def, pools := k.Publishers()
+	publisher := func(c config.KVPublisher) precise.Publisher {
+		return precise.Publisher{Port: c.Port, ReplayPort: c.ReplayPort, Topic: c.Topic}
+	}
+	f := &precise.Follower{View: p.store.View, Index: ix, Default: publisher(def), Pools: map[string]precise.Publisher{},
+		Sub: kvevents.SubscriberConfig{Metrics: m, Logger: p.log}}
+	for name, c := range pools {
+		f.Pools[name] = publisher(c)
+	}
+	// Follow the pools whose profile reads the engines' events (an
+	// EndpointPickerConfig may put precise_prefix in DEFAULT's).
+	f.Strategies = map[pickapi.Strategy]bool{}
+	for st, prof := range cfg.Profiles {
+		if prof.Weight(scheduling.PrecisePrefixName) > 0 || slices.Contains(prof.Prepare, scheduling.PrecisePrefixName) {
+			f.Strategies[st] = true
+		}
+	}
+	p.precise = &precisePrefix{index: ix, metrics: m, follower: f}
 	reg := p.metrics.Registry
 	reg.MustRegister(m.Collectors()...)
 	reg.MustRegister(ix.Collector())
@@ -49,9 +66,11 @@ func (p *picker) buildPrecise(sched *scheduling.Scheduler) {
 			func() uint64 { return scorer.Counts().NoTokens }),
 		counter("meshllm_picker_tokenizer_cache_hits_total", "Prompts whose token ids came from the tokenizer cache.",
 			func() uint64 { return tok.Counts().Hits }),
-		counter("meshllm_picker_tokenizer_calls_total", "Calls to an engine's render endpoint for a prompt's token ids.",
+		counter("meshllm_picker_tokenizer_calls_total", "Calls to an engine's render or /tokenize endpoint for a prompt's token ids.",
 			func() uint64 { return tok.Counts().Calls }),
-		counter("meshllm_picker_tokenizer_failures_total", "Render calls that failed or timed out (the pick fell back to the approximate guess).",
+		counter("meshllm_picker_tokenizer_fallback_calls_total", "Calls to an engine's /tokenize because it serves no render endpoint (older vLLM).",
+			func() uint64 { return tok.Counts().Fallbacks }),
+		counter("meshllm_picker_tokenizer_failures_total", "Prompts left without token ids: the engine's answer failed, did not read, or came too late (the pick fell back to the approximate guess).",
 			func() uint64 { return tok.Counts().Failures }),
 	)
 }

@@ -268,6 +268,7 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	fileKVKeys := map[string]bool{}
 	if *configFile != "" {
 		b, err := os.ReadFile(*configFile)
 		if err != nil {
@@ -276,6 +277,7 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 		if err := yaml.UnmarshalStrict(b, &c); err != nil {
 			return c, fmt.Errorf("config file %s: %w", *configFile, err)
 		}
+		fileKVKeys = kvEventsKeys(b)
 	}
 	if *eppFile != "" {
 		b, err := os.ReadFile(*eppFile)
@@ -287,6 +289,7 @@ func LoadWith(args []string, getenv func(string) string, override func(*Config))
 			return c, fmt.Errorf("epp config %s: %w", *eppFile, err)
 		}
 		c.EPP = &e
+		c.KVEvents.applyEPP(e.KVEvents, fileKVKeys)
 	}
 	// env, then flags: each set value overrides.
 	set := map[string]bool{}

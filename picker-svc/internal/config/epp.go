@@ -45,6 +45,8 @@ type EPPConfig struct {
 	ShedSheddable *scheduling.Saturation
 	// Fallbacks from max-score-picker's maxNumOfEndpoints - 1 (nil: unset).
 	Fallbacks *int
+	// KVEvents: the precise prefix-cache plugin's KV-event settings.
+	KVEvents EPPKVEvents
 	// Notes name what the file says that meshllm accepts but does not
 	// apply, and why; the picker logs each at start.
 	Notes []string
@@ -113,10 +115,11 @@ const (
 	eppFilter
 	eppPicker
 	eppProfileHandler
-	eppPrefixProducer // approx-prefix-cache-producer: our prefix plugin's index
-	eppDetector       // utilization-detector: shedding, and a filter in a profile
-	eppParser         // openai-parser: the filter parses OpenAI bodies itself
-	eppDataLayer      // metrics source / extractor: meshllm scrapes itself
+	eppPrefixProducer  // approx-prefix-cache-producer: our prefix plugin's index
+	eppPreciseProducer // precise-prefix-cache-producer: the KV-event index precise_prefix reads
+	eppDetector        // utilization-detector: shedding, and a filter in a profile
+	eppParser          // openai-parser: the filter parses OpenAI bodies itself
+	eppDataLayer       // metrics source / extractor: meshllm scrapes itself
 )
 
 type eppMapping struct {
@@ -135,17 +138,22 @@ var eppSupported = map[string]eppMapping{
 	"running-requests-size-scorer": {kind: eppScorer, ours: "running"},
 	"prefix-cache-scorer":          {kind: eppScorer, ours: "prefix", params: prefixParams},
 	// llm-d's precise-prefix-cache-scorer scores the blocks each pod's
-	// engine reports holding (llm-d-kv-cache); its parameters configure
-	// its own KV-event pool and tokenizer, which meshllm sets with its
-	// kvEvents keys and flags instead (noted, not applied).
+	// engine reports holding (llm-d-kv-cache); its KV-event parameters
+	// become meshllm's kvEvents settings (precisePrefixParams).
 	"precise-prefix-cache-scorer": {kind: eppScorer, ours: scheduling.PrecisePrefixName, params: precisePrefixParams},
 	// meshllm's own: the LATENCY strategy's scorer (predicted time to
 	// first token), with its parameters as meshllm's predicted_ttft.
 	"predicted-ttft-scorer":        {kind: eppScorer, ours: "predicted_ttft", params: ownParams("predicted_ttft")},
 	"approx-prefix-cache-producer": {kind: eppPrefixProducer, ours: "prefix", params: prefixParams},
-	"max-score-picker":             {kind: eppPicker, ours: "max_score", params: maxScoreParams},
-	"single-profile-handler":       {kind: eppProfileHandler},
-	"utilization-detector":         {kind: eppDetector, ours: "capacity", params: utilizationParams},
+	// llm-d-router's split of the precise scorer: the producer holds the
+	// KV-event index (same parameters), and a prefix-cache-scorer naming
+	// it in prefixMatchInfoProducerName scores from it
+	// (pkg/epp/framework/plugins/requestcontrol/dataproducer/preciseprefixcache/README.md):
+	// together, meshllm's precise_prefix.
+	"precise-prefix-cache-producer": {kind: eppPreciseProducer, ours: scheduling.PrecisePrefixName, params: precisePrefixParams},
+	"max-score-picker":              {kind: eppPicker, ours: "max_score", params: maxScoreParams},
+	"single-profile-handler":        {kind: eppProfileHandler},
+	"utilization-detector":          {kind: eppDetector, ours: "capacity", params: utilizationParams},
 	// decode-filter keeps pods whose llm-d.ai/role label is decode-capable,
 	// or that have no role label (llm-d-router
 	// pkg/epp/framework/plugins/scheduling/filter/bylabel/roles.go). meshllm
@@ -184,6 +192,8 @@ var eppUnimplemented = map[string]string{
 type eppPlugin struct {
 	name, typ string
 	mapping   eppMapping
+	// producer: a prefix-cache-scorer's prefixMatchInfoProducerName.
+	producer string
 }
 
 // ParseEndpointPickerConfig reads an upstream EndpointPickerConfig (YAML or
@@ -328,6 +338,10 @@ func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.
 		if ref.Weight != nil && p.mapping.kind != eppScorer {
 			return spec, fmt.Errorf("%s: %q (%s) is not a scorer: weight %v means nothing", where, ref.PluginRef, p.typ, *ref.Weight)
 		}
+		ours, err := scorerOf(p, plugins)
+		if err != nil {
+			return spec, fmt.Errorf("%s: %w", where, err)
+		}
 		switch p.mapping.kind {
 		case eppScorer:
 			w := 1.0 // the upstream loader's DefaultScorerWeight
@@ -337,17 +351,17 @@ func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.
 			if !(w >= 0) || math.IsInf(w, 0) {
 				return spec, fmt.Errorf("%s: weight of %q is %v, want >= 0", where, ref.PluginRef, w)
 			}
-			if slices.ContainsFunc(spec.Scorers, func(s scheduling.WeightedScorer) bool { return s.Name == p.mapping.ours }) {
-				return spec, fmt.Errorf("%s: %q is a second %s in the profile (meshllm has one %q scorer)", where, ref.PluginRef, p.typ, p.mapping.ours)
+			if slices.ContainsFunc(spec.Scorers, func(s scheduling.WeightedScorer) bool { return s.Name == ours }) {
+				return spec, fmt.Errorf("%s: %q is a second %s in the profile (meshllm has one %q scorer)", where, ref.PluginRef, p.typ, ours)
 			}
-			spec.Scorers = append(spec.Scorers, scheduling.WeightedScorer{Name: p.mapping.ours, Weight: w})
-			if p.mapping.ours == "prefix" && !slices.Contains(spec.Prepare, "prefix") {
+			spec.Scorers = append(spec.Scorers, scheduling.WeightedScorer{Name: ours, Weight: w})
+			if ours == "prefix" && !slices.Contains(spec.Prepare, "prefix") {
 				spec.Prepare = append(spec.Prepare, "prefix") // the index the scorer reads
 			}
-			if p.mapping.ours == scheduling.PrecisePrefixName {
-				spec.Prepare = append(spec.Prepare, p.mapping.ours)
+			if ours == scheduling.PrecisePrefixName {
+				spec.Prepare = append(spec.Prepare, ours)
 			}
-			if p.mapping.ours == "predicted_ttft" {
+			if ours == "predicted_ttft" {
 				predicts = true
 			}
 		case eppFilter: // decode-filter: a no-op (see eppSupported)
@@ -367,6 +381,25 @@ func eppProfileSpec(prof eppProfile, plugins map[string]*eppPlugin) (scheduling.
 		spec.Prepare = append(spec.Prepare, "predicted_ttft")
 	}
 	return spec, nil
+}
+
+// scorerOf is the meshllm scorer an upstream one becomes: a
+// prefix-cache-scorer reading a precise-prefix-cache-producer is
+// precise_prefix.
+func scorerOf(p *eppPlugin, plugins map[string]*eppPlugin) (string, error) {
+	if p.producer == "" {
+		return p.mapping.ours, nil
+	}
+	prod := plugins[p.producer]
+	switch {
+	case prod == nil:
+		return "", fmt.Errorf("%q: prefixMatchInfoProducerName %q names no entry of plugins", p.name, p.producer)
+	case prod.mapping.kind == eppPrefixProducer:
+		return p.mapping.ours, nil
+	case prod.mapping.kind == eppPreciseProducer:
+		return scheduling.PrecisePrefixName, nil
+	}
+	return "", fmt.Errorf("%q: prefixMatchInfoProducerName %q is a %s, not a prefix-cache producer", p.name, p.producer, prod.typ)
 }
 
 // eppShedding maps the saturation detector onto shedSheddable: upstream
@@ -550,9 +583,7 @@ func prefixParams(p *eppPlugin, raw json.RawMessage, out *EPPConfig) error {
 	if c.PrefixLengthWeight != nil && *c.PrefixLengthWeight != 0 {
 		return fmt.Errorf("parameters: prefixLengthWeight %v: meshllm's prefix score is the matched fraction only (prefixLengthWeight 0)", *c.PrefixLengthWeight)
 	}
-	if c.PrefixMatchInfoProducerName != "" {
-		return fmt.Errorf("parameters: prefixMatchInfoProducerName %q: meshllm has one prefix index", c.PrefixMatchInfoProducerName)
-	}
+	p.producer = c.PrefixMatchInfoProducerName // resolved in the profile, once every plugin is known
 	if c.LRUCapacityPerServer != nil && *c.LRUCapacityPerServer > 0 {
 		if *c.LRUCapacityPerServer > 1<<22 {
 			return fmt.Errorf("parameters: lruCapacityPerServer %d outside 1..%d", *c.LRUCapacityPerServer, 1<<22)
@@ -613,17 +644,6 @@ func maxScoreParams(p *eppPlugin, raw json.RawMessage, out *EPPConfig) error {
 
 // anyParams accepts any parameters (the plugin is ignored as a whole).
 func anyParams(*eppPlugin, json.RawMessage, *EPPConfig) error { return nil }
-
-// precisePrefixParams accepts llm-d's precise-prefix-cache-scorer
-// parameters (its indexer's and KV-event pool's settings) with a note:
-// meshllm's KV-event subscriptions and tokenizer are set by its kvEvents
-// configuration (--kv-events-port, --kv-events-topic, --kv-events-listen).
-func precisePrefixParams(p *eppPlugin, raw json.RawMessage, out *EPPConfig) error {
-	if hasParams(raw) {
-		out.Notes = append(out.Notes, fmt.Sprintf("plugin %q (%s): parameters ignored: meshllm's KV-event subscriptions and tokenizer are set with --kv-events-* (kvEvents.*)", p.name, p.typ))
-	}
-	return nil
-}
 
 // ownParams passes a meshllm plugin's parameters on as they are (the
 // scheduler checks them strictly).

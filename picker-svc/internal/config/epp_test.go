@@ -394,7 +394,7 @@ schedulingProfiles:
 	if w := spec.Weight(scheduling.PrecisePrefixName); w != 3 {
 		t.Errorf("precise_prefix weight %v, want 3", w)
 	}
-	if len(e.Notes) != 1 || !strings.Contains(e.Notes[0], "parameters ignored") {
-		t.Errorf("notes %q: want one saying the parameters are not applied", e.Notes)
+	if e.KVEvents.Listen != "tcp://*:5557" || len(e.Notes) != 0 {
+		t.Errorf("kvEvents %+v, notes %q: want bind mode on tcp://*:5557 and no notes", e.KVEvents, e.Notes)
 	}
 }

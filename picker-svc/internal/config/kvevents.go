@@ -1,11 +1,16 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
+
+	"sigs.k8s.io/yaml"
 )
 
 // KVEvents is how the picker follows the engines' KV-cache events, for
@@ -30,6 +35,45 @@ type KVEvents struct {
 	TokenizerTimeout Duration `json:"tokenizerTimeout"`
 	// TokenizerCache is how many prompts' token ids are kept (default 4096).
 	TokenizerCache int `json:"tokenizerCache"`
+	// Pools set Port, ReplayPort and Topic for one pool's endpoints, by
+	// InferencePool name (dialling mode; in bind mode the one socket
+	// subscribes to Topic).
+	Pools map[string]KVEventsPool `json:"pools"`
+}
+
+// KVEventsPool is one pool's publisher settings; an unset field keeps the
+// picker-wide one.
+type KVEventsPool struct {
+	Port       int     `json:"port"`       // 0: kvEvents.port
+	ReplayPort *int    `json:"replayPort"` // unset: kvEvents.replayPort; 0: none
+	Topic      *string `json:"topic"`      // unset: kvEvents.topic
+}
+
+// KVPublisher is where a pool's engines publish their KV events.
+type KVPublisher struct {
+	Port, ReplayPort int
+	Topic            string
+}
+
+// Publishers resolves the settings: the picker-wide ones, and each
+// configured pool's.
+func (k *KVEvents) Publishers() (def KVPublisher, pools map[string]KVPublisher) {
+	def = KVPublisher{Port: k.Port, ReplayPort: k.ReplayPort, Topic: k.Topic}
+	pools = make(map[string]KVPublisher, len(k.Pools))
+	for name, p := range k.Pools {
+		r := def
+		if p.Port != 0 {
+			r.Port = p.Port
+		}
+		if p.ReplayPort != nil {
+			r.ReplayPort = *p.ReplayPort
+		}
+		if p.Topic != nil {
+			r.Topic = *p.Topic
+		}
+		pools[name] = r
+	}
+	return def, pools
 }
 
 func kvEventsDefaults(k *KVEvents) {
@@ -93,5 +137,53 @@ func (k *KVEvents) validate() error {
 	if k.TokenizerCache < 1 || k.TokenizerCache > 1<<20 {
 		errs = append(errs, fmt.Errorf("kvEvents.tokenizerCache %d: want 1..1048576", k.TokenizerCache))
 	}
+	for _, name := range slices.Sorted(maps.Keys(k.Pools)) {
+		p := k.Pools[name]
+		if name == "" {
+			errs = append(errs, errors.New("kvEvents.pools: a pool without a name"))
+		}
+		if p.Port < 0 || p.Port > 65535 {
+			errs = append(errs, fmt.Errorf("kvEvents.pools.%s.port %d: want 1..65535 (0: kvEvents.port)", name, p.Port))
+		}
+		if r := p.ReplayPort; r != nil && (*r < 0 || *r > 65535) {
+			errs = append(errs, fmt.Errorf("kvEvents.pools.%s.replayPort %d: want 0 (none) or 1..65535", name, *r))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// EPPKVEvents is what an EndpointPickerConfig's precise prefix-cache
+// plugin says about KV events (nil fields: unsaid). An upstream endpoint
+// picker serves one pool, so they are picker-wide settings here.
+type EPPKVEvents struct {
+	Port   *int    // kvEventsConfig.podDiscoveryConfig.socketPort
+	Topic  *string // kvEventsConfig.topicFilter
+	Listen string  // kvEventsConfig.zmqEndpoint, without discoverPods
+}
+
+// applyEPP sets from e what the config file's kvEvents keys (fileKeys)
+// left unset; flags and env then override as always.
+func (k *KVEvents) applyEPP(e EPPKVEvents, fileKeys map[string]bool) {
+	if e.Port != nil && !fileKeys["port"] {
+		k.Port = *e.Port
+	}
+	if e.Topic != nil && !fileKeys["topic"] {
+		k.Topic = *e.Topic
+	}
+	if e.Listen != "" && !fileKeys["listen"] {
+		k.Listen = e.Listen
+	}
+}
+
+// kvEventsKeys lists the kvEvents keys a config file sets.
+func kvEventsKeys(file []byte) map[string]bool {
+	var probe struct {
+		KVEvents map[string]json.RawMessage `json:"kvEvents"`
+	}
+	_ = yaml.Unmarshal(file, &probe) // the strict read has already accepted the file
+	out := map[string]bool{}
+	for k := range probe.KVEvents {
+		out[k] = true
+	}
+	return out
 }

@@ -10,7 +10,7 @@ import (
 
 // Cost figures of the KV-event source:
 //
-//	go test ./picker-svc/internal/kvevents -run '^$' -bench . -benchtime 2s -count 5 -cpu 1
+//	go test ./picker-svc/internal/kvevents -run '^$' -bench . -benchtime 2s -count 6 -cpu 1
 
 // ingestBatches are a steady stream from one engine: each batch stores 32
 // new blocks (a 512-token prefill) and evicts the 32 stored 64 batches

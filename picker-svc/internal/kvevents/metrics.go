@@ -10,6 +10,7 @@ type Metrics struct {
 	gaps        *prometheus.CounterVec
 	decodeErrs  prometheus.Counter
 	connectErrs prometheus.Counter
+	refused     prometheus.Counter
 	specBlocks  *prometheus.CounterVec
 }
 
@@ -63,6 +64,10 @@ func NewMetrics() *Metrics {
 			Name: "meshllm_picker_kv_connect_errors_total",
 			Help: "Failed attempts to connect to a KV event publisher (or its replay socket).",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshllm_picker_kv_messages_refused_total",
+			Help: "KV event messages from a pod the index could not take on, because it already tracks its maximum of pods (the pod falls back to the approximate source).",
+		}),
 		specBlocks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshllm_picker_kv_speculative_blocks_total",
 			Help: "Blocks a pick made the index count as held before the engine confirmed them, by outcome: added, confirmed, expired.",
@@ -85,7 +90,7 @@ func NewMetrics() *Metrics {
 
 // Collectors are the counters, for a registry.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.blocksTotal, m.gaps, m.decodeErrs, m.connectErrs, m.specBlocks}
+	return []prometheus.Collector{m.events, m.blocksTotal, m.gaps, m.decodeErrs, m.connectErrs, m.refused, m.specBlocks}
 }
 
 func (m *Metrics) event(kind string, n int) {
@@ -115,6 +120,12 @@ func (m *Metrics) decodeError() {
 func (m *Metrics) connectError() {
 	if m != nil {
 		m.connectErrs.Inc()
+	}
+}
+
+func (m *Metrics) refusedMessage() {
+	if m != nil {
+		m.refused.Inc()
 	}
 }
 

@@ -82,6 +82,7 @@ func (s *stream) handle(frames [][]byte) {
 			outcome = TraceRestart
 		}
 		if err := s.ix.Restarted(s.pod); err != nil {
+			s.m.refusedMessage()
 			s.report(seq, TraceRefused)
 			return
 		}
@@ -181,6 +182,7 @@ func (s *stream) apply(seq uint64, payload []byte, outcome string) {
 		return
 	}
 	if err := s.ix.Apply(s.pod, b); err != nil {
+		s.m.refusedMessage()
 		s.report(seq, TraceRefused)
 		return
 	}

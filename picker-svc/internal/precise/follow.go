@@ -2,7 +2,9 @@ package precise
 
 import (
 	"context"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -12,45 +14,83 @@ import (
 	"github.com/meshllm/meshllm/picker-svc/internal/kvevents"
 )
 
+// Publisher is where a pool's engines publish KV events.
+type Publisher struct {
+	// Port of each engine's publisher (vLLM's default 5557).
+	Port int
+	// ReplayPort of each engine's replay socket (0: none).
+	ReplayPort int
+	// Topic is the prefix subscribed to ("": every topic).
+	Topic string
+}
+
 // Follower keeps the index fed from the endpoints of every pool whose
-// strategy is PRECISE_PREFIX_CACHE, as discovery changes them: one
-// subscriber per endpoint (dialling the endpoint's host at Port), stopped
-// and its pod forgotten when the endpoint leaves. In bind mode (Listen set)
-// publishers dial in instead and the follower only forgets departed pods.
+// strategy reads the engines' events (PRECISE_PREFIX_CACHE, or any whose
+// profile has precise_prefix), as discovery changes them: one
+// subscriber per endpoint (dialling the endpoint's host at its pool's
+// publisher port), stopped and its pod forgotten when the endpoint leaves,
+// restarted when its pool's settings change. In bind mode publishers dial
+// in instead and the follower only forgets departed pods.
 type Follower struct {
 	View  func() *datastore.View
 	Index *kvevents.Index
 	// Sub tunes the subscribers (its Index is set from Index).
 	Sub kvevents.SubscriberConfig
-	// Port of every engine's publisher (vLLM's default 5557) and the topic
-	// prefix to subscribe to ("": every topic).
-	Port  int
-	Topic string
-	// ReplayPort of every engine's replay socket (0: none).
-	ReplayPort int
+	// Default is where engines publish; Pools override it by pool name.
+	Default Publisher
+	Pools   map[string]Publisher
+	// Strategies whose pools are followed: those whose profile reads the
+	// engines' events (nil: PRECISE_PREFIX_CACHE alone).
+	Strategies map[pickapi.Strategy]bool
 	// Every is how often discovery's view is checked (default 1s).
 	Every time.Duration
 
 	mu   sync.Mutex
-	subs map[string]context.CancelFunc // by endpoint address
+	subs map[string]follow // by endpoint address
 
 	podMu    sync.Mutex
 	podView  *datastore.View // the view podAddrs was made from
-	podAddrs map[string]bool
+	podAddrs map[string]Publisher
 }
 
-// preciseAddrs lists the endpoint addresses of the pools that route precisely.
-func preciseAddrs(v *datastore.View) map[string]bool {
-	out := map[string]bool{}
+// follow is one running subscription.
+type follow struct {
+	pub    Publisher
+	cancel context.CancelFunc
+}
+
+// publisherOf is the publisher settings of a pool.
+func (f *Follower) publisherOf(pool string) Publisher {
+	if p, ok := f.Pools[pool]; ok {
+		return p
+	}
+	return f.Default
+}
+
+func (f *Follower) follows(st pickapi.Strategy) bool {
+	if f.Strategies == nil {
+		return st == pickapi.StrategyPrecisePrefixCache
+	}
+	return f.Strategies[st]
+}
+
+// preciseAddrs lists the endpoint addresses of the pools that route
+// precisely, with their pool's publisher settings. An address in several
+// such pools takes the settings of the first pool by name.
+func (f *Follower) preciseAddrs(v *datastore.View) map[string]Publisher {
+	out := map[string]Publisher{}
 	if v == nil {
 		return out
 	}
-	for _, pv := range v.Pools {
-		if pv.Pool.Strategy != pickapi.StrategyPrecisePrefixCache {
+	for _, name := range slices.Sorted(maps.Keys(v.Pools)) {
+		pv := v.Pools[name]
+		if !f.follows(pv.Pool.Strategy) {
 			continue
 		}
 		for _, ep := range pv.Endpoints {
-			out[ep.Addr] = true
+			if _, ok := out[ep.Addr]; !ok {
+				out[ep.Addr] = f.publisherOf(pv.Pool.Name)
+			}
 		}
 	}
 	return out
@@ -72,13 +112,12 @@ func (f *Follower) Run(ctx context.Context, dial bool) {
 	if every <= 0 {
 		every = time.Second
 	}
-	f.Sub.Index = f.Index
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var last *datastore.View
 	for {
 		if v := f.View(); v != last {
-			f.reconcile(ctx, preciseAddrs(v), dial)
+			f.reconcile(ctx, f.preciseAddrs(v), dial)
 			last = v
 		}
 		select {
@@ -90,31 +129,45 @@ func (f *Follower) Run(ctx context.Context, dial bool) {
 	}
 }
 
-// reconcile starts subscribers for new addresses and stops and forgets
-// those gone.
-func (f *Follower) reconcile(ctx context.Context, want map[string]bool, dial bool) {
+// reconcile starts subscribers for new addresses, restarts those whose
+// pool's settings changed, and stops and forgets those gone.
+func (f *Follower) reconcile(ctx context.Context, want map[string]Publisher, dial bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.subs == nil {
-		f.subs = map[string]context.CancelFunc{}
+		f.subs = map[string]follow{}
 	}
-	for addr, cancel := range f.subs {
-		if !want[addr] {
-			cancel()
-			delete(f.subs, addr)
+	for addr, s := range f.subs {
+		pub, ok := want[addr]
+		if !ok {
 			f.Index.RemovePod(addr)
 		}
+		if !ok || pub != s.pub {
+			s.cancel()
+			delete(f.subs, addr)
+		}
 	}
-	for addr := range want {
+	for addr, pub := range want {
 		if _, ok := f.subs[addr]; ok {
 			continue
 		}
 		sctx, cancel := context.WithCancel(ctx)
-		f.subs[addr] = cancel
+		f.subs[addr] = follow{pub: pub, cancel: cancel}
 		if dial {
-			go kvevents.Subscribe(sctx, kvevents.Source{Pod: addr, Endpoint: PublisherOf(addr, f.Port), Replay: f.ReplayOf(addr), Topic: f.Topic}, f.Sub)
+			sub := f.Sub
+			sub.Index = f.Index
+			go kvevents.Subscribe(sctx, f.source(addr, pub), sub)
 		}
 	}
+}
+
+// source is the subscription to the engine at addr.
+func (f *Follower) source(addr string, pub Publisher) kvevents.Source {
+	src := kvevents.Source{Pod: addr, Endpoint: PublisherOf(addr, pub.Port), Topic: pub.Topic}
+	if pub.ReplayPort != 0 {
+		src.Replay = PublisherOf(addr, pub.ReplayPort)
+	}
+	return src
 }
 
 // PodOf names the pod of a bind-mode message's topic: llm-d's
@@ -122,13 +175,8 @@ func (f *Follower) reconcile(ctx context.Context, want map[string]bool, dial boo
 // host alone when only one endpoint of the precise pools has that host).
 func (f *Follower) PodOf(topic string) string {
 	name := kvevents.PodFromTopic(topic)
-	f.podMu.Lock()
-	if v := f.View(); v != f.podView || f.podAddrs == nil {
-		f.podView, f.podAddrs = v, preciseAddrs(v)
-	}
-	addrs := f.podAddrs
-	f.podMu.Unlock()
-	if addrs[name] {
+	addrs := f.addrs()
+	if _, ok := addrs[name]; ok {
 		return name
 	}
 	match := ""
@@ -146,10 +194,25 @@ func (f *Follower) PodOf(topic string) string {
 	return name
 }
 
-// ReplayOf is the replay socket of the engine at addr ("" without one).
+// addrs is preciseAddrs of the current view, made once per view.
+func (f *Follower) addrs() map[string]Publisher {
+	f.podMu.Lock()
+	defer f.podMu.Unlock()
+	if v := f.View(); v != f.podView || f.podAddrs == nil {
+		f.podView, f.podAddrs = v, f.preciseAddrs(v)
+	}
+	return f.podAddrs
+}
+
+// ReplayOf is the replay socket of the engine at addr ("" without one),
+// for bind mode: at its pool's replay port.
 func (f *Follower) ReplayOf(addr string) string {
-	if f.ReplayPort == 0 {
+	pub, ok := f.addrs()[addr]
+	if !ok {
+		pub = f.Default
+	}
+	if pub.ReplayPort == 0 {
 		return ""
 	}
-	return PublisherOf(addr, f.ReplayPort)
+	return PublisherOf(addr, pub.ReplayPort)
 }

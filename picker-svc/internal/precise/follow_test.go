@@ -26,19 +26,24 @@ func view(strategy pickapi.Strategy, addrs ...string) *datastore.View {
 // another strategy are not followed.
 func TestFollowerForgetsDepartedEndpoints(t *testing.T) {
 	ix := kvevents.New(kvevents.Config{})
-	f := &Follower{Index: ix, Port: 5557}
+	f := &Follower{Index: ix, Default: Publisher{Port: 5557}}
 	stored := &kvevents.Batch{Events: []kvevents.Event{{Kind: kvevents.BlockStored, Hashes: []uint64{1},
 		Tokens: make([]uint32, 16), BlockSize: 16}}}
 	for _, a := range []string{"10.0.0.1:8000", "10.0.0.2:8000"} {
 		require.NoError(t, ix.Apply(a, stored))
 	}
 	ctx := context.Background()
-	f.reconcile(ctx, preciseAddrs(view(pickapi.StrategyPrecisePrefixCache, "10.0.0.1:8000", "10.0.0.2:8000")), false)
+	f.reconcile(ctx, f.preciseAddrs(view(pickapi.StrategyPrecisePrefixCache, "10.0.0.1:8000", "10.0.0.2:8000")), false)
 	assert.Equal(t, 2, ix.Stats().Pods)
-	f.reconcile(ctx, preciseAddrs(view(pickapi.StrategyPrecisePrefixCache, "10.0.0.2:8000")), false)
+	f.reconcile(ctx, f.preciseAddrs(view(pickapi.StrategyPrecisePrefixCache, "10.0.0.2:8000")), false)
 	assert.Equal(t, 1, ix.Stats().Pods, "the departed endpoint's blocks are gone")
-	f.reconcile(ctx, preciseAddrs(view(pickapi.StrategyPrefixCache, "10.0.0.2:8000")), false)
+	f.reconcile(ctx, f.preciseAddrs(view(pickapi.StrategyPrefixCache, "10.0.0.2:8000")), false)
 	assert.Equal(t, 0, ix.Stats().Pods, "a pool that stops routing precisely is not followed")
+
+	// A strategy whose profile reads the events is followed too.
+	f.Strategies = map[pickapi.Strategy]bool{pickapi.StrategyDefault: true}
+	assert.Len(t, f.preciseAddrs(view(pickapi.StrategyDefault, "10.0.0.2:8000")), 1)
+	assert.Empty(t, f.preciseAddrs(view(pickapi.StrategyPrecisePrefixCache, "10.0.0.2:8000")))
 }
 
 func TestPodOfTopic(t *testing.T) {
