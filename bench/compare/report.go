@@ -72,6 +72,13 @@ var metrics = []metric{
 	{"prefix_cache_hit_rate_pct", "prefix-cache hit rate (%)", prefixHitRate},
 	{"prefix_cache_hit_rate_bound_pct", "prefix-cache hit rate, oracle bound (%)", func(r *Run) float64 { return r.PrefixHitBound }},
 	{"prefix_cache_hit_rate_below_bound_points", "hit rate below the bound (points)", func(r *Run) float64 { return r.PrefixHitBound - prefixHitRate(r) }},
+	{"evicted_blocks", "cached blocks evicted (all pods)", func(r *Run) float64 {
+		var n uint64
+		for _, s := range r.Sims {
+			n += s.EvictedBlocks
+		}
+		return float64(n)
+	}},
 	{"preemptions", "preemptions", func(r *Run) float64 {
 		var n uint64
 		for _, s := range r.Sims {

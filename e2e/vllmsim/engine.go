@@ -553,7 +553,10 @@ type Stats struct {
 	PrefixHits       uint64
 	LoRALoads        uint64
 	// Restarts counts the engine's restarts (Restart).
-	Restarts      uint64
+	Restarts uint64
+	// EvictedBlocks counts cached blocks whose prefix was dropped to make
+	// room (vLLM has no such metric; its KV events report them).
+	EvictedBlocks uint64
 	Finished      map[string]uint64 // by finish reason
 	ResidentLoRAs []string
 
@@ -577,7 +580,7 @@ func (e *Engine) Stats() Stats {
 		Running: len(e.running), Waiting: len(e.waiting), KVCacheUsage: e.kv.usage(),
 		PromptTokens: e.m.promptTokens, GenerationTokens: e.m.generationTokens,
 		Preemptions: e.m.preemptions, PrefixQueries: e.m.prefixQueries, PrefixHits: e.m.prefixHits,
-		LoRALoads: e.m.loraLoads, Restarts: e.restarts, Finished: map[string]uint64{},
+		LoRALoads: e.m.loraLoads, Restarts: e.restarts, EvictedBlocks: e.kv.evicted, Finished: map[string]uint64{},
 		SimTime: e.clock.Now(), Steps: e.steps,
 		BehindSteps: e.behindSteps, BehindSeconds: e.behindSecs, MaxLag: e.maxLag,
 		FirstBehindAt: e.behindFirst, LastBehindAt: e.behindLast,

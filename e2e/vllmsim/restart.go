@@ -35,7 +35,7 @@ func (e *Engine) Restart() {
 	// prefix survives. A step in progress skips its ended sequences.
 	old := e.kv
 	e.kv = newKVCache(old.n, old.bs, old.caching)
-	e.kv.recording = old.recording
+	e.kv.recording, e.kv.evicted = old.recording, old.evicted
 	if e.kv.recording {
 		e.kv.events = append(old.takeEvents(), kvEvent{kind: kvAllBlocksCleared})
 	}
