@@ -428,7 +428,7 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 		fmt.Fprintf(w, "- Bypass: %.0f%% of the requests, spread evenly through the run, went straight to the pods, round robin over their addresses, as another gateway would send them: the policy's picker never saw them.\n", info.Bypass*100)
 	}
 	if info.RestartPodAt > 0 {
-		fmt.Fprintf(w, "- Pod restart: pod %d restarted once %.0f%% of the requests had been sent (by the arrival schedule): its requests in flight failed, its KV cache came back empty and it published AllBlocksCleared; it answered again at once.\n", RestartedPod+1, info.RestartPodAt*100)
+		fmt.Fprintf(w, "- Pod restart: pod %d (pods count from 0, as in the plots) restarted once %.0f%% of the requests had been sent (by the arrival schedule): its connections in flight were cut, its KV cache came back empty and it published AllBlocksCleared; it answered again at once.\n", RestartedPod, info.RestartPodAt*100)
 	}
 	fmt.Fprintf(w, "- **All times are simulated** (wall time x %g): these are vllmsim's figures, not a GPU's. Cells are median (min–max) across repetitions; ratios are medians against round robin.\n\n", info.Speed)
 	fmt.Fprintln(w, "## Results")
@@ -469,7 +469,7 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 			}
 			hitCol := strings.Join(hits, " / ")
 			if r.RestartedAt > 0 {
-				hitCol += fmt.Sprintf(" (pod %d restarted at %.0f s)", RestartedPod+1, r.RestartedAt)
+				hitCol += fmt.Sprintf(" (pod %d restarted at %.0f s)", RestartedPod, r.RestartedAt)
 			}
 			for _, x := range podMeanKV(r) {
 				kv = append(kv, fmt.Sprintf("%.0f", x*100))
