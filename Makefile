@@ -134,24 +134,42 @@ bench-prefix: wasm
 	  --shared-prefix-prompts-per-group 64 --shared-prefix-system-prompt-len 6000 --shared-prefix-question-len 400 \
 	  --shared-prefix-output-len 200 --num-prompts 2048 --max-concurrency 64 --endpoint /v1/completions --ignore-eos
 
-# Business customers under cache pressure, modelled on llm-d's B2B workload:
-# 80 customers, each with a 6,000-token shared context (480k tokens: about 75%
-# of the qwen2.5-7b-a10 fleet's KV cache, so not every prefix fits everywhere
-# and a guess of who holds what goes wrong), 12 users' questions of 1,200
-# tokens per customer, 200 output tokens, Poisson arrivals at
-# --request-rate BENCH_B2B_RATE. BENCH_B2B_RATE is a placeholder, not yet the
-# measured knee (a smoke run at 4 and --speed 4 reported 0.25 requests/s).
-# precise (PRECISE_PREFIX_CACHE) runs on the gateway path with the engines
-# publishing KV events.
-BENCH_B2B_RATE ?= 4
+# Business customers under cache pressure, modelled on llm-d's B2B workload
+# (docs/benchmarks/b2b-cache-pressure/report.md): 80 customers, each with a
+# 6,000-token shared context (30,000 blocks of 16 tokens: 75% of the
+# qwen2.5-7b-a10 fleet's 39,785 KV blocks, so not every prefix fits
+# everywhere and a guess of who holds what goes wrong), 12 users' questions
+# of 1,200 tokens per customer, 200 output tokens, Poisson arrivals at
+# BENCH_B2B_RATE requests a simulated second. 2 is round robin's knee on this
+# preset, from a sweep of 288 requests a level at speed 4: TTFT p90 2.1 s at
+# 1, 5.4 s at 2, 22 s at 3, 39 s at 4; its output throughput levels off near
+# 440 tokens/s (2.2 requests/s). precise (PRECISE_PREFIX_CACHE) runs on the
+# gateway path with the engines publishing KV events.
+# Two variants break any guess of the pods' caches: bench-b2b-bypass sends
+# BENCH_B2B_BYPASS of the requests straight to the pods (round robin over
+# their addresses, as another gateway would); bench-b2b-restart restarts the
+# first pod once BENCH_B2B_RESTART_AT of the requests have been sent.
+BENCH_B2B_RATE ?= 2
 BENCH_B2B_POLICIES ?= round_robin,default,prefix_cache,precise
-.PHONY: bench-b2b
-bench-b2b: wasm
-	$(GO) run ./cmd/meshllm-compare --workload b2b-cache-pressure --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) --speed $(BENCH_SPEED) \
-	  --policies $(BENCH_B2B_POLICIES) --out docs/benchmarks/b2b-cache-pressure -- --dataset-name shared_prefix \
+BENCH_B2B_REPETITIONS ?= 3
+BENCH_B2B_BYPASS ?= 0.3
+BENCH_B2B_RESTART_AT ?= 0.5
+BENCH_B2B_WORKLOAD = --dataset-name shared_prefix \
 	  --shared-prefix-num-groups 80 --shared-prefix-prompts-per-group 12 --shared-prefix-system-prompt-len 6000 \
 	  --shared-prefix-question-len 1200 --shared-prefix-output-len 200 --num-prompts 960 \
 	  --request-rate $(BENCH_B2B_RATE) --burstiness 1 --endpoint /v1/completions --ignore-eos
+# $(call bench_b2b,workload suffix,report directory,variant flags)
+bench_b2b = $(GO) run ./cmd/meshllm-compare --workload b2b-cache-pressure$(1) --preset $(BENCH_PRESET) --scale $(BENCH_SCALE) \
+	  --speed $(BENCH_SPEED) --repetitions $(BENCH_B2B_REPETITIONS) --policies $(BENCH_B2B_POLICIES) \
+	  --out docs/benchmarks/b2b-cache-pressure/$(2) $(3) -- $(BENCH_B2B_WORKLOAD)
+.PHONY: bench-b2b bench-b2b-bypass bench-b2b-restart bench-b2b-all
+bench-b2b: wasm
+	$(call bench_b2b,,base,)
+bench-b2b-bypass: wasm
+	$(call bench_b2b,-bypass,bypass,--bypass $(BENCH_B2B_BYPASS))
+bench-b2b-restart: wasm
+	$(call bench_b2b,-restart,restart,--restart-pod-at $(BENCH_B2B_RESTART_AT))
+bench-b2b-all: bench-b2b bench-b2b-bypass bench-b2b-restart
 
 # vLLM benchmark random 1550/1800 tokens +-20%, 10-token shared prefix,
 # 3000 prompts, at 225 concurrent requests, where round robin saturates:

@@ -18,6 +18,9 @@ type RunConfig struct {
 	// APIURL is the base URL plus the endpoint, e.g.
 	// http://127.0.0.1:8080/v1/completions.
 	APIURL string
+	// URLFor, if set, gives request i's URL in place of APIURL (a share of
+	// the load sent elsewhere, as other clients of the same servers do).
+	URLFor func(i int) string
 	// Chat sends messages (/v1/chat/completions) instead of a prompt.
 	Chat bool
 	// Model is sent as "model" unless a request names its own (LoRA mix).
@@ -165,7 +168,11 @@ func Run(ctx context.Context, c RunConfig) (*RunResult, error) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			out := client.Do(ctx, c.APIURL, body, h, c.Requests[i].PromptLen, start)
+			url := c.APIURL
+			if c.URLFor != nil {
+				url = c.URLFor(i)
+			}
+			out := client.Do(ctx, url, body, h, c.Requests[i].PromptLen, start)
 			out.ClientQueueTime = max(0, out.StartTime-arrival.Sub(start).Seconds())
 			if sem != nil {
 				<-sem

@@ -193,3 +193,24 @@ func TestRunStopsWithContext(t *testing.T) {
 		assert.Contains(t, o.Error, "not sent")
 	}
 }
+
+func TestRunURLForSendsEachRequestWhereAsked(t *testing.T) {
+	main, mainURL := newFake(t)
+	other, otherURL := newFake(t)
+	reqs, _ := Random(newRNG(1, 1), 10, RandomConfig{InputLen: 5, OutputLen: 1})
+	res, err := Run(context.Background(), RunConfig{APIURL: mainURL + "/v1/completions", Model: "m", Requests: reqs,
+		RequestRate: inf, Burstiness: 1, RequestIDPrefix: "r-",
+		URLFor: func(i int) string {
+			if i%3 == 0 {
+				return otherURL + "/v1/completions"
+			}
+			return mainURL + "/v1/completions"
+		}})
+	require.NoError(t, err)
+	for i, o := range res.Outputs {
+		require.True(t, o.Success, o.Error)
+		id := fmt.Sprintf("r-%d", i)
+		assert.Equal(t, i%3 == 0, other.bodies[id] != nil, "request %d", i)
+		assert.Equal(t, i%3 != 0, main.bodies[id] != nil, "request %d", i)
+	}
+}

@@ -43,6 +43,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	policies := fs.String("policies", "round_robin,default,prefix_cache", "policies to compare: round_robin, default, prefix_cache, latency (the LATENCY strategy), precise (PRECISE_PREFIX_CACHE on the gateway path, the engines publishing KV events); an LLM-aware one on N picker replicas: prefix_cache@3 (sharing state), prefix_cache@3/alone (not sharing), with a fault: prefix_cache@3+kill, prefix_cache@3+rolling")
 	faultAfter := fs.Duration("fault-after", 2*time.Second, "wall time into a run before a policy's fault (+kill, +rolling) stops its first replica")
 	faultEvery := fs.Duration("fault-every", 2*time.Second, "wall time a stopped replica stays down, and between two restarts of +rolling")
+	bypass := fs.Float64("bypass", 0, "share of the requests (0 to 1, e.g. 0.3) sent straight to the pods, round robin over their addresses, as another gateway would, without the policy's picker")
+	restartPodAt := fs.Float64("restart-pod-at", 0, "restart the first pod (its requests in flight fail, its KV cache is emptied, AllBlocksCleared is published) when this share of the requests (0 to 1, e.g. 0.5) has been sent; needs a finite --request-rate")
 	reps := fs.Int("repetitions", 3, "repetitions of every policy, each on a fresh fleet")
 	preset := fs.String("preset", "qwen2.5-7b-a10", "fleet preset: "+strings.Join(fleet.PresetNames(), ", "))
 	pods := fs.Int("pods", 0, "pods (default: the preset's)")
@@ -106,6 +108,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshllm-compare: --scale and --speed must be > 0, --repetitions >= 1")
 		return 2
 	}
+	if !(*bypass >= 0 && *bypass < 1) {
+		fmt.Fprintln(stderr, "meshllm-compare: --bypass is a share of the requests: at least 0, below 1")
+		return 2
+	}
+	if !(*restartPodAt >= 0 && *restartPodAt <= 1) {
+		fmt.Fprintln(stderr, "meshllm-compare: --restart-pod-at is a share of the requests sent: 0 (no restart) to 1")
+		return 2
+	}
+	if *restartPodAt > 0 && (math.IsInf(bo.RequestRate, 1) || !(bo.RequestRate > 0)) {
+		fmt.Fprintln(stderr, "meshllm-compare: --restart-pod-at needs a finite --request-rate (it times the restart by the arrival schedule)")
+		return 2
+	}
 	full := bo.NumPrompts
 	bo.NumPrompts = max(1, int(math.Round(float64(full)**scale)))
 	dir := *out
@@ -119,7 +133,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := Config{
 		Workload: *workload, Bench: bo, Policies: pols, Repetitions: *reps, Preset: p, Speed: *speed,
-		SampleInterval: *interval, PickerTimeoutMS: *pickTimeout, FaultAfter: *faultAfter, FaultEvery: *faultEvery, PickerConfig: *pickerConfig, Wasm: wasm, Log: stdout,
+		SampleInterval: *interval, PickerTimeoutMS: *pickTimeout, FaultAfter: *faultAfter, FaultEvery: *faultEvery, Bypass: *bypass, RestartPodAt: *restartPodAt, PickerConfig: *pickerConfig, Wasm: wasm, Log: stdout,
 	}
 	if *verbose {
 		cfg.Verbose = stderr
@@ -147,7 +161,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	info := ReportInfo{
 		Workload: *workload, Command: commandLine(args), Preset: *preset, Scale: fmt.Sprintf("%g (%d of %d prompts)", *scale, bo.NumPrompts, full),
-		Speed: *speed, Repetitions: *reps, Dataset: describe(bo), Fleet: p,
+		Speed: *speed, Repetitions: *reps, Dataset: describe(bo), Fleet: p, Bypass: *bypass, RestartPodAt: *restartPodAt,
 	}
 	if *pods > 0 {
 		info.Preset = fmt.Sprintf("%s (%d pods)", *preset, *pods)

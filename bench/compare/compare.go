@@ -97,6 +97,13 @@ type Config struct {
 	// FaultAfter and FaultEvery time a policy's fault (wall time):
 	// the first stop, and the time between a stop and the restart.
 	FaultAfter, FaultEvery time.Duration
+	// Bypass is the share of requests (0 to 1) sent straight to the pods,
+	// round robin, instead of through the policy's gateway (variants.go).
+	Bypass float64
+	// RestartPodAt, if above 0, restarts one pod when that share of the
+	// requests has been sent (by the arrival schedule; needs a finite
+	// --request-rate; variants.go).
+	RestartPodAt float64
 	// PickerConfig is a picker-svc config file (its --config) for the
 	// LLM-aware policies: profiles, weights, shedding; "" the defaults.
 	PickerConfig string
@@ -134,6 +141,12 @@ type Run struct {
 	WallSecs float64
 	// Errors counts the failed requests by error message.
 	Errors []ErrorCount
+	// BypassPerPod counts the requests sent straight to each pod (Bypass),
+	// also counted in RequestsPerPod.
+	BypassPerPod []int
+	// RestartedAt is when RestartedPod restarted, simulated seconds into
+	// the run (0: no restart).
+	RestartedAt float64
 	// PrefixHitBound is the oracle's prefix-cache hit rate (%) on the
 	// prompts this run sent (oracle.go).
 	PrefixHitBound float64
@@ -307,9 +320,19 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	smp := startSampler(s.Fleet.URLs(), s.PrometheusText, c.Speed, c.SampleInterval)
 	faultCtx, stopFaults := context.WithCancel(ctx)
 	faultsDone := injectFaults(faultCtx, s, p, c.FaultAfter, c.FaultEvery, c.Log)
+	var restartWall time.Duration
+	if c.RestartPodAt > 0 {
+		restartWall = restartAfter(c.RestartPodAt, len(reqs), o.RequestRate, c.Speed)
+	}
+	restartDone := injectPodRestart(faultCtx, s, restartWall, c.Speed, c.Log)
+	var podURLs []string
+	for _, u := range s.Fleet.URLs() {
+		podURLs = append(podURLs, u+o.Endpoint)
+	}
+	urls, bypassPerPod := bypassRoutes(len(reqs), c.Bypass, base+o.Endpoint, podURLs)
 	wall := time.Now()
 	res, runErr := bench.Run(ctx, bench.RunConfig{
-		APIURL: base + o.Endpoint, Chat: o.Chat(), Model: model, Requests: reqs,
+		APIURL: base + o.Endpoint, URLFor: func(i int) string { return urls[i] }, Chat: o.Chat(), Model: model, Requests: reqs,
 		RequestRate: wallRate(o.RequestRate, c.Speed), Burstiness: o.Burstiness, MaxConcurrency: o.MaxConcurrency,
 		IgnoreEOS: o.IgnoreEOS, ExtraBody: o.ExtraBody, Header: o.Header,
 		RequestIDPrefix: o.RequestIDPrefix + p.Name + "-", Seed: o.Seed,
@@ -317,6 +340,7 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	wallSecs := time.Since(wall).Seconds()
 	stopFaults()
 	faultErr := faultsDone()
+	restartedAt := restartDone()
 	samples := smp.Stop()
 	if runErr != nil {
 		return nil, runErr
@@ -346,6 +370,7 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 		MaxConcurrency: o.MaxConcurrency, DatasetName: o.DatasetName,
 	}, m, res.Outputs, dur, o.PercentileMetrics, o.SaveDetailed)
 	r := &Run{Policy: p.Name, Metrics: m, Samples: samples, Sims: s.Fleet.Stats(), WallSecs: wallSecs, Errors: countErrors(res.Outputs),
+		BypassPerPod: bypassPerPod, RestartedAt: restartedAt,
 		PrefixHitBound: sentPrefixBound(reqs, res, model, s.Fleet.Servers[0].Config().BlockSize)}
 	for _, out := range res.Outputs {
 		if out.Success {
@@ -366,6 +391,16 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	// bound on it, in percent.
 	result.Set("prefix_cache_hit_rate_pct", prefixHitRate(r))
 	result.Set("prefix_cache_hit_rate_bound_pct", r.PrefixHitBound)
+	if c.Bypass > 0 {
+		n := 0
+		for _, k := range bypassPerPod {
+			n += k
+		}
+		result.Set("bypassed_requests", n)
+	}
+	if c.RestartPodAt > 0 {
+		result.Set("pod_restarted_at_s", restartedAt)
+	}
 	r.Result, r.PerRequest = splitResult(result)
 	for _, col := range []struct {
 		key string
@@ -387,8 +422,8 @@ func runOne(ctx context.Context, c Config, p Policy, reqs []bench.SampleRequest)
 	if p.Listener == ExtProcListener {
 		counts = s.ExtProcGateway.UpstreamCounts()
 	}
-	for _, a := range s.Fleet.Addrs {
-		r.RequestsPerPod = append(r.RequestsPerPod, counts[a])
+	for i, a := range s.Fleet.Addrs {
+		r.RequestsPerPod = append(r.RequestsPerPod, counts[a]+bypassPerPod[i])
 	}
 	if len(samples) > 0 {
 		r.Gateway = samples[len(samples)-1].Gateway

@@ -72,6 +72,13 @@ var metrics = []metric{
 	{"prefix_cache_hit_rate_pct", "prefix-cache hit rate (%)", prefixHitRate},
 	{"prefix_cache_hit_rate_bound_pct", "prefix-cache hit rate, oracle bound (%)", func(r *Run) float64 { return r.PrefixHitBound }},
 	{"prefix_cache_hit_rate_below_bound_points", "hit rate below the bound (points)", func(r *Run) float64 { return r.PrefixHitBound - prefixHitRate(r) }},
+	{"evicted_blocks", "cached blocks evicted (all pods)", func(r *Run) float64 {
+		var n uint64
+		for _, s := range r.Sims {
+			n += s.EvictedBlocks
+		}
+		return float64(n)
+	}},
 	{"preemptions", "preemptions", func(r *Run) float64 {
 		var n uint64
 		for _, s := range r.Sims {
@@ -362,6 +369,8 @@ type ReportInfo struct {
 	Speed       float64
 	Repetitions int
 	Dataset     string
+	// Bypass and RestartPodAt are the variant's options (Config).
+	Bypass, RestartPodAt float64
 	// Plots are the PNGs to write (nil: the usual six).
 	Plots []string
 }
@@ -415,6 +424,12 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 	fmt.Fprintf(w, "- Fleet: preset `%s`. %s\n", info.Preset, info.Fleet.Describe())
 	fmt.Fprintf(w, "- %d repetitions per policy, each on a fresh fleet, in alternating order; scale %s; simulator speed %gx.\n",
 		info.Repetitions, info.Scale, info.Speed)
+	if info.Bypass > 0 {
+		fmt.Fprintf(w, "- Bypass: %.0f%% of the requests, spread evenly through the run, went straight to the pods, round robin over their addresses, as another gateway would send them: the policy's picker never saw them.\n", info.Bypass*100)
+	}
+	if info.RestartPodAt > 0 {
+		fmt.Fprintf(w, "- Pod restart: pod %d (pods count from 0, as in the plots) restarted once %.0f%% of the requests had been sent (by the arrival schedule): its connections in flight were cut, its KV cache came back empty and it published AllBlocksCleared; it answered again at once.\n", RestartedPod, info.RestartPodAt*100)
+	}
 	fmt.Fprintf(w, "- **All times are simulated** (wall time x %g): these are vllmsim's figures, not a GPU's. Cells are median (min–max) across repetitions; ratios are medians against round robin.\n\n", info.Speed)
 	fmt.Fprintln(w, "## Results")
 	fmt.Fprintln(w)
@@ -430,23 +445,36 @@ func writeReport(w io.Writer, info ReportInfo, policies []string, runs []*Run, p
 		"The first wave queues for its prefills under any policy, and it and the requests sent while it waits set the tails of a short run; what is left is the steady state. "+
 		"\"First-wave share of the TTFTs above p90\" is how many of the slowest 10% are first-wave requests: near 100, p90 is the wave's queue, which no placement removes.")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "## Requests per pod (gateway upstream counts)")
+	fmt.Fprintln(w, "## Requests per pod (gateway upstream counts, plus any sent straight to the pod)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| policy | repetition | requests per pod | KV mean per pod (%) |")
-	fmt.Fprintln(w, "|---|---:|---|---|")
+	fmt.Fprintln(w, "The hit rate per pod is each simulator's prefix-cache hits over its queries (tokens).")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| policy | repetition | requests per pod | KV mean per pod (%) | prefix-cache hit rate per pod (%) |")
+	fmt.Fprintln(w, "|---|---:|---|---|---|")
 	for _, p := range policies {
 		for _, r := range runs {
 			if r.Policy != p {
 				continue
 			}
-			var counts, kv []string
-			for _, n := range r.RequestsPerPod {
-				counts = append(counts, itoa(n))
+			var counts, kv, hits []string
+			for i, n := range r.RequestsPerPod {
+				c := itoa(n)
+				if i < len(r.BypassPerPod) && r.BypassPerPod[i] > 0 {
+					c += fmt.Sprintf(" (%d direct)", r.BypassPerPod[i])
+				}
+				counts = append(counts, c)
+			}
+			for _, s := range r.Sims {
+				hits = append(hits, fmt.Sprintf("%.0f", float64(s.PrefixHits)/float64(max(s.PrefixQueries, 1))*100))
+			}
+			hitCol := strings.Join(hits, " / ")
+			if r.RestartedAt > 0 {
+				hitCol += fmt.Sprintf(" (pod %d restarted at %.0f s)", RestartedPod, r.RestartedAt)
 			}
 			for _, x := range podMeanKV(r) {
 				kv = append(kv, fmt.Sprintf("%.0f", x*100))
 			}
-			fmt.Fprintf(w, "| %s | %d | %s | %s |\n", p, r.Repetition, strings.Join(counts, " / "), strings.Join(kv, " / "))
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s |\n", p, r.Repetition, strings.Join(counts, " / "), strings.Join(kv, " / "), hitCol)
 		}
 	}
 	fmt.Fprintln(w)

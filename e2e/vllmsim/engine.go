@@ -110,6 +110,9 @@ type Engine struct {
 	behindLast  float64
 	lastLog     time.Time
 
+	// restarts counts Restart calls (Stats.Restarts).
+	restarts uint64
+
 	// kvOut receives the KV events of each step (nil: events are off).
 	kvOut func(kvBatch)
 
@@ -549,8 +552,13 @@ type Stats struct {
 	PrefixQueries    uint64
 	PrefixHits       uint64
 	LoRALoads        uint64
-	Finished         map[string]uint64 // by finish reason
-	ResidentLoRAs    []string
+	// Restarts counts the engine's restarts (Restart).
+	Restarts uint64
+	// EvictedBlocks counts cached blocks whose prefix was dropped to make
+	// room (vLLM has no such metric; its KV events report them).
+	EvictedBlocks uint64
+	Finished      map[string]uint64 // by finish reason
+	ResidentLoRAs []string
 
 	SimTime float64
 	Steps   uint64
@@ -572,7 +580,7 @@ func (e *Engine) Stats() Stats {
 		Running: len(e.running), Waiting: len(e.waiting), KVCacheUsage: e.kv.usage(),
 		PromptTokens: e.m.promptTokens, GenerationTokens: e.m.generationTokens,
 		Preemptions: e.m.preemptions, PrefixQueries: e.m.prefixQueries, PrefixHits: e.m.prefixHits,
-		LoRALoads: e.m.loraLoads, Finished: map[string]uint64{},
+		LoRALoads: e.m.loraLoads, Restarts: e.restarts, EvictedBlocks: e.kv.evicted, Finished: map[string]uint64{},
 		SimTime: e.clock.Now(), Steps: e.steps,
 		BehindSteps: e.behindSteps, BehindSeconds: e.behindSecs, MaxLag: e.maxLag,
 		FirstBehindAt: e.behindFirst, LastBehindAt: e.behindLast,

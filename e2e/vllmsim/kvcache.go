@@ -21,6 +21,9 @@ type kvCache struct {
 	// its changes in events until the engine publishes them.
 	recording bool
 	events    []kvEvent
+
+	// evicted counts cached blocks whose prefix was dropped to make room.
+	evicted uint64
 }
 
 func newKVCache(numBlocks, blockSize int, caching bool) *kvCache {
@@ -58,6 +61,7 @@ func (kv *kvCache) popFree() int32 {
 	if kv.hashed[b] {
 		if kv.cache[kv.hash[b]] == b {
 			delete(kv.cache, kv.hash[b])
+			kv.evicted++
 			if kv.recording {
 				kv.events = append(kv.events, kvEvent{kind: kvBlockRemoved, hashes: []uint64{kv.hash[b]}})
 			}

@@ -124,6 +124,7 @@ func TestKVEventsDescribeTheCache(t *testing.T) {
 	}
 	assert.Greater(t, e.Stats().Preemptions+uint64(removed), uint64(0))
 	assert.Greater(t, removed, 100, "the workload evicts")
+	assert.Equal(t, uint64(removed), e.Stats().EvictedBlocks, "every eviction is counted")
 	assert.Greater(t, stored, 500)
 	for h := range m.held {
 		name := e.cfg.Model

@@ -295,6 +295,7 @@ type responder struct {
 func (rs *responder) wait(ctx context.Context, notify chan struct{}) bool {
 	select {
 	case <-notify:
+		rs.dropIfRestarted()
 		return true
 	case <-ctx.Done():
 	case <-rs.srv.eng.closed:
@@ -343,6 +344,7 @@ func (rs *responder) whole(w http.ResponseWriter, ctx context.Context, notify ch
 			return
 		}
 	}
+	rs.dropIfRestarted()
 	b := make([]byte, 0, 256)
 	b = append(b, `{"id":"`+rs.id+`","object":`...)
 	if rs.req.chat {
