@@ -62,6 +62,8 @@ func (p *picker) buildPrecise(sched *scheduling.Scheduler, cfg scheduling.Config
 			func() uint64 { return scorer.Counts().Precise }),
 		counter("meshllm_picker_precise_prefix_pods_not_ready_total", "Candidate pods scored by the approximate prefix guess because their KV events were incomplete.",
 			func() uint64 { return scorer.Counts().NotReady }),
+		counter("meshllm_picker_precise_prefix_held_nowhere_total", "Picks scored by the approximate prefix guess because no engine held any of the prompt (it remembers where the prompt went last).",
+			func() uint64 { return scorer.Counts().NoneHeld }),
 		counter("meshllm_picker_precise_prefix_no_tokens_total", "Picks scored by the approximate prefix guess for want of the prompt's token ids (no body on this path, or the tokenizer failed).",
 			func() uint64 { return scorer.Counts().NoTokens }),
 		counter("meshllm_picker_tokenizer_cache_hits_total", "Prompts whose token ids came from the tokenizer cache.",

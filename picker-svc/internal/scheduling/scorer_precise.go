@@ -24,6 +24,7 @@ type PrecisePrefixScorer struct {
 	src atomic.Pointer[engineCacheBox]
 
 	noTokens atomic.Uint64 // picks scored by the guess: no token ids
+	noneHeld atomic.Uint64 // picks scored by the guess: no engine holds any of the prompt
 	notReady atomic.Uint64 // pods scored by the guess: their events incomplete
 	precise  atomic.Uint64 // pods scored from the engines' events
 }
@@ -85,13 +86,16 @@ type PrecisePrefixCounts struct {
 	// NotReady: candidate pods scored by the guess because their events
 	// were incomplete.
 	NotReady uint64
+	// NoneHeld: picks scored by the guess because no engine that could
+	// tell held any of the prompt (evicted everywhere, or never served).
+	NoneHeld uint64
 	// Precise: candidate pods scored from their engines' events.
 	Precise uint64
 }
 
 // Counts reports the fallbacks so far.
 func (p *PrecisePrefixScorer) Counts() PrecisePrefixCounts {
-	return PrecisePrefixCounts{NoTokens: p.noTokens.Load(), NotReady: p.notReady.Load(), Precise: p.precise.Load()}
+	return PrecisePrefixCounts{NoTokens: p.noTokens.Load(), NoneHeld: p.noneHeld.Load(), NotReady: p.notReady.Load(), Precise: p.precise.Load()}
 }
 
 // Prepare implements Preparer: PrefixBlocks from the engines' events where
@@ -115,6 +119,16 @@ func (p *PrecisePrefixScorer) Prepare(req *Request, cands []Candidate, _ time.Ti
 		held = make([]HeldPrefix, len(cands))
 	}
 	box.Held(req, cands, held)
+	// Where no engine holds any of the prompt, all of them would prefill
+	// it alike, and the engines' zeros would place it by load alone:
+	// under cache pressure a customer whose context was evicted then
+	// lands on a new pod each time, and the fleet stores the same context
+	// several times over, evicting more. The guess remembers where this
+	// prompt went last, so it is prefilled and kept once.
+	if !heldAnywhere(held) {
+		p.noneHeld.Add(1)
+		return
+	}
 	n := len(req.PrefixHashes)
 	for i := range cands {
 		if !held[i].Ready {
@@ -125,6 +139,17 @@ func (p *PrecisePrefixScorer) Prepare(req *Request, cands []Candidate, _ time.Ti
 		f := min(max(held[i].Fraction, 0), 1)
 		cands[i].PrefixBlocks = int(f*float64(n) + 0.5)
 	}
+}
+
+// heldAnywhere says whether an engine that can tell holds part of the
+// prompt.
+func heldAnywhere(held []HeldPrefix) bool {
+	for _, h := range held {
+		if h.Ready && h.Fraction > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Score implements Scorer: the fraction of the request's blocks held.
