@@ -3,7 +3,9 @@ package scheduling
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/meshllm/meshllm/pickapi"
@@ -54,6 +56,9 @@ func init() {
 	Register("predicted_ttft_only", func(json.RawMessage) (Plugin, error) { return ttftOnly{NewPredictedTTFTScorer()}, nil })
 }
 
+// fleetVariants are LATENCY with other predicted_ttft parameters.
+var fleetVariants = map[string]string{}
+
 // fleetScheduler is the scheduler of a policy, with a seeded tie-break.
 func fleetScheduler(policy string, seed uint64) *Scheduler {
 	cfg := DefaultConfig()
@@ -62,11 +67,29 @@ func fleetScheduler(policy string, seed uint64) *Scheduler {
 		cfg.Profiles[pickapi.StrategyLatency] = ProfileSpec{Prepare: []string{"in_flight", "prefix", "predicted_ttft_only"},
 			Scorers: []WeightedScorer{{"predicted_ttft_only", 10}, {"lora", 2}}}
 	}
+	if params, ok := fleetVariants[policy]; ok {
+		cfg.Plugins = map[string]json.RawMessage{"predicted_ttft": json.RawMessage(params)}
+	}
 	s := mustNew(cfg)
 	for _, p := range s.profiles {
 		p.picker = NewMaxScorePicker(rand.New(rand.NewPCG(seed, 99)))
 	}
 	return s
+}
+
+var fleetPolicies = []string{"round_robin", "DEFAULT", "LATENCY", "LATENCY-ttft-only"}
+
+func init() {
+	if v := os.Getenv("FLEET_POLICIES"); v != "" {
+		fleetPolicies = strings.Split(v, ",")
+	}
+	if v := os.Getenv("FLEET_VARIANTS"); v != "" {
+		for _, kv := range strings.Split(v, ";") {
+			name, params, _ := strings.Cut(kv, "=")
+			fleetVariants[name] = params
+			fleetPolicies = append(fleetPolicies, name)
+		}
+	}
 }
 
 // BenchmarkFleet runs each shape under each policy over fleetSeeds seeds
@@ -80,14 +103,14 @@ func fleetScheduler(policy string, seed uint64) *Scheduler {
 // policy). A model, not the benchmark of record (meshllm-compare is).
 func BenchmarkFleet(b *testing.B) {
 	for _, sh := range fleetShapes {
-		for _, policy := range []string{"round_robin", "DEFAULT", "LATENCY", "LATENCY-ttft-only"} {
+		for _, policy := range fleetPolicies {
 			b.Run(sh.name+"/"+policy, func(b *testing.B) {
 				var p50, p90, p99, worst, wave, rate, pre []float64
 				for i := 0; i < b.N; i++ {
 					p50, p90, p99, worst, wave, rate, pre = nil, nil, nil, nil, nil, nil, nil
 					for seed := uint64(1); seed <= fleetSeeds; seed++ {
 						st := policy
-						if policy == "LATENCY-ttft-only" {
+						if _, ok := fleetVariants[policy]; ok || policy == "LATENCY-ttft-only" {
 							st = string(pickapi.StrategyLatency)
 						}
 						r := runFleet(sh.shape, fleetScheduler(policy, seed), st, seed)

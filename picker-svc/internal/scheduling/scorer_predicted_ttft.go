@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
@@ -33,6 +34,10 @@ type PredictedTTFTScorer struct {
 	mu   sync.Mutex // guards pods and byID; a pod's own mu may be held while taking it
 	pods map[*scrape.Endpoint]*podState
 	byID map[uint64]*podState
+	last atomic.Pointer[scrape.Endpoint]
+	// footprint is a moving average of the picked requests' mean KV
+	// footprint over their lives (prompt plus half the expected output).
+	footprint atomic.Uint64 // float64 bits
 }
 
 type podState struct {
@@ -53,6 +58,14 @@ type predictedTTFTParams struct {
 	// MaxBatchedTokens is the pods' per-step token budget (vLLM's
 	// --max-num-batched-tokens), which /metrics do not show.
 	MaxBatchedTokens int `json:"maxBatchedTokens"`
+	// Experimental.
+	Gate      string  `json:"gate"`
+	Alpha     float64 `json:"alpha"`
+	GateFrac  float64 `json:"gateFrac"`
+	Sticky    float64 `json:"sticky"`
+	Theta     float64 `json:"theta"`
+	StickySat bool    `json:"stickySat"`
+	StickyAbs float64 `json:"stickyAbs"`
 }
 
 // The defaults: a 7-8B model on one mid-range GPU, vLLM's default budget.
@@ -122,6 +135,10 @@ func (s *PredictedTTFTScorer) estimates(p *podState) podEstimates {
 // Prepare implements Preparer: each candidate's prediction.
 func (s *PredictedTTFTScorer) Prepare(req *Request, cands []Candidate, now time.Time) {
 	out := float64(s.outputs.expect(s.outputs.model(req.TargetModel), req.MaxTokens))
+	foot := math.Float64frombits(s.footprint.Load())
+	if foot == 0 {
+		foot = float64(req.PromptTokens) + out/2
+	}
 	for i := range cands {
 		c := &cands[i]
 		own := float64(max(req.PromptTokens-c.PrefixBlocks*blockTokens, 0))
@@ -129,7 +146,9 @@ func (s *PredictedTTFTScorer) Prepare(req *Request, cands []Candidate, now time.
 		p.mu.Lock()
 		p.observe(c.S, &s.prefill)
 		f := p.forecast(c, now, s.estimates(p), own, out, float64(s.params.DefaultOutputTokens), s.forget)
-		c.PredictedTTFT, c.PredictedRecompute = f.predict()
+		c.PredictedTTFT, c.PredictedRecompute, c.PredictedWait = f.predict()
+		c.KVCapacity = f.capacity
+		c.KVDemand = (c.S.Running + c.S.Waiting + float64(c.InFlight.Requests) + 1) * foot
 		p.mu.Unlock()
 	}
 }
@@ -138,14 +157,63 @@ func (s *PredictedTTFTScorer) Prepare(req *Request, cands []Candidate, now time.
 // (time to first token plus the recompute it risks there) scores 1, one
 // twice as costly 0.5.
 func (s *PredictedTTFTScorer) Score(_ *Request, cands []Candidate, scores []float64) {
+	withRecompute := true
+	switch s.params.Gate {
+	case "wait":
+		withRecompute = false
+		for i := range cands {
+			if cands[i].PredictedWait == 0 {
+				withRecompute = true
+			}
+		}
+	case "never":
+		withRecompute = false
+	case "demand":
+		d, k := 0.0, 0.0
+		for i := range cands {
+			d += cands[i].KVDemand
+			k += cands[i].KVCapacity
+		}
+		withRecompute = k == 0 || d < s.params.Theta*k
+	case "anywait":
+		n := 0
+		for i := range cands {
+			if cands[i].PredictedWait > 0 {
+				n++
+			}
+		}
+		withRecompute = float64(n) < s.params.GateFrac*float64(len(cands))
+	case "short":
+		withRecompute = false
+		for i := range cands {
+			if cands[i].PredictedRecompute <= s.params.GateFrac*cands[i].PredictedTTFT {
+				withRecompute = true
+			}
+		}
+	}
+	alpha := 1.0
+	if s.params.Alpha > 0 {
+		alpha = s.params.Alpha
+	}
+	cost := func(c *Candidate) float64 {
+		if withRecompute {
+			return c.PredictedTTFT + alpha*c.PredictedRecompute
+		}
+		return c.PredictedTTFT
+	}
 	best := math.Inf(1)
 	for i := range cands {
-		best = min(best, predictedCost(&cands[i]))
+		best = min(best, cost(&cands[i]))
 	}
+	last := s.last.Load()
 	for i := range cands {
-		if t := predictedCost(&cands[i]); t > 0 && best > 0 {
+		t := cost(&cands[i])
+		if t > 0 && best > 0 {
 			scores[i] = best / t
 		} else {
+			scores[i] = 1
+		}
+		if s.params.Sticky > 0 && (!s.params.StickySat || !withRecompute) && cands[i].EP == last && t <= best*(1+s.params.Sticky)+s.params.StickyAbs {
 			scores[i] = 1
 		}
 	}
@@ -159,6 +227,13 @@ func (s *PredictedTTFTScorer) PostPick(req *Request, c *Candidate, now time.Time
 	model := s.outputs.model(req.TargetModel)
 	r := &openPick{id: req.PickID, at: now, prompt: max(req.PromptTokens, 1), maxTokens: req.MaxTokens, model: model,
 		out: s.outputs.expect(model, req.MaxTokens), work: max(req.PromptTokens-c.PrefixBlocks*blockTokens, 0)}
+	s.last.Store(c.EP)
+	foot := float64(r.prompt) + float64(r.out)/2
+	old := math.Float64frombits(s.footprint.Load())
+	if old == 0 {
+		old = foot
+	}
+	s.footprint.Store(math.Float64bits(old + 0.05*(foot-old)))
 	p := s.pod(c.EP)
 	p.mu.Lock()
 	r.first = p.clock.steps(now, s.estimates(p).decodeStep)
