@@ -65,6 +65,8 @@ type predictedTTFTParams struct {
 	Sticky    float64 `json:"sticky"`
 	Theta     float64 `json:"theta"`
 	StickySat bool    `json:"stickySat"`
+	Balance   float64 `json:"balance"`
+	BalanceSat bool   `json:"balanceSat"`
 	StickyAbs float64 `json:"stickyAbs"`
 }
 
@@ -206,6 +208,25 @@ func (s *PredictedTTFTScorer) Score(_ *Request, cands []Candidate, scores []floa
 		best = min(best, cost(&cands[i]))
 	}
 	last := s.last.Load()
+	if s.params.Balance > 0 && (withRecompute || s.params.BalanceSat) {
+		// Among near-ties, the least demand.
+		bi := -1
+		for i := range cands {
+			if cost(&cands[i]) <= best*(1+s.params.Balance) && (bi < 0 || cands[i].KVDemand < cands[bi].KVDemand) {
+				bi = i
+			}
+		}
+		for i := range cands {
+			t := cost(&cands[i])
+			scores[i] = best / t
+			if i == bi {
+				scores[i] = 1
+			} else if t <= best*(1+s.params.Balance) {
+				scores[i] = min(scores[i], 0.999)
+			}
+		}
+		return
+	}
 	for i := range cands {
 		t := cost(&cands[i])
 		if t > 0 && best > 0 {
