@@ -73,11 +73,10 @@ type podForecast struct {
 // cannot foresee are left, and they do not end within the forecast).
 const noRoomSteps = 1000
 
-// predict returns the seconds to the request's first token, the seconds
-// of prefill it risks recomputing if the pod runs short of KV cache before
-// it ends, and the seconds of the first that it waits for room (KV or a
-// batch slot) before any prefill.
-func (p *podForecast) predict() (ttft, recompute, wait float64) {
+// predict returns the seconds to the request's first token, and the
+// seconds of prefill it risks recomputing if the pod runs short of KV
+// cache before it ends.
+func (p *podForecast) predict() (ttft, recompute float64) {
 	steps, short := p.admit()
 	if p.strangers > 0 {
 		steps = max(steps, p.slotWait(p.strangers))
@@ -85,8 +84,7 @@ func (p *podForecast) predict() (ttft, recompute, wait float64) {
 	short = min(short, p.own+p.ownOutput)
 	work := p.ahead + p.own
 	chunks := math.Ceil(max(work, 1) / p.chunk)
-	wait = steps * p.decodeStep
-	return wait + work*p.prefillToken + chunks*p.decodeStep, short * p.prefillToken, wait
+	return steps*p.decodeStep + work*p.prefillToken + chunks*p.decodeStep, short * p.prefillToken
 }
 
 // admit returns the decode steps until the queue and the request fit in

@@ -56,7 +56,7 @@ func TestPodForecast(t *testing.T) {
 			steps, short := f.admit()
 			require.InDelta(t, tc.steps, steps, 1e-9)
 			require.InDelta(t, tc.short, short, 1e-9)
-			ttft, recompute, _ := f.predict()
+			ttft, recompute := f.predict()
 			require.InDelta(t, tc.ttft, ttft, 1e-9)
 			require.InDelta(t, tc.recompute, recompute, 1e-9)
 		})

@@ -3,9 +3,7 @@ package scheduling
 import (
 	"encoding/json"
 	"errors"
-	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/meshllm/meshllm/picker-svc/internal/scrape"
@@ -34,10 +32,6 @@ type PredictedTTFTScorer struct {
 	mu   sync.Mutex // guards pods and byID; a pod's own mu may be held while taking it
 	pods map[*scrape.Endpoint]*podState
 	byID map[uint64]*podState
-	last atomic.Pointer[scrape.Endpoint]
-	// footprint is a moving average of the picked requests' mean KV
-	// footprint over their lives (prompt plus half the expected output).
-	footprint atomic.Uint64 // float64 bits
 }
 
 type podState struct {
@@ -58,20 +52,21 @@ type predictedTTFTParams struct {
 	// MaxBatchedTokens is the pods' per-step token budget (vLLM's
 	// --max-num-batched-tokens), which /metrics do not show.
 	MaxBatchedTokens int `json:"maxBatchedTokens"`
-	// Experimental.
-	Gate      string  `json:"gate"`
-	Alpha     float64 `json:"alpha"`
-	GateFrac  float64 `json:"gateFrac"`
-	Sticky    float64 `json:"sticky"`
-	Theta     float64 `json:"theta"`
-	StickySat bool    `json:"stickySat"`
-	Balance   float64 `json:"balance"`
-	BalanceSat bool   `json:"balanceSat"`
-	StickyAbs float64 `json:"stickyAbs"`
+	// SaturatedDemand is the share of the fleet's KV cache past which the
+	// requests on it (at their mean footprint) saturate it: placement then
+	// drops the recompute term and staggers (0: never).
+	SaturatedDemand float64 `json:"saturatedDemand"`
+	// BalanceWithin and StaggerWithin are how close to the best cost, as a
+	// fraction of it, a candidate ties: below saturation the tie goes to
+	// the least KV demand, saturated to the pod picked last (0: no tie).
+	BalanceWithin float64 `json:"balanceWithin"`
+	StaggerWithin float64 `json:"staggerWithin"`
 }
 
 // The defaults: a 7-8B model on one mid-range GPU, vLLM's default budget.
-var defaultPredictedTTFT = predictedTTFTParams{DecodeStepMs: 30, PrefillTokenUs: 100, DefaultOutputTokens: 256, MaxBatchedTokens: 2048}
+// The placement's, from BenchmarkFleet (docs/scheduling.md).
+var defaultPredictedTTFT = predictedTTFTParams{DecodeStepMs: 30, PrefillTokenUs: 100, DefaultOutputTokens: 256, MaxBatchedTokens: 2048,
+	SaturatedDemand: 0.95, BalanceWithin: 0.03, StaggerWithin: 0.05}
 
 func init() {
 	Register("predicted_ttft", func(params json.RawMessage) (Plugin, error) {
@@ -88,6 +83,12 @@ func init() {
 			return nil, errors.New("defaultOutputTokens must be in [1, 16777216]")
 		case p.MaxBatchedTokens < 1 || p.MaxBatchedTokens > 1<<24:
 			return nil, errors.New("maxBatchedTokens must be in [1, 16777216]")
+		case !(p.SaturatedDemand >= 0 && p.SaturatedDemand <= 100):
+			return nil, errors.New("saturatedDemand must be in [0, 100]")
+		case !(p.BalanceWithin >= 0 && p.BalanceWithin <= 1):
+			return nil, errors.New("balanceWithin must be in [0, 1]")
+		case !(p.StaggerWithin >= 0 && p.StaggerWithin <= 1):
+			return nil, errors.New("staggerWithin must be in [0, 1]")
 		}
 		return newPredictedTTFT(p), nil
 	})
@@ -137,10 +138,6 @@ func (s *PredictedTTFTScorer) estimates(p *podState) podEstimates {
 // Prepare implements Preparer: each candidate's prediction.
 func (s *PredictedTTFTScorer) Prepare(req *Request, cands []Candidate, now time.Time) {
 	out := float64(s.outputs.expect(s.outputs.model(req.TargetModel), req.MaxTokens))
-	foot := math.Float64frombits(s.footprint.Load())
-	if foot == 0 {
-		foot = float64(req.PromptTokens) + out/2
-	}
 	for i := range cands {
 		c := &cands[i]
 		own := float64(max(req.PromptTokens-c.PrefixBlocks*blockTokens, 0))
@@ -148,99 +145,28 @@ func (s *PredictedTTFTScorer) Prepare(req *Request, cands []Candidate, now time.
 		p.mu.Lock()
 		p.observe(c.S, &s.prefill)
 		f := p.forecast(c, now, s.estimates(p), own, out, float64(s.params.DefaultOutputTokens), s.forget)
-		c.PredictedTTFT, c.PredictedRecompute, c.PredictedWait = f.predict()
-		c.KVCapacity = f.capacity
-		c.KVDemand = (c.S.Running + c.S.Waiting + float64(c.InFlight.Requests) + 1) * foot
+		c.PredictedTTFT, c.PredictedRecompute = f.predict()
+		foot := p.footprint
+		if foot == 0 {
+			foot = float64(req.PromptTokens) + out/2
+		}
+		c.KVCapacity, c.KVDemand, c.LastPicked = f.capacity, (c.S.Running+c.S.Waiting+float64(c.InFlight.Requests)+1)*foot, p.lastPick
 		p.mu.Unlock()
 	}
 }
 
 // Score implements Scorer: the candidate with the least predicted cost
-// (time to first token plus the recompute it risks there) scores 1, one
-// twice as costly 0.5.
+// (time to first token, plus the recompute it risks there unless the
+// fleet is saturated) scores 1, one twice as costly 0.5; a near tie goes
+// to the preferred pod (predicted_placement.go).
 func (s *PredictedTTFTScorer) Score(_ *Request, cands []Candidate, scores []float64) {
-	withRecompute := true
-	switch s.params.Gate {
-	case "wait":
-		withRecompute = false
-		for i := range cands {
-			if cands[i].PredictedWait == 0 {
-				withRecompute = true
-			}
-		}
-	case "never":
-		withRecompute = false
-	case "demand":
-		d, k := 0.0, 0.0
-		for i := range cands {
-			d += cands[i].KVDemand
-			k += cands[i].KVCapacity
-		}
-		withRecompute = k == 0 || d < s.params.Theta*k
-	case "anywait":
-		n := 0
-		for i := range cands {
-			if cands[i].PredictedWait > 0 {
-				n++
-			}
-		}
-		withRecompute = float64(n) < s.params.GateFrac*float64(len(cands))
-	case "short":
-		withRecompute = false
-		for i := range cands {
-			if cands[i].PredictedRecompute <= s.params.GateFrac*cands[i].PredictedTTFT {
-				withRecompute = true
-			}
-		}
+	sat := saturated(cands, s.params.SaturatedDemand)
+	within := s.params.BalanceWithin
+	if sat {
+		within = s.params.StaggerWithin
 	}
-	alpha := 1.0
-	if s.params.Alpha > 0 {
-		alpha = s.params.Alpha
-	}
-	cost := func(c *Candidate) float64 {
-		if withRecompute {
-			return c.PredictedTTFT + alpha*c.PredictedRecompute
-		}
-		return c.PredictedTTFT
-	}
-	best := math.Inf(1)
-	for i := range cands {
-		best = min(best, cost(&cands[i]))
-	}
-	last := s.last.Load()
-	if s.params.Balance > 0 && (withRecompute || s.params.BalanceSat) {
-		// Among near-ties, the least demand.
-		bi := -1
-		for i := range cands {
-			if cost(&cands[i]) <= best*(1+s.params.Balance) && (bi < 0 || cands[i].KVDemand < cands[bi].KVDemand) {
-				bi = i
-			}
-		}
-		for i := range cands {
-			t := cost(&cands[i])
-			scores[i] = best / t
-			if i == bi {
-				scores[i] = 1
-			} else if t <= best*(1+s.params.Balance) {
-				scores[i] = min(scores[i], 0.999)
-			}
-		}
-		return
-	}
-	for i := range cands {
-		t := cost(&cands[i])
-		if t > 0 && best > 0 {
-			scores[i] = best / t
-		} else {
-			scores[i] = 1
-		}
-		if s.params.Sticky > 0 && (!s.params.StickySat || !withRecompute) && cands[i].EP == last && t <= best*(1+s.params.Sticky)+s.params.StickyAbs {
-			scores[i] = 1
-		}
-	}
+	placementScores(cands, scores, sat, within)
 }
-
-func predictedCost(c *Candidate) float64 { return c.PredictedTTFT + c.PredictedRecompute }
 
 // PostPick implements PostPicker: the request joins the chosen pod's
 // queue.
@@ -248,13 +174,6 @@ func (s *PredictedTTFTScorer) PostPick(req *Request, c *Candidate, now time.Time
 	model := s.outputs.model(req.TargetModel)
 	r := &openPick{id: req.PickID, at: now, prompt: max(req.PromptTokens, 1), maxTokens: req.MaxTokens, model: model,
 		out: s.outputs.expect(model, req.MaxTokens), work: max(req.PromptTokens-c.PrefixBlocks*blockTokens, 0)}
-	s.last.Store(c.EP)
-	foot := float64(r.prompt) + float64(r.out)/2
-	old := math.Float64frombits(s.footprint.Load())
-	if old == 0 {
-		old = foot
-	}
-	s.footprint.Store(math.Float64bits(old + 0.05*(foot-old)))
 	p := s.pod(c.EP)
 	p.mu.Lock()
 	r.first = p.clock.steps(now, s.estimates(p).decodeStep)
