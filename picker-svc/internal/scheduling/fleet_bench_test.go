@@ -66,14 +66,16 @@ var fleetPolicies = []string{"round_robin", "DEFAULT", "LATENCY-previous", "LATE
 //
 // ttft-p90-ms etc. are over every request; after-wave-p90-ms over those
 // sent after the first clients (the first wave starts together under any
-// policy). A model, not the benchmark of record (meshllm-compare is).
+// policy); kv-spread is the mean gap between the fullest and the emptiest
+// pod's KV cache use (near 0: the pods in phase). A model, not the
+// benchmark of record (meshllm-compare is).
 func BenchmarkFleet(b *testing.B) {
 	for _, sh := range fleetShapes {
 		for _, policy := range fleetPolicies {
 			b.Run(sh.name+"/"+policy, func(b *testing.B) {
-				var mean, p50, p90, p99, worst, wave, rate, pre []float64
+				var mean, p50, p90, p99, worst, wave, rate, pre, spread []float64
 				for i := 0; i < b.N; i++ {
-					mean, p50, p90, p99, worst, wave, rate, pre = nil, nil, nil, nil, nil, nil, nil, nil
+					mean, p50, p90, p99, worst, wave, rate, pre, spread = nil, nil, nil, nil, nil, nil, nil, nil, nil
 					for seed := uint64(1); seed <= fleetSeeds; seed++ {
 						st := policy
 						if _, ok := fleetVariants[policy]; ok {
@@ -98,6 +100,7 @@ func BenchmarkFleet(b *testing.B) {
 						wave = append(wave, percentile(after, 90))
 						rate = append(rate, r.outputRate)
 						pre = append(pre, float64(r.preemptions))
+						spread = append(spread, r.kvSpread)
 					}
 				}
 				for _, m := range []struct {
@@ -105,7 +108,8 @@ func BenchmarkFleet(b *testing.B) {
 					xs   []float64
 					k    float64
 				}{{"ttft-mean-ms", mean, 1e3}, {"ttft-p50-ms", p50, 1e3}, {"ttft-p90-ms", p90, 1e3}, {"ttft-p99-ms", p99, 1e3}, {"slowest-ms", worst, 1e3},
-					{"after-wave-p90-ms", wave, 1e3}, {"out-tok/s", rate, 1}, {"preemptions", pre, 1}} {
+					{"after-wave-p90-ms", wave, 1e3}, {"out-tok/s", rate, 1}, {"preemptions", pre, 1},
+					{"kv-spread", spread, 1}} {
 					b.ReportMetric(percentile(m.xs, 50)*m.k, m.name)
 				}
 			})
