@@ -12,8 +12,9 @@ import (
 // The shapes of BenchmarkFleet: the seeds' random 1550/1800 +-20% traffic
 // on vllmsim's default fleet (98,304 KV tokens a pod: the KV cache binds)
 // and on the Qwen2.5-7B/A10 preset (127,312), at, below and past each
-// fleet's knee; natural stops where max_tokens over-estimates; and a
-// prefill-heavy mix.
+// fleet's knee; natural stops where max_tokens over-estimates; lengths
+// +-80%; a prefill-heavy mix; and, at their knees, fleets the placement
+// was not tuned on (eight pods; pods of 65,536 KV tokens).
 var fleetShapes = []struct {
 	name  string
 	shape fleetShape
@@ -24,6 +25,9 @@ var fleetShapes = []struct {
 	{"vllmsim/250", fleetShape{pods: 5, blocks: 6144, steps: vllmsimSteps, requests: 1000, clients: 250, input: 1550, output: 1800, ratio: 0.2}},
 	{"vllmsim/200-natural-stops", fleetShape{pods: 5, blocks: 6144, steps: vllmsimSteps, requests: 800, clients: 200, input: 1550, output: 1800, ratio: 0.2, naturalStop: 600}},
 	{"vllmsim/300-natural-stops", fleetShape{pods: 5, blocks: 6144, steps: vllmsimSteps, requests: 1200, clients: 300, input: 1550, output: 1800, ratio: 0.2, naturalStop: 600}},
+	{"vllmsim/200-mixed-lengths", fleetShape{pods: 5, blocks: 6144, steps: vllmsimSteps, requests: 800, clients: 200, input: 1550, output: 1800, ratio: 0.8}},
+	{"vllmsim-8-pods/320", fleetShape{pods: 8, blocks: 6144, steps: vllmsimSteps, requests: 1280, clients: 320, input: 1550, output: 1800, ratio: 0.2}},
+	{"vllmsim-64k/130", fleetShape{pods: 5, blocks: 4096, steps: vllmsimSteps, requests: 520, clients: 130, input: 1550, output: 1800, ratio: 0.2}},
 	{"qwen-a10/225", fleetShape{pods: 5, blocks: 7957, steps: qwenA10Steps, requests: 1000, clients: 225, input: 1550, output: 1800, ratio: 0.2}},
 	{"qwen-a10/200", fleetShape{pods: 5, blocks: 7957, steps: qwenA10Steps, requests: 1000, clients: 200, input: 1550, output: 1800, ratio: 0.2}},
 	{"qwen-a10/300", fleetShape{pods: 5, blocks: 7957, steps: qwenA10Steps, requests: 1200, clients: 300, input: 1550, output: 1800, ratio: 0.2}},
