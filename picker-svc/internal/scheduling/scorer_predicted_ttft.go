@@ -150,7 +150,7 @@ func (s *PredictedTTFTScorer) Prepare(req *Request, cands []Candidate, now time.
 		if foot == 0 {
 			foot = float64(req.PromptTokens) + out/2
 		}
-		c.KVCapacity, c.KVDemand, c.LastPicked = f.capacity, (c.S.Running+c.S.Waiting+float64(c.InFlight.Requests)+1)*foot, p.lastPick
+		c.KVCapacity, c.KVDemand, c.LastPicked = f.capacity, (c.S.Running+c.S.Waiting+float64(c.InFlight.Requests))*foot, p.lastPick
 		p.mu.Unlock()
 	}
 }

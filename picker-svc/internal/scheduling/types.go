@@ -34,7 +34,7 @@ type Candidate struct {
 	// cache, if this one is placed there (the predicted_ttft scorer).
 	PredictedRecompute float64
 	// KVDemand is the KV cache, in tokens, that the requests on the
-	// endpoint (running, waiting, on their way, and this one) need at
+	// endpoint (running, waiting, and on their way) need at
 	// their mean footprint over their lives (prompt plus half the
 	// output); KVCapacity is its cache (0: not known); LastPicked is when
 	// this picker last sent it a request. Written by the predicted_ttft
