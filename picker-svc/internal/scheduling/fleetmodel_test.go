@@ -191,6 +191,10 @@ type fleetRun struct {
 	ttft, sent  []float64 // per request, in order of first token
 	outputRate  float64   // output tokens per second over the run
 	preemptions int
+	// kvSpread is the mean, over the scrapes, of the gap between the
+	// fullest and the emptiest pod's KV cache use: near 0 when the pods
+	// fill and drain together (in phase).
+	kvSpread float64
 }
 
 // runFleet drives shape with seed through policy: "round_robin", or a
@@ -204,7 +208,15 @@ func runFleet(shape fleetShape, s *Scheduler, policy string, seed uint64) fleetR
 		eps[i] = scrape.NewEndpoint(fmt.Sprintf("10.0.0.%d:8000", i+1), scrape.Config{})
 	}
 	at := func(t float64) time.Time { return t0.Add(time.Duration(t * float64(time.Second))) }
+	spread, scrapes := 0.0, 0
 	scrapeAll := func(t float64) {
+		lo, hi := 1.0, 0.0
+		for _, e := range engines {
+			u := 1 - float64(e.free)/float64(e.blocks)
+			lo, hi = min(lo, u), max(hi, u)
+		}
+		spread += hi - lo
+		scrapes++
 		for i, e := range engines {
 			eps[i].Store(&scrape.Snapshot{Waiting: float64(len(e.waiting)), Running: float64(len(e.running)),
 				KVCacheUsage: 1 - float64(e.free)/float64(e.blocks), NumGPUBlocks: e.blocks, BlockSize: modelBlock,
@@ -298,6 +310,7 @@ func runFleet(shape fleetShape, s *Scheduler, policy string, seed uint64) fleetR
 		}
 	}
 	run.outputRate = float64(generated) / now
+	run.kvSpread = spread / float64(scrapes)
 	for _, e := range engines {
 		run.preemptions += e.preemptions
 	}

@@ -3,7 +3,6 @@ package scheduling
 import (
 	"encoding/json"
 	"errors"
-	"math"
 	"sync"
 	"time"
 
@@ -53,10 +52,21 @@ type predictedTTFTParams struct {
 	// MaxBatchedTokens is the pods' per-step token budget (vLLM's
 	// --max-num-batched-tokens), which /metrics do not show.
 	MaxBatchedTokens int `json:"maxBatchedTokens"`
+	// SaturatedDemand is the share of the fleet's KV cache past which the
+	// requests on it (at their mean footprint) saturate it: placement then
+	// drops the recompute term and staggers (0: never).
+	SaturatedDemand float64 `json:"saturatedDemand"`
+	// BalanceWithin and StaggerWithin are how close to the best cost, as a
+	// fraction of it, a candidate ties: below saturation the tie goes to
+	// the least KV demand, saturated to the pod picked last (0: no tie).
+	BalanceWithin float64 `json:"balanceWithin"`
+	StaggerWithin float64 `json:"staggerWithin"`
 }
 
 // The defaults: a 7-8B model on one mid-range GPU, vLLM's default budget.
-var defaultPredictedTTFT = predictedTTFTParams{DecodeStepMs: 30, PrefillTokenUs: 100, DefaultOutputTokens: 256, MaxBatchedTokens: 2048}
+// The placement's, from BenchmarkFleet (docs/scheduling.md).
+var defaultPredictedTTFT = predictedTTFTParams{DecodeStepMs: 30, PrefillTokenUs: 100, DefaultOutputTokens: 256, MaxBatchedTokens: 2048,
+	SaturatedDemand: 0.95, BalanceWithin: 0.03, StaggerWithin: 0.05}
 
 func init() {
 	Register("predicted_ttft", func(params json.RawMessage) (Plugin, error) {
@@ -73,6 +83,12 @@ func init() {
 			return nil, errors.New("defaultOutputTokens must be in [1, 16777216]")
 		case p.MaxBatchedTokens < 1 || p.MaxBatchedTokens > 1<<24:
 			return nil, errors.New("maxBatchedTokens must be in [1, 16777216]")
+		case !(p.SaturatedDemand >= 0 && p.SaturatedDemand <= 100):
+			return nil, errors.New("saturatedDemand must be in [0, 100]")
+		case !(p.BalanceWithin >= 0 && p.BalanceWithin <= 1):
+			return nil, errors.New("balanceWithin must be in [0, 1]")
+		case !(p.StaggerWithin >= 0 && p.StaggerWithin <= 1):
+			return nil, errors.New("staggerWithin must be in [0, 1]")
 		}
 		return newPredictedTTFT(p), nil
 	})
@@ -130,28 +146,27 @@ func (s *PredictedTTFTScorer) Prepare(req *Request, cands []Candidate, now time.
 		p.observe(c.S, &s.prefill)
 		f := p.forecast(c, now, s.estimates(p), own, out, float64(s.params.DefaultOutputTokens), s.forget)
 		c.PredictedTTFT, c.PredictedRecompute = f.predict()
+		foot := p.footprint
+		if foot == 0 {
+			foot = float64(req.PromptTokens) + out/2
+		}
+		c.KVCapacity, c.KVDemand, c.LastPicked = f.capacity, (c.S.Running+c.S.Waiting+float64(c.InFlight.Requests))*foot, p.lastPick
 		p.mu.Unlock()
 	}
 }
 
 // Score implements Scorer: the candidate with the least predicted cost
-// (time to first token plus the recompute it risks there) scores 1, one
-// twice as costly 0.5.
+// (time to first token, plus the recompute it risks there unless the
+// fleet is saturated) scores 1, one twice as costly 0.5; a near tie goes
+// to the preferred pod (predicted_placement.go).
 func (s *PredictedTTFTScorer) Score(_ *Request, cands []Candidate, scores []float64) {
-	best := math.Inf(1)
-	for i := range cands {
-		best = min(best, predictedCost(&cands[i]))
+	sat := saturated(cands, s.params.SaturatedDemand)
+	within := s.params.BalanceWithin
+	if sat {
+		within = s.params.StaggerWithin
 	}
-	for i := range cands {
-		if t := predictedCost(&cands[i]); t > 0 && best > 0 {
-			scores[i] = best / t
-		} else {
-			scores[i] = 1
-		}
-	}
+	placementScores(cands, scores, sat, within)
 }
-
-func predictedCost(c *Candidate) float64 { return c.PredictedTTFT + c.PredictedRecompute }
 
 // PostPick implements PostPicker: the request joins the chosen pod's
 // queue.

@@ -21,6 +21,11 @@ type podTrajectories struct {
 	// prompt is a moving average of the prompts picked here: the size
 	// guessed for waiting requests the picker did not send.
 	prompt float64
+	// footprint is a moving average of the picks' mean KV footprint over
+	// their lives (prompt plus half the expected output), and lastPick
+	// when the last was made.
+	footprint float64
+	lastPick  time.Time
 	// looked is the pod's step count when the scorer last brought it up
 	// to date.
 	looked float64
@@ -179,6 +184,12 @@ func (p *podTrajectories) add(r *openPick, forget func(uint64)) {
 		p.prompt = float64(r.prompt)
 	}
 	p.prompt += 0.1 * (float64(r.prompt) - p.prompt)
+	foot := float64(r.prompt) + float64(r.out)/2
+	if p.footprint == 0 {
+		p.footprint = foot
+	}
+	p.footprint += 0.1 * (foot - p.footprint)
+	p.lastPick = r.at
 }
 
 // end takes a reported end out of the trajectories; it returns the pick

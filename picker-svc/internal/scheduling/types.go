@@ -33,6 +33,14 @@ type Candidate struct {
 	// predicted to spend redoing requests it preempts, for lack of KV
 	// cache, if this one is placed there (the predicted_ttft scorer).
 	PredictedRecompute float64
+	// KVDemand is the KV cache, in tokens, that the requests on the
+	// endpoint (running, waiting, and on their way) need at
+	// their mean footprint over their lives (prompt plus half the
+	// output); KVCapacity is its cache (0: not known); LastPicked is when
+	// this picker last sent it a request. Written by the predicted_ttft
+	// scorer, which places by them once the fleet is saturated.
+	KVDemand, KVCapacity float64
+	LastPicked           time.Time
 }
 
 // InFlight is what the in_flight plugin knows beyond an endpoint's last

@@ -1,0 +1,96 @@
+package scheduling
+
+import "math"
+
+// How the predicted_ttft scorer turns its predictions into scores, in two
+// regimes of the fleet.
+//
+// Below saturation the fleet has room for its requests at their mean
+// footprint; a preemption there is avoidable waste, so a candidate costs
+// its predicted TTFT plus the recompute it risks. Where several are about
+// as good (within BalanceWithin of the best) the one whose requests need
+// the least KV is preferred: a decode step's cost grows with its batch,
+// so even batches make the most tokens.
+//
+// Saturated (the requests on the fleet need more than SaturatedDemand of
+// its KV cache at their mean footprint), every pod queues or preempts
+// whatever the pick, and the recompute term only sends requests to queues
+// behind full pods. A candidate then costs its predicted TTFT alone, and
+// among near ties (within StaggerWithin) the pod picked most recently
+// keeps the request: new requests go to one pod at a time, so the pods'
+// requests start, and end, at different times. Balanced placement keeps
+// the pods in phase: they fill and drain together, and in the windows
+// where all are full, a new request queues wherever it goes.
+
+// saturated reports whether the candidates' requests need more than
+// threshold of their KV caches (false with threshold 0, or with no
+// cache size known).
+func saturated(cands []Candidate, threshold float64) bool {
+	demand, capacity := 0.0, 0.0
+	for i := range cands {
+		if cands[i].KVCapacity > 0 {
+			demand += cands[i].KVDemand
+			capacity += cands[i].KVCapacity
+		}
+	}
+	return threshold > 0 && capacity > 0 && demand >= threshold*capacity
+}
+
+// placementCost is what a candidate costs: its predicted TTFT, plus the
+// recompute it risks unless the fleet is saturated.
+func placementCost(c *Candidate, saturated bool) float64 {
+	if saturated {
+		return c.PredictedTTFT
+	}
+	return c.PredictedTTFT + c.PredictedRecompute
+}
+
+// preferred is the candidate that takes a near tie (-1: none): among
+// those costing at most (1+within) x best, the most recently picked when
+// saturated, else the least KV demand.
+func preferred(cands []Candidate, best, within float64, saturated bool) int {
+	if within <= 0 {
+		return -1
+	}
+	p := -1
+	for i := range cands {
+		c := &cands[i]
+		if placementCost(c, saturated) > best*(1+within) {
+			continue
+		}
+		switch {
+		case p < 0:
+			p = i
+		case saturated && c.LastPicked.After(cands[p].LastPicked):
+			p = i
+		case !saturated && c.KVDemand < cands[p].KVDemand:
+			p = i
+		}
+	}
+	return p
+}
+
+// placementScores writes least/cost for each candidate, the preferred
+// one of a near tie scoring 1 and the rest of the tie just below.
+func placementScores(cands []Candidate, scores []float64, sat bool, within float64) {
+	best := math.Inf(1)
+	for i := range cands {
+		best = min(best, placementCost(&cands[i], sat))
+	}
+	p := preferred(cands, best, within, sat)
+	for i := range cands {
+		t := placementCost(&cands[i], sat)
+		switch {
+		case i == p || t <= 0 || best <= 0:
+			scores[i] = 1
+		case p >= 0:
+			scores[i] = min(best/t, nearTieScore)
+		default:
+			scores[i] = best / t
+		}
+	}
+}
+
+// nearTieScore is the most a candidate other than the preferred one
+// scores when a near tie was broken.
+const nearTieScore = 0.999
