@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -228,12 +229,25 @@ func (g *grid) runCell(ctx context.Context, pc plannedCell) error {
 	return os.WriteFile(filepath.Join(dir, "cell.json"), append(b, '\n'), 0o644)
 }
 
-// loadResults reads every cell of the selection that has a folder in the
+// scoreboardCells are the cells a scoreboard covers: every grid cell, so
+// that a run of a few cells (--cells) keeps those run before into the same
+// folder, then any cell of the selection that is not a grid cell.
+func (g *grid) scoreboardCells() []Cell {
+	out := slices.Clone(GridCells)
+	for _, c := range g.Cells {
+		if !slices.ContainsFunc(out, func(o Cell) bool { return o.Name == c.Name }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// loadResults reads every cell of the scoreboard that has a folder in the
 // output directory (cells not run yet are left out and named).
 func (g *grid) loadResults() ([]CellResult, []string, error) {
 	var out []CellResult
 	var missing []string
-	for _, c := range g.Cells {
+	for _, c := range g.scoreboardCells() {
 		dir := filepath.Join(g.Out, c.Name)
 		rb, err := os.ReadFile(filepath.Join(dir, "cell.json"))
 		if errors.Is(err, fs.ErrNotExist) {

@@ -75,4 +75,14 @@ func TestGridSmoke(t *testing.T) {
 	report, err := os.ReadFile(filepath.Join(dir, "smoke-cell", "report.md"))
 	require.NoError(t, err)
 	require.Contains(t, string(report), "grid --cells smoke-cell")
+
+	// A run of a few cells keeps, in the scoreboard, the cells run before
+	// into the same folder.
+	require.NoError(t, os.CopyFS(filepath.Join(dir, GridCells[0].Name), os.DirFS(filepath.Join(dir, "smoke-cell"))))
+	require.NoError(t, g.writeScoreboard())
+	b, err = os.ReadFile(filepath.Join(dir, "scoreboard.json"))
+	require.NoError(t, err)
+	sb.Cells = nil
+	require.NoError(t, json.Unmarshal(b, &sb))
+	require.Len(t, sb.Cells, 2, "the earlier cell and the selection")
 }
