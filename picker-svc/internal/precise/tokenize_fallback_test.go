@@ -11,8 +11,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/meshllm/meshllm/e2e/vllmsim"
 )
 
 // olderEngine serves a simulated vLLM without the render endpoints, as
@@ -50,11 +48,9 @@ func (o *olderEngine) asked() []string {
 // chat bodies alike; the engine is remembered, and asked render again
 // after RecheckRender.
 func TestTokenizerFallsBackToTokenize(t *testing.T) {
-	sim, err := vllmsim.NewServer(vllmsim.Config{Model: "m", MaxModelLen: 8192})
-	require.NoError(t, err)
-	current := httptest.NewServer(sim.Handler())
+	current := httptest.NewServer(fakeEngine{model: "m"})
 	defer current.Close()
-	old := &olderEngine{next: sim.Handler()}
+	old := &olderEngine{next: fakeEngine{model: "m"}}
 	oldSrv := httptest.NewServer(old)
 	defer oldSrv.Close()
 	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
@@ -109,13 +105,11 @@ func TestTokenizerFallsBackToTokenize(t *testing.T) {
 // A 404 from render that /tokenize answers 404 too (an unknown model) is a
 // failure, and does not mark the engine as lacking render.
 func TestTokenizerUnknownModelIsNotMissingRender(t *testing.T) {
-	sim, err := vllmsim.NewServer(vllmsim.Config{Model: "m"})
-	require.NoError(t, err)
-	srv := httptest.NewServer(sim.Handler())
+	srv := httptest.NewServer(fakeEngine{model: "m"})
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	tok := NewTokenizer(TokenizerConfig{Timeout: 10 * time.Second})
-	_, err = tok.Tokens(context.Background(), addr, []byte(`{"model":"nope","prompt":"hello"}`))
+	_, err := tok.Tokens(context.Background(), addr, []byte(`{"model":"nope","prompt":"hello"}`))
 	require.Error(t, err)
 	assert.Equal(t, TokenizerCounts{Calls: 2, Fallbacks: 1, Failures: 1}, tok.Counts())
 	_, err = tok.Tokens(context.Background(), addr, []byte(`{"model":"m","prompt":"hello"}`))

@@ -6,27 +6,21 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/meshllm/meshllm/e2e/vllmsim"
 )
 
-// BenchmarkTokenizer: the token ids of a 10,000-token prompt from a
-// simulated vLLM over loopback HTTP (render, and /tokenize for an engine
-// without render), and from the cache. The engine's own tokenizing is in
-// the figure; a real vLLM's costs more.
+// BenchmarkTokenizer: the token ids of a 10,000-token prompt from a fake
+// engine over loopback HTTP (render, and /tokenize for an engine without
+// render), and from the cache. The fake engine's tokenizing (one id a
+// byte) is in the figure; a real vLLM's costs more.
 //
 //	go test ./picker-svc/internal/precise -run '^$' -bench Tokenizer -count 6 -cpu 1
 func BenchmarkTokenizer(b *testing.B) {
-	sim, err := vllmsim.NewServer(vllmsim.Config{Model: "m", MaxModelLen: 16384})
-	if err != nil {
-		b.Fatal(err)
-	}
-	current := httptest.NewServer(sim.Handler())
+	current := httptest.NewServer(fakeEngine{model: "m"})
 	defer current.Close()
-	older := httptest.NewServer(&olderEngine{next: sim.Handler()})
+	older := httptest.NewServer(&olderEngine{next: fakeEngine{model: "m"}})
 	defer older.Close()
-	// vllmsim's tokenizer takes 4 bytes a token.
-	prompt := strings.Repeat("abcd", 10_000-2) // and 8 digits
+	// The fake engine's tokenizer takes a byte a token.
+	prompt := strings.Repeat("abcd", 2_500-2) // and 8 digits
 	body := func(i int) []byte { return fmt.Appendf(nil, `{"model":"m","prompt":"%s%08d"}`, prompt, i) }
 	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 	for _, c := range []struct {
