@@ -55,6 +55,9 @@ var Policies = map[string]Policy{
 	// prompt to tokenize (the filter's picks carry prefix hashes only).
 	"precise": {Name: "precise", Listener: ExtProcListener, Strategy: "PRECISE_PREFIX_CACHE"},
 	"latency": {Name: "latency", Listener: stack.LLMListener, Strategy: "LATENCY"},
+	// prefix_cache_ext_proc is PREFIX_CACHE on precise's path, to tell
+	// the path's effect from the engines' account.
+	"prefix_cache_ext_proc": {Name: "prefix_cache_ext_proc", Listener: ExtProcListener, Strategy: "PREFIX_CACHE"},
 }
 
 // PoolName is the InferencePool the fleet forms.
