@@ -105,7 +105,7 @@ func (c Cell) KneeKey() string { return c.Fleet + "/" + c.Shape }
 
 // GridCells is the default selection. Coverage: fleets qwen (A, B, C, H,
 // J), llama (F, G), vllmsim-98k (D, E, I); loads 0.8 (A, G), 1 (B, E, H,
-// I), 1.2 (D, F, J), 1.5 (C); fixed outputs (A-D, F, H, J), natural (E,
+// I), 1.2 (D, F, J), 1.5 (C), 2 (the deep cell); fixed outputs (A-D, F, H, J), natural (E,
 // G, I); decode-heavy (A-F), prefill-heavy (G, H, J), multi-turn (I).
 var GridCells = []Cell{
 	{Name: "qwen-decode-below", Fleet: "qwen2.5-7b-a10", Shape: "decode-fixed", Load: 0.8,
@@ -115,7 +115,9 @@ var GridCells = []Cell{
 	{Name: "qwen-decode-past", Fleet: "qwen2.5-7b-a10", Shape: "decode-fixed", Load: 1.5,
 		Why: "well past the knee: every pod's KV fills and drains together (in phase) and the gain fell to 1.3x"},
 	{Name: "98k-decode-past", Fleet: "vllmsim-98k", Shape: "decode-fixed", Load: 1.2,
-		Why: "the fleet whose KV binds (about 87% full, hundreds of preemptions a run): balance keeps it in phase; the open peer's uneven first wave won 6x after the wave"},
+		Why: "the fleet whose KV binds, just past its knee"},
+	{Name: "98k-decode-deep", Fleet: "vllmsim-98k", Shape: "decode-fixed", Load: 2,
+		Why: "the independent run's regime (200 in flight on the fleet whose KV binds, KV near full and preempting): the fleet in phase under round robin and DEFAULT, where the open peer won 6x after the first wave"},
 	{Name: "98k-natural-knee", Fleet: "vllmsim-98k", Shape: "decode-natural", Load: 1,
 		Why: "natural stops: max_tokens over-estimates the output about 5x, so a KV trajectory bounded by max_tokens is wrong"},
 	{Name: "llama-decode-past", Fleet: "llama-2-7b-a10", Shape: "decode-fixed", Load: 1.2,
