@@ -17,6 +17,7 @@ func (ix *Index) Apply(podName string, b *Batch) error {
 	if err != nil {
 		return err
 	}
+	p.heard = true
 	ix.m.event(eventUnknown, b.Unknown)
 	for i := range b.Events {
 		ev := &b.Events[i]
@@ -127,7 +128,7 @@ func (ix *Index) Lost(podName string) error {
 		return err
 	}
 	ix.clearPod(p)
-	p.ready, p.sinceLost = false, 0
+	p.ready, p.sinceLost, p.heard = false, 0, true
 	return nil
 }
 
@@ -140,8 +141,14 @@ func (ix *Index) Restarted(podName string) error {
 	if err != nil {
 		return err
 	}
-	ix.clearPod(p)
-	p.ready, p.sinceLost, p.blockSize = true, 0, 0
+	if p.heard {
+		ix.clearPod(p)
+		p.blockSize = 0
+	}
+	// On first contact the pod holds only this picker's speculative
+	// entries, for requests it was sent before its first event: a fresh
+	// engine will store those prompts, so they stay.
+	p.ready, p.sinceLost, p.heard = true, 0, true
 	return nil
 }
 

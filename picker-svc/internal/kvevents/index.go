@@ -149,10 +149,11 @@ func (ix *Index) engineFind(h uint64, p *pod) (uint32, bool) {
 type pod struct {
 	name       string
 	id         uint16
-	blockSize  int // from its events; 0 until the first BlockStored
+	blockSize  int // from its events; 0 until the first BlockStored (or a speculative entry's hint)
 	head, tail uint32
 	n          int
 	ready      bool // its events are complete since a known state
+	heard      bool // a message of its publisher has arrived (or a replay answered)
 	sinceLost  int  // blocks stored since events were lost
 	spec       map[uint64]specEntry
 }

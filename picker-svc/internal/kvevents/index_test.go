@@ -207,13 +207,13 @@ func TestSpeculativeEntries(t *testing.T) {
 	m := NewMetrics()
 	ix := readyIndex(t, Config{SpeculativeTTL: time.Second, Now: clk.now, Metrics: m}, "a", "b")
 	req := seqTokens(0, 64)
-	ix.AddSpeculative("a", req, "")
-	assert.Equal(t, 0, ix.Stats().Speculative, "block size unknown yet: nothing")
+	ix.AddSpeculative("a", req, "", 0)
+	assert.Equal(t, 0, ix.Stats().Speculative, "block size unknown yet, no hint: nothing")
 	apply(t, ix, "a", stored(1, nil, seqTokens(500, 16), 16))
 	apply(t, ix, "b", stored(1, nil, seqTokens(500, 16), 16))
 
-	ix.AddSpeculative("a", req, "")
-	ix.AddSpeculative("b", req, "")
+	ix.AddSpeculative("a", req, "", 16)
+	ix.AddSpeculative("b", req, "", 32) // the events' size wins over the hint
 	assert.Equal(t, []PodScore{{4, true}, {4, true}}, score(ix, req, "", "a", "b"))
 	// a's engine confirms its first two blocks; b's confirms nothing.
 	apply(t, ix, "a", stored(10, nil, req[:32], 16))
@@ -230,9 +230,35 @@ func TestSpeculativeEntries(t *testing.T) {
 
 	small := readyIndex(t, Config{MaxSpeculativePerPod: 2, Now: clk.now}, "a")
 	apply(t, small, "a", stored(1, nil, seqTokens(500, 16), 16))
-	small.AddSpeculative("a", req, "")
+	small.AddSpeculative("a", req, "", 16)
 	assert.Equal(t, 2, small.Stats().Speculative, "bounded per pod")
 	assert.Equal(t, 3, small.Stats().Keys)
+}
+
+// TestSpeculativeBeforeFirstContact: in a fleet's first wave the picks go
+// out before any engine has published; their entries wait, not scored,
+// and count once the pod's first message says it is a fresh engine. A
+// later restart drops them with everything else.
+func TestSpeculativeBeforeFirstContact(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	ix := New(Config{SpeculativeTTL: time.Minute, Now: clk.now})
+	req := seqTokens(0, 64)
+	ix.AddSpeculative("a", req, "", 0)
+	assert.Zero(t, ix.Stats().Pods, "no block size: nothing, not even the pod")
+	ix.AddSpeculative("a", req, "", 16)
+	assert.Equal(t, []PodScore{{0, false}}, score(ix, req, "", "a"), "not heard from: not scored")
+	require.NoError(t, ix.Restarted("a"))
+	assert.Equal(t, []PodScore{{4, true}}, score(ix, req, "", "a"), "first contact keeps the picks made before it")
+	apply(t, ix, "a", stored(1, nil, req[:16], 16))
+	require.NoError(t, ix.Restarted("a"))
+	assert.Equal(t, []PodScore{{0, true}}, score(ix, req, "", "a"), "a restart clears them")
+
+	// The hint was wrong: the first event's block size clears the entries.
+	ix.AddSpeculative("b", req, "", 16)
+	require.NoError(t, ix.Restarted("b"))
+	apply(t, ix, "b", stored(1, nil, seqTokens(500, 32), 32))
+	assert.Equal(t, []PodScore{{0, true}}, score(ix, req, "", "b"))
+	assert.Zero(t, ix.Stats().Speculative)
 }
 
 func TestTooManyPods(t *testing.T) {

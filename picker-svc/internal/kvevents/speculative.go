@@ -18,17 +18,32 @@ type specTimer struct {
 }
 
 // AddSpeculative counts the full blocks of tokens (for adapter lora, ""
-// for the base model) as held by the pod for SpeculativeTTL. It does
-// nothing for a pod that is unknown, not caught up or whose block size is
-// not known yet.
-func (ix *Index) AddSpeculative(podName string, tokens []uint32, lora string) {
+// for the base model) as held by the pod for SpeculativeTTL, in blocks of
+// the pod's size as its events give it, or until it has sent one, of
+// blockSize (what its metrics say; 0: add nothing).
+//
+// A pod the index has not heard from yet gets its entries too: in a fleet's
+// first wave every pick goes out before any engine has stored a block, and
+// the entries are all that keeps a second request with the same prefix on
+// the first one's pod once that pod's events start (Restarted keeps them
+// on first contact). A pod not caught up is not scored, entries or not.
+func (ix *Index) AddSpeculative(podName string, tokens []uint32, lora string, blockSize int) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	now := ix.cfg.Now().UnixNano()
 	ix.expire(now)
-	p := ix.pods[podName]
-	if p == nil || !p.ready || p.blockSize == 0 {
+	if ix.pods[podName] == nil && blockSize <= 0 {
 		return
+	}
+	p, err := ix.podFor(podName)
+	if err != nil {
+		return
+	}
+	if p.blockSize == 0 {
+		if blockSize <= 0 {
+			return
+		}
+		p.blockSize = blockSize // an event of another size clears the pod (applyStored)
 	}
 	deadline := now + int64(ix.cfg.SpeculativeTTL)
 	ix.keyBuf = ix.hasher.chain(ix.keyBuf[:0], lora, tokens, p.blockSize)

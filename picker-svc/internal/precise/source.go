@@ -69,10 +69,7 @@ func (s *Source) Held(req *scheduling.Request, cands []scheduling.Candidate, out
 		}
 		scores = s.Index.Score(req.Tokens, lora, pods, scores)
 		for k, j := range idx {
-			bs := defaultBlockSize
-			if c := &cands[j]; c.S != nil && c.S.BlockSize > 0 {
-				bs = c.S.BlockSize
-			}
+			bs := blockSize(&cands[j])
 			out[j] = scheduling.HeldPrefix{Ready: scores[k].Ready, Fraction: min(float64(scores[k].Blocks*bs)/float64(len(req.Tokens)), 1)}
 		}
 	}
@@ -81,5 +78,14 @@ func (s *Source) Held(req *scheduling.Request, cands []scheduling.Candidate, out
 // Picked implements scheduling.EngineCache: the pick's blocks count as
 // held until the engine's own events confirm them.
 func (s *Source) Picked(req *scheduling.Request, c *scheduling.Candidate) {
-	s.Index.AddSpeculative(c.EP.Addr, req.Tokens, adapter(req, c))
+	s.Index.AddSpeculative(c.EP.Addr, req.Tokens, adapter(req, c), blockSize(c))
+}
+
+// blockSize is the pod's KV block size as its metrics say (vLLM's
+// cache_config_info), else vLLM's default.
+func blockSize(c *scheduling.Candidate) int {
+	if c.S != nil && c.S.BlockSize > 0 {
+		return c.S.BlockSize
+	}
+	return defaultBlockSize
 }

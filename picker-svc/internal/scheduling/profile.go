@@ -60,6 +60,7 @@ type weighted struct {
 
 // profile is a ProfileSpec with its plugins resolved.
 type profile struct {
+	fetchers    []Fetcher // prepare's plugins that do I/O, run before all of prepare
 	prepare     []Preparer
 	filters     []Filter
 	scorers     []weighted
@@ -106,6 +107,9 @@ func (p ProfileSpec) resolve(instances map[string]Plugin) (*profile, error) {
 			}
 		}
 		out.prepare = append(out.prepare, pr)
+		if f, ok := pr.(Fetcher); ok {
+			out.fetchers = append(out.fetchers, f)
+		}
 		hook(pr)
 	}
 	for _, n := range p.Filters {

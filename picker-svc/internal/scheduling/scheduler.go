@@ -320,6 +320,9 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	if len(cands) == 0 {
 		return Result{Outcome: NoEndpoints}, ErrNoEndpoints
 	}
+	for _, f := range prof.fetchers {
+		f.Fetch(req, cands)
+	}
 	for _, p := range prof.prepare {
 		p.Prepare(req, cands, now)
 	}

@@ -98,6 +98,18 @@ func (p *PrecisePrefixScorer) Counts() PrecisePrefixCounts {
 	return PrecisePrefixCounts{NoTokens: p.noTokens.Load(), NoneHeld: p.noneHeld.Load(), NotReady: p.notReady.Load(), Precise: p.precise.Load()}
 }
 
+// Fetch implements Fetcher: the prompt's token ids, before prefix reads
+// its guess (a tokenizer call takes milliseconds; see Fetcher).
+func (p *PrecisePrefixScorer) Fetch(req *Request, cands []Candidate) {
+	box := p.src.Load()
+	if box == nil || len(cands) == 0 {
+		return
+	}
+	if tokens, ok := box.Tokens(req, cands); ok && len(tokens) > 0 {
+		req.Tokens = tokens
+	}
+}
+
 // Prepare implements Preparer: PrefixBlocks from the engines' events where
 // they can tell, the guess (already written by prefix) elsewhere.
 func (p *PrecisePrefixScorer) Prepare(req *Request, cands []Candidate, _ time.Time) {
@@ -105,12 +117,10 @@ func (p *PrecisePrefixScorer) Prepare(req *Request, cands []Candidate, _ time.Ti
 	if box == nil || len(cands) == 0 {
 		return
 	}
-	tokens, ok := box.Tokens(req, cands)
-	if !ok || len(tokens) == 0 {
+	if len(req.Tokens) == 0 {
 		p.noTokens.Add(1)
 		return
 	}
-	req.Tokens = tokens
 	var small [16]HeldPrefix
 	var held []HeldPrefix
 	if len(cands) <= len(small) {

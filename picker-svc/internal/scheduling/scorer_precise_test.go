@@ -75,6 +75,7 @@ func TestPrecisePrefixScorer(t *testing.T) {
 			if c.noHashes {
 				req.PrefixHashes = nil
 			}
+			p.Fetch(req, cs)
 			p.Prepare(req, cs, t0)
 			assert.InDeltaSlice(t, c.want, score(p, req, cs), 1e-9)
 			assert.Equal(t, c.counts, p.Counts())
@@ -98,4 +99,55 @@ func TestPrecisePrefixProfile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, eps[1], res.Endpoints[0])
 	assert.Equal(t, []string{"in_flight", "prefix", PrecisePrefixName}, PrecisePrefixPrepare([]string{PrecisePrefixName, "in_flight"}))
+}
+
+// slowTokenizer's Tokens, on its first call, lets another pick of the same
+// prompt run to its end, as a concurrent request would while this one
+// waits on the tokenizer. No engine has reported anything yet (the fleet's
+// first wave): every pod is scored by the guess.
+type slowTokenizer struct {
+	during func()
+	calls  int
+}
+
+func (f *slowTokenizer) Tokens(*Request, []Candidate) ([]uint32, bool) {
+	if f.calls++; f.calls == 1 {
+		f.during()
+	}
+	return []uint32{1, 2, 3}, true
+}
+func (f *slowTokenizer) Held(_ *Request, cands []Candidate, out []HeldPrefix) {
+	for i := range out {
+		out[i] = HeldPrefix{}
+	}
+}
+func (f *slowTokenizer) Picked(*Request, *Candidate) {}
+
+// TestPrecisePrefixTokenizesBeforeReadingTheGuess: a request that waits on
+// the tokenizer must still see the picks made meanwhile. If the guess were
+// read before tokenizing, two concurrent requests with one prefix would
+// both find it held nowhere and land on different pods (the second placed
+// by load, away from the first's pod), and the fleet would prefill and
+// store the prefix twice.
+func TestPrecisePrefixTokenizesBeforeReadingTheGuess(t *testing.T) {
+	s := mustNew(DefaultConfig())
+	p := s.Plugin(PrecisePrefixName).(*PrecisePrefixScorer)
+	eps := endpoints(scrape.Snapshot{}, scrape.Snapshot{}, scrape.Snapshot{})
+	hashes := []uint64{11, 12, 13, 14, 15, 16, 17, 18}
+	var other Result
+	src := &slowTokenizer{}
+	src.during = func() {
+		// Another prompt first, so that the one sharing the prefix goes
+		// where load alone would not send it.
+		first, err := s.Pick(eps, pickapi.StrategyPrecisePrefixCache, &Request{PrefixHashes: []uint64{21, 22}, Body: []byte("c")}, t0)
+		require.NoError(t, err)
+		other, err = s.Pick(eps, pickapi.StrategyPrecisePrefixCache, &Request{PrefixHashes: hashes, Body: []byte("b")}, t0)
+		require.NoError(t, err)
+		require.NotEqual(t, first.Endpoints[0], other.Endpoints[0], "the test needs the shared prefix away from where load sends it")
+	}
+	p.SetSource(src)
+	res, err := s.Pick(eps, pickapi.StrategyPrecisePrefixCache, &Request{PrefixHashes: hashes, Body: []byte("a")}, t0)
+	require.NoError(t, err)
+	require.NotNil(t, other.Endpoints)
+	assert.Equal(t, other.Endpoints[0], res.Endpoints[0], "the request that waited on the tokenizer follows the pick made meanwhile")
 }

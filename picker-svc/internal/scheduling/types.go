@@ -80,7 +80,7 @@ type Request struct {
 	// tokenizes it); nil otherwise.
 	Body []byte
 	// Tokens are the prompt's token ids once a plugin has them (written by
-	// precise_prefix's Prepare); nil otherwise.
+	// precise_prefix's Fetch); nil otherwise.
 	Tokens []uint32
 }
 
@@ -116,6 +116,18 @@ type Picker interface {
 type Preparer interface {
 	Plugin
 	Prepare(req *Request, cands []Candidate, now time.Time)
+}
+
+// Fetcher gathers what a pick needs from outside the picker (a prompt's
+// token ids from a tokenizer) before any Preparer reads the state that
+// PostPickers write. Picks run concurrently, and a pick that reads that
+// state, then waits on I/O, then records its choice misses every pick made
+// meanwhile: concurrent requests sharing a prefix would each find it held
+// nowhere and spread over the pods. Fetching first keeps read and record
+// microseconds apart, as they are for plugins that do no I/O.
+type Fetcher interface {
+	Plugin
+	Fetch(req *Request, cands []Candidate)
 }
 
 // PostPicker learns which candidate a pick chose (with what Prepare wrote
