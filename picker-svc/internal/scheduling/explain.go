@@ -27,6 +27,24 @@ type Explanation struct {
 	// Candidates holds the best MaxExplained of those.
 	Eligible, Judged int
 	Candidates       []ExplainedCandidate
+	// Regime is the placement regime the scores were made in
+	// (RegimeSaturated or RegimeUnsaturated; "" for profiles with one),
+	// and KVDemand the share of the fleet's KV cache its requests need at
+	// their mean footprint, which decides it.
+	Regime   string
+	KVDemand float64
+}
+
+// The placement regimes of predicted_ttft (predicted_placement.go).
+const (
+	RegimeSaturated   = "saturated"
+	RegimeUnsaturated = "unsaturated"
+)
+
+// regimeTeller is a scorer that scores in regimes: Regime says which one
+// a pick was in.
+type regimeTeller interface {
+	Regime(cands []Candidate) (regime string, kvDemand float64)
 }
 
 // ExplainedCandidate is one candidate of an Explanation.
@@ -51,6 +69,11 @@ const MaxExplained = 16
 func explain(st pickapi.Strategy, req *Request, prof *profile, eligible int, cands []Candidate, totals, perScorer []float64, ranked []int, now time.Time) *Explanation {
 	e := &Explanation{At: now, PickID: req.PickID, Strategy: st, Model: req.TargetModel, PromptTokens: req.PromptTokens,
 		MaxTokens: req.MaxTokens, Scorers: prof.specScorers, Eligible: eligible, Judged: len(cands)}
+	for _, ws := range prof.scorers {
+		if rt, ok := ws.s.(regimeTeller); ok && e.Regime == "" {
+			e.Regime, e.KVDemand = rt.Regime(cands)
+		}
+	}
 	n := len(cands)
 	k := min(n, MaxExplained)
 	// The pick first, then the best of the others by total: one pass
@@ -92,13 +115,20 @@ func explain(st pickapi.Strategy, req *Request, prof *profile, eligible int, can
 }
 
 // Line is the explanation on one line of at most maxLen bytes, for a
-// response header or an access-log field: the strategy, then candidates
+// response header or an access-log field: the strategy, the regime where
+// the profile has regimes ("saturated kv_demand=0.97"), then candidates
 // best first as "endpoint ttft=412ms recompute=30ms total=9.81
 // predicted_ttft=1.00 lora=1.00" (the times only where predicted),
 // separated by "; ". Candidates that do not fit are left out.
 func (e *Explanation) Line(maxLen int) string {
 	b := make([]byte, 0, min(maxLen, 512))
 	b = append(b, string(e.Strategy)...)
+	if e.Regime != "" {
+		b = append(b, ' ')
+		b = append(b, e.Regime...)
+		b = append(b, " kv_demand="...)
+		b = strconv.AppendFloat(b, e.KVDemand, 'f', 2, 64)
+	}
 	for j := range e.Candidates {
 		c := &e.Candidates[j]
 		mark := len(b)

@@ -26,6 +26,13 @@ import "math"
 // threshold of their KV caches (false with threshold 0, or with no
 // cache size known).
 func saturated(cands []Candidate, threshold float64) bool {
+	share := demandShare(cands)
+	return threshold > 0 && share > 0 && share >= threshold
+}
+
+// demandShare is the KV the candidates' requests need at their mean
+// footprint over their KV caches (0: no cache size known).
+func demandShare(cands []Candidate) float64 {
 	demand, capacity := 0.0, 0.0
 	for i := range cands {
 		if cands[i].KVCapacity > 0 {
@@ -33,7 +40,10 @@ func saturated(cands []Candidate, threshold float64) bool {
 			capacity += cands[i].KVCapacity
 		}
 	}
-	return threshold > 0 && capacity > 0 && demand >= threshold*capacity
+	if capacity == 0 {
+		return 0
+	}
+	return demand / capacity
 }
 
 // placementCost is what a candidate costs: its predicted TTFT, plus the

@@ -1,6 +1,7 @@
 package scheduling
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -80,11 +81,12 @@ func TestLatencyStaggersOnlyWhenSaturated(t *testing.T) {
 		// most is the most picks of 6 any one pod may take, least the
 		// fewest the busiest must take.
 		most, least int
+		regime      string // as the explanation names it
 	}{
 		// 16,000-token pods; requests of 350 tokens at their mean
 		// footprint (100 prompt, half of 500 output).
-		{name: "below saturation: spread", running: 5, most: 2, least: 2},
-		{name: "saturated: staggered", running: 60, most: 6, least: 6},
+		{name: "below saturation: spread", running: 5, most: 2, least: 2, regime: RegimeUnsaturated},
+		{name: "saturated: staggered", running: 60, most: 6, least: 6, regime: RegimeSaturated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := mustNew(DefaultConfig())
@@ -102,6 +104,11 @@ func TestLatencyStaggersOnlyWhenSaturated(t *testing.T) {
 			}
 			require.LessOrEqual(t, busiest, tc.most, "%v", count)
 			require.GreaterOrEqual(t, busiest, tc.least, "%v", count)
+
+			res, err := s.Pick(eps, pickapi.StrategyLatency, &Request{TargetModel: "m", PromptTokens: 100, MaxTokens: 500, Explain: true}, t0.Add(time.Second))
+			require.NoError(t, err)
+			require.Equal(t, tc.regime, res.Explanation.Regime, "the explanation says which regime placed the request")
+			require.True(t, strings.HasPrefix(res.Explanation.Line(pickapi.MaxExplainLen), "LATENCY "+tc.regime+" kv_demand="), res.Explanation.Line(pickapi.MaxExplainLen))
 		})
 	}
 }

@@ -168,6 +168,19 @@ func (s *PredictedTTFTScorer) Score(_ *Request, cands []Candidate, scores []floa
 	placementScores(cands, scores, sat, within)
 }
 
+// Regime implements regimeTeller: which regime the scores were made in,
+// and the share of the fleet's KV its requests need ("" when the scorer
+// has one regime: SaturatedDemand 0).
+func (s *PredictedTTFTScorer) Regime(cands []Candidate) (string, float64) {
+	if s.params.SaturatedDemand == 0 {
+		return "", 0
+	}
+	if saturated(cands, s.params.SaturatedDemand) {
+		return RegimeSaturated, demandShare(cands)
+	}
+	return RegimeUnsaturated, demandShare(cands)
+}
+
 // PostPick implements PostPicker: the request joins the chosen pod's
 // queue.
 func (s *PredictedTTFTScorer) PostPick(req *Request, c *Candidate, now time.Time) {
