@@ -64,11 +64,12 @@ func (r *Replica) applyPick(p *wirePick, at, now time.Time) bool {
 		return false
 	}
 	strategy := strategyOf(p.Strategy)
-	if !r.recent.add(recentPick{id: p.ID, strategy: strategy, addr: p.Endpoint, at: at, prompt: int(p.Prompt), blocks: int(p.Blocks)}) {
+	if !r.recent.add(recentPick{id: p.ID, strategy: strategy, addr: p.Endpoint, at: at, prompt: int(p.Prompt), blocks: int(p.Blocks),
+		model: p.Model, maxTok: int(p.MaxTokens)}) {
 		return false
 	}
-	rec := scheduling.PickRecord{ID: p.ID, Strategy: strategy, Endpoint: ep, At: at, PromptTokens: int(p.Prompt),
-		PrefixBlocks: int(p.Blocks), PrefixHashes: p.Hashes}
+	rec := scheduling.PickRecord{ID: p.ID, Strategy: strategy, Endpoint: ep, At: at, TargetModel: p.Model,
+		MaxTokens: int(p.MaxTokens), PromptTokens: int(p.Prompt), PrefixBlocks: int(p.Blocks), PrefixHashes: p.Hashes}
 	r.sched.ApplyPeerPick(&rec)
 	r.m.recvPicks.Inc()
 	if r.ended.has(p.ID) { // its end came first
@@ -105,7 +106,8 @@ func (r *Replica) localState(join bool) []byte {
 	now := time.Now()
 	for _, p := range r.recent.since(now.Add(-recentWindow)) {
 		st.Picks = append(st.Picks, wirePick{ID: p.id, Strategy: strategyCode(p.strategy), Endpoint: p.addr,
-			AgeUS: uint32(now.Sub(p.at).Microseconds()), Prompt: uint32(p.prompt), Blocks: uint16(p.blocks)})
+			AgeUS: uint32(now.Sub(p.at).Microseconds()), Prompt: uint32(p.prompt), Blocks: uint16(p.blocks),
+			MaxTokens: uint32(min(max(p.maxTok, 0), 1<<32-1)), Model: wireModel(p.model)})
 	}
 	st.Ends = r.ended.all()
 	b, err := encode(nil, kindState, &st)

@@ -44,3 +44,46 @@ func TestReceiveOutOfOrderDuplicateUnknown(t *testing.T) {
 	n.receive([]byte{77})
 	require.Equal(t, 2.0, testutil.ToFloat64(n.m.dropped.WithLabelValues(dropDecode)), "unreadable and unknown kinds are counted, not fatal")
 }
+
+// wirePickBefore is wirePick as the release before LATENCY's picks were
+// shared encoded it.
+type wirePickBefore struct {
+	_struct  struct{} `codec:",toarray"` //nolint:unused // codec option
+	ID       uint64
+	Strategy uint8
+	Endpoint string
+	AgeUS    uint32
+	Prompt   uint32
+	Blocks   uint16
+	Hashes   []uint64
+}
+
+// A rolling upgrade: each release reads the other's picks, the older one
+// without the fields it does not know, the newer one with zeros for them,
+// and a strategy code the older one does not know reads as DEFAULT.
+func TestWirePickAcrossReleases(t *testing.T) {
+	now := wirePick{ID: 7, Strategy: strategyCode("LATENCY"), Endpoint: "10.0.0.1:8000", AgeUS: 3, Prompt: 1550, Blocks: 2,
+		Hashes: []uint64{9}, MaxTokens: 1800, Model: "m"}
+	b, err := encode(nil, kindBatch, &wireBatch{From: "a", Seq: 1, Picks: []wirePick{now}})
+	require.NoError(t, err)
+	var old struct {
+		_struct struct{} `codec:",toarray"` //nolint:unused // codec option
+		From    string
+		Seq     uint64
+		SentAt  int64
+		Picks   []wirePickBefore
+		Ends    []uint64
+	}
+	require.NoError(t, decode(b, kindBatch, &old))
+	require.Equal(t, wirePickBefore{ID: 7, Strategy: now.Strategy, Endpoint: now.Endpoint, AgeUS: 3, Prompt: 1550, Blocks: 2, Hashes: []uint64{9}}, old.Picks[0])
+	require.Equal(t, "LATENCY", string(strategyOf(now.Strategy)))
+	require.Equal(t, "DEFAULT", string(strategyOf(uint8(len(strategies)))), "a code from a newer release")
+
+	old.Picks[0].Strategy = strategyCode("PREFIX_CACHE")
+	b, err = encode(nil, kindBatch, &old)
+	require.NoError(t, err)
+	var got wireBatch
+	require.NoError(t, decode(b, kindBatch, &got))
+	require.Equal(t, wirePick{ID: 7, Strategy: old.Picks[0].Strategy, Endpoint: now.Endpoint, AgeUS: 3, Prompt: 1550, Blocks: 2, Hashes: []uint64{9}}, got.Picks[0])
+	require.LessOrEqual(t, len(b)-1, batchOverhead("a")+pickSizeBound(&now), "the size bound holds with the new fields")
+}

@@ -174,9 +174,11 @@ func (r *Replica) Close() error {
 
 // PickMade implements scheduling.PickObserver: queue the pick for peers.
 func (r *Replica) PickMade(p scheduling.PickRecord) {
-	r.recent.add(recentPick{id: p.ID, strategy: p.Strategy, addr: p.Endpoint.Addr, at: p.At, prompt: p.PromptTokens, blocks: p.PrefixBlocks})
+	r.recent.add(recentPick{id: p.ID, strategy: p.Strategy, addr: p.Endpoint.Addr, at: p.At, prompt: p.PromptTokens, blocks: p.PrefixBlocks,
+		model: p.TargetModel, maxTok: p.MaxTokens})
 	w := wirePick{ID: p.ID, Strategy: strategyCode(p.Strategy), Endpoint: p.Endpoint.Addr,
-		Prompt: uint32(min(max(p.PromptTokens, 0), 1<<32-1)), Blocks: uint16(min(max(p.PrefixBlocks, 0), 1<<16-1))}
+		Prompt: uint32(min(max(p.PromptTokens, 0), 1<<32-1)), Blocks: uint16(min(max(p.PrefixBlocks, 0), 1<<16-1)),
+		MaxTokens: uint32(min(max(p.MaxTokens, 0), 1<<32-1)), Model: wireModel(p.TargetModel)}
 	if len(p.PrefixHashes) > 0 {
 		w.Hashes = append([]uint64(nil), p.PrefixHashes...)
 	}

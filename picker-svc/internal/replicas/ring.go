@@ -16,6 +16,8 @@ type recentPick struct {
 	at       time.Time
 	prompt   int
 	blocks   int
+	model    string
+	maxTok   int
 }
 
 // recentPicks remembers the last picks this replica made or applied, by

@@ -37,6 +37,11 @@ type wirePick struct {
 	Prompt   uint32 // prompt tokens
 	Blocks   uint16 // prefix blocks the picked pod likely held
 	Hashes   []uint64
+	// Added after the fields above (a replica of the release before
+	// ignores them, and reads zeros where a peer omits them): what
+	// predicted_ttft forecasts the request's output from.
+	MaxTokens uint32
+	Model     string
 }
 
 // wireState is a replica's whole shareable state, for a peer that joins.
@@ -55,7 +60,10 @@ type wireHolders struct {
 	Addrs   []string
 }
 
-var strategies = []pickapi.Strategy{pickapi.StrategyDefault, pickapi.StrategyPrefixCache}
+// strategies are the wire codes of the profiles, by index: only ever
+// append (a replica reads a code it does not know as DEFAULT).
+var strategies = []pickapi.Strategy{pickapi.StrategyDefault, pickapi.StrategyPrefixCache, pickapi.StrategyLatency,
+	pickapi.StrategyPrecisePrefixCache}
 
 func strategyCode(s pickapi.Strategy) uint8 {
 	for i, v := range strategies {
@@ -97,7 +105,19 @@ func decode(b []byte, kind byte, v any) error {
 // pickSizeBound bounds a pick's encoded size (msgpack: at most 9 bytes an
 // integer, a string's length plus 5), so packing needs no trial encoding.
 func pickSizeBound(p *wirePick) int {
-	return 1 + 9 + 2 + 5 + len(p.Endpoint) + 5 + 5 + 3 + 5 + 9*len(p.Hashes)
+	return 1 + 9 + 2 + 5 + len(p.Endpoint) + 5 + 5 + 3 + 5 + 9*len(p.Hashes) + 5 + 5 + len(p.Model)
+}
+
+// maxWireModel bounds the model name a pick carries; a longer one (no
+// configured model is) travels as "", and the peer forecasts the request
+// as of an unknown model.
+const maxWireModel = 256
+
+func wireModel(m string) string {
+	if len(m) > maxWireModel {
+		return ""
+	}
+	return m
 }
 
 // batchOverhead bounds a batch's encoding without its picks and ends.

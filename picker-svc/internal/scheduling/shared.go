@@ -20,6 +20,10 @@ type PickRecord struct {
 	Strategy pickapi.Strategy // the profile whose plugins learned from the pick
 	Endpoint *scrape.Endpoint
 	At       time.Time
+	// TargetModel and MaxTokens are the request's, for the plugins that
+	// forecast its output (predicted_ttft).
+	TargetModel string
+	MaxTokens   int
 	// PromptTokens is the request's estimated prompt; PrefixBlocks how
 	// many of its leading blocks the picked endpoint likely held.
 	PromptTokens int
@@ -49,8 +53,8 @@ func (*PrefixScorer) learnsPrefixes() {}
 
 // record is the pick of req on c at now, as peers replay it.
 func (p *profile) record(strategy pickapi.Strategy, req *Request, c *Candidate, now time.Time) PickRecord {
-	r := PickRecord{ID: req.PickID, Strategy: strategy, Endpoint: c.EP, At: now, PromptTokens: req.PromptTokens,
-		PrefixBlocks: c.PrefixBlocks}
+	r := PickRecord{ID: req.PickID, Strategy: strategy, Endpoint: c.EP, At: now, TargetModel: req.TargetModel,
+		MaxTokens: req.MaxTokens, PromptTokens: req.PromptTokens, PrefixBlocks: c.PrefixBlocks}
 	for _, pp := range p.postPickers {
 		if _, ok := pp.(prefixLearner); ok {
 			r.PrefixHashes = req.PrefixHashes
@@ -70,7 +74,8 @@ func (s *Scheduler) ApplyPeerPick(r *PickRecord) {
 	if prof == nil || r.Endpoint == nil {
 		return
 	}
-	req := Request{PrefixHashes: r.PrefixHashes, PromptTokens: r.PromptTokens, PickID: r.ID}
+	req := Request{PrefixHashes: r.PrefixHashes, PromptTokens: r.PromptTokens, PickID: r.ID, TargetModel: r.TargetModel,
+		MaxTokens: r.MaxTokens}
 	c := Candidate{EP: r.Endpoint, S: r.Endpoint.Snapshot(), PrefixBlocks: r.PrefixBlocks}
 	for _, p := range prof.postPickers {
 		p.PostPick(&req, &c, r.At)

@@ -161,3 +161,40 @@ func TestReplayedPicksSpreadABurstAsOne(t *testing.T) {
 		require.Equal(t, 10, count[ep], "an even share for every pod")
 	}
 }
+
+// A LATENCY pick replayed on a peer teaches its forecast what the pick
+// taught the replica that made it: the same requests pending on the same
+// pods, with the same expected output (from the request's model and
+// max_tokens).
+func TestPeerLatencyPickTeachesTheForecast(t *testing.T) {
+	a, b := mustNew(DefaultConfig()), mustNew(DefaultConfig())
+	rec := &recorder{}
+	a.SetObserver(rec)
+	eps := endpoints(kvPod(scrape.Snapshot{}), kvPod(scrape.Snapshot{}))
+	for _, maxTokens := range []int{300, 40, 2000} {
+		_, err := a.Pick(eps, pickapi.StrategyLatency, &Request{TargetModel: "m", PromptTokens: 5000, MaxTokens: maxTokens}, t0)
+		require.NoError(t, err)
+	}
+	require.Len(t, rec.picks, 3)
+	require.Equal(t, "m", rec.picks[0].TargetModel)
+	require.Equal(t, 300, rec.picks[0].MaxTokens)
+	for i := range rec.picks {
+		b.ApplyPeerPick(&rec.picks[i])
+	}
+	pending := func(s *Scheduler) map[string][][2]int {
+		sc := s.Plugin("predicted_ttft").(*PredictedTTFTScorer)
+		out := map[string][][2]int{}
+		for _, ep := range eps {
+			p := sc.pod(ep)
+			p.mu.Lock()
+			for _, r := range p.pending {
+				out[ep.Addr] = append(out[ep.Addr], [2]int{r.out, r.maxTokens})
+			}
+			p.mu.Unlock()
+		}
+		return out
+	}
+	want := pending(a)
+	require.Len(t, append(want[eps[0].Addr], want[eps[1].Addr]...), 3)
+	require.Equal(t, want, pending(b))
+}
