@@ -132,6 +132,11 @@ type Scheduler struct {
 	lastID atomic.Uint64
 	// observer learns of picks and ends for peer replicas (shared.go).
 	observer PickObserver
+	// decide makes each pick's reading of the plugins' state and its
+	// recording of the choice one step: concurrent picks that read the
+	// same state would all choose the same pod (a burst herds). It is held
+	// for microseconds: I/O (Fetch) happens before it.
+	decide sync.Mutex
 }
 
 // Outcome of a pick, in the words of the picker's metrics.
@@ -323,6 +328,8 @@ func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req 
 	for _, f := range prof.fetchers {
 		f.Fetch(req, cands)
 	}
+	s.decide.Lock()
+	defer s.decide.Unlock()
 	for _, p := range prof.prepare {
 		p.Prepare(req, cands, now)
 	}

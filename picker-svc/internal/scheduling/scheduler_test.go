@@ -3,6 +3,7 @@ package scheduling
 import (
 	"encoding/json"
 	"math"
+	"sync"
 	"testing"
 	"time"
 
@@ -464,4 +465,43 @@ func TestStatefulPluginsAreSharedAndForgetRemovedEndpoints(t *testing.T) {
 		require.Nil(t, prefixOf(s).Index(ep))
 	}
 	require.Contains(t, Registered(), "in_flight")
+}
+
+// A burst of identical requests picked concurrently (a benchmark's first
+// wave, many gateway workers) spreads as a serial one does: a pick that
+// read the fleet before another recorded its choice would follow the same
+// preference to the same pod, and LATENCY's preference for the pod picked
+// last (saturated) made that a herd of 63 of 202 requests on one pod.
+func TestConcurrentBurstSpreadsLikeSerial(t *testing.T) {
+	const n, pods = 202, 5
+	for _, st := range []pickapi.Strategy{pickapi.StrategyDefault, pickapi.StrategyLatency} {
+		t.Run(string(st), func(t *testing.T) {
+			for trial := 0; trial < 5; trial++ {
+				s := mustNew(DefaultConfig())
+				snap := scrape.Snapshot{NumGPUBlocks: 6144, BlockSize: 16}
+				eps := endpoints(snap, snap, snap, snap, snap)
+				got := make([]*scrape.Endpoint, n)
+				var wg sync.WaitGroup
+				for i := 0; i < n; i++ {
+					wg.Add(1)
+					go func(i int) {
+						defer wg.Done()
+						res, err := s.Pick(eps, st, &Request{TargetModel: "m", PromptTokens: 1550, MaxTokens: 1800}, t0)
+						if err == nil {
+							got[i] = res.Endpoints[0]
+						}
+					}(i)
+				}
+				wg.Wait()
+				count := map[*scrape.Endpoint]int{}
+				for _, ep := range got {
+					require.NotNil(t, ep)
+					count[ep]++
+				}
+				for _, ep := range eps {
+					require.LessOrEqual(t, count[ep], n/pods+2, "trial %d: %v", trial, count)
+				}
+			}
+		})
+	}
 }

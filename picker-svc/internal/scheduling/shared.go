@@ -77,6 +77,8 @@ func (s *Scheduler) ApplyPeerPick(r *PickRecord) {
 	req := Request{PrefixHashes: r.PrefixHashes, PromptTokens: r.PromptTokens, PickID: r.ID, TargetModel: r.TargetModel,
 		MaxTokens: r.MaxTokens}
 	c := Candidate{EP: r.Endpoint, S: r.Endpoint.Snapshot(), PrefixBlocks: r.PrefixBlocks}
+	s.decide.Lock()
+	defer s.decide.Unlock()
 	for _, p := range prof.postPickers {
 		p.PostPick(&req, &c, r.At)
 	}
