@@ -64,7 +64,9 @@ func TestLatencyStrategy(t *testing.T) {
 			resp.Body.Close()
 			require.Equal(t, http.StatusOK, resp.StatusCode)
 			why := resp.Header.Get(pickapi.HeaderPickExplanation)
-			require.True(t, strings.HasPrefix(why, "LATENCY "+free+" ttft="), why)
+			require.True(t, strings.HasPrefix(why, "LATENCY unsaturated kv_demand="), why)
+			require.Contains(t, why, " "+free+" ttft=", why)
+			require.Less(t, strings.Index(why, free), strings.Index(why, queued), "the free pod first: it was picked")
 			require.Contains(t, why, "; "+queued+" ttft=")
 		})
 	}
