@@ -43,7 +43,8 @@ const fleetSeeds = 12
 // regime, without tie preferences (LATENCY before saturation gating and
 // staggering).
 var fleetVariants = map[string]string{
-	"LATENCY-previous": `{"saturatedDemand":0,"balanceWithin":0,"staggerWithin":0}`,
+	"LATENCY-previous":   `{"saturatedDemand":0,"balanceWithin":0,"staggerWithin":0,"staggerSkew":0}`,
+	"LATENCY-no-stagger": `{"staggerSkew":0}`,
 }
 
 // fleetScheduler is the scheduler of a policy, with a seeded tie-break.
@@ -60,7 +61,7 @@ func fleetScheduler(policy string, seed uint64) *Scheduler {
 	return s
 }
 
-var fleetPolicies = []string{"round_robin", "DEFAULT", "LATENCY-previous", "LATENCY"}
+var fleetPolicies = []string{"round_robin", "DEFAULT", "LATENCY-previous", "LATENCY-no-stagger", "LATENCY"}
 
 // BenchmarkFleet runs each shape under each policy over fleetSeeds seeds
 // in virtual time (fleetmodel_test.go) and reports the medians, in

@@ -1,6 +1,7 @@
 package scheduling
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,26 @@ func TestSaturated(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, saturated(tc.cands, tc.threshold)) })
 	}
+}
+
+func TestStaggering(t *testing.T) {
+	pod := func(peak, use float64) Candidate {
+		return Candidate{KVPeak: peak, KVCapacity: 100, S: &scrape.Snapshot{KVCacheUsage: use}}
+	}
+	for _, tc := range []struct {
+		name  string
+		cands []Candidate
+		want  bool
+	}{
+		{"a burst that would fill the fleet at its end, into an empty fleet", []Candidate{pod(100, 0), pod(90, 0)}, true},
+		{"the fleet still filling", []Candidate{pod(100, 0.6), pod(100, 0.3)}, true},
+		{"the fleet filled", []Candidate{pod(100, 0.6), pod(100, 0.4)}, false},
+		{"room for every request at its end", []Candidate{pod(90, 0), pod(90, 0)}, false},
+		{"pods without a known cache do not count", []Candidate{pod(96, 0), {KVPeak: 1e9, S: &scrape.Snapshot{}}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, staggering(tc.cands, 0.95, 0.5)) })
+	}
+	require.False(t, staggering([]Candidate{pod(1e9, 0)}, 0, 0.5), "threshold 0: never")
 }
 
 func TestPlacementScores(t *testing.T) {
@@ -64,10 +85,77 @@ func TestPlacementScores(t *testing.T) {
 				cands[i] = Candidate{PredictedTTFT: p.ttft, PredictedRecompute: p.recompute, KVDemand: p.demand, LastPicked: t0.Add(p.picked)}
 			}
 			got := make([]float64, len(cands))
-			placementScores(cands, got, tc.saturated, tc.within)
+			placementScores(cands, got, tc.saturated, tc.within, 0)
 			require.InDeltaSlice(t, tc.want, got, 1e-9)
 		})
 	}
+}
+
+func TestStaggerWeights(t *testing.T) {
+	cands := []Candidate{{EP: &scrape.Endpoint{Addr: "10.0.0.3:8000"}}, {EP: &scrape.Endpoint{Addr: "10.0.0.1:8000"}},
+		{EP: &scrape.Endpoint{Addr: "10.0.0.2:8000"}}}
+	w := make([]float64, 3)
+	staggerWeights(cands, 0.25, w)
+	require.InDeltaSlice(t, []float64{1.25, 0.75, 1}, w, 1e-12, "by the rank of the address, whatever the order")
+	staggerWeights(cands, 0, w)
+	require.Equal(t, []float64{1, 1, 1}, w, "no skew")
+	staggerWeights(cands[:1], 0.25, w[:1])
+	require.Equal(t, []float64{1}, w[:1], "one pod")
+
+	// Saturated, equal predictions go to the heaviest weight, and a
+	// prediction wins against a lighter one only within the weights'
+	// ratio: at most (1+skew)/(1-skew) times the best.
+	scores := make([]float64, 3)
+	for i := range cands {
+		cands[i].PredictedTTFT = 1
+	}
+	placementScores(cands, scores, true, 0, 0.25)
+	require.InDeltaSlice(t, []float64{1, 0.75 / 1.25, 1 / 1.25}, scores, 1e-12)
+	cands[2].PredictedTTFT = 10
+	cands[0].PredictedTTFT = 1.6 // 1.6/1.25 < 1/0.75
+	placementScores(cands, scores, true, 0, 0.25)
+	require.Equal(t, 1.0, scores[0])
+	cands[0].PredictedTTFT = 1.7 // 1.7/1.25 > 1/0.75
+	placementScores(cands, scores, true, 0, 0.25)
+	require.Equal(t, 1.0, scores[1])
+}
+
+// A burst into an empty fleet that it will saturate is spread by plan, in
+// proportion to the pods' weights (by address), not evenly: the pods'
+// requests then end at different times. Once half the fleet's KV cache is
+// in use, picks are weighed equally again.
+func TestLatencyStaggersABurstByPlan(t *testing.T) {
+	burst := func(cfg Config, snap scrape.Snapshot) []int {
+		s := mustNew(cfg)
+		eps := endpoints(snap, snap, snap, snap, snap) // addresses in rank order
+		count := map[*scrape.Endpoint]int{}
+		for i := 0; i < 202; i++ {
+			res, err := s.Pick(eps, pickapi.StrategyLatency, &Request{TargetModel: "m", PromptTokens: 1550, MaxTokens: 1800}, t0)
+			require.NoError(t, err)
+			count[res.Endpoints[0]]++
+		}
+		out := make([]int, len(eps))
+		for i, ep := range eps {
+			out[i] = count[ep]
+		}
+		return out
+	}
+	empty := scrape.Snapshot{NumGPUBlocks: 6144, BlockSize: 16}
+	got := burst(DefaultConfig(), empty)
+	for i := 1; i < len(got); i++ {
+		require.GreaterOrEqual(t, got[i], got[i-1], "shares follow the weights: %v", got)
+	}
+	require.Greater(t, float64(got[4])/float64(got[0]), 1.2, "planned unevenness: %v", got)
+	require.LessOrEqual(t, float64(got[4])/float64(got[0]), 1.25/0.75, "bounded by the weights: %v", got)
+
+	off := DefaultConfig()
+	off.Plugins = map[string]json.RawMessage{"predicted_ttft": json.RawMessage(`{"staggerSkew":0}`)}
+	for _, n := range burst(off, empty) {
+		require.InDelta(t, 202/5, n, 2, "without the stagger the burst spreads evenly")
+	}
+	filled := empty
+	filled.KVCacheUsage = 0.5
+	require.Equal(t, burst(off, filled), burst(DefaultConfig(), filled), "a filled fleet: no stagger")
 }
 
 // Through the LATENCY profile, three equal pods whose KV cache is full

@@ -61,12 +61,19 @@ type predictedTTFTParams struct {
 	// the least KV demand, saturated to the pod picked last (0: no tie).
 	BalanceWithin float64 `json:"balanceWithin"`
 	StaggerWithin float64 `json:"staggerWithin"`
+	// StaggerSkew is the planned unevenness of a burst into a filling
+	// fleet: pods' predicted costs are divided by weights from
+	// 1-StaggerSkew to 1+StaggerSkew by address, while the requests on the
+	// fleet would need more than SaturatedDemand of its KV cache at their
+	// ends and less than StaggerBelowUse of it is in use (0: never).
+	StaggerSkew     float64 `json:"staggerSkew"`
+	StaggerBelowUse float64 `json:"staggerBelowUse"`
 }
 
 // The defaults: a 7-8B model on one mid-range GPU, vLLM's default budget.
 // The placement's, from BenchmarkFleet (docs/scheduling.md).
 var defaultPredictedTTFT = predictedTTFTParams{DecodeStepMs: 30, PrefillTokenUs: 100, DefaultOutputTokens: 256, MaxBatchedTokens: 2048,
-	SaturatedDemand: 0.95, BalanceWithin: 0.03, StaggerWithin: 0.05}
+	SaturatedDemand: 0.95, BalanceWithin: 0.03, StaggerWithin: 0.05, StaggerSkew: 0.25, StaggerBelowUse: 0.5}
 
 func init() {
 	Register("predicted_ttft", func(params json.RawMessage) (Plugin, error) {
@@ -89,6 +96,10 @@ func init() {
 			return nil, errors.New("balanceWithin must be in [0, 1]")
 		case !(p.StaggerWithin >= 0 && p.StaggerWithin <= 1):
 			return nil, errors.New("staggerWithin must be in [0, 1]")
+		case !(p.StaggerSkew >= 0 && p.StaggerSkew <= 0.9):
+			return nil, errors.New("staggerSkew must be in [0, 0.9]")
+		case !(p.StaggerBelowUse >= 0 && p.StaggerBelowUse <= 1):
+			return nil, errors.New("staggerBelowUse must be in [0, 1]")
 		}
 		return newPredictedTTFT(p), nil
 	})
@@ -146,11 +157,14 @@ func (s *PredictedTTFTScorer) Prepare(req *Request, cands []Candidate, now time.
 		p.observe(c.S, &s.prefill)
 		f := p.forecast(c, now, s.estimates(p), own, out, float64(s.params.DefaultOutputTokens), s.forget)
 		c.PredictedTTFT, c.PredictedRecompute = f.predict()
-		foot := p.footprint
-		if foot == 0 {
-			foot = float64(req.PromptTokens) + out/2
+		// The requests on the pod, at the picks' average prompt and
+		// output, or this request's before the first.
+		prompt, output := float64(req.PromptTokens), out
+		if p.output > 0 {
+			prompt, output = p.prompt, p.output
 		}
-		c.KVCapacity, c.KVDemand, c.LastPicked = f.capacity, (c.S.Running+c.S.Waiting+float64(c.InFlight.Requests))*foot, p.lastPick
+		n := c.S.Running + c.S.Waiting + float64(c.InFlight.Requests)
+		c.KVCapacity, c.KVDemand, c.KVPeak, c.LastPicked = f.capacity, n*(prompt+output/2), n*(prompt+output), p.lastPick
 		p.mu.Unlock()
 	}
 }
@@ -165,7 +179,11 @@ func (s *PredictedTTFTScorer) Score(_ *Request, cands []Candidate, scores []floa
 	if sat {
 		within = s.params.StaggerWithin
 	}
-	placementScores(cands, scores, sat, within)
+	skew := 0.0
+	if staggering(cands, s.params.SaturatedDemand, s.params.StaggerBelowUse) {
+		skew = s.params.StaggerSkew
+	}
+	placementScores(cands, scores, sat, within, skew)
 }
 
 // Regime implements regimeTeller: which regime the scores were made in,

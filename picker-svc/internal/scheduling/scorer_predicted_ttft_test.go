@@ -134,6 +134,32 @@ func TestPredictedTTFTEndsFreeRoom(t *testing.T) {
 	sc.RequestsDone([]RequestEnd{{ID: 7, CompletionTokens: 1000}}, t0) // twice: nothing more
 }
 
+// A pick the pod preempted makes no progress while it waits to be
+// readmitted: its end moves out by the steps it waited, so the room it
+// will free comes that much later.
+func TestPredictedTTFTPreemptedPicksEndLater(t *testing.T) {
+	var p podTrajectories
+	est := podEstimates{decodeStep: 0.03, prefillToken: 1e-4, chunk: 2048}
+	snap := kvPod(scrape.Snapshot{Running: 1, Waiting: 1, KVCacheUsage: 0.9, Steps: 100, HasSteps: true, ScrapedAt: t0, RequestedAt: t0})
+	p.observe(&snap, &prefillCost{})
+	older := &openPick{id: 1, prompt: 1000, out: 500, first: 0, finish: 500}
+	newer := &openPick{id: 2, prompt: 1000, out: 500, first: 50, finish: 550} // vLLM preempts the newest
+	p.running = []*openPick{older, newer}
+	c := &Candidate{S: &snap}
+	forget := func(uint64) {}
+
+	f := p.forecast(c, t0, est, 100, 10, 256, forget)
+	require.Equal(t, []trajectory{{left: 400, held: 1100}}, f.running, "the running pick at step 100; the preempted one waits")
+	require.Equal(t, 550.0, newer.finish, "the first look moves nothing")
+
+	f = p.forecast(c, t0.Add(3*time.Second), est, 100, 10, 256, forget) // 100 steps on
+	require.Equal(t, 650.0, newer.finish, "100 steps waiting: 100 steps later")
+	require.Equal(t, 150.0, newer.first)
+	require.Equal(t, 500.0, older.finish)
+	require.Equal(t, []trajectory{{left: 300, held: 1200}}, f.running)
+	require.Equal(t, 1000.0+50, f.queued, "it waits with its prompt and the 50 tokens it generated")
+}
+
 // Picks whose ends nobody reports are let go once the pod shows fewer
 // requests than the picker holds open.
 func TestPredictedTTFTReconcilesUnreportedEnds(t *testing.T) {
@@ -164,13 +190,14 @@ func TestPredictedTTFTScores(t *testing.T) {
 func TestPredictedTTFTParams(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Plugins = map[string]json.RawMessage{"predicted_ttft": json.RawMessage(`{"decodeStepMs":20,"prefillTokenUs":50,"defaultOutputTokens":100,"maxBatchedTokens":8192,` +
-		`"saturatedDemand":0,"balanceWithin":0.1,"staggerWithin":0.2}`)}
+		`"saturatedDemand":0,"balanceWithin":0.1,"staggerWithin":0.2,"staggerSkew":0.3,"staggerBelowUse":0.6}`)}
 	s, err := New(cfg)
 	require.NoError(t, err)
-	require.Equal(t, predictedTTFTParams{DecodeStepMs: 20, PrefillTokenUs: 50, DefaultOutputTokens: 100, MaxBatchedTokens: 8192, BalanceWithin: 0.1, StaggerWithin: 0.2},
+	require.Equal(t, predictedTTFTParams{DecodeStepMs: 20, PrefillTokenUs: 50, DefaultOutputTokens: 100, MaxBatchedTokens: 8192, BalanceWithin: 0.1, StaggerWithin: 0.2,
+		StaggerSkew: 0.3, StaggerBelowUse: 0.6},
 		s.Plugin("predicted_ttft").(*PredictedTTFTScorer).params)
 	for _, bad := range []string{`{"decodeStepMs":0}`, `{"prefillTokenUs":-1}`, `{"defaultOutputTokens":0}`, `{"maxBatchedTokens":0}`, `{"lookahead":1}`,
-		`{"saturatedDemand":-1}`, `{"balanceWithin":1.5}`, `{"staggerWithin":-0.1}`} {
+		`{"saturatedDemand":-1}`, `{"balanceWithin":1.5}`, `{"staggerWithin":-0.1}`, `{"staggerSkew":0.95}`, `{"staggerBelowUse":2}`} {
 		cfg.Plugins["predicted_ttft"] = json.RawMessage(bad)
 		_, err := New(cfg)
 		require.Error(t, err, bad)

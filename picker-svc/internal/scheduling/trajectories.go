@@ -1,6 +1,7 @@
 package scheduling
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"time"
@@ -21,11 +22,10 @@ type podTrajectories struct {
 	// prompt is a moving average of the prompts picked here: the size
 	// guessed for waiting requests the picker did not send.
 	prompt float64
-	// footprint is a moving average of the picks' mean KV footprint over
-	// their lives (prompt plus half the expected output), and lastPick
-	// when the last was made.
-	footprint float64
-	lastPick  time.Time
+	// output is a moving average of the picks' expected outputs, and
+	// lastPick when the last was made.
+	output   float64
+	lastPick time.Time
 	// looked is the pod's step count when the scorer last brought it up
 	// to date.
 	looked float64
@@ -80,6 +80,10 @@ func (p *podTrajectories) forecast(c *Candidate, now time.Time, est podEstimates
 		r.finish = r.first + float64(r.out)
 		p.insertRunning(r)
 	}
+	elapsed := 0.0 // steps since the last look (none before the first)
+	if p.looked > 0 {
+		elapsed = max(steps-p.looked, 0)
+	}
 	p.looked = steps
 	visible := snap.Running + snap.Waiting + float64(inf.Requests)
 	for len(p.running) > 0 && float64(len(p.pending)+len(p.running)) > visible+reconcileSlack {
@@ -116,15 +120,24 @@ func (p *podTrajectories) forecast(c *Candidate, now time.Time, est podEstimates
 	}
 	recompute := 0.0
 	p.buf = p.buf[:0]
+	delayed := false
 	for _, r := range p.running {
-		gen := min(max(steps-r.first, 0), float64(r.out-1))
 		if preempted > 0 && r.first >= newest {
 			// Waiting to be readmitted: its prompt and its output so far.
-			recompute += float64(r.prompt) + gen
+			// It makes no progress while it waits, so its start and end
+			// move out by the steps since the last look.
+			r.first += elapsed
+			r.finish += elapsed
+			delayed = delayed || elapsed > 0
+			recompute += float64(r.prompt) + min(max(steps-r.first, 0), float64(r.out-1))
 			preempted--
 			continue
 		}
+		gen := min(max(steps-r.first, 0), float64(r.out-1))
 		p.buf = append(p.buf, trajectory{left: max(r.finish-steps, 1), held: float64(r.prompt) + gen})
+	}
+	if delayed {
+		slices.SortStableFunc(p.running, func(a, b *openPick) int { return cmp.Compare(a.finish, b.finish) })
 	}
 	f.running = p.buf
 	f.queued += strangers + recompute
@@ -184,11 +197,10 @@ func (p *podTrajectories) add(r *openPick, forget func(uint64)) {
 		p.prompt = float64(r.prompt)
 	}
 	p.prompt += 0.1 * (float64(r.prompt) - p.prompt)
-	foot := float64(r.prompt) + float64(r.out)/2
-	if p.footprint == 0 {
-		p.footprint = foot
+	if p.output == 0 {
+		p.output = float64(r.out)
 	}
-	p.footprint += 0.1 * (foot - p.footprint)
+	p.output += 0.1 * (float64(r.out) - p.output)
 	p.lastPick = r.at
 }
 

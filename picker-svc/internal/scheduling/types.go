@@ -41,6 +41,10 @@ type Candidate struct {
 	// scorer, which places by them once the fleet is saturated.
 	KVDemand, KVCapacity float64
 	LastPicked           time.Time
+	// KVPeak is the KV cache those requests need at their end (prompt
+	// plus the whole expected output): what they would hold together if
+	// they had started together.
+	KVPeak float64
 }
 
 // InFlight is what the in_flight plugin knows beyond an endpoint's last
