@@ -26,19 +26,19 @@ import (
 // the pods in phase: they fill and drain together, and in the windows
 // where all are full, a new request queues wherever it goes.
 //
-// That alone leaves the phase to chance: a burst into an empty fleet
-// spreads evenly, its requests start together and end together, and the
-// pods stay in phase from then on. So where the requests on the fleet
-// would need more than staggerDemand (1.1) of its KV cache at their ends
-// (prompt plus the whole expected output), which is where pods in phase
-// preempt together, each pod's cost is also divided by a planned weight,
-// from 1-skew to 1+skew by the rank of its address (the same on every
-// picker replica). Costs grow with a pod's queue, so pod r takes a share
-// of a burst in proportion to its weight: the pods' loads, and so their
-// preemptions and ends, differ by plan, and the soonest-start placement
-// keeps them apart. The weights bound the unevenness: a request goes where
-// its predicted cost is at most (1+skew)/(1-skew) times the best, never
-// behind a herd.
+// That alone leaves the first wave to chance: a burst into an empty fleet
+// spreads evenly, all its requests start together, and the pods stay in
+// phase from then on. So while a burst fills the fleet (less than half its
+// KV cache in use) with requests that, started together, would need more
+// than SaturatedDemand of it at their ends, each pod's cost is also divided
+// by a planned weight, from 1-skew to 1+skew by the rank of its address
+// (the same on every picker replica). Costs grow with a pod's queue, so pod
+// r takes a share of the burst in proportion to its weight: the pods'
+// loads, and so their preemptions and ends, differ by plan, and the
+// placement above keeps them apart. The weights bound the unevenness: a
+// request goes where its predicted cost is at most (1+skew)/(1-skew) times
+// the best, never behind a herd. Once the fleet has filled, every pod
+// weighs 1 again.
 
 // saturated reports whether the candidates' requests need more than
 // threshold of their KV caches (false with threshold 0, or with no
@@ -48,19 +48,20 @@ func saturated(cands []Candidate, threshold float64) bool {
 	return threshold > 0 && share > 0 && share >= threshold
 }
 
-// staggering reports whether the candidates' requests would need more
-// than threshold of their KV caches at their ends: if they ran in phase,
-// the pods would preempt together (false with threshold 0, or with no
-// cache size known).
-func staggering(cands []Candidate, threshold float64) bool {
-	peak, capacity := 0.0, 0.0
+// staggering reports whether a burst is filling the fleet towards
+// saturation: its requests would need more than threshold of the KV caches
+// at their ends (in phase, as they started), and less than belowUse of
+// the caches is in use yet.
+func staggering(cands []Candidate, threshold, belowUse float64) bool {
+	peak, used, capacity := 0.0, 0.0, 0.0
 	for i := range cands {
-		if cands[i].KVCapacity > 0 {
-			peak += cands[i].KVPeak
-			capacity += cands[i].KVCapacity
+		if c := &cands[i]; c.KVCapacity > 0 && c.S != nil {
+			peak += c.KVPeak
+			used += c.S.KVCacheUsage * c.KVCapacity
+			capacity += c.KVCapacity
 		}
 	}
-	return threshold > 0 && capacity > 0 && peak >= threshold*capacity
+	return threshold > 0 && capacity > 0 && peak >= threshold*capacity && used < belowUse*capacity
 }
 
 // demandShare is the KV the candidates' requests need at their mean

@@ -31,21 +31,23 @@ func TestSaturated(t *testing.T) {
 }
 
 func TestStaggering(t *testing.T) {
-	pod := func(peak, capacity float64) Candidate { return Candidate{KVPeak: peak, KVCapacity: capacity} }
+	pod := func(peak, use float64) Candidate {
+		return Candidate{KVPeak: peak, KVCapacity: 100, S: &scrape.Snapshot{KVCacheUsage: use}}
+	}
 	for _, tc := range []struct {
 		name  string
 		cands []Candidate
 		want  bool
 	}{
-		{"requests that would overflow the fleet at their ends", []Candidate{pod(120, 100), pod(110, 100)}, true},
-		{"room for them at their ends, or nearly", []Candidate{pod(120, 100), pod(90, 100)}, false},
-		{"one pod's overflow is not the fleet's", []Candidate{pod(200, 100), pod(10, 100)}, false},
-		{"pods without a known cache do not count", []Candidate{pod(111, 100), pod(1e9, 0)}, true},
-		{"no cache size known: never", []Candidate{pod(1e9, 0)}, false},
+		{"a burst that would fill the fleet at its end, into an empty fleet", []Candidate{pod(100, 0), pod(90, 0)}, true},
+		{"the fleet still filling", []Candidate{pod(100, 0.6), pod(100, 0.3)}, true},
+		{"the fleet filled", []Candidate{pod(100, 0.6), pod(100, 0.4)}, false},
+		{"room for every request at its end", []Candidate{pod(90, 0), pod(90, 0)}, false},
+		{"pods without a known cache do not count", []Candidate{pod(96, 0), {KVPeak: 1e9, S: &scrape.Snapshot{}}}, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, staggering(tc.cands, 1.1)) })
+		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, staggering(tc.cands, 0.95, 0.5)) })
 	}
-	require.False(t, staggering([]Candidate{pod(1e9, 100)}, 0), "threshold 0: never")
+	require.False(t, staggering([]Candidate{pod(1e9, 0)}, 0, 0.5), "threshold 0: never")
 }
 
 func TestPlacementScores(t *testing.T) {
@@ -118,17 +120,16 @@ func TestStaggerWeights(t *testing.T) {
 	require.Equal(t, 1.0, scores[1])
 }
 
-// A burst into an empty fleet, of requests that would overflow it at their
-// ends, is spread by plan, in proportion to the pods' weights (by address),
-// not evenly: the pods' requests then end at different times. A burst the
-// fleet holds at its end is placed as without the stagger.
+// A burst into an empty fleet that it will saturate is spread by plan, in
+// proportion to the pods' weights (by address), not evenly: the pods'
+// requests then end at different times. Once half the fleet's KV cache is
+// in use, picks are weighed equally again.
 func TestLatencyStaggersABurstByPlan(t *testing.T) {
-	burst := func(cfg Config, n int) []int {
+	burst := func(cfg Config, snap scrape.Snapshot) []int {
 		s := mustNew(cfg)
-		snap := scrape.Snapshot{NumGPUBlocks: 6144, BlockSize: 16} // 98,304 tokens
-		eps := endpoints(snap, snap, snap, snap, snap)             // addresses in rank order
+		eps := endpoints(snap, snap, snap, snap, snap) // addresses in rank order
 		count := map[*scrape.Endpoint]int{}
-		for i := 0; i < n; i++ {
+		for i := 0; i < 202; i++ {
 			res, err := s.Pick(eps, pickapi.StrategyLatency, &Request{TargetModel: "m", PromptTokens: 1550, MaxTokens: 1800}, t0)
 			require.NoError(t, err)
 			count[res.Endpoints[0]]++
@@ -139,7 +140,8 @@ func TestLatencyStaggersABurstByPlan(t *testing.T) {
 		}
 		return out
 	}
-	got := burst(DefaultConfig(), 202) // 202 x 3,350 tokens at their ends: 1.38x the fleet
+	empty := scrape.Snapshot{NumGPUBlocks: 6144, BlockSize: 16}
+	got := burst(DefaultConfig(), empty)
 	for i := 1; i < len(got); i++ {
 		require.GreaterOrEqual(t, got[i], got[i-1], "shares follow the weights: %v", got)
 	}
@@ -148,10 +150,12 @@ func TestLatencyStaggersABurstByPlan(t *testing.T) {
 
 	off := DefaultConfig()
 	off.Plugins = map[string]json.RawMessage{"predicted_ttft": json.RawMessage(`{"staggerSkew":0}`)}
-	for _, n := range burst(off, 202) {
+	for _, n := range burst(off, empty) {
 		require.InDelta(t, 202/5, n, 2, "without the stagger the burst spreads evenly")
 	}
-	require.Equal(t, burst(off, 150), burst(DefaultConfig(), 150), "150 x 3,350 tokens: 1.02x the fleet, no stagger")
+	filled := empty
+	filled.KVCacheUsage = 0.5
+	require.Equal(t, burst(off, filled), burst(DefaultConfig(), filled), "a filled fleet: no stagger")
 }
 
 // Through the LATENCY profile, three equal pods whose KV cache is full

@@ -61,19 +61,19 @@ type predictedTTFTParams struct {
 	// the least KV demand, saturated to the pod picked last (0: no tie).
 	BalanceWithin float64 `json:"balanceWithin"`
 	StaggerWithin float64 `json:"staggerWithin"`
-	// StaggerDemand is the share of the fleet's KV cache past which the
-	// requests on it, at their ends (prompt plus the whole expected
-	// output), would overflow it if they ran in phase; StaggerSkew how
-	// unevenly placement then loads the pods: their costs are divided by
-	// weights from 1-StaggerSkew to 1+StaggerSkew by address (0: never).
-	StaggerDemand float64 `json:"staggerDemand"`
-	StaggerSkew   float64 `json:"staggerSkew"`
+	// StaggerSkew is the planned unevenness of a burst into a filling
+	// fleet: pods' predicted costs are divided by weights from
+	// 1-StaggerSkew to 1+StaggerSkew by address, while the requests on the
+	// fleet would need more than SaturatedDemand of its KV cache at their
+	// ends and less than StaggerBelowUse of it is in use (0: never).
+	StaggerSkew     float64 `json:"staggerSkew"`
+	StaggerBelowUse float64 `json:"staggerBelowUse"`
 }
 
 // The defaults: a 7-8B model on one mid-range GPU, vLLM's default budget.
 // The placement's, from BenchmarkFleet (docs/scheduling.md).
 var defaultPredictedTTFT = predictedTTFTParams{DecodeStepMs: 30, PrefillTokenUs: 100, DefaultOutputTokens: 256, MaxBatchedTokens: 2048,
-	SaturatedDemand: 0.95, BalanceWithin: 0.03, StaggerWithin: 0.05, StaggerDemand: 1.1, StaggerSkew: 0.25}
+	SaturatedDemand: 0.95, BalanceWithin: 0.03, StaggerWithin: 0.05, StaggerSkew: 0.25, StaggerBelowUse: 0.5}
 
 func init() {
 	Register("predicted_ttft", func(params json.RawMessage) (Plugin, error) {
@@ -98,8 +98,8 @@ func init() {
 			return nil, errors.New("staggerWithin must be in [0, 1]")
 		case !(p.StaggerSkew >= 0 && p.StaggerSkew <= 0.9):
 			return nil, errors.New("staggerSkew must be in [0, 0.9]")
-		case !(p.StaggerDemand >= 0 && p.StaggerDemand <= 100):
-			return nil, errors.New("staggerDemand must be in [0, 100]")
+		case !(p.StaggerBelowUse >= 0 && p.StaggerBelowUse <= 1):
+			return nil, errors.New("staggerBelowUse must be in [0, 1]")
 		}
 		return newPredictedTTFT(p), nil
 	})
@@ -180,7 +180,7 @@ func (s *PredictedTTFTScorer) Score(_ *Request, cands []Candidate, scores []floa
 		within = s.params.StaggerWithin
 	}
 	skew := 0.0
-	if staggering(cands, s.params.StaggerDemand) {
+	if staggering(cands, s.params.SaturatedDemand, s.params.StaggerBelowUse) {
 		skew = s.params.StaggerSkew
 	}
 	placementScores(cands, scores, sat, within, skew)

@@ -190,14 +190,14 @@ func TestPredictedTTFTScores(t *testing.T) {
 func TestPredictedTTFTParams(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Plugins = map[string]json.RawMessage{"predicted_ttft": json.RawMessage(`{"decodeStepMs":20,"prefillTokenUs":50,"defaultOutputTokens":100,"maxBatchedTokens":8192,` +
-		`"saturatedDemand":0,"balanceWithin":0.1,"staggerWithin":0.2,"staggerDemand":1.5,"staggerSkew":0.3}`)}
+		`"saturatedDemand":0,"balanceWithin":0.1,"staggerWithin":0.2,"staggerSkew":0.3,"staggerBelowUse":0.6}`)}
 	s, err := New(cfg)
 	require.NoError(t, err)
 	require.Equal(t, predictedTTFTParams{DecodeStepMs: 20, PrefillTokenUs: 50, DefaultOutputTokens: 100, MaxBatchedTokens: 8192, BalanceWithin: 0.1, StaggerWithin: 0.2,
-		StaggerDemand: 1.5, StaggerSkew: 0.3},
+		StaggerSkew: 0.3, StaggerBelowUse: 0.6},
 		s.Plugin("predicted_ttft").(*PredictedTTFTScorer).params)
 	for _, bad := range []string{`{"decodeStepMs":0}`, `{"prefillTokenUs":-1}`, `{"defaultOutputTokens":0}`, `{"maxBatchedTokens":0}`, `{"lookahead":1}`,
-		`{"saturatedDemand":-1}`, `{"balanceWithin":1.5}`, `{"staggerWithin":-0.1}`, `{"staggerSkew":0.95}`, `{"staggerDemand":-1}`} {
+		`{"saturatedDemand":-1}`, `{"balanceWithin":1.5}`, `{"staggerWithin":-0.1}`, `{"staggerSkew":0.95}`, `{"staggerBelowUse":2}`} {
 		cfg.Plugins["predicted_ttft"] = json.RawMessage(bad)
 		_, err := New(cfg)
 		require.Error(t, err, bad)
