@@ -78,7 +78,7 @@ func TestGatewayManifests(t *testing.T) {
 	require.Contains(t, c.Args, "--listen=:9002")
 	require.Equal(t, int32(9002), m.Pool.Spec.EndpointPickerRef.Port.Number)
 	require.Equal(t, "FailClose", m.Pool.Spec.EndpointPickerRef.FailureMode)
-	require.Equal(t, "DEFAULT", m.Pool.Metadata.Annotations["inference.networking.x-k8s.io/routing-strategy"])
+	require.Equal(t, "LATENCY", m.Pool.Metadata.Annotations["inference.networking.x-k8s.io/routing-strategy"])
 }
 
 func TestGatewayManifestsReject(t *testing.T) {

@@ -70,6 +70,12 @@ const (
 	StrategyLatency Strategy = "LATENCY"
 )
 
+// DefaultStrategy is the strategy of a pool without the annotation, and of
+// a pick naming none: LATENCY, which won the regime grid
+// (docs/scheduling.md). DEFAULT keeps the name the annotation gives the
+// queue-and-KV balancing policy.
+const DefaultStrategy = StrategyLatency
+
 // Strategies lists the routing strategies, in the order errors name them.
 var Strategies = []Strategy{StrategyDefault, StrategyPrefixCache, StrategyPrecisePrefixCache, StrategyLatency}
 

@@ -49,7 +49,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.preset, "preset", demoPreset, "simulated fleet: "+strings.Join(presetNames(), ", ")+
 		" (demo: Llama-2-7B pods with four LoRA adapters and InferenceModel splits; the others: one model on A10-sized pods)")
 	fs.IntVar(&o.pods, "pods", 0, "simulated vLLM pods (default: the preset's)")
-	fs.StringVar(&o.strategy, "strategy", string(pickapi.StrategyPrefixCache), "the pool's routing strategy: DEFAULT or PREFIX_CACHE")
+	fs.StringVar(&o.strategy, "strategy", string(pickapi.StrategyPrefixCache), "the pool's routing strategy: LATENCY, DEFAULT or PREFIX_CACHE")
 	fs.Float64Var(&o.speed, "speed", 1, "simulator speed factor: simulated seconds per real second (1: a real fleet's timing)")
 	fs.BoolVar(&o.extProc, "ext-proc", false, "also start the gateway path: a gateway asking picker-svc over ext_proc, as a Gateway API inference extension does")
 	fs.IntVar(&o.pickerTimeoutMS, "picker-timeout-ms", 50, "the filter's picker_timeout_ms (envoy/envoy.yaml's 50; raise it on a busy machine)")
@@ -70,10 +70,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("unknown --preset %q (%s)", o.preset, strings.Join(presetNames(), ", "))
 	}
 	switch s := pickapi.Strategy(strings.ToUpper(o.strategy)); s {
-	case pickapi.StrategyDefault, pickapi.StrategyPrefixCache:
+	case pickapi.StrategyDefault, pickapi.StrategyPrefixCache, pickapi.StrategyLatency:
 		o.strategy = string(s)
 	default:
-		return o, fmt.Errorf("unknown --strategy %q (DEFAULT or PREFIX_CACHE)", o.strategy)
+		// PRECISE_PREFIX_CACHE needs the engines' KV events, which this
+		// stack's simulators do not publish.
+		return o, fmt.Errorf("unknown --strategy %q (LATENCY, DEFAULT or PREFIX_CACHE)", o.strategy)
 	}
 	if o.pods < 0 || o.pods > maxPods {
 		return o, fmt.Errorf("--pods %d: want 1 to %d (0: the preset's)", o.pods, maxPods)

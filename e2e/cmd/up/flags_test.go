@@ -29,7 +29,7 @@ func TestFlags(t *testing.T) {
 	require.Contains(t, f.objects, "routing-strategy: DEFAULT")
 
 	for args, want := range map[string]string{
-		"--strategy ROUND_ROBIN":    "DEFAULT or PREFIX_CACHE",
+		"--strategy ROUND_ROBIN":    "LATENCY, DEFAULT or PREFIX_CACHE",
 		"--preset h100":             "demo, llama-2-7b-a10, qwen2.5-7b-a10",
 		"--pods 65":                 "want 1 to 64",
 		"--pods -1":                 "want 1 to 64",

@@ -129,7 +129,7 @@ func Defaults() Config {
 	c.Listen = ":9002"
 	c.LogLevel = "info"
 	c.Discovery.Mode = "static"
-	c.Discovery.Strategy = string(pickapi.StrategyDefault)
+	c.Discovery.Strategy = string(pickapi.DefaultStrategy)
 	c.Discovery.DNSInterval.Duration = 5 * time.Second
 	c.Discovery.PoolAPI = "inference.networking.x-k8s.io/v1alpha2"
 	c.Discovery.ModelAPI = "inference.networking.x-k8s.io/v1alpha2"

@@ -265,7 +265,7 @@ func (o *Objects) check() error {
 }
 
 func parsePool(obj *object) (Pool, error) {
-	p := Pool{Name: obj.Metadata.Name, Namespace: obj.Metadata.Namespace, APIVersion: obj.APIVersion, Strategy: pickapi.StrategyDefault}
+	p := Pool{Name: obj.Metadata.Name, Namespace: obj.Metadata.Namespace, APIVersion: obj.APIVersion, Strategy: pickapi.DefaultStrategy}
 	fail := func(field, format string, a ...any) (Pool, error) {
 		return Pool{}, &ObjectError{KindPool, p.Name, field, fmt.Sprintf(format, a...)}
 	}

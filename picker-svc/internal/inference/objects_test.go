@@ -33,7 +33,7 @@ func TestParseExamples(t *testing.T) {
 	require.NoError(t, err)
 	o, err = ParseYAML(b)
 	require.NoError(t, err)
-	require.Equal(t, pickapi.StrategyDefault, o.Pools[0].Strategy)
+	require.Equal(t, pickapi.DefaultStrategy, o.Pools[0].Strategy, "no annotation")
 	require.Equal(t, pickapi.Standard, o.Models[0].Criticality)
 
 	b, err = os.ReadFile(filepath.Join("..", "..", "examples", "pool-v1.yaml"))
@@ -41,7 +41,7 @@ func TestParseExamples(t *testing.T) {
 	o, err = ParseYAML(b)
 	require.NoError(t, err)
 	require.Equal(t, Pool{Name: "ga-pool", APIVersion: "inference.networking.k8s.io/v1", TargetPort: 8000,
-		Selector: map[string]string{"app": "vllm-ga"}, Strategy: pickapi.StrategyDefault, ExtensionRef: "meshllm-picker"}, o.Pools[0])
+		Selector: map[string]string{"app": "vllm-ga"}, Strategy: pickapi.DefaultStrategy, ExtensionRef: "meshllm-picker"}, o.Pools[0])
 }
 
 func TestParseJSONSameAsYAML(t *testing.T) {

@@ -67,9 +67,9 @@ func TestGatewaySample(t *testing.T) {
 	require.Equal(t, "vllm-llama2-7b-pool", pool.Name)
 	require.Equal(t, int32(8000), pool.TargetPort)
 	require.Equal(t, map[string]string{"app": "vllm-llama2-7b-pool"}, pool.Selector)
-	require.Equal(t, pickapi.StrategyDefault, pool.Strategy)
+	require.Equal(t, pickapi.DefaultStrategy, pool.Strategy)
 	require.Equal(t, "picker-epp", pool.ExtensionRef)
 
-	_, err = ParseYAML([]byte(strings.Replace(string(raw), "routing-strategy: DEFAULT", "routing-strategy: FASTEST", 1)))
+	_, err = ParseYAML([]byte(strings.Replace(string(raw), "routing-strategy: LATENCY", "routing-strategy: FASTEST", 1)))
 	require.ErrorContains(t, err, "routing strategy")
 }

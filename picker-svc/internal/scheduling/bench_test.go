@@ -1,6 +1,7 @@
 package scheduling
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -47,17 +48,25 @@ func BenchmarkPick(b *testing.B) {
 	for _, v := range []struct {
 		st        pickapi.Strategy
 		explained bool // every pick explained (and kept for /debug/picks)
-	}{{pickapi.StrategyDefault, false}, {pickapi.StrategyDefault, true}, {pickapi.StrategyPrefixCache, false}, {pickapi.StrategyLatency, false}} {
+		staggered bool // LATENCY saturated and staggering: its costliest placement
+	}{{pickapi.StrategyDefault, false, false}, {pickapi.StrategyDefault, true, false}, {pickapi.StrategyPrefixCache, false, false},
+		{pickapi.StrategyLatency, false, false}, {pickapi.StrategyLatency, false, true}} {
 		st := v.st
 		for _, n := range []int{100, 1000} {
 			name := fmt.Sprintf("%s/%d", st, n)
-			if v.explained {
+			switch {
+			case v.explained:
 				name = fmt.Sprintf("%s-explained/%d", st, n)
+			case v.staggered:
+				name = fmt.Sprintf("%s-staggered/%d", st, n)
 			}
 			b.Run(name, func(b *testing.B) {
 				cfg := DefaultConfig()
 				if v.explained {
 					cfg.DebugPicksEvery = 1
+				}
+				if v.staggered {
+					cfg.Plugins = map[string]json.RawMessage{"predicted_ttft": json.RawMessage(`{"saturatedDemand":0.1,"staggerBelowUse":1}`)}
 				}
 				s := mustNew(cfg)
 				ms := benchPool(s, n, st != pickapi.StrategyDefault, req)

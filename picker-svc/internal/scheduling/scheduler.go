@@ -297,7 +297,7 @@ func (s *Scheduler) EndpointsRemoved(eps []*scrape.Endpoint) {
 func (s *Scheduler) Pick(eps []*scrape.Endpoint, strategy pickapi.Strategy, req *Request, now time.Time) (Result, error) {
 	prof := s.profiles[strategy]
 	if prof == nil {
-		prof = s.profiles[pickapi.StrategyDefault]
+		prof = s.profiles[pickapi.DefaultStrategy]
 	}
 	if len(eps) == 0 || prof == nil {
 		return Result{Outcome: NoEndpoints}, ErrNoEndpoints

@@ -69,7 +69,7 @@ func (p *profile) record(strategy pickapi.Strategy, req *Request, c *Candidate, 
 func (s *Scheduler) ApplyPeerPick(r *PickRecord) {
 	prof := s.profiles[r.Strategy]
 	if prof == nil {
-		prof = s.profiles[pickapi.StrategyDefault]
+		prof = s.profiles[pickapi.DefaultStrategy]
 	}
 	if prof == nil || r.Endpoint == nil {
 		return
