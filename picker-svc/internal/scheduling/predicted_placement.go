@@ -89,24 +89,31 @@ func placementCost(c *Candidate, saturated bool, weight float64) float64 {
 	return (c.PredictedTTFT + c.PredictedRecompute) / weight
 }
 
-// staggerWeights writes each candidate's weight: 1 below saturation, else
-// from 1-skew to 1+skew, evenly, by the rank of its address.
-func staggerWeights(cands []Candidate, skew float64, weights []float64) {
+// staggerWeights returns each candidate's weight, from 1-skew to 1+skew,
+// evenly, by the rank of its address (nil, every weight 1, without skew).
+func staggerWeights(cands []Candidate, skew float64) []float64 {
 	n := len(cands)
 	if skew <= 0 || n < 2 {
-		for i := range weights {
-			weights[i] = 1
-		}
-		return
+		return nil
 	}
 	order := make([]int, n)
 	for i := range order {
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(cands[a].EP.Addr, cands[b].EP.Addr) })
+	weights := make([]float64, n)
 	for r, i := range order {
 		weights[i] = 1 + skew*(2*float64(r)/float64(n-1)-1)
 	}
+	return weights
+}
+
+// weightOf is candidate i's weight (1 without weights).
+func weightOf(weights []float64, i int) float64 {
+	if weights == nil {
+		return 1
+	}
+	return weights[i]
 }
 
 // preferred is the candidate that takes a near tie (-1: none): among
@@ -119,7 +126,7 @@ func preferred(cands []Candidate, weights []float64, best, within float64, satur
 	p := -1
 	for i := range cands {
 		c := &cands[i]
-		if placementCost(c, saturated, weights[i]) > best*(1+within) {
+		if placementCost(c, saturated, weightOf(weights, i)) > best*(1+within) {
 			continue
 		}
 		switch {
@@ -136,17 +143,16 @@ func preferred(cands []Candidate, weights []float64, best, within float64, satur
 
 // placementScores writes least/cost for each candidate, the preferred
 // one of a near tie scoring 1 and the rest of the tie just below; skew is
-// the saturated stagger's.
+// the stagger's (0 when the fleet is not staggered).
 func placementScores(cands []Candidate, scores []float64, sat bool, within, skew float64) {
-	weights := make([]float64, len(cands))
-	staggerWeights(cands, skew, weights)
+	weights := staggerWeights(cands, skew)
 	best := math.Inf(1)
 	for i := range cands {
-		best = min(best, placementCost(&cands[i], sat, weights[i]))
+		best = min(best, placementCost(&cands[i], sat, weightOf(weights, i)))
 	}
 	p := preferred(cands, weights, best, within, sat)
 	for i := range cands {
-		t := placementCost(&cands[i], sat, weights[i])
+		t := placementCost(&cands[i], sat, weightOf(weights, i))
 		switch {
 		case i == p || t <= 0 || best <= 0:
 			scores[i] = 1

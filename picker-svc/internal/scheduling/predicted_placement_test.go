@@ -94,13 +94,9 @@ func TestPlacementScores(t *testing.T) {
 func TestStaggerWeights(t *testing.T) {
 	cands := []Candidate{{EP: &scrape.Endpoint{Addr: "10.0.0.3:8000"}}, {EP: &scrape.Endpoint{Addr: "10.0.0.1:8000"}},
 		{EP: &scrape.Endpoint{Addr: "10.0.0.2:8000"}}}
-	w := make([]float64, 3)
-	staggerWeights(cands, 0.25, w)
-	require.InDeltaSlice(t, []float64{1.25, 0.75, 1}, w, 1e-12, "by the rank of the address, whatever the order")
-	staggerWeights(cands, 0, w)
-	require.Equal(t, []float64{1, 1, 1}, w, "no skew")
-	staggerWeights(cands[:1], 0.25, w[:1])
-	require.Equal(t, []float64{1}, w[:1], "one pod")
+	require.InDeltaSlice(t, []float64{1.25, 0.75, 1}, staggerWeights(cands, 0.25), 1e-12, "by the rank of the address, whatever the order")
+	require.Nil(t, staggerWeights(cands, 0), "no skew: every weight 1")
+	require.Nil(t, staggerWeights(cands[:1], 0.25), "one pod")
 
 	// Saturated, equal predictions go to the heaviest weight, and a
 	// prediction wins against a lighter one only within the weights'
