@@ -30,9 +30,12 @@ type Explanation struct {
 	// Regime is the placement regime the scores were made in
 	// (RegimeSaturated or RegimeUnsaturated; "" for profiles with one),
 	// and KVDemand the share of the fleet's KV cache its requests need at
-	// their mean footprint, which decides it.
-	Regime   string
-	KVDemand float64
+	// their mean footprint, which decides it. Staggered: the pods' costs
+	// were weighed by plan, a burst filling the fleet
+	// (predicted_placement.go).
+	Regime    string
+	KVDemand  float64
+	Staggered bool
 }
 
 // The placement regimes of predicted_ttft (predicted_placement.go).
@@ -44,7 +47,7 @@ const (
 // regimeTeller is a scorer that scores in regimes: Regime says which one
 // a pick was in.
 type regimeTeller interface {
-	Regime(cands []Candidate) (regime string, kvDemand float64)
+	Regime(cands []Candidate) (regime string, kvDemand float64, staggered bool)
 }
 
 // ExplainedCandidate is one candidate of an Explanation.
@@ -71,7 +74,7 @@ func explain(st pickapi.Strategy, req *Request, prof *profile, eligible int, can
 		MaxTokens: req.MaxTokens, Scorers: prof.specScorers, Eligible: eligible, Judged: len(cands)}
 	for _, ws := range prof.scorers {
 		if rt, ok := ws.s.(regimeTeller); ok && e.Regime == "" {
-			e.Regime, e.KVDemand = rt.Regime(cands)
+			e.Regime, e.KVDemand, e.Staggered = rt.Regime(cands)
 		}
 	}
 	n := len(cands)
@@ -128,6 +131,9 @@ func (e *Explanation) Line(maxLen int) string {
 		b = append(b, e.Regime...)
 		b = append(b, " kv_demand="...)
 		b = strconv.AppendFloat(b, e.KVDemand, 'f', 2, 64)
+		if e.Staggered {
+			b = append(b, " staggered"...)
+		}
 	}
 	for j := range e.Candidates {
 		c := &e.Candidates[j]

@@ -121,14 +121,16 @@ func TestStaggerWeights(t *testing.T) {
 // requests then end at different times. Once half the fleet's KV cache is
 // in use, picks are weighed equally again.
 func TestLatencyStaggersABurstByPlan(t *testing.T) {
+	var last *Explanation // the burst's last pick's
 	burst := func(cfg Config, snap scrape.Snapshot) []int {
 		s := mustNew(cfg)
 		eps := endpoints(snap, snap, snap, snap, snap) // addresses in rank order
 		count := map[*scrape.Endpoint]int{}
 		for i := 0; i < 202; i++ {
-			res, err := s.Pick(eps, pickapi.StrategyLatency, &Request{TargetModel: "m", PromptTokens: 1550, MaxTokens: 1800}, t0)
+			res, err := s.Pick(eps, pickapi.StrategyLatency, &Request{TargetModel: "m", PromptTokens: 1550, MaxTokens: 1800, Explain: true}, t0)
 			require.NoError(t, err)
 			count[res.Endpoints[0]]++
+			last = res.Explanation
 		}
 		out := make([]int, len(eps))
 		for i, ep := range eps {
@@ -143,6 +145,8 @@ func TestLatencyStaggersABurstByPlan(t *testing.T) {
 	}
 	require.Greater(t, float64(got[4])/float64(got[0]), 1.2, "planned unevenness: %v", got)
 	require.LessOrEqual(t, float64(got[4])/float64(got[0]), 1.25/0.75, "bounded by the weights: %v", got)
+	require.True(t, last.Staggered, "the explanation says the pick was staggered")
+	require.Contains(t, last.Line(pickapi.MaxExplainLen), " staggered ")
 
 	off := DefaultConfig()
 	off.Plugins = map[string]json.RawMessage{"predicted_ttft": json.RawMessage(`{"staggerSkew":0}`)}
@@ -152,6 +156,7 @@ func TestLatencyStaggersABurstByPlan(t *testing.T) {
 	filled := empty
 	filled.KVCacheUsage = 0.5
 	require.Equal(t, burst(off, filled), burst(DefaultConfig(), filled), "a filled fleet: no stagger")
+	require.False(t, last.Staggered)
 }
 
 // Through the LATENCY profile, three equal pods whose KV cache is full

@@ -187,16 +187,17 @@ func (s *PredictedTTFTScorer) Score(_ *Request, cands []Candidate, scores []floa
 }
 
 // Regime implements regimeTeller: which regime the scores were made in,
-// and the share of the fleet's KV its requests need ("" when the scorer
-// has one regime: SaturatedDemand 0).
-func (s *PredictedTTFTScorer) Regime(cands []Candidate) (string, float64) {
+// the share of the fleet's KV its requests need ("" and 0 when the scorer
+// has one regime: SaturatedDemand 0), and whether they were staggered.
+func (s *PredictedTTFTScorer) Regime(cands []Candidate) (string, float64, bool) {
 	if s.params.SaturatedDemand == 0 {
-		return "", 0
+		return "", 0, false
 	}
+	stag := s.params.StaggerSkew > 0 && staggering(cands, s.params.SaturatedDemand, s.params.StaggerBelowUse)
 	if saturated(cands, s.params.SaturatedDemand) {
-		return RegimeSaturated, demandShare(cands)
+		return RegimeSaturated, demandShare(cands), stag
 	}
-	return RegimeUnsaturated, demandShare(cands)
+	return RegimeUnsaturated, demandShare(cands), stag
 }
 
 // PostPick implements PostPicker: the request joins the chosen pod's

@@ -29,6 +29,7 @@ type debugPick struct {
 	Judged       int                `json:"judged"`
 	Regime       string             `json:"regime,omitempty"`
 	KVDemand     float64            `json:"kv_demand,omitempty"`
+	Staggered    bool               `json:"staggered,omitempty"`
 	Weights      map[string]float64 `json:"weights"`
 	Candidates   []debugCandidate   `json:"candidates"`
 }
@@ -68,7 +69,7 @@ func (s *Server) debugPicks(w http.ResponseWriter, r *http.Request) {
 
 func explained(e *scheduling.Explanation) debugPick {
 	p := debugPick{At: e.At, PickID: e.PickID, Strategy: string(e.Strategy), Model: e.Model, PromptTokens: e.PromptTokens,
-		MaxTokens: e.MaxTokens, Eligible: e.Eligible, Judged: e.Judged, Regime: e.Regime, KVDemand: e.KVDemand, Weights: map[string]float64{}}
+		MaxTokens: e.MaxTokens, Eligible: e.Eligible, Judged: e.Judged, Regime: e.Regime, KVDemand: e.KVDemand, Staggered: e.Staggered, Weights: map[string]float64{}}
 	for _, ws := range e.Scorers {
 		p.Weights[ws.Name] = ws.Weight
 	}
