@@ -180,10 +180,15 @@ func (s *PredictedTTFTScorer) Score(_ *Request, cands []Candidate, scores []floa
 		within = s.params.StaggerWithin
 	}
 	skew := 0.0
-	if staggering(cands, s.params.SaturatedDemand, s.params.StaggerBelowUse) {
+	if s.staggered(cands) {
 		skew = s.params.StaggerSkew
 	}
 	placementScores(cands, scores, sat, within, skew)
+}
+
+// staggered reports whether a pick among cands is staggered by plan.
+func (s *PredictedTTFTScorer) staggered(cands []Candidate) bool {
+	return s.params.StaggerSkew > 0 && staggering(cands, s.params.SaturatedDemand, s.params.StaggerBelowUse)
 }
 
 // Regime implements regimeTeller: which regime the scores were made in,
@@ -193,7 +198,7 @@ func (s *PredictedTTFTScorer) Regime(cands []Candidate) (string, float64, bool) 
 	if s.params.SaturatedDemand == 0 {
 		return "", 0, false
 	}
-	stag := s.params.StaggerSkew > 0 && staggering(cands, s.params.SaturatedDemand, s.params.StaggerBelowUse)
+	stag := s.staggered(cands)
 	if saturated(cands, s.params.SaturatedDemand) {
 		return RegimeSaturated, demandShare(cands), stag
 	}
